@@ -1,0 +1,34 @@
+# The two commands a new machine needs: `make demo` and `make test`. Both set up
+# everything first (apt packages, node modules, build).
+.PHONY: setup build lint format test demo clean bench docs
+
+setup:
+	@bash scripts/setup.sh
+
+build: setup
+	@npx tsc -p tsconfig.json
+
+lint: setup
+	npx tsc -p tsconfig.test.json --noEmit
+	npx prettier --check .
+
+format:
+	npx prettier --write .
+
+# Every test: unit, integration and (once VMs exist) end-to-end. Node's test runner
+# prints the summary CI reads.
+test: build lint
+	node --import tsx --test --test-concurrency=2 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
+
+demo: build
+	./bin/banger doctor
+
+bench: build
+	@for b in bench/*.ts; do [ -e "$$b" ] && node --import tsx "$$b"; done; true
+
+clean:
+	rm -rf dist
+
+# Regenerate docs/commands.md and README's command table from the real --help.
+docs: setup
+	node --import tsx scripts/gen-docs.ts

@@ -1,0 +1,41 @@
+/** Error codes shared by daemon and CLI. Numbers live in JSON-RPC's server-defined range. */
+export const ErrorCode = {
+  Internal: -32603,
+  InvalidParams: -32602,
+  MethodNotFound: -32601,
+  NotFound: -32001,
+  AlreadyExists: -32002,
+  InvalidState: -32003,
+  NotImplemented: -32004,
+  Precondition: -32005,
+  Busy: -32006,
+  Cancelled: -32007,
+} as const;
+
+export type ErrorCodeName = keyof typeof ErrorCode;
+export type ErrorCodeValue = (typeof ErrorCode)[ErrorCodeName];
+
+/** An error whose message a user can act on; crosses the RPC boundary intact. */
+export class BangerError extends Error {
+  readonly code: ErrorCodeValue;
+  readonly hint: string | undefined;
+  constructor(code: ErrorCodeValue, message: string, hint?: string) {
+    super(message);
+    this.name = "BangerError";
+    this.code = code;
+    this.hint = hint;
+  }
+}
+
+export function notImplemented(what: string, issue: string): BangerError {
+  return new BangerError(
+    ErrorCode.NotImplemented,
+    `${what} is not implemented yet`,
+    `it arrives with ${issue}; see 'banger --help' for what works today`,
+  );
+}
+
+export function codeName(code: number): string {
+  for (const [name, value] of Object.entries(ErrorCode)) if (value === code) return name;
+  return String(code);
+}

@@ -1,0 +1,311 @@
+import { z } from "zod";
+
+/**
+ * The one table of RPC methods: name → param/result schemas and a summary.
+ * The daemon registers exactly these; docs/internals/rpc.md lists exactly these (a test checks).
+ */
+
+const Empty = z.object({}).strict();
+const NameParam = z.object({ name: z.string().min(1) }).strict();
+
+export const Provenance = z.enum(["config", "auto", "builtin"]);
+
+export const DaemonStatus = z.object({
+  pid: z.number().int(),
+  version: z.string(),
+  startedAt: z.string(),
+  uptimeMs: z.number(),
+  socket: z.string(),
+  stateDir: z.string(),
+  schemaVersion: z.number().int(),
+});
+
+export const VmInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  state: z.string(),
+  image: z.string().nullable(),
+  kernel: z.string().nullable(),
+  vcpu: z.number().int(),
+  memoryBytes: z.number().int(),
+  diskBytes: z.number().int(),
+  ip: z.string().nullable(),
+  vmm: z.string().nullable(),
+  createdAt: z.string(),
+});
+
+export const ImageInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  kernel: z.string().nullable(),
+  rootfsPath: z.string(),
+  source: z.string().nullable(),
+  digest: z.string().nullable(),
+  sizeBytes: z.number().int().nullable(),
+  managed: z.boolean(),
+  createdAt: z.string(),
+});
+
+export const KernelInfo = z.object({
+  name: z.string(),
+  version: z.string().nullable(),
+  source: z.string().nullable(),
+  dir: z.string(),
+  sha256: z.string().nullable(),
+  createdAt: z.string(),
+});
+
+export const CatalogEntry = z.object({
+  name: z.string(),
+  state: z.enum(["pulled", "available"]),
+  sizeBytes: z.number().int().nullable(),
+  description: z.string(),
+});
+
+const VmCreateParams = z
+  .object({
+    name: z.string().optional(),
+    image: z.string().optional(),
+    kernelRef: z.string().optional(),
+    vcpu: z.number().int().positive().optional(),
+    memoryBytes: z.number().int().positive().optional(),
+    diskBytes: z.number().int().positive().optional(),
+    nat: z.boolean().optional(),
+    start: z.boolean().optional(),
+  })
+  .strict();
+
+const NamesParam = z.object({ names: z.array(z.string().min(1)).min(1) }).strict();
+
+const PruneResult = z.object({
+  freedBytes: z.number().int(),
+  blobs: z.number().int(),
+  dir: z.string(),
+  dryRun: z.boolean(),
+});
+
+interface MethodSpec {
+  params: z.ZodType;
+  result: z.ZodType;
+  summary: string;
+  /** Long-running: the daemon streams `progress` notifications for it. */
+  progress?: boolean;
+}
+
+export const methods = {
+  "daemon.ping": {
+    params: Empty,
+    result: z.object({ pong: z.literal(true), version: z.string(), pid: z.number().int() }),
+    summary: "Liveness check; returns the daemon's version and pid.",
+  },
+  "daemon.status": {
+    params: Empty,
+    result: DaemonStatus,
+    summary: "Daemon facts: pid, uptime, paths, schema version.",
+  },
+  "daemon.shutdown": {
+    params: Empty,
+    result: z.object({ stopping: z.literal(true) }),
+    summary: "Stop the daemon after replying; running VMs keep running.",
+  },
+
+  "vm.list": { params: Empty, result: z.array(VmInfo), summary: "All VMs with their state." },
+  "vm.show": { params: NameParam, result: VmInfo, summary: "One VM by name." },
+  "vm.create": {
+    params: VmCreateParams,
+    result: VmInfo,
+    summary: "Create (and by default start) a VM.",
+    progress: true,
+  },
+  "vm.start": { params: NameParam, result: VmInfo, summary: "Start a stopped VM.", progress: true },
+  "vm.stop": { params: NameParam, result: VmInfo, summary: "Stop a running VM gracefully." },
+  "vm.restart": {
+    params: NameParam,
+    result: VmInfo,
+    summary: "Stop then start a VM.",
+    progress: true,
+  },
+  "vm.kill": { params: NameParam, result: VmInfo, summary: "Force-kill a VM's VMM process." },
+  "vm.delete": {
+    params: NamesParam,
+    result: z.object({ deleted: z.array(z.string()) }),
+    summary: "Stop VMs and remove their disks.",
+  },
+  "vm.prune": {
+    params: Empty,
+    result: z.object({
+      deleted: z.array(z.string()),
+      failed: z.array(z.object({ name: z.string(), error: z.string() })),
+    }),
+    summary: "Delete every VM that is not running.",
+  },
+  "vm.stats": {
+    params: NameParam,
+    result: z.object({
+      name: z.string(),
+      vcpu: z.number().int(),
+      memoryBytes: z.number().int(),
+      rssBytes: z.number().int().nullable(),
+      cpuSeconds: z.number().nullable(),
+      overlayBytes: z.number().int(),
+      workDiskBytes: z.number().int(),
+    }),
+    summary: "Configured size, VMM RSS and CPU time, disk bytes used.",
+  },
+  "vm.ports": {
+    params: NameParam,
+    result: z.array(
+      z.object({
+        proto: z.string(),
+        address: z.string(),
+        port: z.number().int(),
+        process: z.string().nullable(),
+      }),
+    ),
+    summary: "Listening TCP/UDP sockets in the guest.",
+  },
+  "vm.set": {
+    params: z
+      .object({
+        name: z.string().min(1),
+        vcpu: z.number().int().positive().optional(),
+        memoryBytes: z.number().int().positive().optional(),
+      })
+      .strict(),
+    result: VmInfo,
+    summary: "Change vcpu/memory of a stopped VM.",
+  },
+  "vm.health": {
+    params: NameParam,
+    result: z.object({ name: z.string(), vmm: z.boolean(), ssh: z.boolean(), detail: z.string() }),
+    summary: "Is the VMM alive and does SSH answer.",
+  },
+  "vm.logs": {
+    params: NameParam,
+    result: z.object({ path: z.string() }),
+    summary: "Path of the VM's serial console log.",
+  },
+  "vm.ssh": {
+    params: NameParam,
+    result: z.object({
+      host: z.string(),
+      port: z.number().int(),
+      user: z.string(),
+      identityFile: z.string(),
+      knownHostsFile: z.string(),
+    }),
+    summary: "What OpenSSH needs to reach the VM.",
+  },
+
+  "image.list": { params: Empty, result: z.array(ImageInfo), summary: "Local images." },
+  "image.show": { params: NameParam, result: ImageInfo, summary: "One image by name." },
+  "image.build": {
+    params: z
+      .object({
+        name: z.string().optional(),
+        suite: z.string().optional(),
+        packages: z.array(z.string()).optional(),
+        sizeBytes: z.number().int().positive().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary: "Build the default Debian image locally with mmdebstrap.",
+    progress: true,
+  },
+  "image.pull": {
+    params: z
+      .object({
+        ref: z.string().min(1),
+        name: z.string().optional(),
+        kernelRef: z.string().optional(),
+        sizeBytes: z.number().int().positive().optional(),
+        insecureRegistry: z.boolean().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary: "Pull a catalog bundle or an OCI image into a bootable ext4.",
+    progress: true,
+  },
+  "image.register": {
+    params: z
+      .object({
+        name: z.string().min(1),
+        rootfs: z.string().min(1),
+        kernelRef: z.string().optional(),
+        kernel: z.string().optional(),
+        initrd: z.string().optional(),
+        modules: z.string().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary: "Register an existing rootfs.ext4 (unmanaged) with a kernel.",
+  },
+  "image.delete": {
+    params: NameParam,
+    result: z.object({ deleted: z.string() }),
+    summary: "Remove an image not used by any VM.",
+  },
+  "image.promote": {
+    params: NameParam,
+    result: ImageInfo,
+    summary: "Copy an unmanaged image into the managed store.",
+  },
+  "image.cache.prune": {
+    params: z.object({ dryRun: z.boolean().optional() }).strict(),
+    result: PruneResult,
+    summary: "Empty the OCI blob cache.",
+  },
+
+  "kernel.list": { params: Empty, result: z.array(KernelInfo), summary: "Local kernels." },
+  "kernel.catalog": {
+    params: Empty,
+    result: z.array(CatalogEntry),
+    summary: "Catalog kernels and whether each is pulled.",
+  },
+  "kernel.pull": {
+    params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
+    result: KernelInfo,
+    summary: "Fetch a catalog kernel, or derive debian-cloud locally.",
+    progress: true,
+  },
+  "kernel.import": {
+    params: z.object({ name: z.string().min(1), from: z.string().min(1) }).strict(),
+    result: KernelInfo,
+    summary: "Copy a kernel directory into the local store.",
+  },
+  "kernel.show": { params: NameParam, result: KernelInfo, summary: "One kernel by name." },
+  "kernel.delete": {
+    params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
+    result: z.object({ deleted: z.string() }),
+    summary: "Remove a kernel no image references.",
+  },
+} as const satisfies Record<string, MethodSpec>;
+
+export type Methods = typeof methods;
+export type MethodName = keyof Methods;
+/** What a caller sends. */
+export type ParamsOf<M extends MethodName> = z.input<Methods[M]["params"]>;
+/** What a handler receives after validation. */
+export type ParsedParamsOf<M extends MethodName> = z.output<Methods[M]["params"]>;
+export type ResultOf<M extends MethodName> = z.output<Methods[M]["result"]>;
+
+export const methodNames = Object.keys(methods) as MethodName[];
+
+/** Notification the daemon sends while a long request runs; `token` ties it to the request. */
+export const PROGRESS_NOTIFICATION = "progress";
+export const ProgressReport = z.object({
+  token: z.string(),
+  stage: z.string(),
+  message: z.string().optional(),
+  current: z.number().optional(),
+  total: z.number().optional(),
+});
+export type ProgressReport = z.infer<typeof ProgressReport>;
+
+/** Requests may carry this key next to their params to ask for progress. */
+export const PROGRESS_TOKEN_KEY = "$progressToken";
+
+export type VmInfo = z.infer<typeof VmInfo>;
+export type ImageInfo = z.infer<typeof ImageInfo>;
+export type KernelInfo = z.infer<typeof KernelInfo>;
+export type DaemonStatus = z.infer<typeof DaemonStatus>;

@@ -1,0 +1,40 @@
+import fs from "node:fs/promises";
+import { Command } from "@commander-js/extra-typings";
+import { readConfigSync } from "../config/config.js";
+import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
+import { canOpenReadWrite, realAccelDeps } from "../system/accel.js";
+import { defaultChecks, formatReport, runChecks } from "../system/doctor.js";
+import { createCommandRunner } from "../system/runner.js";
+import { ExitStatus, type CliDeps } from "./context.js";
+import { printJson } from "./output.js";
+
+export function doctorCommand(deps: CliDeps): Command {
+  return new Command("doctor")
+    .description("Check what this machine can do and how to fix what is missing")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExit status is 1 when any check fails (warnings do not count).\n\nExamples:\n  $ banger doctor\n  $ banger doctor --json | jq '.checks[] | select(.status != \"ok\")'\n",
+    )
+    .action(async (opts) => {
+      const checks = defaultChecks({
+        runner: createCommandRunner(deps.env),
+        accel: realAccelDeps(),
+        canOpenRw: canOpenReadWrite,
+        nodeVersion: process.version,
+        configFile: deps.layout.configFile,
+        configExists: () =>
+          fs.access(deps.layout.configFile).then(
+            () => true,
+            () => false,
+          ),
+        // A broken config is itself worth reporting: the check fails with the parse error.
+        describeVmDefaults: async () =>
+          describeVmDefaults(resolveVmDefaults(readConfigSync(deps.layout.configFile), deps.host)),
+      });
+      const report = await runChecks(checks);
+      if (opts.json) printJson(deps.out, report);
+      else deps.out.stdout.write(formatReport(report, { color: deps.out.stdout.isTTY === true }));
+      if (!report.ok) throw new ExitStatus(1);
+    }) as unknown as Command;
+}

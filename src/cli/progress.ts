@@ -1,0 +1,47 @@
+import type { ProgressReport } from "../api/methods.js";
+import { formatSizeBytes } from "../util/size.js";
+import type { Out } from "./output.js";
+
+/**
+ * Renders daemon progress on a TTY (one live line, finished stages kept above it);
+ * prints nothing when stderr is not a terminal, so piped output stays clean.
+ */
+export function createProgressRenderer(out: Out): {
+  report(r: ProgressReport): void;
+  done(): void;
+} {
+  const tty = out.stderr.isTTY === true;
+  let stage: string | null = null;
+  let live = false;
+  const clear = () => {
+    if (live) out.stderr.write("\r\x1b[2K");
+    live = false;
+  };
+  return {
+    report(r) {
+      if (!tty) return;
+      if (stage !== null && r.stage !== stage) {
+        clear();
+        out.stderr.write(`  ✓ ${stage}\n`);
+      }
+      stage = r.stage;
+      clear();
+      let line = `  … ${r.stage}`;
+      if (r.message) line += `: ${r.message}`;
+      if (r.total && r.current !== undefined) {
+        const pct = Math.min(100, Math.floor((r.current / r.total) * 100));
+        line += ` ${formatSizeBytes(r.current)} / ${formatSizeBytes(r.total)} (${pct}%)`;
+      } else if (r.current !== undefined) {
+        line += ` ${formatSizeBytes(r.current)}`;
+      }
+      out.stderr.write(line.slice(0, ((out.stderr as { columns?: number }).columns ?? 100) - 1));
+      live = true;
+    },
+    done() {
+      if (!tty) return;
+      clear();
+      if (stage !== null) out.stderr.write(`  ✓ ${stage}\n`);
+      stage = null;
+    },
+  };
+}

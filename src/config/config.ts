@@ -1,0 +1,276 @@
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import { parse as parseToml, TomlError } from "smol-toml";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { parseSize } from "../util/size.js";
+
+export type VmmSetting = "auto" | "qemu" | "firecracker";
+export type AccelSetting = "auto" | "kvm" | "tcg";
+
+export interface FileSyncEntry {
+  /** `~/...` or absolute, as written; expanded when used. */
+  host: string;
+  /** Under `~/` or `/root/`, as written. */
+  guest: string;
+  /** Permission bits; files default to 0600 when absent. */
+  mode: number | null;
+}
+
+export interface Config {
+  defaultImageName: string;
+  vmm: VmmSetting;
+  accel: AccelSetting;
+  vmDefaults: { vcpu: number | null; memoryBytes: number | null; diskBytes: number | null };
+  network: { bridge: string; subnet: string; dnsPort: number };
+  fileSync: FileSyncEntry[];
+}
+
+export function defaultConfig(): Config {
+  return {
+    defaultImageName: "debian-bookworm",
+    vmm: "auto",
+    accel: "auto",
+    vmDefaults: { vcpu: null, memoryBytes: null, diskBytes: null },
+    network: { bridge: "banger0", subnet: "172.30.0.0/24", dnsPort: 53 },
+    fileSync: [],
+  };
+}
+
+const TOP_KEYS = ["default_image_name", "vmm", "accel", "vm_defaults", "network", "file_sync"];
+const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
+const NETWORK_KEYS = ["bridge", "subnet", "dns_port"];
+const FILE_SYNC_KEYS = ["host", "guest", "mode"];
+
+/** Reads and validates the config file; a missing file means all defaults. */
+export async function loadConfig(file: string): Promise<Config> {
+  let text: string;
+  try {
+    text = await fsp.readFile(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig();
+    throw err;
+  }
+  return parseConfig(text, file);
+}
+
+/** Same as loadConfig, for the few places that cannot await (help text). */
+export function readConfigSync(file: string): Config {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig();
+    throw err;
+  }
+  return parseConfig(text, file);
+}
+
+type Table = Record<string, unknown>;
+
+/** Validates config text; every error names the file and the offending key or entry. */
+export function parseConfig(text: string, source: string): Config {
+  const fail = (where: string, why: string): never => {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${source}: ${where}: ${why}`,
+      `edit ${source}; docs/config.md lists every key`,
+    );
+  };
+  let raw: Table;
+  try {
+    raw = parseToml(text) as Table;
+  } catch (err) {
+    const line = err instanceof TomlError ? ` line ${err.line}` : "";
+    const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${source}:${line}: invalid TOML: ${why}`,
+      `fix the syntax in ${source}`,
+    );
+  }
+
+  const config = defaultConfig();
+  checkKeys(raw, TOP_KEYS, "", fail);
+
+  if (raw.default_image_name !== undefined) {
+    config.defaultImageName = nonEmptyString(raw.default_image_name, "default_image_name", fail);
+  }
+  if (raw.vmm !== undefined)
+    config.vmm = oneOf(raw.vmm, ["auto", "qemu", "firecracker"] as const, "vmm", fail);
+  if (raw.accel !== undefined)
+    config.accel = oneOf(raw.accel, ["auto", "kvm", "tcg"] as const, "accel", fail);
+
+  if (raw.vm_defaults !== undefined) {
+    const t = table(raw.vm_defaults, "vm_defaults", fail);
+    checkKeys(t, VM_DEFAULT_KEYS, "vm_defaults.", fail);
+    if (t.vcpu !== undefined) {
+      if (typeof t.vcpu !== "number" || !Number.isInteger(t.vcpu) || t.vcpu < 1 || t.vcpu > 64) {
+        fail("vm_defaults.vcpu", `${JSON.stringify(t.vcpu)} must be a whole number from 1 to 64`);
+      }
+      config.vmDefaults.vcpu = t.vcpu as number;
+    }
+    if (t.memory !== undefined)
+      config.vmDefaults.memoryBytes = size(t.memory, "vm_defaults.memory", fail);
+    if (t.disk_size !== undefined)
+      config.vmDefaults.diskBytes = size(t.disk_size, "vm_defaults.disk_size", fail);
+  }
+
+  if (raw.network !== undefined) {
+    const t = table(raw.network, "network", fail);
+    checkKeys(t, NETWORK_KEYS, "network.", fail);
+    if (t.bridge !== undefined) {
+      const bridge = nonEmptyString(t.bridge, "network.bridge", fail);
+      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) {
+        fail(
+          "network.bridge",
+          `"${bridge}" is not a valid interface name (1-15 letters, digits, '-', '_', '.')`,
+        );
+      }
+      config.network.bridge = bridge;
+    }
+    if (t.subnet !== undefined) config.network.subnet = subnet(t.subnet, fail);
+    if (t.dns_port !== undefined) {
+      if (
+        typeof t.dns_port !== "number" ||
+        !Number.isInteger(t.dns_port) ||
+        t.dns_port < 1 ||
+        t.dns_port > 65535
+      ) {
+        fail(
+          "network.dns_port",
+          `${JSON.stringify(t.dns_port)} must be a port number from 1 to 65535`,
+        );
+      }
+      config.network.dnsPort = t.dns_port as number;
+    }
+  }
+
+  if (raw.file_sync !== undefined) {
+    if (!Array.isArray(raw.file_sync))
+      fail("file_sync", "must be an array of tables: [[file_sync]]");
+    (raw.file_sync as unknown[]).forEach((entry, i) => {
+      const where = `file_sync[${i}]`;
+      const t = table(entry, where, fail);
+      checkKeys(t, FILE_SYNC_KEYS, `${where}.`, fail);
+      if (t.host === undefined) fail(where, "missing host");
+      if (t.guest === undefined) fail(where, "missing guest");
+      const host = nonEmptyString(t.host, `${where}.host`, fail);
+      const guest = nonEmptyString(t.guest, `${where}.guest`, fail);
+      checkPath(host, `${where}.host`, fail);
+      checkPath(guest, `${where}.guest`, fail);
+      if (!(host.startsWith("~/") || host.startsWith("/"))) {
+        fail(`${where}.host "${host}"`, "host path must start with ~/ or / (absolute)");
+      }
+      if (!(guest.startsWith("~/") || guest.startsWith("/root/"))) {
+        fail(`${where}.guest "${guest}"`, "guest path must be under ~/ or /root/");
+      }
+      let mode: number | null = null;
+      if (t.mode !== undefined) {
+        if (typeof t.mode !== "string" || !/^0?[0-7]{3}$/.test(t.mode)) {
+          fail(
+            `${where}.mode`,
+            `${JSON.stringify(t.mode)} must be an octal string such as "0600" or "644"`,
+          );
+        }
+        mode = Number.parseInt(t.mode as string, 8);
+      }
+      config.fileSync.push({ host, guest, mode });
+    });
+  }
+  return config;
+}
+
+type Fail = (where: string, why: string) => never;
+
+function checkKeys(t: Table, allowed: string[], prefix: string, fail: Fail): void {
+  for (const key of Object.keys(t)) {
+    if (allowed.includes(key)) continue;
+    const guess = closest(key, allowed);
+    fail(
+      `${prefix}${key}`,
+      `unknown key${guess ? ` (did you mean "${prefix}${guess}"?)` : `; known keys: ${allowed.join(", ")}`}`,
+    );
+  }
+}
+
+function table(v: unknown, where: string, fail: Fail): Table {
+  if (typeof v !== "object" || v === null || Array.isArray(v) || v instanceof Date) {
+    return fail(where, "must be a table");
+  }
+  return v as Table;
+}
+
+function nonEmptyString(v: unknown, where: string, fail: Fail): string {
+  if (typeof v !== "string") return fail(where, `expected a string, got ${JSON.stringify(v)}`);
+  if (v.trim() === "") return fail(where, "must not be empty");
+  return v;
+}
+
+function oneOf<T extends string>(v: unknown, options: readonly T[], where: string, fail: Fail): T {
+  if (typeof v === "string" && (options as readonly string[]).includes(v)) return v as T;
+  return fail(where, `${JSON.stringify(v)} must be one of: ${options.join(", ")}`);
+}
+
+function size(v: unknown, where: string, fail: Fail): number {
+  // A bare integer means MiB, like on the command line.
+  if (typeof v === "number" || typeof v === "bigint") {
+    if (!Number.isInteger(Number(v)) || Number(v) <= 0)
+      return fail(where, `${String(v)} must be a positive size`);
+    return Number(v) * 1024 * 1024;
+  }
+  if (typeof v !== "string")
+    return fail(where, `expected a size like "8G", got ${JSON.stringify(v)}`);
+  try {
+    return parseSize(v);
+  } catch (err) {
+    return fail(where, (err as Error).message);
+  }
+}
+
+function subnet(v: unknown, fail: Fail): string {
+  const text = nonEmptyString(v, "network.subnet", fail);
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(text);
+  const octets = m ? m.slice(1, 5).map(Number) : [];
+  if (!m || octets.some((o) => o > 255))
+    return fail("network.subnet", `"${text}" is not an IPv4 CIDR like 172.30.0.0/24`);
+  const prefix = Number(m[5]);
+  if (prefix < 16 || prefix > 29)
+    return fail("network.subnet", `prefix /${prefix} must be between /16 and /29`);
+  return text;
+}
+
+function checkPath(p: string, where: string, fail: Fail): void {
+  if (/^~[^/]/.test(p))
+    fail(`${where} "${p}"`, "~user/ paths are not supported; use ~/ or an absolute path");
+  if (p.split("/").includes("..")) fail(`${where} "${p}"`, "must not contain '..'");
+  if (p === "~/" || p === "/" || p === "/root/")
+    fail(`${where} "${p}"`, "must name a file or directory, not a root");
+}
+
+/** The allowed key within edit distance 2, if any. */
+function closest(key: string, options: string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = 3;
+  for (const option of options) {
+    const d = editDistance(key.toLowerCase(), option);
+    if (d < bestDistance) {
+      best = option;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}

@@ -1,0 +1,129 @@
+import { BangerError, ErrorCode, notImplemented } from "../api/errors.js";
+import type { ImageInfo, KernelInfo, VmInfo } from "../api/methods.js";
+import type { ImageRow, KernelRow, VmRow } from "../store/store.js";
+import type { Handlers } from "./rpc-server.js";
+import type { Daemon } from "./server.js";
+
+const VM_WORK = "the VM lifecycle work (issue #5)";
+const IMAGE_WORK = "the image work (issue #4)";
+const KERNEL_WORK = "the kernel work (issue #3)";
+
+function pending(what: string, arrivesWith: string): () => Promise<never> {
+  return async () => {
+    throw notImplemented(what, arrivesWith);
+  };
+}
+
+function notFound(kind: string, name: string, listCommand: string): BangerError {
+  return new BangerError(
+    ErrorCode.NotFound,
+    `no ${kind} named "${name}"`,
+    `'${listCommand}' shows what exists`,
+  );
+}
+
+export function vmInfo(row: VmRow): VmInfo {
+  return {
+    id: row.id,
+    name: row.name,
+    state: row.state,
+    image: row.imageId,
+    kernel: row.kernelRef,
+    vcpu: row.vcpu,
+    memoryBytes: row.memoryBytes,
+    diskBytes: row.diskBytes,
+    ip: row.ip,
+    vmm: row.vmm,
+    createdAt: row.createdAt,
+  };
+}
+
+export function imageInfo(row: ImageRow): ImageInfo {
+  return {
+    id: row.id,
+    name: row.name,
+    kernel: row.kernelRef,
+    rootfsPath: row.rootfsPath,
+    source: row.source,
+    digest: row.digest,
+    sizeBytes: row.sizeBytes,
+    managed: row.managed,
+    createdAt: row.createdAt,
+  };
+}
+
+export function kernelInfo(row: KernelRow): KernelInfo {
+  return {
+    name: row.name,
+    version: row.version,
+    source: row.source,
+    dir: row.dir,
+    sha256: row.sha256,
+    createdAt: row.createdAt,
+  };
+}
+
+/** Every RPC method's implementation. Later issues replace the pending ones with services. */
+export function buildHandlers(daemon: Daemon): Handlers {
+  const { store } = daemon;
+  return {
+    "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
+    "daemon.status": async () => ({
+      pid: process.pid,
+      version: daemon.deps.version,
+      startedAt: daemon.startedAt.toISOString(),
+      uptimeMs: Date.now() - daemon.startedAt.getTime(),
+      socket: daemon.layout.socketFile,
+      stateDir: daemon.layout.stateDir,
+      schemaVersion: store.schemaVersion(),
+    }),
+    "daemon.shutdown": async () => {
+      daemon.requestShutdown();
+      return { stopping: true };
+    },
+
+    "vm.list": async () => store.listVms().map(vmInfo),
+    "vm.show": async ({ name }) => {
+      const row = store.getVmByName(name);
+      if (!row) throw notFound("VM", name, "banger vm list");
+      return vmInfo(row);
+    },
+    "vm.create": pending("vm.create", VM_WORK),
+    "vm.start": pending("vm.start", VM_WORK),
+    "vm.stop": pending("vm.stop", VM_WORK),
+    "vm.restart": pending("vm.restart", VM_WORK),
+    "vm.kill": pending("vm.kill", VM_WORK),
+    "vm.delete": pending("vm.delete", VM_WORK),
+    "vm.prune": pending("vm.prune", VM_WORK),
+    "vm.stats": pending("vm.stats", VM_WORK),
+    "vm.ports": pending("vm.ports", VM_WORK),
+    "vm.set": pending("vm.set", VM_WORK),
+    "vm.health": pending("vm.health", VM_WORK),
+    "vm.logs": pending("vm.logs", VM_WORK),
+    "vm.ssh": pending("vm.ssh", VM_WORK),
+
+    "image.list": async () => store.listImages().map(imageInfo),
+    "image.show": async ({ name }) => {
+      const row = store.getImageByName(name);
+      if (!row) throw notFound("image", name, "banger image list");
+      return imageInfo(row);
+    },
+    "image.build": pending("image.build", IMAGE_WORK),
+    "image.pull": pending("image.pull", IMAGE_WORK),
+    "image.register": pending("image.register", IMAGE_WORK),
+    "image.delete": pending("image.delete", IMAGE_WORK),
+    "image.promote": pending("image.promote", IMAGE_WORK),
+    "image.cache.prune": pending("image.cache.prune", IMAGE_WORK),
+
+    "kernel.list": async () => store.listKernels().map(kernelInfo),
+    "kernel.catalog": pending("kernel.catalog", KERNEL_WORK),
+    "kernel.pull": pending("kernel.pull", KERNEL_WORK),
+    "kernel.import": pending("kernel.import", KERNEL_WORK),
+    "kernel.show": async ({ name }) => {
+      const row = store.getKernel(name);
+      if (!row) throw notFound("kernel", name, "banger kernel list");
+      return kernelInfo(row);
+    },
+    "kernel.delete": pending("kernel.delete", KERNEL_WORK),
+  };
+}

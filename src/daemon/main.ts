@@ -1,0 +1,33 @@
+import pino from "pino";
+import { BangerError } from "../api/errors.js";
+import { resolveLayout } from "../paths/layout.js";
+import { bangerVersion } from "../version.js";
+import { buildHandlers } from "./handlers.js";
+import { Daemon } from "./server.js";
+
+/** bangerd: runs in the foreground; `banger` starts it detached with output sent to the daemon log. */
+export async function main(): Promise<void> {
+  const log = pino({ name: "bangerd" }, pino.destination(2));
+  const layout = resolveLayout();
+  let daemon: Daemon | null = null;
+  const stop = (signal: string) => {
+    log.info({ signal }, "stopping");
+    void (daemon?.close() ?? Promise.resolve()).then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  try {
+    daemon = await Daemon.open({
+      layout,
+      version: bangerVersion(),
+      log,
+      handlers: buildHandlers,
+      onShutdownRequested: () => stop("daemon.shutdown"),
+    });
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    const hint = err instanceof BangerError && err.hint ? `\n  hint: ${err.hint}` : "";
+    process.stderr.write(`bangerd: error: ${message}${hint}\n`);
+    process.exit(1);
+  }
+}

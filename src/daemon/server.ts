@@ -1,0 +1,163 @@
+import fs from "node:fs/promises";
+import net from "node:net";
+import type { MessageConnection } from "vscode-jsonrpc/node.js";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { Layout } from "../paths/layout.js";
+import { Store } from "../store/store.js";
+import { acquirePidLock, defaultLockDeps, type LockDeps, type PidLock } from "./lock.js";
+import { serveConnection, type Handlers, type RpcLogger } from "./rpc-server.js";
+
+export type StartupStep = "dirs" | "lock" | "store" | "listen" | "pidfile";
+
+export interface DaemonLogger extends RpcLogger {
+  info(obj: object, msg: string): void;
+}
+
+/** What the daemon is built from; tests replace any field. */
+export interface DaemonDeps {
+  layout: Layout;
+  version: string;
+  log: DaemonLogger;
+  lock?: LockDeps;
+  openStore?: (file: string) => Store;
+  /** Builds the method handlers once the store is open. */
+  handlers: (daemon: Daemon) => Handlers;
+  /** Test seam: called after each start-up step succeeds; throwing aborts start-up there. */
+  afterStep?: (step: StartupStep) => void | Promise<void>;
+  /** Called once after a `daemon.shutdown` request has been answered. */
+  onShutdownRequested?: () => void;
+}
+
+/**
+ * The daemon's resources. `open` is all-or-nothing: a failure at any step undoes
+ * the steps before it. `close` is idempotent and safe to call concurrently.
+ */
+export class Daemon {
+  readonly startedAt = new Date();
+  private closing: Promise<void> | null = null;
+  private readonly connections = new Set<MessageConnection>();
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    readonly deps: DaemonDeps,
+    readonly store: Store,
+    private readonly server: net.Server,
+    private readonly undo: Array<() => Promise<void> | void>,
+  ) {}
+
+  get layout(): Layout {
+    return this.deps.layout;
+  }
+
+  static async open(deps: DaemonDeps): Promise<Daemon> {
+    const { layout } = deps;
+    const undo: Array<() => Promise<void> | void> = [];
+    const step = async (name: StartupStep) => deps.afterStep?.(name);
+    try {
+      await fs.mkdir(layout.runtimeDir, { recursive: true, mode: 0o700 });
+      await fs.mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
+      await step("dirs");
+
+      const lock: PidLock = await acquirePidLock(layout.lockFile, deps.lock ?? defaultLockDeps);
+      undo.push(() => lock.release());
+      await step("lock");
+
+      const store = (deps.openStore ?? ((file) => Store.open(file)))(layout.dbFile);
+      undo.push(() => store.close());
+      await step("store");
+
+      // We hold the lock, so any socket file left here belongs to a crashed daemon.
+      await fs.rm(layout.socketFile, { force: true });
+      const server = net.createServer();
+      await listen(server, layout.socketFile);
+      undo.push(async () => {
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await fs.rm(layout.socketFile, { force: true });
+      });
+      await fs.chmod(layout.socketFile, 0o600);
+      await step("listen");
+
+      await fs.writeFile(layout.pidFile, `${process.pid}\n`, { mode: 0o600 });
+      undo.push(() => fs.rm(layout.pidFile, { force: true }));
+      await step("pidfile");
+
+      const daemon = new Daemon(deps, store, server, undo);
+      const handlers = deps.handlers(daemon);
+      server.on("connection", (socket) => daemon.accept(socket, handlers));
+      deps.log.info({ pid: process.pid, socket: layout.socketFile }, "bangerd listening");
+      return daemon;
+    } catch (err) {
+      await runUndo(undo, deps.log);
+      throw err;
+    }
+  }
+
+  private accept(socket: net.Socket, handlers: Handlers): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    this.sockets.add(socket);
+    const conn = serveConnection(socket, handlers, this.deps.log);
+    this.connections.add(conn);
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      this.connections.delete(conn);
+    });
+  }
+
+  /** Answer the shutdown request first, then close: the reply is written asynchronously, so give it a moment. */
+  requestShutdown(): void {
+    setTimeout(() => this.deps.onShutdownRequested?.(), 100);
+  }
+
+  get isClosed(): boolean {
+    return this.closing !== null;
+  }
+
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = (async () => {
+        // end() rather than destroy(): a reply already queued (e.g. to daemon.shutdown) still reaches the client.
+        for (const socket of this.sockets) {
+          socket.end();
+          setTimeout(() => socket.destroy(), 1000).unref();
+        }
+        await runUndo(this.undo, this.deps.log);
+        this.deps.log.info({}, "bangerd stopped");
+      })();
+    }
+    return this.closing;
+  }
+}
+
+function listen(server: net.Server, file: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(
+        new BangerError(
+          ErrorCode.Precondition,
+          `cannot listen on ${file}: ${err.message}`,
+          "check the runtime directory's permissions",
+        ),
+      );
+    };
+    server.once("error", onError);
+    server.listen(file, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+}
+
+/** Undo in reverse order; one failing step must not leave the others undone. */
+async function runUndo(undo: Array<() => Promise<void> | void>, log: DaemonLogger): Promise<void> {
+  while (undo.length > 0) {
+    const fn = undo.pop()!;
+    try {
+      await fn();
+    } catch (err) {
+      log.error({ err }, "cleanup step failed");
+    }
+  }
+}

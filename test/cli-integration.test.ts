@@ -1,0 +1,129 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+
+const run = promisify(execFile);
+const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
+const banger = path.join(root, "bin", "banger");
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(home: TempLayout, ...args: string[]): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(banger, args, { env: home.env, timeout: 60_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== "number") throw err;
+    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitGone(pid: number): Promise<void> {
+  for (let i = 0; i < 200 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(isAlive(pid), false, `pid ${pid} should have exited`);
+}
+
+let home: TempLayout;
+before(async () => {
+  // Builds the project exactly as `make build` does, then drives the real bin/banger.
+  await run("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, timeout: 180_000 });
+  home = await tempLayout("banger-it-");
+});
+
+after(async () => {
+  const pidText = await fs.readFile(home.layout.pidFile, "utf8").catch(() => "");
+  const pid = Number.parseInt(pidText, 10);
+  if (pid > 0 && isAlive(pid)) process.kill(pid, "SIGKILL");
+  await home.cleanup();
+});
+
+test("the CLI starts the daemon on demand, survives its kill -9, and stops it", async () => {
+  const first = await cli(home, "vm", "list", "--json");
+  assert.equal(first.code, 0, first.stderr);
+  assert.deepEqual(JSON.parse(first.stdout), []);
+  assert.match(first.stderr, /started bangerd in the background \(pid \d+\)/);
+
+  const status = await cli(home, "daemon", "status", "--json");
+  const info = JSON.parse(status.stdout) as { running: boolean; pid: number };
+  assert.equal(info.running, true);
+  assert.ok(isAlive(info.pid));
+
+  // A second call reuses the running daemon and says nothing about starting one.
+  const again = await cli(home, "image", "list", "--json");
+  assert.equal(again.code, 0);
+  assert.equal(again.stderr, "");
+
+  process.kill(info.pid, "SIGKILL");
+  await waitGone(info.pid);
+
+  // Stale socket and lock are left behind; the next call must replace them.
+  const afterKill = await cli(home, "kernel", "ls", "--json");
+  assert.equal(afterKill.code, 0, afterKill.stderr);
+  assert.deepEqual(JSON.parse(afterKill.stdout), []);
+  assert.match(afterKill.stderr, /started bangerd/);
+  const status2 = JSON.parse((await cli(home, "daemon", "status", "--json")).stdout) as {
+    pid: number;
+  };
+  assert.notEqual(status2.pid, info.pid);
+
+  const stop = await cli(home, "daemon", "stop");
+  assert.equal(stop.code, 0);
+  assert.match(stop.stdout, /stopped bangerd/);
+  await waitGone(status2.pid);
+  const stopped = JSON.parse((await cli(home, "daemon", "status", "--json")).stdout) as {
+    running: boolean;
+  };
+  assert.equal(stopped.running, false);
+});
+
+test("user errors print a message and a hint, and exit 1", async () => {
+  const missing = await cli(home, "vm", "show", "ghost");
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /banger: error: no VM named "ghost"/);
+  assert.match(missing.stderr, /hint: 'banger vm list' shows what exists/);
+
+  const pendingCmd = await cli(home, "vm", "create");
+  assert.equal(pendingCmd.code, 1);
+  assert.match(pendingCmd.stderr, /banger vm create is not implemented yet/);
+
+  const typo = await cli(home, "vm", "lst");
+  assert.notEqual(typo.code, 0);
+  assert.match(typo.stderr, /unknown command 'lst'\n\(Did you mean one of list, ls\?\)/);
+  await cli(home, "daemon", "stop");
+});
+
+test("version and help work without a daemon", async () => {
+  await cli(home, "daemon", "stop");
+  const version = await cli(home, "version", "--json");
+  assert.equal(version.code, 0);
+  assert.equal((JSON.parse(version.stdout) as { daemon: string | null }).daemon, null);
+  const help = await cli(home, "vm", "create", "--help");
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Defaults on this machine: vcpu \d+ \((config|auto|builtin)\)/);
+  assert.equal(
+    await fs.access(home.layout.socketFile).then(
+      () => true,
+      () => false,
+    ),
+    false,
+  );
+});

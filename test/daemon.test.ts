@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs/promises";
+import { after, test } from "node:test";
+import { BangerError, ErrorCode } from "../src/api/errors.js";
+import { tryConnect, type DaemonClient } from "../src/cli/client.js";
+import { buildHandlers } from "../src/daemon/handlers.js";
+import { Daemon, type DaemonDeps, type StartupStep } from "../src/daemon/server.js";
+import { Store } from "../src/store/store.js";
+import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+
+const quietLog = { info() {}, error() {} };
+const homes: TempLayout[] = [];
+after(async () => {
+  for (const h of homes) await h.cleanup();
+});
+
+async function freshHome(): Promise<TempLayout> {
+  const home = await tempLayout();
+  homes.push(home);
+  return home;
+}
+
+function deps(home: TempLayout, extra: Partial<DaemonDeps> = {}): DaemonDeps {
+  return { layout: home.layout, version: "test", log: quietLog, handlers: buildHandlers, ...extra };
+}
+
+async function connect(home: TempLayout): Promise<DaemonClient> {
+  const client = await tryConnect(home.layout);
+  assert.ok(client, "daemon socket should answer");
+  return client;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+test("daemon answers ping and status over a 0600 socket", async () => {
+  const home = await freshHome();
+  const daemon = await Daemon.open(deps(home));
+  try {
+    const mode = (await fs.stat(home.layout.socketFile)).mode & 0o777;
+    assert.equal(mode, 0o600);
+    const client = await connect(home);
+    const pong = await client.call("daemon.ping", {});
+    assert.deepEqual(pong, { pong: true, version: "test", pid: process.pid });
+    const status = await client.call("daemon.status", {});
+    assert.equal(status.socket, home.layout.socketFile);
+    assert.ok(status.schemaVersion >= 1);
+    assert.deepEqual(await client.call("vm.list", {}), []);
+    client.close();
+  } finally {
+    await daemon.close();
+  }
+});
+
+test("errors reach the client with code, message and hint", async () => {
+  const home = await freshHome();
+  const daemon = await Daemon.open(deps(home));
+  const client = await connect(home);
+  try {
+    await assert.rejects(client.call("vm.show", { name: "nope" }), (err: unknown) => {
+      assert.ok(err instanceof BangerError);
+      assert.equal(err.code, ErrorCode.NotFound);
+      assert.match(err.message, /no VM named "nope"/);
+      assert.match(err.hint ?? "", /banger vm list/);
+      return true;
+    });
+    await assert.rejects(client.call("vm.show", { name: "" }), (err: unknown) => {
+      assert.ok(err instanceof BangerError);
+      assert.equal(err.code, ErrorCode.InvalidParams);
+      assert.match(err.message, /name/);
+      return true;
+    });
+    await assert.rejects(client.call("vm.create", {}), (err: unknown) => {
+      assert.ok(err instanceof BangerError);
+      assert.equal(err.code, ErrorCode.NotImplemented);
+      assert.match(err.message, /not implemented yet/);
+      return true;
+    });
+  } finally {
+    client.close();
+    await daemon.close();
+  }
+});
+
+test("long operations stream progress notifications to the caller", async () => {
+  const home = await freshHome();
+  const daemon = await Daemon.open(
+    deps(home, {
+      handlers: (d) => ({
+        ...buildHandlers(d),
+        "image.build": async (_params, ctx) => {
+          for (let i = 1; i <= 3; i++) ctx.progress({ stage: "bootstrap", current: i, total: 3 });
+          ctx.progress({ stage: "finalise", message: "ext4" });
+          return {
+            id: "i1",
+            name: "x",
+            kernel: null,
+            rootfsPath: "/x",
+            source: null,
+            digest: null,
+            sizeBytes: null,
+            managed: true,
+            createdAt: "now",
+          };
+        },
+      }),
+    }),
+  );
+  const client = await connect(home);
+  try {
+    const seen: string[] = [];
+    const result = await client.call(
+      "image.build",
+      {},
+      {
+        onProgress: (r) => seen.push(`${r.stage}:${r.current ?? r.message}`),
+      },
+    );
+    assert.equal(result.name, "x");
+    assert.deepEqual(seen, ["bootstrap:1", "bootstrap:2", "bootstrap:3", "finalise:ext4"]);
+  } finally {
+    client.close();
+    await daemon.close();
+  }
+});
+
+test("a second daemon on the same home is refused while the first runs", async () => {
+  const home = await freshHome();
+  const first = await Daemon.open(deps(home));
+  try {
+    await assert.rejects(Daemon.open(deps(home)), /another bangerd is already running/);
+    // The refused start must not have removed the live daemon's socket.
+    const client = await connect(home);
+    await client.call("daemon.ping", {});
+    client.close();
+  } finally {
+    await first.close();
+  }
+});
+
+test("a stale lock and socket from a crashed daemon are replaced", async () => {
+  const home = await freshHome();
+  await fs.mkdir(home.layout.runtimeDir, { recursive: true });
+  // A pid that surely exited: a child we already reaped.
+  const child = spawn("true");
+  const deadPid = await new Promise<number>((resolve) =>
+    child.on("exit", () => resolve(child.pid!)),
+  );
+  await fs.writeFile(home.layout.lockFile, `${deadPid}\n`);
+  await fs.writeFile(home.layout.socketFile, "not a socket");
+  const daemon = await Daemon.open(deps(home));
+  try {
+    const client = await connect(home);
+    assert.equal((await client.call("daemon.ping", {})).pid, process.pid);
+    client.close();
+    assert.equal((await fs.readFile(home.layout.lockFile, "utf8")).trim(), String(process.pid));
+  } finally {
+    await daemon.close();
+  }
+});
+
+const steps: StartupStep[] = ["dirs", "lock", "store", "listen", "pidfile"];
+for (const failAt of steps) {
+  test(`start-up failing after "${failAt}" undoes every earlier step`, async () => {
+    const home = await freshHome();
+    const stores: Store[] = [];
+    let storeClosed = 0;
+    const openStore = (file: string) => {
+      const store = Store.open(file);
+      const close = store.close.bind(store);
+      store.close = () => {
+        storeClosed++;
+        close();
+      };
+      stores.push(store);
+      return store;
+    };
+    await assert.rejects(
+      Daemon.open(
+        deps(home, {
+          openStore,
+          afterStep: (step) => {
+            if (step === failAt) throw new Error(`injected failure after ${step}`);
+          },
+        }),
+      ),
+      /injected failure/,
+    );
+    assert.equal(await exists(home.layout.lockFile), false, "lock released");
+    assert.equal(await exists(home.layout.socketFile), false, "socket removed");
+    assert.equal(await exists(home.layout.pidFile), false, "pid file removed");
+    assert.equal(storeClosed, stores.length, "store closed if it was opened");
+    // And nothing left behind blocks the next start.
+    const daemon = await Daemon.open(deps(home));
+    await daemon.close();
+  });
+}
+
+test("close is idempotent and safe when called concurrently", async () => {
+  const home = await freshHome();
+  let closes = 0;
+  const daemon = await Daemon.open(
+    deps(home, {
+      openStore: (file) => {
+        const store = Store.open(file);
+        const close = store.close.bind(store);
+        store.close = () => {
+          closes++;
+          close();
+        };
+        return store;
+      },
+    }),
+  );
+  const client = await connect(home);
+  await client.call("daemon.ping", {});
+  await Promise.all([daemon.close(), daemon.close(), daemon.close()]);
+  await daemon.close();
+  assert.equal(closes, 1);
+  assert.equal(await exists(home.layout.socketFile), false);
+  assert.equal(await exists(home.layout.lockFile), false);
+  assert.equal(await tryConnect(home.layout), null);
+  client.close();
+});

@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { detectAccel, resolveAccel, type AccelDeps } from "../src/system/accel.js";
+import {
+  defaultChecks,
+  parseE2fsprogsVersion,
+  runChecks,
+  formatReport,
+  type DoctorDeps,
+} from "../src/system/doctor.js";
+import type { CommandResult, CommandRunner } from "../src/system/runner.js";
+import { BangerError } from "../src/api/errors.js";
+import { createCommandRunner } from "../src/system/runner.js";
+import { canOpenReadWrite, realAccelDeps } from "../src/system/accel.js";
+
+const VMX = "processor\t: 0\nflags\t\t: fpu vme de pse vmx sse\n";
+const NO_VMX = "processor\t: 0\nflags\t\t: fpu vme de pse sse\n";
+
+function accelDeps(cpuinfo: string, kvmOpens: boolean): AccelDeps {
+  return { readFile: async () => cpuinfo, canOpenRw: async () => kvmOpens };
+}
+
+test("accel: vmx and an openable /dev/kvm mean KVM", async () => {
+  assert.equal((await detectAccel(accelDeps(VMX, true))).kind, "kvm");
+});
+
+test("accel: /dev/kvm without vmx/svm is PVM and means TCG", async () => {
+  const d = await detectAccel(accelDeps(NO_VMX, true));
+  assert.equal(d.kind, "tcg");
+  assert.match(d.reason, /PVM/);
+});
+
+test("accel: no /dev/kvm means TCG", async () => {
+  assert.equal((await detectAccel(accelDeps(NO_VMX, false))).kind, "tcg");
+  const d = await detectAccel(accelDeps(VMX, false));
+  assert.equal(d.kind, "tcg");
+  assert.match(d.reason, /kvm group/);
+});
+
+test("accel setting: auto follows the host, tcg always works, kvm fails clearly when unusable", async () => {
+  const tcgHost = await detectAccel(accelDeps(NO_VMX, true));
+  const kvmHost = await detectAccel(accelDeps(VMX, true));
+  assert.equal(resolveAccel("auto", tcgHost), "tcg");
+  assert.equal(resolveAccel("auto", kvmHost), "kvm");
+  assert.equal(resolveAccel("tcg", kvmHost), "tcg");
+  assert.throws(
+    () => resolveAccel("kvm", tcgHost),
+    (err: unknown) => err instanceof BangerError && /accel = "auto"/.test(err.hint ?? ""),
+  );
+});
+
+test("e2fsprogs version parsing", () => {
+  assert.deepEqual(parseE2fsprogsVersion("mke2fs 1.47.0 (5-Feb-2023)"), [1, 47, 0]);
+  assert.deepEqual(parseE2fsprogsVersion("mke2fs 1.43 (17-May-2016)"), [1, 43, 0]);
+  assert.deepEqual(parseE2fsprogsVersion("mke2fs 1.42.9 (28-Dec-2013)"), [1, 42, 9]);
+  assert.equal(parseE2fsprogsVersion("something else"), null);
+});
+
+/** A runner whose tools and outputs are scripted. */
+function fakeRunner(tools: Record<string, string>): CommandRunner {
+  return {
+    which: async (cmd) => (cmd in tools ? `/usr/bin/${cmd}` : null),
+    run: async (cmd): Promise<CommandResult> => ({
+      code: 0,
+      signal: null,
+      stdout: "",
+      stderr: tools[cmd] ?? "",
+    }),
+  };
+}
+
+function doctorDeps(over: Partial<DoctorDeps> = {}): DoctorDeps {
+  return {
+    runner: fakeRunner({
+      "qemu-system-x86_64": "QEMU emulator version 7.2.0",
+      "qemu-img": "qemu-img version 7.2.0",
+      "mkfs.ext4": "mke2fs 1.47.0 (5-Feb-2023)",
+      debugfs: "debugfs 1.47.0",
+      ssh: "OpenSSH_9.2p1",
+    }),
+    accel: accelDeps(VMX, true),
+    canOpenRw: async () => true,
+    nodeVersion: "v20.20.2",
+    describeVmDefaults: async () => "vcpu 1 (builtin)",
+    configFile: "/home/you/.config/banger/config.toml",
+    configExists: async () => false,
+    ...over,
+  };
+}
+
+function statusOf(report: Awaited<ReturnType<typeof runChecks>>, name: string): string | undefined {
+  return report.checks.find((c) => c.name === name)?.status;
+}
+
+test("doctor: a complete KVM host is all ok", async () => {
+  const report = await runChecks(defaultChecks(doctorDeps()));
+  assert.equal(report.ok, true);
+  assert.deepEqual(
+    report.checks.map((c) => c.status),
+    report.checks.map(() => "ok"),
+  );
+  assert.deepEqual(
+    report.checks.map((c) => c.name),
+    ["node", "accel", "qemu", "e2fsprogs", "ssh", "tun", "vm defaults"],
+  );
+});
+
+test("doctor: TCG and no tun are warnings, not failures", async () => {
+  const report = await runChecks(
+    defaultChecks(doctorDeps({ accel: accelDeps(NO_VMX, true), canOpenRw: async () => false })),
+  );
+  assert.equal(report.ok, true);
+  assert.equal(statusOf(report, "accel"), "warn");
+  assert.match(
+    report.checks.find((c) => c.name === "accel")!.detail,
+    /software emulation \(TCG\): VMs will be slow/,
+  );
+  assert.equal(statusOf(report, "tun"), "warn");
+});
+
+test("doctor: missing tools, old e2fsprogs and old node fail with a fix", async () => {
+  const report = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        runner: fakeRunner({ "mkfs.ext4": "mke2fs 1.42.9 (28-Dec-2013)", debugfs: "" }),
+        nodeVersion: "v18.19.0",
+      }),
+    ),
+  );
+  assert.equal(report.ok, false);
+  for (const name of ["node", "qemu", "e2fsprogs", "ssh"]) {
+    const check = report.checks.find((c) => c.name === name)!;
+    assert.equal(check.status, "fail", name);
+    assert.ok(check.fix, `${name} has a fix`);
+  }
+  assert.match(report.checks.find((c) => c.name === "e2fsprogs")!.detail, /older than 1\.43/);
+  assert.match(
+    formatReport(report, { color: false }),
+    /✗ qemu .*not found\n\s+fix: sudo apt-get install qemu-system-x86 qemu-utils/,
+  );
+});
+
+test("doctor: a check that throws or hangs is a failure, not a crash", async () => {
+  const report = await runChecks(
+    [
+      { name: "boom", run: async () => Promise.reject(new Error("kaput")) },
+      { name: "hang", run: () => new Promise(() => {}) },
+      { name: "fine", run: async () => ({ status: "ok", detail: "yes" }) },
+    ],
+    200,
+  );
+  assert.equal(report.ok, false);
+  assert.deepEqual(
+    report.checks.map((c) => [c.name, c.status]),
+    [
+      ["boom", "fail"],
+      ["hang", "fail"],
+      ["fine", "ok"],
+    ],
+  );
+  assert.equal(report.checks[0]!.detail, "kaput");
+});
+
+test("doctor: the real checks run on this machine", async () => {
+  const report = await runChecks(
+    defaultChecks({
+      ...doctorDeps(),
+      runner: createCommandRunner(),
+      accel: realAccelDeps(),
+      canOpenRw: canOpenReadWrite,
+      nodeVersion: process.version,
+    }),
+  );
+  assert.equal(report.checks.length, 7);
+  for (const check of report.checks) assert.ok(["ok", "warn", "fail"].includes(check.status));
+});

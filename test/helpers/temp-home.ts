@@ -1,0 +1,25 @@
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { resolveLayout, type Layout } from "../../src/paths/layout.js";
+
+export interface TempLayout {
+  home: string;
+  layout: Layout;
+  /** Environment for child processes: everything banger touches lives under `home`. */
+  env: NodeJS.ProcessEnv;
+  cleanup(): Promise<void>;
+}
+
+/** A fresh BANGER_HOME; every test gets its own so tests can run in parallel. */
+export async function tempLayout(prefix = "banger-test-"): Promise<TempLayout> {
+  const home = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
+  const env: NodeJS.ProcessEnv = { ...process.env, BANGER_HOME: home };
+  delete env.XDG_RUNTIME_DIR;
+  return {
+    home,
+    layout: resolveLayout({ BANGER_HOME: home }),
+    env,
+    cleanup: () => fs.rm(home, { recursive: true, force: true }),
+  };
+}

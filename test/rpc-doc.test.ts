@@ -1,0 +1,18 @@
+import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { test } from "node:test";
+import { methodNames } from "../src/api/methods.js";
+import { buildHandlers } from "../src/daemon/handlers.js";
+
+test("docs/internals/rpc.md lists exactly the registered methods", async () => {
+  const doc = await readFile(new URL("../docs/internals/rpc.md", import.meta.url), "utf8");
+  const documented = [...doc.matchAll(/^\| `([a-z]+(?:\.[a-z]+)+)` \|/gm)].map((m) => m[1]);
+  assert.deepEqual([...documented].sort(), [...methodNames].sort());
+});
+
+test("every registered method has a handler", () => {
+  // The handler map is typed against the table; this guards against a cast slipping in.
+  const fakeDaemon = { store: {}, deps: { version: "0" }, startedAt: new Date(), layout: {} };
+  const handlers = buildHandlers(fakeDaemon as unknown as Parameters<typeof buildHandlers>[0]);
+  assert.deepEqual(Object.keys(handlers).sort(), [...methodNames].sort());
+});
