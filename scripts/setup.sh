@@ -16,8 +16,13 @@ for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 
+# The default kernel is derived with apt-get download, which needs package lists.
+if ! ls /var/lib/apt/lists/*_Packages* >/dev/null 2>&1; then
+  missing+=(apt-lists)
+fi
+
 if [ "${#missing[@]}" -gt 0 ]; then
-  echo "setup: installing apt packages: ${missing[*]}"
+  echo "setup: apt: ${missing[*]}"
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "setup: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
@@ -26,7 +31,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # An old or empty package list makes install fail; refresh it first.
   "${sudo_cmd[@]}" apt-get update -qq
-  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  packages=()
+  for pkg in "${missing[@]}"; do [ "$pkg" = apt-lists ] || packages+=("$pkg"); done
+  if [ "${#packages[@]}" -gt 0 ]; then
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+  fi
   # docker-registry's package starts a system service on :5000; tests start their own.
   if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
     "${sudo_cmd[@]}" systemctl disable --now docker-registry >/dev/null 2>&1 || true

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { detectAccel, resolveAccel, type AccelDeps } from "../src/system/accel.js";
+import { detectAccel, resolveAccel, tcgKernelArgs, type AccelDeps } from "../src/system/accel.js";
 import {
   defaultChecks,
   parseE2fsprogsVersion,
@@ -173,4 +173,11 @@ test("doctor: the real checks run on this machine", async () => {
   );
   assert.equal(report.checks.length, 7);
   for (const check of report.checks) assert.ok(["ok", "warn", "fail"].includes(check.status));
+});
+
+test("TCG guests are told the host TSC frequency instead of calibrating it", () => {
+  assert.deepEqual(tcgKernelArgs("processor\t: 0\ncpu MHz\t\t: 2445.426\n"), [
+    "tsc_early_khz=2445426",
+  ]);
+  assert.deepEqual(tcgKernelArgs("no frequency here"), []);
 });

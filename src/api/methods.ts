@@ -55,6 +55,16 @@ export const KernelInfo = z.object({
   createdAt: z.string(),
 });
 
+export const KernelDetail = KernelInfo.extend({
+  cmdline: z.string().nullable(),
+  files: z.object({
+    vmlinux: z.string().nullable(),
+    vmlinuz: z.string().nullable(),
+    initrd: z.string().nullable(),
+    modules: z.string().nullable(),
+  }),
+});
+
 export const CatalogEntry = z.object({
   name: z.string(),
   state: z.enum(["pulled", "available"]),
@@ -273,7 +283,11 @@ export const methods = {
     result: KernelInfo,
     summary: "Copy a kernel directory into the local store.",
   },
-  "kernel.show": { params: NameParam, result: KernelInfo, summary: "One kernel by name." },
+  "kernel.show": {
+    params: NameParam,
+    result: KernelDetail,
+    summary: "One kernel by name, with its command line and files.",
+  },
   "kernel.delete": {
     params: z.object({ name: z.string().min(1), force: z.boolean().optional() }).strict(),
     result: z.object({ deleted: z.string() }),
@@ -308,4 +322,5 @@ export const PROGRESS_TOKEN_KEY = "$progressToken";
 export type VmInfo = z.infer<typeof VmInfo>;
 export type ImageInfo = z.infer<typeof ImageInfo>;
 export type KernelInfo = z.infer<typeof KernelInfo>;
+export type KernelDetail = z.infer<typeof KernelDetail>;
 export type DaemonStatus = z.infer<typeof DaemonStatus>;

@@ -1,9 +1,10 @@
 import { Command } from "@commander-js/extra-typings";
-import type { KernelInfo } from "../api/methods.js";
-import { describeGroup, pending, withDaemon, type CliDeps } from "./context.js";
+import path from "node:path";
+import type { KernelDetail } from "../api/methods.js";
+import { formatSizeBytes } from "../util/size.js";
+import { describeGroup, withDaemon, type CliDeps } from "./context.js";
+import { createProgressRenderer } from "./progress.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
-
-const KERNEL_ISSUE = "the kernel work (issue #3)";
 
 export function kernelCommand(deps: CliDeps): Command {
   const kernel = describeGroup(new Command("kernel"), {
@@ -24,7 +25,22 @@ export function kernelCommand(deps: CliDeps): Command {
     .option("--available", "list catalog kernels and whether each is pulled")
     .option("--json", "print JSON")
     .action(async (opts) => {
-      if (opts.available) return pending("banger kernel list --available", KERNEL_ISSUE)();
+      if (opts.available) {
+        const entries = await withDaemon(deps, (c) => c.call("kernel.catalog", {}));
+        if (opts.json) return printJson(deps.out, entries);
+        deps.out.stdout.write(
+          formatTable(
+            ["NAME", "STATE", "SIZE", "DESCRIPTION"],
+            entries.map((e) => [
+              e.name,
+              e.state,
+              e.sizeBytes === null ? "-" : formatSizeBytes(e.sizeBytes),
+              e.description,
+            ]),
+          ),
+        );
+        return;
+      }
       const kernels = await withDaemon(deps, (c) => c.call("kernel.list", {}));
       if (opts.json) return printJson(deps.out, kernels);
       if (kernels.length === 0) {
@@ -43,13 +59,32 @@ export function kernelCommand(deps: CliDeps): Command {
     .description("Fetch a catalog kernel, or derive debian-cloud from apt")
     .argument("<name>")
     .option("--force", "replace a kernel that is already present")
-    .action(pending("banger kernel pull", KERNEL_ISSUE));
+    .action(async (name, opts) => {
+      const progress = createProgressRenderer(deps.out);
+      const info = await withDaemon(deps, (c) =>
+        c.call(
+          "kernel.pull",
+          { name, force: opts.force ?? false },
+          { onProgress: progress.report },
+        ),
+      ).finally(() => progress.done());
+      deps.out.stdout.write(
+        `pulled kernel ${info.name}${info.version ? ` (${info.version})` : ""} into ${info.dir}\n`,
+      );
+    });
   kernel
     .command("import")
     .description("Copy a kernel directory (vmlinux/vmlinuz, initrd, modules/) into banger's store")
     .argument("<name>")
     .requiredOption("--from <dir>", "directory holding the kernel")
-    .action(pending("banger kernel import", KERNEL_ISSUE));
+    .action(async (name, opts) => {
+      const info = await withDaemon(deps, (c) =>
+        c.call("kernel.import", { name, from: path.resolve(opts.from) }),
+      );
+      deps.out.stdout.write(
+        `imported kernel ${info.name}${info.version ? ` (${info.version})` : ""} into ${info.dir}\n`,
+      );
+    });
   kernel
     .command("show")
     .description("Show one kernel")
@@ -66,18 +101,26 @@ export function kernelCommand(deps: CliDeps): Command {
     .description("Delete a kernel no image references")
     .argument("<name>")
     .option("--force", "delete even if an image references it")
-    .action(pending("banger kernel delete", KERNEL_ISSUE));
+    .action(async (name, opts) => {
+      await withDaemon(deps, (c) => c.call("kernel.delete", { name, force: opts.force ?? false }));
+      deps.out.stdout.write(`deleted kernel ${name}\n`);
+    });
 
   return kernel as unknown as Command;
 }
 
-function formatKernel(k: KernelInfo): string {
+function formatKernel(k: KernelDetail): string {
   return formatFields([
     ["name", k.name],
     ["version", orDash(k.version)],
     ["source", orDash(k.source)],
-    ["dir", k.dir],
     ["sha256", orDash(k.sha256)],
+    ["cmdline", orDash(k.cmdline)],
+    ["dir", k.dir],
+    ["vmlinux", orDash(k.files.vmlinux)],
+    ["vmlinuz", orDash(k.files.vmlinuz)],
+    ["initrd", orDash(k.files.initrd)],
+    ["modules", orDash(k.files.modules)],
     ["created", k.createdAt],
   ]);
 }

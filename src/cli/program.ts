@@ -4,6 +4,7 @@ import type { CliDeps } from "./context.js";
 import { daemonCommand } from "./daemon.js";
 import { doctorCommand } from "./doctor.js";
 import { imageCommand } from "./image.js";
+import { internalCommand } from "./internal.js";
 import { kernelCommand } from "./kernel.js";
 import { sshConfigCommand } from "./ssh-config.js";
 import { systemCommand } from "./system.js";
@@ -40,5 +41,6 @@ Every group has its own help: banger vm --help, banger image --help, ...
   program.addCommand(doctorCommand(deps));
   program.addCommand(completionCommand(program as unknown as Command, deps));
   program.addCommand(versionCommand(deps));
+  program.addCommand(internalCommand(deps), { hidden: true });
   return program as unknown as Command;
 }

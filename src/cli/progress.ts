@@ -29,8 +29,9 @@ export function createProgressRenderer(out: Out): {
       let line = `  … ${r.stage}`;
       if (r.message) line += `: ${r.message}`;
       if (r.total && r.current !== undefined) {
-        const pct = Math.min(100, Math.floor((r.current / r.total) * 100));
-        line += ` ${formatSizeBytes(r.current)} / ${formatSizeBytes(r.total)} (${pct}%)`;
+        const fraction = Math.min(1, r.current / r.total);
+        const filled = Math.round(fraction * 20);
+        line += ` [${"#".repeat(filled)}${"-".repeat(20 - filled)}] ${formatSizeBytes(r.current)} / ${formatSizeBytes(r.total)} (${Math.floor(fraction * 100)}%)`;
       } else if (r.current !== undefined) {
         line += ` ${formatSizeBytes(r.current)}`;
       }

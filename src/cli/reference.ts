@@ -8,8 +8,9 @@ export function walkCommands(
   prefix: string[] = [],
 ): Array<{ path: string[]; cmd: CommandUnknownOpts }> {
   const out: Array<{ path: string[]; cmd: CommandUnknownOpts }> = [];
-  for (const sub of cmd.commands) {
-    if (sub.name().startsWith("__")) continue;
+  // Hidden commands (internal tools, the completion engine) stay out of the reference.
+  for (const sub of cmd.createHelp().visibleCommands(cmd)) {
+    if (sub.name() === "help") continue;
     const path = [...prefix, sub.name()];
     out.push({ path, cmd: sub });
     out.push(...walkCommands(sub, path));

@@ -1,12 +1,13 @@
 import { BangerError, ErrorCode, notImplemented } from "../api/errors.js";
-import type { ImageInfo, KernelInfo, VmInfo } from "../api/methods.js";
-import type { ImageRow, KernelRow, VmRow } from "../store/store.js";
+import type { ImageInfo, VmInfo } from "../api/methods.js";
+import { KernelService } from "../kernel/service.js";
+import type { ImageRow, VmRow } from "../store/store.js";
+import { createCommandRunner } from "../system/runner.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 
 const VM_WORK = "the VM lifecycle work (issue #5)";
 const IMAGE_WORK = "the image work (issue #4)";
-const KERNEL_WORK = "the kernel work (issue #3)";
 
 function pending(what: string, arrivesWith: string): () => Promise<never> {
   return async () => {
@@ -52,20 +53,12 @@ export function imageInfo(row: ImageRow): ImageInfo {
   };
 }
 
-export function kernelInfo(row: KernelRow): KernelInfo {
-  return {
-    name: row.name,
-    version: row.version,
-    source: row.source,
-    dir: row.dir,
-    sha256: row.sha256,
-    createdAt: row.createdAt,
-  };
-}
-
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
   const { store } = daemon;
+  const env = daemon.deps.env ?? process.env;
+  const runner = daemon.deps.runner ?? createCommandRunner(env);
+  const kernels = new KernelService({ store, layout: daemon.layout, env, runner });
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -115,15 +108,12 @@ export function buildHandlers(daemon: Daemon): Handlers {
     "image.promote": pending("image.promote", IMAGE_WORK),
     "image.cache.prune": pending("image.cache.prune", IMAGE_WORK),
 
-    "kernel.list": async () => store.listKernels().map(kernelInfo),
-    "kernel.catalog": pending("kernel.catalog", KERNEL_WORK),
-    "kernel.pull": pending("kernel.pull", KERNEL_WORK),
-    "kernel.import": pending("kernel.import", KERNEL_WORK),
-    "kernel.show": async ({ name }) => {
-      const row = store.getKernel(name);
-      if (!row) throw notFound("kernel", name, "banger kernel list");
-      return kernelInfo(row);
-    },
-    "kernel.delete": pending("kernel.delete", KERNEL_WORK),
+    "kernel.list": async () => kernels.list(),
+    "kernel.catalog": async () => kernels.catalog(),
+    "kernel.pull": async ({ name, force }, ctx) =>
+      kernels.pull(name, { force: force ?? false, progress: ctx.progress, signal: ctx.signal }),
+    "kernel.import": async ({ name, from }) => kernels.import(name, from),
+    "kernel.show": async ({ name }) => kernels.show(name),
+    "kernel.delete": async ({ name, force }) => kernels.delete(name, { force: force ?? false }),
   };
 }

@@ -4,6 +4,7 @@ import type { MessageConnection } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { Layout } from "../paths/layout.js";
 import { Store } from "../store/store.js";
+import type { CommandRunner } from "../system/runner.js";
 import { acquirePidLock, defaultLockDeps, type LockDeps, type PidLock } from "./lock.js";
 import { serveConnection, type Handlers, type RpcLogger } from "./rpc-server.js";
 
@@ -19,6 +20,10 @@ export interface DaemonDeps {
   version: string;
   log: DaemonLogger;
   lock?: LockDeps;
+  /** Environment the services read (catalog overrides, PATH); defaults to process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** How host tools are run; defaults to the real runner. */
+  runner?: CommandRunner;
   openStore?: (file: string) => Store;
   /** Builds the method handlers once the store is open. */
   handlers: (daemon: Daemon) => Handlers;

@@ -68,3 +68,16 @@ export async function canOpenReadWrite(p: string): Promise<boolean> {
     return false;
   }
 }
+
+/**
+ * Kernel arguments a guest needs under TCG. The guest's TSC is the host's
+ * (QEMU reads the host counter), but calibrating it against the emulated PIT
+ * fails when the host is busy, and the guest then stalls with no usable clock.
+ * Telling it the frequency skips calibration.
+ */
+export function tcgKernelArgs(cpuinfo: string): string[] {
+  const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)?.[1];
+  if (!mhz) return [];
+  const khz = Math.round(Number(mhz) * 1000);
+  return Number.isFinite(khz) && khz > 0 ? [`tsc_early_khz=${khz}`] : [];
+}

@@ -1,0 +1,85 @@
+import { createHash, randomBytes } from "node:crypto";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { pipeline } from "node:stream/promises";
+import { Transform } from "node:stream";
+import tar from "tar-stream";
+import { CompressStream } from "zstd-napi";
+
+export interface PackMember {
+  /** Path inside the bundle. */
+  name: string;
+  /** File or directory on disk; directories are packed recursively. */
+  from: string;
+}
+
+export interface PackedBundle {
+  path: string;
+  sha256: string;
+  sizeBytes: number;
+}
+
+/** Regular files, directories and symlinks under `from`, as tar headers, sorted for reproducible bundles. */
+async function* walk(
+  name: string,
+  from: string,
+): AsyncGenerator<{ name: string; file: string; stat: fs.Stats }> {
+  const stat = await fsp.lstat(from);
+  yield { name, file: from, stat };
+  if (stat.isDirectory()) {
+    for (const child of (await fsp.readdir(from)).sort())
+      yield* walk(`${name}/${child}`, path.join(from, child));
+  }
+}
+
+/**
+ * Packs members into a zstd-compressed tar in `outDir`, named by `nameFor(sha256)`
+ * (content-addressed), and returns its path, sha256 and size. Owners are root
+ * and times are zero, so the same input gives the same bundle.
+ */
+export async function packBundle(
+  members: PackMember[],
+  outDir: string,
+  nameFor: (sha256: string) => string,
+): Promise<PackedBundle> {
+  await fsp.mkdir(outDir, { recursive: true });
+  const tmp = path.join(outDir, `.bundle-${randomBytes(4).toString("hex")}.tmp`);
+  const pack = tar.pack();
+  const hash = createHash("sha256");
+  let size = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _e, done) {
+      hash.update(chunk);
+      size += chunk.length;
+      done(null, chunk);
+    },
+  });
+  const writing = pipeline(pack, new CompressStream(), tap, fs.createWriteStream(tmp));
+  try {
+    for (const member of members) {
+      for await (const { name, file, stat } of walk(member.name, member.from)) {
+        const base = { name, mode: stat.mode & 0o7777, uid: 0, gid: 0, mtime: new Date(0) };
+        if (stat.isDirectory()) {
+          pack.entry({ ...base, type: "directory" });
+        } else if (stat.isSymbolicLink()) {
+          pack.entry({ ...base, type: "symlink", linkname: await fsp.readlink(file) });
+        } else if (stat.isFile()) {
+          const entry = pack.entry({ ...base, type: "file", size: stat.size });
+          await pipeline(fs.createReadStream(file), entry);
+        }
+      }
+    }
+    pack.finalize();
+    await writing;
+    const sha256 = hash.digest("hex");
+    const final = path.join(outDir, nameFor(sha256));
+    await fsp.rename(tmp, final);
+    return { path: final, sha256, sizeBytes: size };
+  } catch (err) {
+    pack.destroy();
+    await writing.catch(() => {});
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+}
