@@ -142,7 +142,7 @@ function boot(
     "-initrd",
     path.join(kernelDir, "initrd.img"),
     "-append",
-    append,
+    `${append} ${tcgArgs}`,
   ];
   if (rootImage)
     args.push(
@@ -178,6 +178,11 @@ test("boots under QEMU microvm (TCG): initramfs mounts the root disk and runs it
   );
   assert.equal(timedOut, false, console.slice(-2000));
   assert.match(console, /BANGER-MARKER from \/sbin\/init/);
+  assert.match(
+    console,
+    /Kernel command line: .*tsc_early_khz=\d+/,
+    "TCG boots skip TSC calibration",
+  );
 });
 
 test("banger.init= picks another init on the root disk", async () => {

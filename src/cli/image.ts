@@ -1,10 +1,29 @@
 import { Command } from "@commander-js/extra-typings";
+import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
-import { formatSizeBytes } from "../util/size.js";
-import { describeGroup, pending, withDaemon, type CliDeps } from "./context.js";
+import path from "node:path";
+import { formatSizeBytes, parseSize } from "../util/size.js";
+import { describeGroup, withDaemon, type CliDeps } from "./context.js";
+import { createProgressRenderer } from "./progress.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
-const IMAGE_ISSUE = "the image work (issue #4)";
+/** Runs a long image call with progress on a TTY, then prints what was made. */
+async function makeImage(
+  deps: CliDeps,
+  call: (
+    c: import("./client.js").DaemonClient,
+    onProgress: (r: import("../api/methods.js").ProgressReport) => void,
+  ) => Promise<ImageInfo>,
+): Promise<void> {
+  const progress = createProgressRenderer(deps.out);
+  const info = await withDaemon(deps, (c) => call(c, progress.report)).finally(() =>
+    progress.done(),
+  );
+  const size = info.sizeBytes === null ? "" : `, ${formatSizeBytes(info.sizeBytes)}`;
+  deps.out.stdout.write(
+    `image ${info.name} ready (${info.rootfsPath}${size}); boot it with 'banger vm run --image ${info.name}'\n`,
+  );
+}
 
 export function imageCommand(deps: CliDeps): Command {
   const image = describeGroup(new Command("image"), {
@@ -25,26 +44,87 @@ export function imageCommand(deps: CliDeps): Command {
     .option("--suite <suite>", "Debian suite", "bookworm")
     .option("--packages <list>", "extra packages, comma-separated")
     .option("--size <size>", "ext4 size, e.g. 4G")
-    .action(pending("banger image build", IMAGE_ISSUE));
+    .action(async (name, opts) => {
+      await makeImage(deps, (c, onProgress) =>
+        c.call(
+          "image.build",
+          {
+            name,
+            suite: opts.suite,
+            ...(opts.packages
+              ? {
+                  packages: opts.packages
+                    .split(",")
+                    .map((p) => p.trim())
+                    .filter(Boolean),
+                }
+              : {}),
+            ...(opts.size ? { sizeBytes: parseSize(opts.size) } : {}),
+          },
+          { onProgress },
+        ),
+      );
+    });
   image
     .command("pull")
     .description("Pull a catalog image or any OCI image into a bootable ext4")
     .argument("<ref>", "catalog name or OCI reference, e.g. debian:bookworm")
     .option("--name <name>", "local name (default: derived from the reference)")
-    .option("--kernel-ref <name>", "kernel to boot it with")
+    .option("--kernel-ref <name>", "kernel to boot it with (default: debian-cloud)")
     .option("--size <size>", "ext4 size (default: 1.5x the content, at least 1G)")
     .option("--insecure-registry", "allow plain HTTP to this registry")
-    .action(pending("banger image pull", IMAGE_ISSUE));
+    .action(async (ref, opts) => {
+      await makeImage(deps, (c, onProgress) =>
+        c.call(
+          "image.pull",
+          {
+            ref,
+            ...(opts.name ? { name: opts.name } : {}),
+            ...(opts.kernelRef ? { kernelRef: opts.kernelRef } : {}),
+            ...(opts.size ? { sizeBytes: parseSize(opts.size) } : {}),
+            ...(opts.insecureRegistry ? { insecureRegistry: true } : {}),
+          },
+          { onProgress },
+        ),
+      );
+    });
   image
     .command("register")
     .description("Register an existing rootfs.ext4 without copying it")
     .requiredOption("--rootfs <file>", "ext4 root filesystem")
-    .option("--name <name>", "image name")
+    .option("--name <name>", "image name (default: the file's name without .ext4)")
     .option("--kernel-ref <name>", "a kernel banger already has")
     .option("--kernel <file>", "a kernel file (instead of --kernel-ref)")
     .option("--initrd <file>", "initramfs to go with --kernel")
     .option("--modules <dir>", "modules directory to go with --kernel")
-    .action(pending("banger image register", IMAGE_ISSUE));
+    .action(async (opts) => {
+      if (opts.kernelRef && (opts.kernel || opts.initrd || opts.modules)) {
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          "--kernel-ref and --kernel/--initrd/--modules are mutually exclusive",
+          "name a kernel banger has, or give the kernel files, not both",
+        );
+      }
+      const abs = (f: string | undefined) => (f ? path.resolve(f) : undefined);
+      const info = await withDaemon(deps, (c) =>
+        c.call("image.register", {
+          name:
+            opts.name ??
+            path
+              .basename(opts.rootfs)
+              .replace(/\.(ext4|img|raw)$/i, "")
+              .toLowerCase(),
+          rootfs: path.resolve(opts.rootfs),
+          ...(opts.kernelRef ? { kernelRef: opts.kernelRef } : {}),
+          ...(opts.kernel ? { kernel: abs(opts.kernel) } : {}),
+          ...(opts.initrd ? { initrd: abs(opts.initrd) } : {}),
+          ...(opts.modules ? { modules: abs(opts.modules) } : {}),
+        }),
+      );
+      deps.out.stdout.write(
+        `registered image ${info.name} (${info.rootfsPath}, kernel ${info.kernel}); banger will not copy or delete that file\n`,
+      );
+    });
 
   image
     .command("list")
@@ -86,12 +166,18 @@ export function imageCommand(deps: CliDeps): Command {
     .alias("rm")
     .description("Delete an image no VM uses")
     .argument("<name>")
-    .action(pending("banger image delete", IMAGE_ISSUE));
+    .action(async (name) => {
+      await withDaemon(deps, (c) => c.call("image.delete", { name }));
+      deps.out.stdout.write(`deleted image ${name}\n`);
+    });
   image
     .command("promote")
     .description("Copy a registered (unmanaged) image into banger's store")
     .argument("<name>")
-    .action(pending("banger image promote", IMAGE_ISSUE));
+    .action(async (name) => {
+      const info = await withDaemon(deps, (c) => c.call("image.promote", { name }));
+      deps.out.stdout.write(`image ${info.name} is now managed by banger at ${info.rootfsPath}\n`);
+    });
 
   const cache = describeGroup(new Command("cache"), {
     purpose: "The OCI layer cache: layers kept so a second pull downloads nothing. Safe to prune.",
@@ -103,7 +189,14 @@ export function imageCommand(deps: CliDeps): Command {
     .command("prune")
     .description("Empty the layer cache")
     .option("--dry-run", "only say what would be freed")
-    .action(pending("banger image cache prune", IMAGE_ISSUE));
+    .action(async (opts) => {
+      const r = await withDaemon(deps, (c) =>
+        c.call("image.cache.prune", { dryRun: opts.dryRun ?? false }),
+      );
+      deps.out.stdout.write(
+        `${r.dryRun ? "would free" : "freed"} ${formatSizeBytes(r.freedBytes)} across ${r.blobs} blob(s) in ${r.dir}\n`,
+      );
+    });
 
   return image as unknown as Command;
 }

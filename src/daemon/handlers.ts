@@ -1,13 +1,14 @@
 import { BangerError, ErrorCode, notImplemented } from "../api/errors.js";
-import type { ImageInfo, VmInfo } from "../api/methods.js";
+import type { VmInfo } from "../api/methods.js";
 import { KernelService } from "../kernel/service.js";
-import type { ImageRow, VmRow } from "../store/store.js";
+import { createOciPuller } from "../image/oci/puller.js";
+import { ImageService } from "../image/service.js";
+import type { VmRow } from "../store/store.js";
 import { createCommandRunner } from "../system/runner.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 
 const VM_WORK = "the VM lifecycle work (issue #5)";
-const IMAGE_WORK = "the image work (issue #4)";
 
 function pending(what: string, arrivesWith: string): () => Promise<never> {
   return async () => {
@@ -39,26 +40,20 @@ export function vmInfo(row: VmRow): VmInfo {
   };
 }
 
-export function imageInfo(row: ImageRow): ImageInfo {
-  return {
-    id: row.id,
-    name: row.name,
-    kernel: row.kernelRef,
-    rootfsPath: row.rootfsPath,
-    source: row.source,
-    digest: row.digest,
-    sizeBytes: row.sizeBytes,
-    managed: row.managed,
-    createdAt: row.createdAt,
-  };
-}
-
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
   const { store } = daemon;
   const env = daemon.deps.env ?? process.env;
   const runner = daemon.deps.runner ?? createCommandRunner(env);
   const kernels = new KernelService({ store, layout: daemon.layout, env, runner });
+  const images = new ImageService({
+    store,
+    layout: daemon.layout,
+    env,
+    runner,
+    kernels,
+    oci: createOciPuller({ layout: daemon.layout, env }),
+  });
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -95,18 +90,14 @@ export function buildHandlers(daemon: Daemon): Handlers {
     "vm.logs": pending("vm.logs", VM_WORK),
     "vm.ssh": pending("vm.ssh", VM_WORK),
 
-    "image.list": async () => store.listImages().map(imageInfo),
-    "image.show": async ({ name }) => {
-      const row = store.getImageByName(name);
-      if (!row) throw notFound("image", name, "banger image list");
-      return imageInfo(row);
-    },
-    "image.build": pending("image.build", IMAGE_WORK),
-    "image.pull": pending("image.pull", IMAGE_WORK),
-    "image.register": pending("image.register", IMAGE_WORK),
-    "image.delete": pending("image.delete", IMAGE_WORK),
-    "image.promote": pending("image.promote", IMAGE_WORK),
-    "image.cache.prune": pending("image.cache.prune", IMAGE_WORK),
+    "image.list": async () => images.list(),
+    "image.show": async ({ name }) => images.show(name),
+    "image.build": async (p, ctx) => images.build(p, ctx.progress, ctx.signal),
+    "image.pull": async (p, ctx) => images.pull(p, ctx.progress, ctx.signal),
+    "image.register": async (p) => images.register(p),
+    "image.delete": async ({ name }) => images.delete(name),
+    "image.promote": async ({ name }) => images.promote(name),
+    "image.cache.prune": async ({ dryRun }) => images.cachePrune(dryRun ?? false),
 
     "kernel.list": async () => kernels.list(),
     "kernel.catalog": async () => kernels.catalog(),

@@ -202,6 +202,13 @@ export class Store {
     );
   }
 
+  /** Marks an image managed at a new rootfs path (image promote). */
+  updateImageRootfs(id: string, rootfsPath: string, managed: boolean): void {
+    this.db
+      .prepare("UPDATE images SET rootfs_path = ?, managed = ? WHERE id = ?")
+      .run(rootfsPath, managed ? 1 : 0, id);
+  }
+
   deleteImage(id: string): boolean {
     return this.db.prepare("DELETE FROM images WHERE id = ?").run(id).changes > 0;
   }

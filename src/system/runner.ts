@@ -8,6 +8,10 @@ export interface RunOptions {
   timeoutMs?: number;
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** Called with each complete line of stderr as it arrives (progress from long tools). */
+  onStderrLine?: (line: string) => void;
+  /** Kills the child when aborted. */
+  signal?: AbortSignal;
 }
 
 export interface CommandResult {
@@ -56,7 +60,16 @@ export function createCommandRunner(env: NodeJS.ProcessEnv = process.env): Comma
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
         child.stdout.on("data", (c: Buffer) => stdout.push(c));
-        child.stderr.on("data", (c: Buffer) => stderr.push(c));
+        let partial = "";
+        child.stderr.on("data", (c: Buffer) => {
+          stderr.push(c);
+          if (!opts.onStderrLine) return;
+          const lines = (partial + c.toString("utf8")).split("\n");
+          partial = lines.pop() ?? "";
+          for (const line of lines) opts.onStderrLine(line);
+        });
+        const onAbort = () => child.kill("SIGKILL");
+        opts.signal?.addEventListener("abort", onAbort, { once: true });
         const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
         child.on("error", (err) => {
           clearTimeout(timer);
@@ -64,6 +77,7 @@ export function createCommandRunner(env: NodeJS.ProcessEnv = process.env): Comma
         });
         child.on("close", (code, signal) => {
           clearTimeout(timer);
+          opts.signal?.removeEventListener("abort", onAbort);
           resolve({
             code,
             signal,

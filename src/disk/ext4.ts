@@ -1,0 +1,140 @@
+import fsp from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { EntryMeta } from "../image/oci/flatten.js";
+import { runChecked, type CommandRunner } from "../system/runner.js";
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+/** Image size when the user gives none: the tree plus half again, at least 1 GiB, whole MiB. */
+export function defaultExt4Size(estimatedBytes: number): number {
+  const wanted = Math.max(Math.ceil(estimatedBytes * 1.5), GiB);
+  return Math.ceil(wanted / MiB) * MiB;
+}
+
+export interface BuildExt4Options {
+  tree: string;
+  entries: Map<string, EntryMeta>;
+  output: string;
+  sizeBytes: number;
+  runner: CommandRunner;
+  label?: string;
+}
+
+/** debugfs path argument: absolute, quoted (hostile names were rejected earlier). */
+const q = (rel: string) => `"/${rel}"`;
+
+/**
+ * Builds an ext4 image from a tree without root: `mkfs.ext4 -d` copies the
+ * files, then one batched debugfs script sets the ownership, modes and
+ * capabilities the layers asked for (the files on disk are ours, not root's).
+ */
+export async function buildExt4(opts: BuildExt4Options): Promise<void> {
+  const { runner } = opts;
+  if (opts.sizeBytes < 16 * MiB)
+    throw new BangerError(ErrorCode.InvalidParams, "an image must be at least 16 MiB");
+  const handle = await fsp.open(opts.output, "w");
+  await handle.truncate(opts.sizeBytes);
+  await handle.close();
+  const inodes = Math.max(65_536, opts.entries.size * 2);
+  // No size argument: mke2fs uses the whole (sparse) file.
+  await runChecked(
+    runner,
+    "mkfs.ext4",
+    [
+      "-F",
+      "-q",
+      "-N",
+      String(inodes),
+      "-L",
+      opts.label ?? "rootfs",
+      "-E",
+      "root_owner=0:0",
+      "-d",
+      opts.tree,
+      opts.output,
+    ],
+    { timeoutMs: 30 * 60_000 },
+  );
+  await applyMetadata(opts.output, opts.tree, opts.entries, runner);
+}
+
+/** One debugfs run that makes every inode's uid, gid, mode and capability match the layers. */
+export async function applyMetadata(
+  image: string,
+  tree: string,
+  entries: Map<string, EntryMeta>,
+  runner: CommandRunner,
+): Promise<void> {
+  const lines: string[] = [];
+  const capDir = await fsp.mkdtemp(path.join(os.tmpdir(), "banger-caps-"));
+  try {
+    let capIndex = 0;
+    for (const [rel, want] of entries) {
+      if (rel === "") continue; // root_owner covers /, its mode follows the tree
+      // mkfs copied what the tree has on disk; only differences need a command.
+      const have = await fsp.lstat(path.join(tree, rel)).catch(() => null);
+      if (!have) continue;
+      if (have.uid !== want.uid) lines.push(`sif ${q(rel)} uid ${want.uid}`);
+      if (have.gid !== want.gid) lines.push(`sif ${q(rel)} gid ${want.gid}`);
+      if (have.mode !== want.mode) lines.push(`sif ${q(rel)} mode 0${want.mode.toString(8)}`);
+      if (want.capability) {
+        const file = path.join(capDir, String(capIndex++));
+        await fsp.writeFile(file, want.capability);
+        lines.push(`ea_set -f ${file} ${q(rel)} security.capability`);
+      }
+    }
+    const root = entries.get("");
+    if (root) lines.push(`sif / mode 0${root.mode.toString(8)}`);
+    if (lines.length === 0) return;
+    const result = await runner.run("debugfs", ["-w", "-f", "-", image], {
+      input: `${lines.join("\n")}\n`,
+      timeoutMs: 30 * 60_000,
+    });
+    // debugfs exits 0 even when a command fails; its complaints are on stderr.
+    const errors = result.stderr
+      .split("\n")
+      .filter((l) => l.trim() !== "" && !/^debugfs [\d.]+ \(/.test(l));
+    if (result.code !== 0 || errors.length > 0) {
+      throw new BangerError(
+        ErrorCode.Internal,
+        `debugfs could not set file metadata in ${image}: ${errors.slice(0, 5).join("; ")}`,
+      );
+    }
+  } finally {
+    await fsp.rm(capDir, { recursive: true, force: true });
+  }
+}
+
+export interface DebugfsStat {
+  uid: number;
+  gid: number;
+  mode: number;
+  type: string;
+}
+
+/** Reads one inode's owner and mode back from an image (used by tests and `image show`). */
+export async function statInImage(
+  runner: CommandRunner,
+  image: string,
+  file: string,
+): Promise<DebugfsStat | null> {
+  const result = await runner.run("debugfs", ["-R", `stat "${file}"`, image]);
+  const m = /Type: (\S+)\s+Mode:\s+(\d+)/.exec(result.stdout);
+  const u = /User:\s+(\d+)\s+Group:\s+(\d+)/.exec(result.stdout);
+  if (!m || !u) return null;
+  return { type: m[1]!, mode: Number.parseInt(m[2]!, 8), uid: Number(u[1]), gid: Number(u[2]) };
+}
+
+/** Reads a file's contents out of an image. */
+export async function catInImage(
+  runner: CommandRunner,
+  image: string,
+  file: string,
+): Promise<string | null> {
+  const result = await runner.run("debugfs", ["-R", `cat "${file}"`, image]);
+  if (result.code !== 0 || /File not found/.test(result.stderr)) return null;
+  return result.stdout;
+}

@@ -1,0 +1,132 @@
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { buildExt4, defaultExt4Size } from "../disk/ext4.js";
+import { ASSET_TYPE_BITS, guestAssets, WORK_DISK_FSTAB_LINE } from "../guest/assets.js";
+import type { CommandRunner } from "../system/runner.js";
+import { flattenLayers, S_IFDIR, S_IFREG, type EntryMeta } from "./oci/flatten.js";
+
+/**
+ * Every component of `rel`'s parent must be a real directory in the tree. An
+ * image's absolute symlink (say etc/ssh -> /usr/share/ssh) would otherwise make
+ * us write to the host's path.
+ */
+async function prepareParent(
+  tree: string,
+  rel: string,
+  entries: Map<string, EntryMeta>,
+): Promise<void> {
+  const parts = path.posix
+    .dirname(rel)
+    .split("/")
+    .filter((p) => p !== ".");
+  let current = "";
+  for (const part of parts) {
+    current = current ? `${current}/${part}` : part;
+    const abs = path.join(tree, current);
+    const stat = await fsp.lstat(abs).catch(() => null);
+    if (stat?.isDirectory()) continue;
+    if (stat) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `cannot add banger's files: /${current} in the image is not a directory`,
+      );
+    }
+    await fsp.mkdir(abs, { mode: 0o755 });
+    entries.set(current, { uid: 0, gid: 0, mode: S_IFDIR | 0o755 });
+  }
+}
+
+/** Adds the network unit, first-boot unit, sshd drop-in, init wrapper and work-disk fstab line. */
+export async function injectGuestAssets(
+  tree: string,
+  entries: Map<string, EntryMeta>,
+): Promise<void> {
+  for (const asset of guestAssets()) {
+    await prepareParent(tree, asset.path, entries);
+    const abs = path.join(tree, asset.path);
+    const existing = await fsp.lstat(abs).catch(() => null);
+    if (asset.kind === "dir") {
+      if (existing && !existing.isDirectory()) await fsp.rm(abs, { recursive: true, force: true });
+      if (!existing?.isDirectory()) await fsp.mkdir(abs, { mode: 0o755 });
+    } else {
+      if (existing) await fsp.rm(abs, { recursive: true, force: true });
+      if (asset.kind === "symlink") await fsp.symlink(asset.target!, abs);
+      else await fsp.writeFile(abs, asset.content ?? "", { mode: asset.mode });
+    }
+    entries.set(asset.path, { uid: 0, gid: 0, mode: ASSET_TYPE_BITS[asset.kind] | asset.mode });
+  }
+
+  // The per-VM work disk is mounted at /root.
+  await prepareParent(tree, "etc/fstab", entries);
+  const fstab = path.join(tree, "etc", "fstab");
+  const stat = await fsp.lstat(fstab).catch(() => null);
+  if (stat && !stat.isFile())
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      "cannot add the work disk: /etc/fstab in the image is not a regular file",
+    );
+  const current = stat ? await fsp.readFile(fstab, "utf8") : "";
+  if (!current.split("\n").includes(WORK_DISK_FSTAB_LINE)) {
+    const sep = current === "" || current.endsWith("\n") ? "" : "\n";
+    await fsp.writeFile(
+      fstab,
+      `${current}${sep}# banger: per-VM work disk\n${WORK_DISK_FSTAB_LINE}\n`,
+    );
+  }
+  if (!entries.has("etc/fstab"))
+    entries.set("etc/fstab", { uid: 0, gid: 0, mode: S_IFREG | 0o644 });
+
+  // Older sshd_config files lack the Include that reads the drop-in.
+  const sshdConfig = path.join(tree, "etc", "ssh", "sshd_config");
+  const sshdStat = await fsp.lstat(sshdConfig).catch(() => null);
+  if (sshdStat?.isFile()) {
+    const text = await fsp.readFile(sshdConfig, "utf8");
+    if (!/^\s*Include\s+\/etc\/ssh\/sshd_config\.d\/\*\.conf/m.test(text)) {
+      await fsp.writeFile(sshdConfig, `Include /etc/ssh/sshd_config.d/*.conf\n${text}`);
+    }
+  }
+}
+
+export interface FinaliseOptions {
+  /** Layer blobs (tar, tar.gz or tar.zst), oldest first. */
+  layers: string[];
+  /** Where to work; receives rootfs.ext4. */
+  stagingDir: string;
+  sizeBytes?: number | undefined;
+  runner: CommandRunner;
+  progress?: (stage: string, message?: string) => void;
+}
+
+export interface FinaliseResult {
+  rootfs: string;
+  sizeBytes: number;
+  files: number;
+}
+
+/** Layers → flattened tree → guest assets → ext4 with exact ownership. The tree is removed afterwards. */
+export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResult> {
+  const progress = opts.progress ?? (() => {});
+  const tree = path.join(opts.stagingDir, "tree");
+  await fsp.mkdir(tree, { recursive: true });
+  try {
+    progress("flatten", `${opts.layers.length} layer(s)`);
+    const { entries, estimatedBytes } = await flattenLayers(opts.layers, tree);
+    progress("guest assets", "network, first boot, sshd, work disk");
+    await injectGuestAssets(tree, entries);
+    const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
+    if (opts.sizeBytes !== undefined && opts.sizeBytes < estimatedBytes) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `--size is too small: the image needs about ${Math.ceil(estimatedBytes / 2 ** 20)} MiB`,
+        "omit --size to let banger pick (the content plus half again, at least 1 GiB)",
+      );
+    }
+    progress("ext4", `${entries.size} files`);
+    const rootfs = path.join(opts.stagingDir, "rootfs.ext4");
+    await buildExt4({ tree, entries, output: rootfs, sizeBytes, runner: opts.runner });
+    return { rootfs, sizeBytes, files: entries.size };
+  } finally {
+    await fsp.rm(tree, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,184 @@
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { catInImage, statInImage } from "../src/disk/ext4.js";
+import { SSHD_DROP_IN, WORK_DISK_FSTAB_LINE } from "../src/guest/assets.js";
+import { finaliseImage } from "../src/image/finalise.js";
+import { createCommandRunner } from "../src/system/runner.js";
+import { makeLayer } from "./helpers/layer.js";
+
+const runner = createCommandRunner();
+let dir: string;
+before(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-final-"));
+});
+after(async () => {
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+async function layerFiles(layers: Buffer[]): Promise<string[]> {
+  const files: string[] = [];
+  for (const [i, layer] of layers.entries()) {
+    const file = path.join(dir, `layer-${i}-${Math.random().toString(16).slice(2)}`);
+    await fs.writeFile(file, layer);
+    files.push(file);
+  }
+  return files;
+}
+
+async function finalise(layers: Buffer[]) {
+  const staging = await fs.mkdtemp(path.join(dir, "staging-"));
+  const result = await finaliseImage({
+    layers: await layerFiles(layers),
+    stagingDir: staging,
+    runner,
+  });
+  return { ...result, staging };
+}
+
+test("layers flatten oldest-first with whiteouts, opaque dirs, hardlinks, setuid and owners", async () => {
+  const base = await makeLayer([
+    { name: "etc/", type: "directory" },
+    { name: "etc/passwd", body: "root:x:0:0::/root:/bin/sh\n" },
+    { name: "etc/alternatives/", type: "directory" },
+    { name: "etc/alternatives/awk", type: "symlink", linkname: "/usr/bin/mawk" },
+    { name: "usr/bin/mawk", body: "mawk", mode: 0o755 },
+    { name: "usr/bin/sudo", body: "sudo", mode: 0o4755 },
+    { name: "usr/bin/sudo-hard", type: "link", linkname: "usr/bin/sudo" },
+    { name: "home/user/", type: "directory", uid: 1000, gid: 1000, mode: 0o700 },
+    { name: "home/user/notes", body: "n", uid: 1000, gid: 1000, mode: 0o600 },
+    { name: "tmp/", type: "directory", mode: 0o1777 },
+    { name: "var/cache/old/a", body: "a" },
+    { name: "var/cache/old/b", body: "b" },
+    { name: "doomed", body: "soon gone" },
+    { name: "usr/lib/systemd/system/system-systemd\\x2dcryptsetup.slice", body: "[Unit]\n" },
+    { name: "usr/share/it's", body: "q" },
+    { name: "dev/null", type: "character-device" },
+    { name: ".dockerenv", body: "" },
+  ]);
+  const top = await makeLayer([
+    { name: ".wh.doomed" },
+    { name: "var/cache/old/.wh..wh..opq" },
+    { name: "var/cache/old/c", body: "c" },
+    { name: "etc/passwd", body: "root:x:0:0::/root:/bin/bash\n" },
+  ]);
+  const { rootfs, sizeBytes } = await finalise([base, top]);
+  assert.equal(sizeBytes, 1024 ** 3, "small trees get the 1 GiB floor");
+
+  const sudo = await statInImage(runner, rootfs, "/usr/bin/sudo");
+  assert.deepEqual([sudo?.uid, sudo?.gid, sudo?.mode], [0, 0, 0o4755]);
+  const hard = await statInImage(runner, rootfs, "/usr/bin/sudo-hard");
+  assert.equal(hard?.mode, 0o4755);
+  const home = await statInImage(runner, rootfs, "/home/user");
+  assert.deepEqual([home?.uid, home?.gid, home?.mode], [1000, 1000, 0o700]);
+  assert.equal((await statInImage(runner, rootfs, "/tmp"))?.mode, 0o1777);
+  assert.equal((await statInImage(runner, rootfs, "/etc/alternatives/awk"))?.type, "symlink");
+  const link = await runner.run("debugfs", ["-R", "stat /etc/alternatives/awk", rootfs]);
+  assert.match(link.stdout, /Fast link dest: "\/usr\/bin\/mawk"/);
+  assert.equal(await catInImage(runner, rootfs, "/etc/passwd"), "root:x:0:0::/root:/bin/bash\n");
+  assert.equal(await statInImage(runner, rootfs, "/doomed"), null, "whiteout deleted it");
+  assert.equal(
+    await statInImage(runner, rootfs, "/var/cache/old/a"),
+    null,
+    "opaque dir dropped lower entries",
+  );
+  assert.equal(await catInImage(runner, rootfs, "/var/cache/old/c"), "c");
+  assert.equal(await statInImage(runner, rootfs, "/dev/null"), null, "device nodes are skipped");
+  assert.equal(await statInImage(runner, rootfs, "/.dockerenv"), null);
+  // systemd's escaped unit names carry backslashes; they must survive.
+  assert.equal(
+    await catInImage(runner, rootfs, "/usr/lib/systemd/system/system-systemd\\x2dcryptsetup.slice"),
+    "[Unit]\n",
+  );
+  assert.equal(await catInImage(runner, rootfs, "/usr/share/it's"), "q");
+});
+
+test("guest assets are injected root-owned, with the pinned sshd drop-in and the work-disk fstab line", async () => {
+  const layer = await makeLayer([
+    { name: "etc/fstab", body: "# static\n" },
+    { name: "etc/ssh/sshd_config", body: "Port 22\n" },
+  ]);
+  const { rootfs } = await finalise([layer]);
+  const dropIn = await catInImage(runner, rootfs, "/etc/ssh/sshd_config.d/banger.conf");
+  assert.equal(dropIn, `${SSHD_DROP_IN.join("\n")}\n`);
+  const lines = dropIn!.trim().split("\n");
+  assert.deepEqual(lines, [
+    "PermitRootLogin prohibit-password",
+    "PubkeyAuthentication yes",
+    "PasswordAuthentication no",
+    "KbdInteractiveAuthentication no",
+    "AuthorizedKeysFile /root/.ssh/authorized_keys",
+  ]);
+  for (const denied of [/LogLevel\s+DEBUG3/i, /StrictModes\s+no/i, /^PermitRootLogin\s+yes$/im]) {
+    assert.doesNotMatch(dropIn!, denied);
+  }
+  assert.match(
+    (await catInImage(runner, rootfs, "/etc/ssh/sshd_config"))!,
+    /^Include \/etc\/ssh\/sshd_config\.d\/\*\.conf\nPort 22/,
+  );
+  assert.ok(
+    (await catInImage(runner, rootfs, "/etc/fstab"))!.split("\n").includes(WORK_DISK_FSTAB_LINE),
+  );
+  for (const file of [
+    "/usr/lib/banger/network-setup",
+    "/usr/lib/banger/first-boot",
+    "/etc/systemd/system/banger-network.service",
+  ]) {
+    const st = await statInImage(runner, rootfs, file);
+    assert.deepEqual([st?.uid, st?.gid], [0, 0], file);
+  }
+  assert.equal((await statInImage(runner, rootfs, "/usr/lib/banger/first-boot"))?.mode, 0o755);
+  const wants = await runner.run("debugfs", [
+    "-R",
+    "ls -l /etc/systemd/system/multi-user.target.wants",
+    rootfs,
+  ]);
+  assert.match(wants.stdout, /banger-network\.service/);
+  assert.match(wants.stdout, /banger-first-boot\.service/);
+});
+
+const hostile: Array<[string, Parameters<typeof makeLayer>[0], RegExp]> = [
+  ["traversal", [{ name: "../../etc/evil", body: "x" }], /path leaves the image/],
+  ["absolute path", [{ name: "/etc/evil", body: "x" }], /absolute path/],
+  [
+    "escaping symlink",
+    [{ name: "usr/lib/x", type: "symlink", linkname: "../../../../etc" }],
+    /symlink to "\.\.\/\.\.\/\.\.\/\.\.\/etc" leaves the image/,
+  ],
+  [
+    "escaping hardlink",
+    [{ name: "x", type: "link", linkname: "../etc/shadow" }],
+    /path leaves the image/,
+  ],
+  [
+    "newline in name",
+    [{ name: "etc/bad\nname", body: "x" }],
+    /etc\/bad\\nname.*control character or a double quote/,
+  ],
+  ["quote in name", [{ name: 'etc/say"hi"', body: "x" }], /control character or a double quote/],
+  [
+    "write through a symlink",
+    [
+      { name: "etc", type: "symlink", linkname: "/tmp" },
+      { name: "etc/passwd", body: "x" },
+    ],
+    /its parent etc is a symlink/,
+  ],
+];
+
+for (const [name, entries, pattern] of hostile) {
+  test(`hostile layer rejected: ${name}`, async () => {
+    const staging = await fs.mkdtemp(path.join(dir, "staging-"));
+    await assert.rejects(
+      finaliseImage({
+        layers: await layerFiles([await makeLayer(entries)]),
+        stagingDir: staging,
+        runner,
+      }),
+      pattern,
+    );
+    assert.deepEqual(await fs.readdir(staging), [], "the tree was removed");
+  });
+}
