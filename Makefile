@@ -24,7 +24,7 @@ demo: build
 	./bin/banger doctor
 
 bench: build
-	@for b in bench/*.ts; do [ -e "$$b" ] && node --import tsx "$$b"; done; true
+	@for b in bench/*.ts; do node --import tsx "$$b" || exit 1; done
 
 clean:
 	rm -rf dist

@@ -105,6 +105,23 @@ test("user errors print a message and a hint, and exit 1", async () => {
   assert.equal(pendingCmd.code, 1);
   assert.match(pendingCmd.stderr, /banger vm create is not implemented yet/);
 
+  const both = await cli(
+    home,
+    "image",
+    "register",
+    "--rootfs",
+    "/x.ext4",
+    "--kernel-ref",
+    "k",
+    "--kernel",
+    "/boot/k",
+  );
+  assert.equal(both.code, 1);
+  assert.match(
+    both.stderr,
+    /--kernel-ref and --kernel\/--initrd\/--modules are mutually exclusive/,
+  );
+
   const typo = await cli(home, "vm", "lst");
   assert.notEqual(typo.code, 0);
   assert.match(typo.stderr, /unknown command 'lst'\n\(Did you mean one of list, ls\?\)/);

@@ -1,6 +1,9 @@
 import path from "node:path";
 import { Command } from "@commander-js/extra-typings";
+import { makeImageBundle } from "../image/bundle.js";
 import { makeKernelBundle } from "../kernel/bundle.js";
+import { createCommandRunner } from "../system/runner.js";
+import { parseSize } from "../util/size.js";
 import { formatSizeBytes } from "../util/size.js";
 import type { CliDeps } from "./context.js";
 import { formatFields, printJson } from "./output.js";
@@ -26,6 +29,43 @@ export function internalCommand(deps: CliDeps): Command {
       const bundle = await makeKernelBundle(path.resolve(dir), path.resolve(opts.out), {
         arch: opts.arch,
         ...(opts.name ? { name: opts.name } : {}),
+      });
+      if (opts.json) return printJson(deps.out, bundle);
+      deps.out.stdout.write(
+        formatFields([
+          ["path", bundle.path],
+          ["sha256", bundle.sha256],
+          ["size", `${bundle.sizeBytes} (${formatSizeBytes(bundle.sizeBytes)})`],
+        ]),
+      );
+    });
+  internal
+    .command("make-bundle")
+    .description(
+      "Turn a docker-export style rootfs tar into an image bundle and print its catalog facts",
+    )
+    .requiredOption("--rootfs-tar <file|->", "root filesystem tar ('-' reads standard input)")
+    .requiredOption("--name <name>", "image name")
+    .requiredOption("--distro <distro>", "distribution, e.g. debian")
+    .option("--arch <arch>", "architecture", "x86_64")
+    .requiredOption("--kernel-ref <name>", "kernel the image boots with, e.g. debian-cloud")
+    .option("--size <size>", "ext4 size (default: 1.5x the content, at least 1G)")
+    .requiredOption("--out <dir>", "where to write the bundle")
+    .option("--json", "print JSON")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ docker export $(docker create debian:bookworm) | banger internal make-bundle --rootfs-tar - --name debian-bookworm --distro debian --kernel-ref debian-cloud --out ./bundles\n",
+    )
+    .action(async (opts) => {
+      const bundle = await makeImageBundle({
+        rootfsTar: opts.rootfsTar === "-" ? process.stdin : opts.rootfsTar,
+        name: opts.name,
+        distro: opts.distro,
+        arch: opts.arch,
+        kernelRef: opts.kernelRef,
+        sizeBytes: opts.size ? parseSize(opts.size) : undefined,
+        outDir: path.resolve(opts.out),
+        runner: createCommandRunner(deps.env),
       });
       if (opts.json) return printJson(deps.out, bundle);
       deps.out.stdout.write(
