@@ -75,10 +75,11 @@ test("errors reach the client with code, message and hint", async () => {
       assert.match(err.message, /name/);
       return true;
     });
-    await assert.rejects(client.call("vm.create", {}), (err: unknown) => {
+    await assert.rejects(client.call("vm.create", { name: "Bad_Name" }), (err: unknown) => {
       assert.ok(err instanceof BangerError);
-      assert.equal(err.code, ErrorCode.NotImplemented);
-      assert.match(err.message, /not implemented yet/);
+      assert.equal(err.code, ErrorCode.InvalidParams);
+      assert.match(err.message, /invalid VM name "Bad_Name"/);
+      assert.match(err.hint ?? "", /DNS label/);
       return true;
     });
   } finally {

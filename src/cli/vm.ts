@@ -1,12 +1,17 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { formatSizeBytes } from "../util/size.js";
+import { shellQuote, sshOptions } from "../guest/ssh.js";
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import { createInterface } from "node:readline/promises";
+import { formatSizeBytes, formatSizeShort, parseSize } from "../util/size.js";
 import { readConfigSync } from "../config/config.js";
 import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
-import { describeGroup, pending, withDaemon, type CliDeps } from "./context.js";
+import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
+import { createProgressRenderer } from "./progress.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
-const VM_ISSUE = "the VM lifecycle work (issue #5)";
 const RUN_ISSUE = "'banger vm run' (issue #6)";
 
 /** `--help` of create/run shows what a VM gets when no flag is given, and where each value came from. */
@@ -64,34 +69,110 @@ export function vmCommand(deps: CliDeps): Command {
       .option("--no-start", "create the disks but do not boot"),
   );
   create.addHelpText("after", () => resolvedDefaultsHelp(deps));
-  create.action(pending("banger vm create", VM_ISSUE));
+  create.action(async (...args: unknown[]) => {
+    const opts = args.at(-2);
+    const o = opts as {
+      name?: string;
+      image?: string;
+      kernelRef?: string;
+      vcpu?: string;
+      memory?: string;
+      diskSize?: string;
+      nat?: boolean;
+      start?: boolean;
+    };
+    const config = readConfigSync(deps.layout.configFile);
+    const defaults = resolveVmDefaults(config, deps.host);
+    const vcpu = o.vcpu ? parseVcpu(o.vcpu) : defaults.vcpu.value;
+    const memoryBytes = o.memory ? parseSize(o.memory) : defaults.memoryBytes.value;
+    const diskBytes = o.diskSize ? parseSize(o.diskSize) : defaults.diskBytes.value;
+    deps.out.stderr.write(
+      `spec: ${vcpu} vcpu · ${Math.floor(memoryBytes / 2 ** 20)} MiB · ${formatSizeShort(diskBytes)} disk\n`,
+    );
+    const progress = createProgressRenderer(deps.out);
+    const info = await withDaemon(deps, (c) =>
+      c.call(
+        "vm.create",
+        {
+          ...(o.name ? { name: o.name } : {}),
+          ...(o.image ? { image: o.image } : {}),
+          ...(o.kernelRef ? { kernelRef: o.kernelRef } : {}),
+          vcpu,
+          memoryBytes,
+          diskBytes,
+          nat: o.nat ?? false,
+          start: o.start !== false,
+        },
+        { onProgress: progress.report },
+      ),
+    ).finally(() => progress.done());
+    deps.out.stdout.write(`${info.name}\n`);
+    deps.out.stderr.write(
+      info.state === "running"
+        ? `VM ${info.name} is running: 'banger vm ssh ${info.name}' for a shell, 'banger vm delete ${info.name}' when done\n`
+        : `VM ${info.name} created (not started): 'banger vm start ${info.name}'\n`,
+    );
+  });
+
   vm.addCommand(create);
 
-  vm.command("start")
-    .description("Start a stopped VM")
-    .argument("<name>")
-    .action(pending("banger vm start", VM_ISSUE));
-  vm.command("stop")
-    .description("Stop a running VM gracefully")
-    .argument("<name>")
-    .action(pending("banger vm stop", VM_ISSUE));
-  vm.command("restart")
-    .description("Stop then start a VM")
-    .argument("<name>")
-    .action(pending("banger vm restart", VM_ISSUE));
-  vm.command("kill")
-    .description("Force-kill a VM (use when 'vm stop' hangs)")
-    .argument("<name>")
-    .action(pending("banger vm kill", VM_ISSUE));
+  const lifecycle = (verb: "start" | "stop" | "restart" | "kill", summary: string, done: string) =>
+    vm
+      .command(verb)
+      .description(summary)
+      .argument("<name>")
+      .action(async (name) => {
+        const progress = createProgressRenderer(deps.out);
+        const info = await withDaemon(deps, (c) =>
+          verb === "start" || verb === "restart"
+            ? c.call(`vm.${verb}`, { name }, { onProgress: progress.report })
+            : c.call(`vm.${verb}`, { name }),
+        ).finally(() => progress.done());
+        deps.out.stdout.write(`${info.name} ${done} (${info.state})\n`);
+      });
+  lifecycle("start", "Start a stopped VM", "started");
+  lifecycle("stop", "Stop a running VM gracefully", "stopped");
+  lifecycle("restart", "Stop then start a VM", "restarted");
+  lifecycle("kill", "Force-kill a VM (use when 'vm stop' hangs)", "killed");
   vm.command("delete")
     .alias("rm")
     .description("Stop a VM and remove its disks (irreversible)")
     .argument("<names...>")
-    .action(pending("banger vm delete", VM_ISSUE));
+    .action(async (names: string[]) => {
+      const r = await withDaemon(deps, (c) => c.call("vm.delete", { names }));
+      for (const name of r.deleted) deps.out.stdout.write(`deleted ${name}\n`);
+    });
   vm.command("prune")
     .description("Delete every VM that is not running (asks first)")
     .option("-f, --force", "do not ask for confirmation")
-    .action(pending("banger vm prune", VM_ISSUE));
+    .action(async (opts) => {
+      const all = await withDaemon(deps, (c) => c.call("vm.list", {}));
+      const doomed = all.filter((v) => v.state !== "running");
+      if (doomed.length === 0) {
+        deps.out.stdout.write("nothing to prune: every VM is running\n");
+        return;
+      }
+      if (!opts.force) {
+        if (!process.stdin.isTTY) {
+          throw new BangerError(
+            ErrorCode.InvalidParams,
+            `prune would delete ${doomed.length} VM(s) and needs confirmation`,
+            "run it in a terminal, or pass --force",
+          );
+        }
+        const rl = createInterface({ input: process.stdin, output: process.stderr });
+        const answer = await rl.question(`delete ${doomed.map((v) => v.name).join(", ")}? [y/N] `);
+        rl.close();
+        if (!/^y(es)?$/i.test(answer.trim())) {
+          deps.out.stdout.write("nothing deleted\n");
+          return;
+        }
+      }
+      const r = await withDaemon(deps, (c) => c.call("vm.prune", {}));
+      for (const name of r.deleted) deps.out.stdout.write(`deleted ${name}\n`);
+      for (const f of r.failed) deps.out.stderr.write(`could not delete ${f.name}: ${f.error}\n`);
+      if (r.failed.length > 0) throw new ExitStatus(1);
+    });
 
   vm.command("list")
     .alias("ls")
@@ -136,33 +217,108 @@ export function vmCommand(deps: CliDeps): Command {
     .description("Open an SSH session to a VM, or run a command in it")
     .argument("<name>")
     .argument("[cmd...]", "command to run after --")
-    .action(pending("banger vm ssh", VM_ISSUE));
+    .action(async (name: string, cmd: string[]) => {
+      const target = await withDaemon(deps, (c) => c.call("vm.ssh", { name }));
+      const identity = {
+        privateKey: target.identityFile,
+        publicKey: "",
+        knownHosts: target.knownHostsFile,
+      };
+      const args = [...sshOptions(identity, name, target.port), `${target.user}@${target.host}`];
+      if (cmd.length > 0) args.push("--", cmd.map(shellQuote).join(" "));
+      else if (process.stdin.isTTY) args.unshift("-t");
+      // OpenSSH owns the terminal; its exit status becomes ours.
+      const status = await new Promise<number>((resolve, reject) => {
+        const child = spawn("ssh", args, { stdio: "inherit" });
+        child.on("error", reject);
+        child.on("close", (code, signal) => resolve(code ?? (signal ? 137 : 1)));
+      });
+      if (status !== 0) throw new ExitStatus(status);
+    });
+
   vm.command("logs")
     .description("Show a VM's serial console")
     .argument("<name>")
     .option("-f, --follow", "keep printing new output")
-    .action(pending("banger vm logs", VM_ISSUE));
+    .action(async (name: string, opts: { follow?: boolean }) => {
+      const { path: log } = await withDaemon(deps, (c) => c.call("vm.logs", { name }));
+      let offset = 0;
+      const dump = () => {
+        const data = fs.existsSync(log) ? fs.readFileSync(log) : Buffer.alloc(0);
+        if (data.length > offset) deps.out.stdout.write(data.subarray(offset));
+        offset = data.length;
+      };
+      dump();
+      if (!opts.follow) return;
+      await new Promise<never>(() => setInterval(dump, 500));
+    });
+
   vm.command("stats")
     .description("Configured size, VMM memory and CPU time, disk bytes used")
     .argument("<name>")
     .option("--json", "print JSON")
-    .action(pending("banger vm stats", VM_ISSUE));
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const st = await withDaemon(deps, (c) => c.call("vm.stats", { name }));
+      if (opts.json) return printJson(deps.out, st);
+      deps.out.stdout.write(
+        formatFields([
+          ["name", st.name],
+          ["vcpu", String(st.vcpu)],
+          ["memory", formatSizeBytes(st.memoryBytes)],
+          ["vmm rss", st.rssBytes === null ? "- (not running)" : formatSizeBytes(st.rssBytes)],
+          ["vmm cpu", st.cpuSeconds === null ? "-" : `${st.cpuSeconds.toFixed(1)} s`],
+          ["root overlay", formatSizeBytes(st.overlayBytes)],
+          ["work disk", formatSizeBytes(st.workDiskBytes)],
+        ]),
+      );
+    });
   vm.command("ports")
     .description("Listening TCP/UDP sockets in the guest")
     .argument("<name>")
     .option("--json", "print JSON")
-    .action(pending("banger vm ports", VM_ISSUE));
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const ports = await withDaemon(deps, (c) => c.call("vm.ports", { name }));
+      if (opts.json) return printJson(deps.out, ports);
+      deps.out.stdout.write(
+        formatTable(
+          ["PROTO", "ADDRESS", "PORT", "PROCESS"],
+          ports.map((p) => [p.proto, p.address, String(p.port), orDash(p.process)]),
+        ),
+      );
+    });
   vm.command("set")
     .description("Change vcpu or memory of a stopped VM")
     .argument("<name>")
     .option("--vcpu <n>", "virtual CPUs")
     .option("--memory <size>", "memory, e.g. 4G")
-    .action(pending("banger vm set", VM_ISSUE));
+    .action(async (name: string, opts: { vcpu?: string; memory?: string }) => {
+      if (!opts.vcpu && !opts.memory)
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          "nothing to change",
+          "give --vcpu and/or --memory",
+        );
+      const info = await withDaemon(deps, (c) =>
+        c.call("vm.set", {
+          name,
+          ...(opts.vcpu ? { vcpu: parseVcpu(opts.vcpu) } : {}),
+          ...(opts.memory ? { memoryBytes: parseSize(opts.memory) } : {}),
+        }),
+      );
+      deps.out.stdout.write(
+        `${info.name}: ${info.vcpu} vcpu · ${formatSizeBytes(info.memoryBytes)} (applies at next start)\n`,
+      );
+    });
   vm.command("health")
     .description("Check that the VMM runs and SSH answers")
     .argument("<name>")
     .option("--json", "print JSON")
-    .action(pending("banger vm health", VM_ISSUE));
+    .action(async (name: string, opts: { json?: boolean }) => {
+      const h = await withDaemon(deps, (c) => c.call("vm.health", { name }));
+      if (opts.json) printJson(deps.out, h);
+      else deps.out.stdout.write(`${h.name}: ${h.detail}\n`);
+      if (!h.vmm || !h.ssh) throw new ExitStatus(1);
+    });
 
   const workspace = describeGroup(new Command("workspace"), {
     purpose: "Move a git repo into a VM and get the guest's changes back as a patch.",
@@ -232,4 +388,16 @@ function formatVm(v: VmInfo): string {
     ["vmm", orDash(v.vmm)],
     ["created", v.createdAt],
   ]);
+}
+
+function parseVcpu(text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 64) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `invalid --vcpu "${text}"`,
+      "a whole number from 1 to 64",
+    );
+  }
+  return n;
 }

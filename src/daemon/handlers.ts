@@ -1,44 +1,12 @@
-import { BangerError, ErrorCode, notImplemented } from "../api/errors.js";
-import type { VmInfo } from "../api/methods.js";
 import { KernelService } from "../kernel/service.js";
 import { createOciPuller } from "../image/oci/puller.js";
 import { ImageService } from "../image/service.js";
-import type { VmRow } from "../store/store.js";
+import { hostResources } from "../config/vm-defaults.js";
 import { createCommandRunner } from "../system/runner.js";
+import { QemuDriver } from "../vmm/qemu/driver.js";
+import { VmService } from "./vm-service.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
-
-const VM_WORK = "the VM lifecycle work (issue #5)";
-
-function pending(what: string, arrivesWith: string): () => Promise<never> {
-  return async () => {
-    throw notImplemented(what, arrivesWith);
-  };
-}
-
-function notFound(kind: string, name: string, listCommand: string): BangerError {
-  return new BangerError(
-    ErrorCode.NotFound,
-    `no ${kind} named "${name}"`,
-    `'${listCommand}' shows what exists`,
-  );
-}
-
-export function vmInfo(row: VmRow): VmInfo {
-  return {
-    id: row.id,
-    name: row.name,
-    state: row.state,
-    image: row.imageId,
-    kernel: row.kernelRef,
-    vcpu: row.vcpu,
-    memoryBytes: row.memoryBytes,
-    diskBytes: row.diskBytes,
-    ip: row.ip,
-    vmm: row.vmm,
-    createdAt: row.createdAt,
-  };
-}
 
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
@@ -54,6 +22,21 @@ export function buildHandlers(daemon: Daemon): Handlers {
     kernels,
     oci: createOciPuller({ layout: daemon.layout, env }),
   });
+  const vms = new VmService({
+    store,
+    layout: daemon.layout,
+    runner,
+    images,
+    kernels,
+    driver: daemon.deps.driver ?? new QemuDriver(runner),
+    host: hostResources(),
+    log: daemon.deps.log,
+  });
+  // VMs outlive the daemon: adopt the running ones before serving VM requests.
+  const reconciled = vms
+    .reconcile()
+    .catch((err: unknown) => daemon.deps.log.error({ err }, "reconcile failed"));
+  const afterReconcile = <T>(fn: () => Promise<T> | T) => reconciled.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -70,25 +53,23 @@ export function buildHandlers(daemon: Daemon): Handlers {
       return { stopping: true };
     },
 
-    "vm.list": async () => store.listVms().map(vmInfo),
-    "vm.show": async ({ name }) => {
-      const row = store.getVmByName(name);
-      if (!row) throw notFound("VM", name, "banger vm list");
-      return vmInfo(row);
-    },
-    "vm.create": pending("vm.create", VM_WORK),
-    "vm.start": pending("vm.start", VM_WORK),
-    "vm.stop": pending("vm.stop", VM_WORK),
-    "vm.restart": pending("vm.restart", VM_WORK),
-    "vm.kill": pending("vm.kill", VM_WORK),
-    "vm.delete": pending("vm.delete", VM_WORK),
-    "vm.prune": pending("vm.prune", VM_WORK),
-    "vm.stats": pending("vm.stats", VM_WORK),
-    "vm.ports": pending("vm.ports", VM_WORK),
-    "vm.set": pending("vm.set", VM_WORK),
-    "vm.health": pending("vm.health", VM_WORK),
-    "vm.logs": pending("vm.logs", VM_WORK),
-    "vm.ssh": pending("vm.ssh", VM_WORK),
+    "vm.list": () => afterReconcile(() => vms.list()),
+    "vm.show": ({ name }) => afterReconcile(() => vms.show(name)),
+    "vm.create": (p, ctx) => afterReconcile(() => vms.create(p, ctx.progress, ctx.signal)),
+    "vm.start": ({ name }, ctx) => afterReconcile(() => vms.start(name, ctx.progress, ctx.signal)),
+    "vm.stop": ({ name }) => afterReconcile(() => vms.stop(name)),
+    "vm.restart": ({ name }, ctx) =>
+      afterReconcile(() => vms.restart(name, ctx.progress, ctx.signal)),
+    "vm.kill": ({ name }) => afterReconcile(() => vms.kill(name)),
+    "vm.delete": ({ names }) => afterReconcile(() => vms.delete(names)),
+    "vm.prune": () => afterReconcile(() => vms.prune()),
+    "vm.stats": ({ name }) => afterReconcile(() => vms.stats(name)),
+    "vm.ports": ({ name }) => afterReconcile(() => vms.ports(name)),
+    "vm.set": ({ name, vcpu, memoryBytes }) =>
+      afterReconcile(() => vms.set(name, { vcpu, memoryBytes })),
+    "vm.health": ({ name }) => afterReconcile(() => vms.health(name)),
+    "vm.logs": ({ name }) => afterReconcile(() => vms.logPath(name)),
+    "vm.ssh": ({ name }) => afterReconcile(() => vms.sshTarget(name)),
 
     "image.list": async () => images.list(),
     "image.show": async ({ name }) => images.show(name),

@@ -5,6 +5,7 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import type { Layout } from "../paths/layout.js";
 import { Store } from "../store/store.js";
 import type { CommandRunner } from "../system/runner.js";
+import type { Driver } from "../vmm/driver.js";
 import { acquirePidLock, defaultLockDeps, type LockDeps, type PidLock } from "./lock.js";
 import { serveConnection, type Handlers, type RpcLogger } from "./rpc-server.js";
 
@@ -24,6 +25,8 @@ export interface DaemonDeps {
   env?: NodeJS.ProcessEnv;
   /** How host tools are run; defaults to the real runner. */
   runner?: CommandRunner;
+  /** The VMM driver; defaults to QEMU. */
+  driver?: Driver;
   openStore?: (file: string) => Store;
   /** Builds the method handlers once the store is open. */
   handlers: (daemon: Daemon) => Handlers;

@@ -1,0 +1,676 @@
+import { randomBytes, randomInt } from "node:crypto";
+import fsp from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { VmInfo } from "../api/methods.js";
+import { loadConfig } from "../config/config.js";
+import { MIN_MEMORY_BYTES, resolveVmDefaults } from "../config/vm-defaults.js";
+import { createRootOverlay, createWorkDisk } from "../disk/work-disk.js";
+import {
+  ensureSshIdentity,
+  forgetHostKey,
+  sshOptions,
+  waitForSsh,
+  type SshIdentity,
+} from "../guest/ssh.js";
+import type { ImageService, Progress } from "../image/service.js";
+import type { KernelService } from "../kernel/service.js";
+import type { Layout } from "../paths/layout.js";
+import type { Store, VmRow } from "../store/store.js";
+import {
+  detectAccel,
+  realAccelDeps,
+  resolveAccel,
+  tcgKernelArgs,
+  type AccelDeps,
+} from "../system/accel.js";
+import type { CommandRunner } from "../system/runner.js";
+import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
+import { KeyedLock } from "./locks.js";
+
+export const VM_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const ADJECTIVES = [
+  "brisk",
+  "calm",
+  "clever",
+  "eager",
+  "fuzzy",
+  "gentle",
+  "jolly",
+  "lucky",
+  "mellow",
+  "nimble",
+  "proud",
+  "quiet",
+  "rapid",
+  "sunny",
+  "witty",
+  "zesty",
+];
+const NOUNS = [
+  "badger",
+  "comet",
+  "falcon",
+  "gecko",
+  "heron",
+  "lynx",
+  "marten",
+  "otter",
+  "panda",
+  "quokka",
+  "raven",
+  "sparrow",
+  "tapir",
+  "walrus",
+  "yak",
+  "zebra",
+];
+
+export interface VmServiceDeps {
+  store: Store;
+  layout: Layout;
+  runner: CommandRunner;
+  images: ImageService;
+  kernels: KernelService;
+  driver: Driver;
+  host: { cpus: number; memoryBytes: number };
+  accel?: AccelDeps;
+  /** How long `start` waits for SSH before giving up (the VM is left running). */
+  sshDeadlineMs?: number;
+  stopDeadlineMs?: number;
+  log?: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
+}
+
+export interface CreateRequest {
+  name?: string | undefined;
+  image?: string | undefined;
+  kernelRef?: string | undefined;
+  vcpu?: number | undefined;
+  memoryBytes?: number | undefined;
+  diskBytes?: number | undefined;
+  nat?: boolean | undefined;
+  start?: boolean | undefined;
+}
+
+export function vmInfo(row: VmRow, imageName: string | null): VmInfo {
+  return {
+    id: row.id,
+    name: row.name,
+    state: row.state,
+    image: imageName,
+    kernel: row.kernelRef,
+    vcpu: row.vcpu,
+    memoryBytes: row.memoryBytes,
+    diskBytes: row.diskBytes,
+    ip: row.ip,
+    vmm: row.vmm,
+    createdAt: row.createdAt,
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * VM lifecycle. Durable intent lives in the store; what is true right now
+ * (pid, sockets, port) lives in `handles`, mirrored to vms/<id>/handles.json and
+ * to the row's teardown field. Operations on one VM are serialised by its lock.
+ */
+export class VmService {
+  private readonly handles = new Map<string, VmHandles>();
+  private readonly locks = new KeyedLock();
+  private identity: SshIdentity | null = null;
+
+  constructor(private readonly deps: VmServiceDeps) {}
+
+  private dirOf(id: string): string {
+    return path.join(this.deps.layout.vmsDir, id);
+  }
+
+  private row(name: string): VmRow {
+    const row = this.deps.store.getVmByName(name);
+    if (!row)
+      throw new BangerError(
+        ErrorCode.NotFound,
+        `no VM named "${name}"`,
+        "'banger vm list' shows what exists",
+      );
+    return row;
+  }
+
+  private info(row: VmRow): VmInfo {
+    const image = row.imageId
+      ? this.deps.store.listImages().find((i) => i.id === row.imageId)
+      : undefined;
+    return vmInfo(row, image?.name ?? null);
+  }
+
+  private async sshIdentity(): Promise<SshIdentity> {
+    this.identity ??= await ensureSshIdentity(this.deps.layout.sshDir, this.deps.runner);
+    return this.identity;
+  }
+
+  list(): VmInfo[] {
+    return this.deps.store.listVms().map((r) => this.info(r));
+  }
+
+  show(name: string): VmInfo {
+    return this.info(this.row(name));
+  }
+
+  private generateName(): string {
+    for (let i = 0; i < 50; i++) {
+      const name = `${ADJECTIVES[randomInt(ADJECTIVES.length)]}-${NOUNS[randomInt(NOUNS.length)]}`;
+      if (!this.deps.store.getVmByName(name)) return name;
+    }
+    return `vm-${randomBytes(3).toString("hex")}`;
+  }
+
+  /** Validates everything first; then builds disks under vms/<id>/, removing it all on any failure. */
+  async create(
+    req: CreateRequest,
+    progress: Progress = () => {},
+    signal?: AbortSignal,
+  ): Promise<VmInfo> {
+    const name = req.name ?? this.generateName();
+    if (!VM_NAME.test(name)) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `invalid VM name "${name}"`,
+        "a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
+      );
+    }
+    if (this.deps.store.getVmByName(name)) {
+      throw new BangerError(
+        ErrorCode.AlreadyExists,
+        `a VM named "${name}" already exists`,
+        `pick another --name, or 'banger vm delete ${name}'`,
+      );
+    }
+    const config = await loadConfig(this.deps.layout.configFile);
+    const defaults = resolveVmDefaults(config, this.deps.host);
+    const vcpu = req.vcpu ?? defaults.vcpu.value;
+    const memoryBytes = req.memoryBytes ?? defaults.memoryBytes.value;
+    const diskBytes = req.diskBytes ?? defaults.diskBytes.value;
+    if (memoryBytes < MIN_MEMORY_BYTES) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `memory ${Math.floor(memoryBytes / 2 ** 20)} MiB is below the floor of ${MIN_MEMORY_BYTES / 2 ** 20} MiB`,
+        "a systemd guest needs at least 256 MiB; try --memory 1G",
+      );
+    }
+    if (vcpu < 1 || vcpu > 64)
+      throw new BangerError(ErrorCode.InvalidParams, `vcpu ${vcpu} must be between 1 and 64`);
+    if (diskBytes < 64 * 2 ** 20)
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        "the work disk must be at least 64 MiB",
+        "try --disk-size 1G",
+      );
+    const imageName = req.image ?? config.defaultImageName;
+    if (
+      req.image &&
+      !this.deps.store.getImageByName(req.image) &&
+      req.image !== "debian-bookworm"
+    ) {
+      throw new BangerError(
+        ErrorCode.NotFound,
+        `no image named "${req.image}"`,
+        "'banger image list' shows what exists; 'banger image pull <ref>' adds one",
+      );
+    }
+
+    return this.locks.run(`name:${name}`, async () => {
+      const image = await this.deps.images.ensure(imageName, progress, signal);
+      const kernel = await this.deps.kernels.ensure(
+        req.kernelRef ?? image.kernel ?? "debian-cloud",
+        (p) => progress({ ...p, stage: `kernel: ${p.stage}` }),
+      );
+      const id = randomBytes(6).toString("hex");
+      const dir = this.dirOf(id);
+      await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      const now = new Date().toISOString();
+      const row: VmRow = {
+        id,
+        name,
+        imageId: image.id,
+        kernelRef: kernel.name,
+        vcpu,
+        memoryBytes,
+        diskBytes,
+        state: "created",
+        nat: req.nat ?? false,
+        ip: null,
+        mac: null,
+        vmm: this.deps.driver.name,
+        teardownJson: null,
+        createdAt: now,
+        updatedAt: now,
+      };
+      try {
+        progress({ stage: "disks", message: "copy-on-write root and work disk" });
+        await createRootOverlay({
+          backing: image.rootfsPath,
+          file: path.join(dir, "root.qcow2"),
+          runner: this.deps.runner,
+        });
+        const identity = await this.sshIdentity();
+        await createWorkDisk({
+          file: path.join(dir, "work.ext4"),
+          sizeBytes: diskBytes,
+          authorizedKey: await fsp.readFile(identity.publicKey, "utf8"),
+          runner: this.deps.runner,
+        });
+        this.deps.store.insertVm(row);
+      } catch (err) {
+        await fsp.rm(dir, { recursive: true, force: true });
+        throw err;
+      }
+      if (req.start === false) return this.info(row);
+      return this.start(name, progress, signal);
+    });
+  }
+
+  private async writeHandles(row: VmRow, handles: VmHandles | null): Promise<void> {
+    const file = path.join(this.dirOf(row.id), "handles.json");
+    if (handles) {
+      this.handles.set(row.id, handles);
+      await fsp.writeFile(file, `${JSON.stringify(handles, null, 2)}\n`);
+    } else {
+      this.handles.delete(row.id);
+      await fsp.rm(file, { force: true });
+    }
+  }
+
+  async start(name: string, progress: Progress = () => {}, signal?: AbortSignal): Promise<VmInfo> {
+    const row = this.row(name);
+    return this.locks.run(row.id, async () => {
+      const current = this.handles.get(row.id);
+      if (current && (await this.deps.driver.status(current)) === "running") {
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `VM ${name} is already running`,
+          `'banger vm ssh ${name}' to use it`,
+        );
+      }
+      const kernel = await this.deps.kernels.show(row.kernelRef ?? "debian-cloud");
+      const config = await loadConfig(this.deps.layout.configFile);
+      const accelDeps = this.deps.accel ?? realAccelDeps();
+      const accel = resolveAccel(config.accel, await detectAccel(accelDeps));
+      const extra =
+        accel === "tcg"
+          ? tcgKernelArgs(await accelDeps.readFile("/proc/cpuinfo").catch(() => ""))
+          : [];
+      const sshPort = await freePort();
+      // Rootless user-mode networking: QEMU's own NAT, SSH forwarded on 127.0.0.1.
+      const cmdline = [
+        kernel.cmdline ?? "console=ttyS0 reboot=t panic=-1 rw",
+        "root=/dev/vda",
+        ...extra,
+        "banger.ip=10.0.2.15/24",
+        "banger.gw=10.0.2.2",
+        "banger.dns=10.0.2.3",
+        `banger.hostname=${row.name}`,
+      ].join(" ");
+      const dir = this.dirOf(row.id);
+      const spec: VmSpec = {
+        id: row.id,
+        name: row.name,
+        vcpu: row.vcpu,
+        memoryBytes: row.memoryBytes,
+        accel,
+        kernel: {
+          vmlinuz: kernel.files.vmlinuz,
+          vmlinux: kernel.files.vmlinux,
+          initrd: kernel.files.initrd,
+          cmdline,
+        },
+        rootDisk: path.join(dir, "root.qcow2"),
+        workDisk: path.join(dir, "work.ext4"),
+        dir,
+        network: { mode: "user", sshPort },
+      };
+      progress({
+        stage: "boot",
+        message: `${this.deps.driver.name}, ${accel === "kvm" ? "KVM" : "software emulation (TCG)"}`,
+      });
+      const handles = await this.deps.driver.start(spec);
+      await this.writeHandles(row, handles);
+      this.deps.store.updateVm(row.id, {
+        state: "running",
+        ip: "10.0.2.15",
+        teardownJson: JSON.stringify(handles),
+      });
+      progress({ stage: "ssh", message: "waiting for sshd" });
+      await waitForSsh({
+        identity: await this.sshIdentity(),
+        vmName: row.name,
+        host: handles.sshHost,
+        port: handles.sshPort,
+        runner: this.deps.runner,
+        deadlineMs: this.deps.sshDeadlineMs ?? 90_000,
+        isAlive: async () => (await this.deps.driver.status(handles)) === "running",
+        ...(signal ? { signal } : {}),
+      });
+      return this.info(this.row(name));
+    });
+  }
+
+  /** Handles for a VM recorded as running: the cache, else handles.json, else the row's teardown copy. */
+  private async handlesOf(row: VmRow): Promise<VmHandles | null> {
+    const cached = this.handles.get(row.id);
+    if (cached) return cached;
+    try {
+      return JSON.parse(
+        await fsp.readFile(path.join(this.dirOf(row.id), "handles.json"), "utf8"),
+      ) as VmHandles;
+    } catch {
+      try {
+        return row.teardownJson ? (JSON.parse(row.teardownJson) as VmHandles) : null;
+      } catch {
+        return null;
+      }
+    }
+  }
+
+  private async shutdown(row: VmRow, mode: "graceful" | "kill"): Promise<void> {
+    const handles = await this.handlesOf(row);
+    if (handles) {
+      if (mode === "kill") {
+        await this.deps.driver.kill(handles);
+      } else {
+        // Ask the guest first: minimal images have no ACPI power-button handler, so the
+        // VMM's powerdown (next, with the deadline and a kill after it) is the fallback.
+        if ((await this.deps.driver.status(handles)) === "running") {
+          await this.deps.runner
+            .run(
+              "ssh",
+              [
+                ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+                "-o",
+                "BatchMode=yes",
+                `root@${handles.sshHost}`,
+                "systemctl poweroff || poweroff",
+              ],
+              { timeoutMs: 10_000 },
+            )
+            .catch(() => undefined);
+        }
+        await this.deps.driver.stop(handles, this.deps.stopDeadlineMs ?? 30_000);
+      }
+    }
+    await this.writeHandles(row, null);
+    this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
+  }
+
+  async stop(name: string): Promise<VmInfo> {
+    const row = this.row(name);
+    return this.locks.run(row.id, async () => {
+      if (row.state !== "running")
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `VM ${name} is not running`,
+          `'banger vm start ${name}' boots it`,
+        );
+      await this.shutdown(row, "graceful");
+      return this.info(this.row(name));
+    });
+  }
+
+  async kill(name: string): Promise<VmInfo> {
+    const row = this.row(name);
+    return this.locks.run(row.id, async () => {
+      await this.shutdown(row, "kill");
+      return this.info(this.row(name));
+    });
+  }
+
+  async restart(
+    name: string,
+    progress: Progress = () => {},
+    signal?: AbortSignal,
+  ): Promise<VmInfo> {
+    const row = this.row(name);
+    if (row.state === "running") await this.stop(name);
+    return this.start(name, progress, signal);
+  }
+
+  async delete(names: string[]): Promise<{ deleted: string[] }> {
+    const rows = names.map((n) => this.row(n)); // all names valid before anything is touched
+    const deleted: string[] = [];
+    for (const row of rows) {
+      await this.locks.run(row.id, async () => {
+        await this.shutdown(row, "graceful");
+        await fsp.rm(this.dirOf(row.id), { recursive: true, force: true });
+        await forgetHostKey(await this.sshIdentity(), row.name, this.deps.runner);
+        this.deps.store.deleteVm(row.id);
+      });
+      deleted.push(row.name);
+    }
+    return { deleted };
+  }
+
+  async prune(): Promise<{ deleted: string[]; failed: Array<{ name: string; error: string }> }> {
+    const deleted: string[] = [];
+    const failed: Array<{ name: string; error: string }> = [];
+    for (const row of this.deps.store.listVms()) {
+      if (row.state === "running") continue;
+      try {
+        await this.delete([row.name]);
+        deleted.push(row.name);
+      } catch (err) {
+        failed.push({ name: row.name, error: (err as Error).message });
+      }
+    }
+    return { deleted, failed };
+  }
+
+  async sshTarget(name: string): Promise<{
+    host: string;
+    port: number;
+    user: string;
+    identityFile: string;
+    knownHostsFile: string;
+  }> {
+    const row = this.row(name);
+    const handles = row.state === "running" ? await this.handlesOf(row) : null;
+    if (!handles)
+      throw new BangerError(
+        ErrorCode.InvalidState,
+        `VM ${name} is not running`,
+        `'banger vm start ${name}' boots it`,
+      );
+    const identity = await this.sshIdentity();
+    return {
+      host: handles.sshHost,
+      port: handles.sshPort,
+      user: "root",
+      identityFile: identity.privateKey,
+      knownHostsFile: identity.knownHosts,
+    };
+  }
+
+  /** vcpu/memory of a stopped VM; they apply at the next start. */
+  async set(
+    name: string,
+    change: { vcpu?: number | undefined; memoryBytes?: number | undefined },
+  ): Promise<VmInfo> {
+    const row = this.row(name);
+    return this.locks.run(row.id, async () => {
+      if (row.state === "running")
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `VM ${name} is running`,
+          `stop it first: 'banger vm stop ${name}'`,
+        );
+      if (change.vcpu !== undefined && (change.vcpu < 1 || change.vcpu > 64))
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `vcpu ${change.vcpu} must be between 1 and 64`,
+        );
+      if (change.memoryBytes !== undefined && change.memoryBytes < MIN_MEMORY_BYTES) {
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `memory is below the floor of ${MIN_MEMORY_BYTES / 2 ** 20} MiB`,
+        );
+      }
+      this.deps.store.updateVm(row.id, {
+        ...(change.vcpu !== undefined ? { vcpu: change.vcpu } : {}),
+        ...(change.memoryBytes !== undefined ? { memoryBytes: change.memoryBytes } : {}),
+      });
+      return this.info(this.row(name));
+    });
+  }
+
+  /** Configured size, the VMM's RSS and CPU time (from /proc), and what the disks really use. */
+  async stats(name: string): Promise<{
+    name: string;
+    vcpu: number;
+    memoryBytes: number;
+    rssBytes: number | null;
+    cpuSeconds: number | null;
+    overlayBytes: number;
+    workDiskBytes: number;
+  }> {
+    const row = this.row(name);
+    const handles = row.state === "running" ? await this.handlesOf(row) : null;
+    let rssBytes: number | null = null;
+    let cpuSeconds: number | null = null;
+    if (handles && (await this.deps.driver.status(handles)) === "running") {
+      const status = await fsp.readFile(`/proc/${handles.pid}/status`, "utf8").catch(() => "");
+      const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
+      rssBytes = rss ? Number(rss[1]) * 1024 : null;
+      const stat = await fsp.readFile(`/proc/${handles.pid}/stat`, "utf8").catch(() => "");
+      // Fields after the ")" of the command name: utime and stime are the 12th and 13th (clock ticks, 100/s on Linux).
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (fields.length > 13) cpuSeconds = (Number(fields[11]) + Number(fields[12])) / 100;
+    }
+    const used = async (file: string) =>
+      ((await fsp.stat(file).catch(() => null))?.blocks ?? 0) * 512;
+    const dir = this.dirOf(row.id);
+    return {
+      name,
+      vcpu: row.vcpu,
+      memoryBytes: row.memoryBytes,
+      rssBytes,
+      cpuSeconds,
+      overlayBytes: await used(path.join(dir, "root.qcow2")),
+      workDiskBytes: await used(path.join(dir, "work.ext4")),
+    };
+  }
+
+  private async sshRun(row: VmRow, command: string, timeoutMs = 15_000) {
+    const handles = row.state === "running" ? await this.handlesOf(row) : null;
+    if (!handles)
+      throw new BangerError(
+        ErrorCode.InvalidState,
+        `VM ${row.name} is not running`,
+        `'banger vm start ${row.name}' boots it`,
+      );
+    return this.deps.runner.run(
+      "ssh",
+      [
+        ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+        "-o",
+        "BatchMode=yes",
+        `root@${handles.sshHost}`,
+        command,
+      ],
+      { timeoutMs },
+    );
+  }
+
+  async health(
+    name: string,
+  ): Promise<{ name: string; vmm: boolean; ssh: boolean; detail: string }> {
+    const row = this.row(name);
+    const handles = row.state === "running" ? await this.handlesOf(row) : null;
+    const vmm = handles !== null && (await this.deps.driver.status(handles)) === "running";
+    if (!vmm)
+      return {
+        name,
+        vmm: false,
+        ssh: false,
+        detail: row.state === "running" ? "the VMM process is gone" : `the VM is ${row.state}`,
+      };
+    const r = await this.sshRun(row, "true", 10_000).catch(() => null);
+    const ssh = r?.code === 0;
+    return {
+      name,
+      vmm,
+      ssh,
+      detail: ssh
+        ? "VMM running, SSH answers"
+        : `VMM running, SSH does not answer: see 'banger vm logs ${name}'`,
+    };
+  }
+
+  /** Listening sockets in the guest, from `ss` over SSH. */
+  async ports(
+    name: string,
+  ): Promise<Array<{ proto: string; address: string; port: number; process: string | null }>> {
+    const r = await this.sshRun(this.row(name), "ss -Htuln -p 2>/dev/null || ss -Htuln");
+    if (r.code !== 0)
+      throw new BangerError(
+        ErrorCode.Internal,
+        `could not list sockets in ${name}: ${r.stderr.trim()}`,
+      );
+    return parseSsListening(r.stdout);
+  }
+
+  logPath(name: string): { path: string } {
+    return { path: path.join(this.dirOf(this.row(name).id), "console.log") };
+  }
+
+  /**
+   * Start-up reconcile: adopt VMs whose VMM still runs (they outlive the daemon);
+   * demote the rest to stopped and forget their handles.
+   */
+  async reconcile(): Promise<void> {
+    for (const row of this.deps.store.listVms()) {
+      if (row.state !== "running") continue;
+      const handles = await this.handlesOf(row);
+      if (handles && (await this.deps.driver.status(handles)) === "running") {
+        this.handles.set(row.id, handles);
+        this.deps.log?.info({ vm: row.name, pid: handles.pid }, "adopted running VM");
+        continue;
+      }
+      await fsp.rm(path.join(this.dirOf(row.id), "qmp.sock"), { force: true });
+      await this.writeHandles(row, null);
+      this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
+      this.deps.log?.info({ vm: row.name }, "VM was not running any more: marked stopped");
+    }
+  }
+}
+
+/** `ss -Htuln -p` lines → protocol, local address, port and process name. */
+export function parseSsListening(
+  text: string,
+): Array<{ proto: string; address: string; port: number; process: string | null }> {
+  const out: Array<{ proto: string; address: string; port: number; process: string | null }> = [];
+  for (const line of text.split("\n")) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length < 5) continue;
+    const local = cols[4]!;
+    const colon = local.lastIndexOf(":");
+    const port = Number(local.slice(colon + 1));
+    if (!Number.isInteger(port)) continue;
+    const proc = /users:\(\("([^"]+)"/.exec(line)?.[1] ?? null;
+    out.push({
+      proto: cols[0]!,
+      address: local.slice(0, colon).replace(/%\S+$/, ""),
+      port,
+      process: proc,
+    });
+  }
+  return out;
+}

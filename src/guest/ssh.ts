@@ -1,0 +1,146 @@
+import fsp from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { runChecked, type CommandRunner } from "../system/runner.js";
+
+export interface SshIdentity {
+  privateKey: string;
+  publicKey: string;
+  knownHosts: string;
+}
+
+/** banger's own ed25519 key pair under state/ssh, made once. */
+export async function ensureSshIdentity(
+  sshDir: string,
+  runner: CommandRunner,
+): Promise<SshIdentity> {
+  await fsp.mkdir(sshDir, { recursive: true, mode: 0o700 });
+  const privateKey = path.join(sshDir, "id_ed25519");
+  const identity = {
+    privateKey,
+    publicKey: `${privateKey}.pub`,
+    knownHosts: path.join(sshDir, "known_hosts"),
+  };
+  const exists = await fsp.access(privateKey).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) {
+    await runChecked(runner, "ssh-keygen", [
+      "-q",
+      "-t",
+      "ed25519",
+      "-N",
+      "",
+      "-C",
+      "banger",
+      "-f",
+      privateKey,
+    ]);
+  }
+  return identity;
+}
+
+/** The alias a VM's host key is pinned under in banger's known_hosts. */
+export const hostKeyAlias = (vmName: string) => `${vmName}.vm`;
+
+/** OpenSSH options that reach a VM with banger's key, pinning its host key on first contact. */
+export function sshOptions(identity: SshIdentity, vmName: string, port: number): string[] {
+  return [
+    "-i",
+    identity.privateKey,
+    "-p",
+    String(port),
+    "-o",
+    "IdentitiesOnly=yes",
+    "-o",
+    `UserKnownHostsFile=${identity.knownHosts}`,
+    "-o",
+    `HostKeyAlias=${hostKeyAlias(vmName)}`,
+    "-o",
+    "StrictHostKeyChecking=accept-new",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=5",
+  ];
+}
+
+/** Forget a deleted VM's host key so a new VM of the same name is not refused. */
+export async function forgetHostKey(
+  identity: SshIdentity,
+  vmName: string,
+  runner: CommandRunner,
+): Promise<void> {
+  await runner
+    .run("ssh-keygen", ["-R", hostKeyAlias(vmName), "-f", identity.knownHosts])
+    .catch(() => undefined);
+  await fsp.rm(`${identity.knownHosts}.old`, { force: true });
+}
+
+function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.createConnection({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(2000, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+/**
+ * Ready = `ssh true` succeeds. Bounded by its own deadline; the error says what
+ * to look at and leaves the VM running for inspection.
+ */
+export async function waitForSsh(opts: {
+  identity: SshIdentity;
+  vmName: string;
+  host: string;
+  port: number;
+  runner: CommandRunner;
+  deadlineMs: number;
+  isAlive: () => Promise<boolean>;
+  signal?: AbortSignal;
+}): Promise<void> {
+  const deadline = Date.now() + opts.deadlineMs;
+  while (Date.now() < deadline) {
+    if (opts.signal?.aborted)
+      throw new BangerError(ErrorCode.Cancelled, "cancelled while waiting for SSH");
+    if (!(await opts.isAlive())) {
+      throw new BangerError(
+        ErrorCode.Internal,
+        `VM ${opts.vmName} stopped while booting`,
+        `see its console: 'banger vm logs ${opts.vmName}'`,
+      );
+    }
+    if (await portOpen(opts.host, opts.port)) {
+      const r = await opts.runner.run(
+        "ssh",
+        [
+          ...sshOptions(opts.identity, opts.vmName, opts.port),
+          "-o",
+          "BatchMode=yes",
+          `root@${opts.host}`,
+          "true",
+        ],
+        { timeoutMs: 15_000 },
+      );
+      if (r.code === 0) return;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new BangerError(
+    ErrorCode.Internal,
+    `VM ${opts.vmName} did not answer on SSH within ${Math.round(opts.deadlineMs / 1000)}s; sshd in the guest is the likely culprit`,
+    `the VM is left running for inspection: 'banger vm logs ${opts.vmName}' shows its console; 'banger vm delete ${opts.vmName}' removes it`,
+  );
+}
+
+/** POSIX single-quoting: ssh joins its arguments with spaces, so each must survive the remote shell. */
+export function shellQuote(arg: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
+}

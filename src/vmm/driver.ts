@@ -1,0 +1,42 @@
+/** What a VMM needs to boot one VM. Paths are absolute. */
+export interface VmSpec {
+  id: string;
+  name: string;
+  vcpu: number;
+  memoryBytes: number;
+  accel: "kvm" | "tcg";
+  kernel: {
+    vmlinuz: string | null;
+    vmlinux: string | null;
+    initrd: string | null;
+    cmdline: string;
+  };
+  /** Root disk: a qcow2 overlay (qemu) over the image's read-only rootfs. */
+  rootDisk: string;
+  workDisk: string;
+  /** Per-VM directory for sockets, pid file and console log. */
+  dir: string;
+  network: { mode: "user"; sshPort: number } | { mode: "tap"; tap: string; mac: string };
+}
+
+/** What is true about a started VM right now; persisted as handles.json. */
+export interface VmHandles {
+  vmm: "qemu" | "firecracker";
+  pid: number;
+  controlSocket: string;
+  consoleLog: string;
+  sshHost: string;
+  sshPort: number;
+  tap: string | null;
+}
+
+export interface Driver {
+  readonly name: "qemu" | "firecracker";
+  start(spec: VmSpec): Promise<VmHandles>;
+  /** Graceful shutdown; kills at the deadline. Resolves once the process is gone. */
+  stop(handles: VmHandles, deadlineMs: number): Promise<void>;
+  kill(handles: VmHandles): Promise<void>;
+  /** Is this VMM process alive and is it the one the handles describe? */
+  status(handles: VmHandles): Promise<"running" | "stopped">;
+  describe(): Promise<string>;
+}

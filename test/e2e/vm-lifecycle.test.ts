@@ -1,0 +1,192 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
+
+// Real VMs under QEMU microvm with TCG, driven through the real bin/banger.
+// The first create derives the kernel and builds the default image.
+const run = promisify(execFile);
+const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const banger = path.join(root, "bin", "banger");
+let home: TempLayout;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(...args: string[]): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(banger, args, { env: home.env, timeout: 600_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== "number") throw err;
+    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+async function ok(...args: string[]): Promise<CliResult> {
+  const r = await cli(...args);
+  assert.equal(r.code, 0, `banger ${args.join(" ")} failed:\n${r.stderr}`);
+  return r;
+}
+
+async function qemuPids(name: string): Promise<number[]> {
+  const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-${name} `]).catch(() => ({
+    stdout: "",
+  }));
+  return r.stdout.split("\n").filter(Boolean).map(Number);
+}
+
+async function daemonPid(): Promise<number> {
+  return Number.parseInt(await fs.readFile(home.layout.pidFile, "utf8"), 10);
+}
+
+async function killDaemon(): Promise<void> {
+  const pid = await daemonPid();
+  process.kill(pid, "SIGKILL");
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+before(async () => {
+  await run("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, timeout: 180_000 });
+  home = await tempLayout("banger-e2e-");
+});
+
+after(async () => {
+  for (const name of ["e2e", "idle1", "idle2"])
+    for (const pid of await qemuPids(name)) process.kill(pid, "SIGKILL");
+  await cli("daemon", "stop");
+  await home.cleanup();
+});
+
+test(
+  "create → ssh → stop → start → daemon kill -9 → corrupt handles → delete leaves nothing",
+  { timeout: 900_000 },
+  async () => {
+    const created = await ok(
+      "vm",
+      "create",
+      "--name",
+      "e2e",
+      "--memory",
+      "1G",
+      "--disk-size",
+      "2G",
+    );
+    assert.equal(created.stdout.trim(), "e2e");
+    assert.match(created.stderr, /spec: \d+ vcpu · 1024 MiB · 2G disk/);
+
+    // The remote command's output and exit status come back through OpenSSH.
+    const ssh = await cli(
+      "vm",
+      "ssh",
+      "e2e",
+      "--",
+      "sh",
+      "-c",
+      "cat /etc/hostname; test -d /root/.ssh && exit 3",
+    );
+    assert.equal(ssh.code, 3, ssh.stderr);
+    assert.equal(ssh.stdout.trim(), "e2e");
+
+    // Copy-on-write: the VM's disks cost little next to the image.
+    const [vmDir] = await fs.readdir(home.layout.vmsDir);
+    const du = await run("du", ["-sk", path.join(home.layout.vmsDir, vmDir!)]);
+    assert.ok(Number.parseInt(du.stdout, 10) < 200 * 1024, `VM dir is ${du.stdout.trim()} KiB`);
+
+    await ok("vm", "stop", "e2e");
+    assert.deepEqual(await qemuPids("e2e"), []);
+    assert.match((await ok("vm", "show", "e2e")).stdout, /state:\s+stopped/);
+    await ok("vm", "start", "e2e");
+    assert.equal((await qemuPids("e2e")).length, 1);
+    assert.match((await ok("vm", "health", "e2e")).stdout, /e2e: VMM running, SSH answers/);
+    const stats = JSON.parse((await ok("vm", "stats", "e2e", "--json")).stdout) as {
+      rssBytes: number;
+      overlayBytes: number;
+    };
+    assert.ok(stats.rssBytes > 0 && stats.overlayBytes > 0, JSON.stringify(stats));
+    const ports = JSON.parse((await ok("vm", "ports", "e2e", "--json")).stdout) as Array<{
+      proto: string;
+      port: number;
+    }>;
+    assert.ok(
+      ports.some((p) => p.proto === "tcp" && p.port === 22),
+      JSON.stringify(ports),
+    );
+
+    // The VMM outlives the daemon; a fresh daemon adopts it.
+    await killDaemon();
+    assert.equal((await ok("vm", "ssh", "e2e", "--", "echo", "adopted")).stdout.trim(), "adopted");
+
+    // Lost handles.json: the teardown identity in the store still finds the VM.
+    await fs.writeFile(path.join(home.layout.vmsDir, vmDir!, "handles.json"), "{ not json");
+    await killDaemon();
+    assert.equal(
+      (await ok("vm", "ssh", "e2e", "--", "echo", "still-here")).stdout.trim(),
+      "still-here",
+    );
+
+    await ok("vm", "delete", "e2e");
+    assert.deepEqual(await qemuPids("e2e"), []);
+    assert.deepEqual(await fs.readdir(home.layout.vmsDir), []);
+    const knownHosts = await fs
+      .readFile(path.join(home.layout.sshDir, "known_hosts"), "utf8")
+      .catch(() => "");
+    assert.doesNotMatch(knownHosts, /e2e\.vm/, "the host key is forgotten");
+    assert.match((await cli("vm", "show", "e2e")).stderr, /no VM named "e2e"/);
+  },
+);
+
+test("bad input gives a clear error and leaves nothing behind", { timeout: 300_000 }, async () => {
+  await ok("vm", "create", "--name", "idle1", "--no-start", "--disk-size", "1G");
+  const cases: Array<[string[], RegExp]> = [
+    [["--name", "idle1"], /a VM named "idle1" already exists/],
+    [["--name", "Bad_Name"], /invalid VM name "Bad_Name"/],
+    [["--name", "x1", "--image", "no-such-image"], /no image named "no-such-image"/],
+    [["--name", "x2", "--memory", "128M"], /memory 128 MiB is below the floor of 256 MiB/],
+    [["--name", "x3", "--vcpu", "0"], /invalid --vcpu "0"/],
+    [["--name", "x4", "--memory", "lots"], /invalid size "lots"/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = await cli("vm", "create", ...args);
+    assert.equal(r.code, 1, args.join(" "));
+    assert.match(r.stderr, pattern);
+  }
+  const list = JSON.parse((await ok("vm", "list", "--json")).stdout) as Array<{ name: string }>;
+  assert.deepEqual(
+    list.map((v) => v.name).filter((n) => /^(x\d|Bad_Name)$/.test(n)),
+    [],
+    "no VM from the failed creates",
+  );
+  assert.equal(
+    (await fs.readdir(home.layout.vmsDir)).length,
+    list.length,
+    "no directory from the failed creates",
+  );
+});
+
+test("prune deletes every VM that is not running", { timeout: 300_000 }, async () => {
+  await ok("vm", "create", "--name", "idle2", "--no-start", "--disk-size", "1G");
+  const refused = await cli("vm", "prune");
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /needs confirmation/);
+  const pruned = await ok("vm", "prune", "--force");
+  assert.match(pruned.stdout, /deleted idle1/);
+  assert.match(pruned.stdout, /deleted idle2/);
+  assert.deepEqual(JSON.parse((await ok("vm", "list", "--json")).stdout), []);
+  assert.deepEqual(await fs.readdir(home.layout.vmsDir), []);
+});

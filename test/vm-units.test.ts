@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { KeyedLock } from "../src/daemon/locks.js";
+import { parseSsListening, VM_NAME } from "../src/daemon/vm-service.js";
+import { shellQuote } from "../src/guest/ssh.js";
+import { qemuArgs } from "../src/vmm/qemu/driver.js";
+import type { VmSpec } from "../src/vmm/driver.js";
+
+test("per-key locks serialise one key and let others run in parallel", async () => {
+  const lock = new KeyedLock();
+  const events: string[] = [];
+  const slow = (key: string, label: string, ms: number) =>
+    lock.run(key, async () => {
+      events.push(`${label}:start`);
+      await new Promise((r) => setTimeout(r, ms));
+      events.push(`${label}:end`);
+    });
+  await Promise.all([slow("a", "a1", 50), slow("a", "a2", 10), slow("b", "b1", 10)]);
+  assert.ok(events.indexOf("a1:end") < events.indexOf("a2:start"), events.join(","));
+  assert.ok(events.indexOf("b1:end") < events.indexOf("a1:end"), "b did not wait for a");
+  await assert.rejects(
+    lock.run("a", async () => Promise.reject(new Error("boom"))),
+    /boom/,
+  );
+  assert.equal(await lock.run("a", async () => 42), 42, "a failure does not poison the key");
+});
+
+test("VM names are DNS labels", () => {
+  for (const ok of ["dev", "a", "brisk-otter", "vm1", "a".repeat(63)])
+    assert.ok(VM_NAME.test(ok), ok);
+  for (const bad of ["", "-a", "a-", "A", "a_b", "a.b", "a".repeat(64)])
+    assert.ok(!VM_NAME.test(bad), bad);
+});
+
+test("remote commands survive the remote shell", () => {
+  assert.equal(["sh", "-c", "exit 7"].map(shellQuote).join(" "), "sh -c 'exit 7'");
+  assert.equal(shellQuote("it's"), `'it'\\''s'`);
+  assert.equal(shellQuote("/usr/bin/env"), "/usr/bin/env");
+});
+
+test("ss output parses into listening sockets", () => {
+  const text = [
+    'tcp   LISTEN 0      128          0.0.0.0:22        0.0.0.0:*    users:(("sshd",pid=310,fd=3))',
+    'tcp   LISTEN 0      128             [::]:22           [::]:*    users:(("sshd",pid=310,fd=4))',
+    "udp   UNCONN 0      0      127.0.0.53%lo:53        0.0.0.0:*",
+  ].join("\n");
+  assert.deepEqual(parseSsListening(text), [
+    { proto: "tcp", address: "0.0.0.0", port: 22, process: "sshd" },
+    { proto: "tcp", address: "[::]", port: 22, process: "sshd" },
+    { proto: "udp", address: "127.0.0.53", port: 53, process: null },
+  ]);
+});
+
+test("the QEMU command line: microvm, virtio-mmio disks, QMP, daemonized, TCG or KVM", () => {
+  const spec: VmSpec = {
+    id: "abc",
+    name: "dev",
+    vcpu: 2,
+    memoryBytes: 2 * 1024 ** 3,
+    accel: "tcg",
+    kernel: {
+      vmlinuz: "/k/vmlinuz",
+      vmlinux: "/k/vmlinux",
+      initrd: "/k/initrd.img",
+      cmdline: "console=ttyS0 root=/dev/vda",
+    },
+    rootDisk: "/v/root.qcow2",
+    workDisk: "/v/work.ext4",
+    dir: "/v",
+    network: { mode: "user", sshPort: 2222 },
+  };
+  const args = qemuArgs(spec).join(" ");
+  assert.match(args, /-M microvm,acpi=on/);
+  assert.match(args, /-accel tcg,thread=multi/);
+  assert.match(args, /-m 2048M/);
+  assert.match(args, /-kernel \/k\/vmlinuz -initrd \/k\/initrd\.img/);
+  assert.match(args, /file=\/v\/root\.qcow2,format=qcow2/);
+  assert.match(args, /virtio-blk-device,drive=work/);
+  assert.match(args, /-qmp unix:\/v\/qmp\.sock,server=on,wait=off/);
+  assert.match(args, /-daemonize/);
+  assert.match(args, /hostfwd=tcp:127\.0\.0\.1:2222-:22/);
+  assert.match(qemuArgs({ ...spec, accel: "kvm" }).join(" "), /-accel kvm -cpu host/);
+});
