@@ -22,7 +22,14 @@ async function freshHome(): Promise<TempLayout> {
 }
 
 function deps(home: TempLayout, extra: Partial<DaemonDeps> = {}): DaemonDeps {
-  return { layout: home.layout, version: "test", log: quietLog, handlers: buildHandlers, ...extra };
+  return {
+    layout: home.layout,
+    version: "test",
+    log: quietLog,
+    handlers: buildHandlers,
+    env: home.env,
+    ...extra,
+  };
 }
 
 async function connect(home: TempLayout): Promise<DaemonClient> {

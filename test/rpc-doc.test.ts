@@ -20,7 +20,7 @@ test("every registered method has a handler", async () => {
     const log = { info() {}, error() {} };
     const fakeDaemon = {
       store,
-      deps: { version: "0", log },
+      deps: { version: "0", log, env: home.env },
       startedAt: new Date(),
       layout: home.layout,
     };

@@ -1,3 +1,4 @@
+import net from "node:net";
 import path from "node:path";
 import { Command } from "@commander-js/extra-typings";
 import { makeImageBundle } from "../image/bundle.js";
@@ -5,7 +6,7 @@ import { makeKernelBundle } from "../kernel/bundle.js";
 import { createCommandRunner } from "../system/runner.js";
 import { parseSize } from "../util/size.js";
 import { formatSizeBytes } from "../util/size.js";
-import type { CliDeps } from "./context.js";
+import { withDaemon, type CliDeps } from "./context.js";
 import { formatFields, printJson } from "./output.js";
 
 /** Maintainer tools (hidden from the main help): building catalog bundles. */
@@ -75,6 +76,25 @@ export function internalCommand(deps: CliDeps): Command {
           ["size", `${bundle.sizeBytes} (${formatSizeBytes(bundle.sizeBytes)})`],
         ]),
       );
+    });
+  internal
+    .command("ssh-proxy")
+    .description(
+      "Connect stdin/stdout to a VM's SSH port (the ProxyCommand of 'banger ssh-config')",
+    )
+    .argument("<host>", "<name>.vm")
+    .action(async (host: string) => {
+      const name = host.replace(/\.vm$/, "");
+      const target = await withDaemon(deps, (c) => c.call("vm.ssh", { name }));
+      const socket = net.createConnection({ host: target.host, port: target.port });
+      await new Promise<void>((resolve, reject) => {
+        socket.once("connect", () => {
+          process.stdin.pipe(socket);
+          socket.pipe(process.stdout);
+        });
+        socket.once("error", reject);
+        socket.once("close", () => resolve());
+      });
     });
   return internal as unknown as Command;
 }

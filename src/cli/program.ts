@@ -37,7 +37,7 @@ Every group has its own help: banger vm --help, banger image --help, ...
   program.addCommand(kernelCommand(deps));
   program.addCommand(systemCommand());
   program.addCommand(daemonCommand(deps));
-  program.addCommand(sshConfigCommand());
+  program.addCommand(sshConfigCommand(deps));
   program.addCommand(doctorCommand(deps));
   program.addCommand(completionCommand(program as unknown as Command, deps));
   program.addCommand(versionCommand(deps));

@@ -1,7 +1,11 @@
 import { KernelService } from "../kernel/service.js";
 import { createOciPuller } from "../image/oci/puller.js";
 import { ImageService } from "../image/service.js";
+import { loadConfig } from "../config/config.js";
 import { hostResources } from "../config/vm-defaults.js";
+import { BridgeNetwork } from "../net/network.js";
+import { createRootOps } from "../net/privileged.js";
+import { canOpenReadWrite } from "../system/accel.js";
 import { createCommandRunner } from "../system/runner.js";
 import { QemuDriver } from "../vmm/qemu/driver.js";
 import { VmService } from "./vm-service.js";
@@ -22,21 +26,48 @@ export function buildHandlers(daemon: Daemon): Handlers {
     kernels,
     oci: createOciPuller({ layout: daemon.layout, env }),
   });
-  const vms = new VmService({
-    store,
-    layout: daemon.layout,
-    runner,
-    images,
-    kernels,
-    driver: daemon.deps.driver ?? new QemuDriver(runner),
-    host: hostResources(),
-    log: daemon.deps.log,
-  });
-  // VMs outlive the daemon: adopt the running ones before serving VM requests.
-  const reconciled = vms
-    .reconcile()
-    .catch((err: unknown) => daemon.deps.log.error({ err }, "reconcile failed"));
-  const afterReconcile = <T>(fn: () => Promise<T> | T) => reconciled.then(fn);
+  // Bridge networking when we may create taps (root, /dev/net/tun); else rootless user-mode networking.
+  const ready = (async () => {
+    let network: BridgeNetwork | null = null;
+    const wantBridge =
+      env.BANGER_NETWORK !== "user" &&
+      process.getuid?.() === 0 &&
+      (await canOpenReadWrite("/dev/net/tun"));
+    if (wantBridge) {
+      try {
+        const config = await loadConfig(daemon.layout.configFile);
+        network = new BridgeNetwork(
+          createRootOps(runner),
+          config.network,
+          store,
+          process.getuid?.() ?? 0,
+        );
+        await network.setUp();
+        const up = network;
+        daemon.addCloser(() => up.tearDown());
+      } catch (err) {
+        daemon.deps.log.error({ err }, "bridge networking unavailable: using user-mode networking");
+        network = null;
+      }
+    }
+    const vms = new VmService({
+      store,
+      layout: daemon.layout,
+      runner,
+      images,
+      kernels,
+      driver: daemon.deps.driver ?? new QemuDriver(runner),
+      network,
+      host: hostResources(),
+      log: daemon.deps.log,
+    });
+    // VMs outlive the daemon: adopt the running ones before serving VM requests.
+    await vms
+      .reconcile()
+      .catch((err: unknown) => daemon.deps.log.error({ err }, "reconcile failed"));
+    return vms;
+  })();
+  const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -53,23 +84,22 @@ export function buildHandlers(daemon: Daemon): Handlers {
       return { stopping: true };
     },
 
-    "vm.list": () => afterReconcile(() => vms.list()),
-    "vm.show": ({ name }) => afterReconcile(() => vms.show(name)),
-    "vm.create": (p, ctx) => afterReconcile(() => vms.create(p, ctx.progress, ctx.signal)),
-    "vm.start": ({ name }, ctx) => afterReconcile(() => vms.start(name, ctx.progress, ctx.signal)),
-    "vm.stop": ({ name }) => afterReconcile(() => vms.stop(name)),
-    "vm.restart": ({ name }, ctx) =>
-      afterReconcile(() => vms.restart(name, ctx.progress, ctx.signal)),
-    "vm.kill": ({ name }) => afterReconcile(() => vms.kill(name)),
-    "vm.delete": ({ names }) => afterReconcile(() => vms.delete(names)),
-    "vm.prune": () => afterReconcile(() => vms.prune()),
-    "vm.stats": ({ name }) => afterReconcile(() => vms.stats(name)),
-    "vm.ports": ({ name }) => afterReconcile(() => vms.ports(name)),
+    "vm.list": () => withVms((vms) => vms.list()),
+    "vm.show": ({ name }) => withVms((vms) => vms.show(name)),
+    "vm.create": (p, ctx) => withVms((vms) => vms.create(p, ctx.progress, ctx.signal)),
+    "vm.start": ({ name }, ctx) => withVms((vms) => vms.start(name, ctx.progress, ctx.signal)),
+    "vm.stop": ({ name }) => withVms((vms) => vms.stop(name)),
+    "vm.restart": ({ name }, ctx) => withVms((vms) => vms.restart(name, ctx.progress, ctx.signal)),
+    "vm.kill": ({ name }) => withVms((vms) => vms.kill(name)),
+    "vm.delete": ({ names }) => withVms((vms) => vms.delete(names)),
+    "vm.prune": () => withVms((vms) => vms.prune()),
+    "vm.stats": ({ name }) => withVms((vms) => vms.stats(name)),
+    "vm.ports": ({ name }) => withVms((vms) => vms.ports(name)),
     "vm.set": ({ name, vcpu, memoryBytes }) =>
-      afterReconcile(() => vms.set(name, { vcpu, memoryBytes })),
-    "vm.health": ({ name }) => afterReconcile(() => vms.health(name)),
-    "vm.logs": ({ name }) => afterReconcile(() => vms.logPath(name)),
-    "vm.ssh": ({ name }) => afterReconcile(() => vms.sshTarget(name)),
+      withVms((vms) => vms.set(name, { vcpu, memoryBytes })),
+    "vm.health": ({ name }) => withVms((vms) => vms.health(name)),
+    "vm.logs": ({ name }) => withVms((vms) => vms.logPath(name)),
+    "vm.ssh": ({ name }) => withVms((vms) => vms.sshTarget(name)),
 
     "image.list": async () => images.list(),
     "image.show": async ({ name }) => images.show(name),

@@ -114,6 +114,11 @@ export class Daemon {
     });
   }
 
+  /** Registers cleanup for something a service set up (DNS responder, ...); runs first on close. */
+  addCloser(fn: () => Promise<void> | void): void {
+    this.undo.push(fn);
+  }
+
   /** Answer the shutdown request first, then close: the reply is written asynchronously, so give it a moment. */
   requestShutdown(): void {
     setTimeout(() => this.deps.onShutdownRequested?.(), 100);

@@ -27,6 +27,7 @@ import {
 } from "../system/accel.js";
 import type { CommandRunner } from "../system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
+import { BridgeNetwork } from "../net/network.js";
 import { KeyedLock } from "./locks.js";
 
 export const VM_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -74,6 +75,8 @@ export interface VmServiceDeps {
   images: ImageService;
   kernels: KernelService;
   driver: Driver;
+  /** Bridge networking when the daemon may create taps; null means rootless user-mode networking. */
+  network?: BridgeNetwork | null;
   host: { cpus: number; memoryBytes: number };
   accel?: AccelDeps;
   /** How long `start` waits for SSH before giving up (the VM is left running). */
@@ -310,15 +313,30 @@ export class VmService {
         accel === "tcg"
           ? tcgKernelArgs(await accelDeps.readFile("/proc/cpuinfo").catch(() => ""))
           : [];
-      const sshPort = await freePort();
-      // Rootless user-mode networking: QEMU's own NAT, SSH forwarded on 127.0.0.1.
+      const bridge = this.deps.network ?? null;
+      let network: VmSpec["network"];
+      let netArgs: string[];
+      let ip: string;
+      if (bridge) {
+        const att = await bridge.attach(row);
+        network = { mode: "tap", tap: att.tap, mac: att.mac, ip: att.ip };
+        netArgs = [
+          `banger.ip=${att.ip}/${att.prefix}`,
+          `banger.gw=${att.gateway}`,
+          `banger.dns=${att.gateway}`,
+        ];
+        ip = att.ip;
+      } else {
+        // Rootless user-mode networking: QEMU's own NAT, SSH forwarded on 127.0.0.1.
+        network = { mode: "user", sshPort: await freePort() };
+        netArgs = ["banger.ip=10.0.2.15/24", "banger.gw=10.0.2.2", "banger.dns=10.0.2.3"];
+        ip = "10.0.2.15";
+      }
       const cmdline = [
         kernel.cmdline ?? "console=ttyS0 reboot=t panic=-1 rw",
         "root=/dev/vda",
         ...extra,
-        "banger.ip=10.0.2.15/24",
-        "banger.gw=10.0.2.2",
-        "banger.dns=10.0.2.3",
+        ...netArgs,
         `banger.hostname=${row.name}`,
       ].join(" ");
       const dir = this.dirOf(row.id);
@@ -337,17 +355,24 @@ export class VmService {
         rootDisk: path.join(dir, "root.qcow2"),
         workDisk: path.join(dir, "work.ext4"),
         dir,
-        network: { mode: "user", sshPort },
+        network,
       };
       progress({
         stage: "boot",
         message: `${this.deps.driver.name}, ${accel === "kvm" ? "KVM" : "software emulation (TCG)"}`,
       });
-      const handles = await this.deps.driver.start(spec);
+      let handles: VmHandles;
+      try {
+        handles = await this.deps.driver.start(spec);
+      } catch (err) {
+        if (network.mode === "tap") await bridge?.detach(network.tap);
+        throw err;
+      }
       await this.writeHandles(row, handles);
       this.deps.store.updateVm(row.id, {
         state: "running",
-        ip: "10.0.2.15",
+        ip,
+        mac: network.mode === "tap" ? network.mac : null,
         teardownJson: JSON.stringify(handles),
       });
       progress({ stage: "ssh", message: "waiting for sshd" });
@@ -408,6 +433,7 @@ export class VmService {
         await this.deps.driver.stop(handles, this.deps.stopDeadlineMs ?? 30_000);
       }
     }
+    await this.deps.network?.detach(handles?.tap ?? null);
     await this.writeHandles(row, null);
     this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
   }
@@ -645,6 +671,7 @@ export class VmService {
         continue;
       }
       await fsp.rm(path.join(this.dirOf(row.id), "qmp.sock"), { force: true });
+      await this.deps.network?.detach(handles?.tap ?? null).catch(() => undefined);
       await this.writeHandles(row, null);
       this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
       this.deps.log?.info({ vm: row.name }, "VM was not running any more: marked stopped");

@@ -16,7 +16,8 @@ export interface VmSpec {
   workDisk: string;
   /** Per-VM directory for sockets, pid file and console log. */
   dir: string;
-  network: { mode: "user"; sshPort: number } | { mode: "tap"; tap: string; mac: string };
+  network:
+    { mode: "user"; sshPort: number } | { mode: "tap"; tap: string; mac: string; ip: string };
 }
 
 /** What is true about a started VM right now; persisted as handles.json. */

@@ -64,10 +64,17 @@ async function killDaemon(): Promise<void> {
 before(async () => {
   await run("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, timeout: 180_000 });
   home = await tempLayout("banger-e2e-");
+  // As root, exercise bridge networking (taps, addresses, the .vm DNS responder); else user-mode.
+  if (process.getuid?.() === 0) delete home.env.BANGER_NETWORK;
 });
 
+async function bangerTaps(): Promise<string[]> {
+  const r = await run("ip", ["-o", "link", "show"]).catch(() => ({ stdout: "" }));
+  return [...r.stdout.matchAll(/\d+: (bg-[0-9a-f]+)[@:]/g)].map((m) => m[1]!);
+}
+
 after(async () => {
-  for (const name of ["e2e", "idle1", "idle2"])
+  for (const name of ["e2e", "idle1", "idle2", "peer-a", "peer-b"])
     for (const pid of await qemuPids(name)) process.kill(pid, "SIGKILL");
   await cli("daemon", "stop");
   await home.cleanup();
@@ -142,6 +149,7 @@ test(
 
     await ok("vm", "delete", "e2e");
     assert.deepEqual(await qemuPids("e2e"), []);
+    assert.deepEqual(await bangerTaps(), [], "no tap left behind");
     assert.deepEqual(await fs.readdir(home.layout.vmsDir), []);
     const knownHosts = await fs
       .readFile(path.join(home.layout.sshDir, "known_hosts"), "utf8")
@@ -190,3 +198,39 @@ test("prune deletes every VM that is not running", { timeout: 300_000 }, async (
   assert.deepEqual(JSON.parse((await ok("vm", "list", "--json")).stdout), []);
   assert.deepEqual(await fs.readdir(home.layout.vmsDir), []);
 });
+
+test(
+  "two VMs resolve each other's <name>.vm through the responder and connect",
+  {
+    timeout: 600_000,
+    skip: process.getuid?.() !== 0 ? "bridge networking needs root here" : false,
+  },
+  async () => {
+    await ok("vm", "create", "--name", "peer-a", "--memory", "768M", "--disk-size", "1G");
+    await ok("vm", "create", "--name", "peer-b", "--memory", "768M", "--disk-size", "1G");
+    const list = JSON.parse((await ok("vm", "list", "--json")).stdout) as Array<{
+      name: string;
+      ip: string;
+    }>;
+    const b = list.find((v) => v.name === "peer-b")!;
+    assert.match(b.ip, /^172\.30\.0\.\d+$/);
+    const script =
+      'getent hosts peer-b.vm; bash -c "exec 3<>/dev/tcp/peer-b.vm/22; head -c 7 <&3"; echo; getent hosts ghost.vm || echo nxdomain';
+    const probe = await ok("vm", "ssh", "peer-a", "--", "sh", "-c", script);
+    const [hosts, banner, missing] = probe.stdout.trim().split("\n");
+    assert.deepEqual(hosts?.trim().split(/\s+/), [b.ip, "peer-b.vm"]);
+    assert.match(banner ?? "", /^SSH-2\.0/);
+    assert.equal(missing, "nxdomain");
+    // `ssh <name>.vm` through banger's ssh config (its ProxyCommand asks bangerd where the VM is).
+    const sshConfig = path.join(home.home, "ssh_config");
+    await fs.writeFile(sshConfig, (await ok("ssh-config", "--print")).stdout);
+    const viaConfig = await run(
+      "ssh",
+      ["-F", sshConfig, "-o", "BatchMode=yes", "peer-b.vm", "hostname"],
+      { env: home.env, timeout: 60_000 },
+    );
+    assert.equal(viaConfig.stdout.trim(), "peer-b");
+    await ok("vm", "delete", "peer-a", "peer-b");
+    assert.deepEqual(await bangerTaps(), []);
+  },
+);

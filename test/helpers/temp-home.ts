@@ -16,6 +16,8 @@ export async function tempLayout(prefix = "banger-test-"): Promise<TempLayout> {
   const home = await fs.mkdtemp(path.join(os.tmpdir(), prefix));
   const env: NodeJS.ProcessEnv = { ...process.env, BANGER_HOME: home };
   delete env.XDG_RUNTIME_DIR;
+  // Bridge networking changes the host (bridge, DNS on :53); only tests that want it turn it on.
+  env.BANGER_NETWORK = "user";
   return {
     home,
     layout: resolveLayout({ BANGER_HOME: home }),

@@ -135,7 +135,7 @@ export class QemuDriver implements Driver {
       pid,
       controlSocket: path.join(spec.dir, "qmp.sock"),
       consoleLog: path.join(spec.dir, "console.log"),
-      sshHost: "127.0.0.1",
+      sshHost: spec.network.mode === "user" ? "127.0.0.1" : spec.network.ip,
       sshPort: spec.network.mode === "user" ? spec.network.sshPort : 22,
       tap: spec.network.mode === "tap" ? spec.network.tap : null,
     };

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import dgram from "node:dgram";
+import { test } from "node:test";
+import dnsPacket from "dns-packet";
+import { allocateAddress, gatewayOf, macFor, parseSubnet } from "../src/net/addresses.js";
+import { DnsResponder } from "../src/net/dns.js";
+import { createRootOps } from "../src/net/privileged.js";
+import { createCommandRunner } from "../src/system/runner.js";
+
+test("addresses: gateway .1, lowest free guest address, stable MACs", () => {
+  const s = parseSubnet("172.30.0.0/24");
+  assert.equal(gatewayOf(s), "172.30.0.1");
+  assert.equal(allocateAddress(s, new Set()), "172.30.0.2");
+  assert.equal(allocateAddress(s, new Set(["172.30.0.2", "172.30.0.3"])), "172.30.0.4");
+  const tiny = parseSubnet("10.9.0.8/30");
+  assert.equal(allocateAddress(tiny, new Set()), "10.9.0.10");
+  assert.throws(() => allocateAddress(tiny, new Set(["10.9.0.10"])), /no free address left/);
+  assert.match(macFor("a1b2c3d4e5f6"), /^52:54:a1:b2:c3:d4$/);
+});
+
+async function ask(
+  port: number,
+  name: string,
+  type: "A" | "AAAA" = "A",
+): Promise<dnsPacket.Packet> {
+  const socket = dgram.createSocket("udp4");
+  try {
+    const reply = new Promise<Buffer>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error("no DNS answer within 2s")), 2000);
+      socket.once("message", (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      });
+    });
+    socket.send(
+      dnsPacket.encode({
+        type: "query",
+        id: 7,
+        flags: dnsPacket.RECURSION_DESIRED,
+        questions: [{ type, name }],
+      }),
+      port,
+      "127.0.0.1",
+    );
+    return dnsPacket.decode(await reply);
+  } finally {
+    socket.close();
+  }
+}
+
+/** dns-packet decodes the response code, though its types do not say so. */
+const rcode = (p: dnsPacket.Packet) => (p as { rcode?: string }).rcode;
+
+test("DNS responder: A for known .vm names, NXDOMAIN for unknown, REFUSED outside .vm", async () => {
+  const responder = new DnsResponder((name) => (name === "dev" ? "172.30.0.2" : null));
+  const port = await responder.start("127.0.0.1", 0);
+  try {
+    const known = await ask(port, "dev.vm");
+    assert.equal(rcode(known), "NOERROR");
+    assert.equal(known.id, 7);
+    assert.deepEqual(
+      known.answers?.map((a) => [a.name, (a as { data: unknown }).data]),
+      [["dev.vm", "172.30.0.2"]],
+    );
+    assert.equal(
+      (await ask(port, "DEV.VM.")).answers?.length,
+      1,
+      "case and trailing dot do not matter",
+    );
+    assert.equal((await ask(port, "dev.vm", "AAAA")).answers?.length, 0);
+    assert.equal(rcode(await ask(port, "ghost.vm")), "NXDOMAIN");
+    assert.equal(rcode(await ask(port, "example.com")), "REFUSED");
+  } finally {
+    await responder.stop();
+  }
+});
+
+test("privileged ops refuse devices without banger's prefix", async () => {
+  const ops = createRootOps(createCommandRunner());
+  await assert.rejects(ops.deleteTap("eth0"), /not one of banger's/);
+  await assert.rejects(ops.ensureBridge("docker0", "10.0.0.1/24"), /not one of banger's/);
+  await assert.rejects(ops.createTap("bg-x", "br0", 0), /not one of banger's/);
+});
