@@ -5,6 +5,7 @@ import { parseSsListening, VM_NAME } from "../src/daemon/vm-service.js";
 import { shellQuote } from "../src/guest/ssh.js";
 import { qemuArgs } from "../src/vmm/qemu/driver.js";
 import type { VmSpec } from "../src/vmm/driver.js";
+import { selectVmm } from "../src/vmm/select.js";
 
 test("per-key locks serialise one key and let others run in parallel", async () => {
   const lock = new KeyedLock();
@@ -80,4 +81,14 @@ test("the QEMU command line: microvm, virtio-mmio disks, QMP, daemonized, TCG or
   assert.match(args, /-daemonize/);
   assert.match(args, /hostfwd=tcp:127\.0\.0\.1:2222-:22/);
   assert.match(qemuArgs({ ...spec, accel: "kvm" }).join(" "), /-accel kvm -cpu host/);
+});
+
+test("vmm = auto picks Firecracker only with its binary, KVM and a bridge", () => {
+  assert.equal(selectVmm("auto", "kvm", true, true), "firecracker");
+  assert.equal(selectVmm("auto", "tcg", true, true), "qemu");
+  assert.equal(selectVmm("auto", "kvm", false, true), "qemu");
+  assert.equal(selectVmm("auto", "kvm", true, false), "qemu");
+  assert.equal(selectVmm("qemu", "kvm", true, true), "qemu");
+  assert.throws(() => selectVmm("firecracker", "tcg", true, true), /needs KVM/);
+  assert.throws(() => selectVmm("firecracker", "kvm", false, true), /no firecracker binary/);
 });

@@ -5,7 +5,9 @@ import { loadConfig } from "../config/config.js";
 import { hostResources } from "../config/vm-defaults.js";
 import { BridgeNetwork } from "../net/network.js";
 import { createRootOps } from "../net/privileged.js";
-import { canOpenReadWrite } from "../system/accel.js";
+import { canOpenReadWrite, detectAccel, realAccelDeps, resolveAccel } from "../system/accel.js";
+import { FirecrackerDriver } from "../vmm/firecracker/driver.js";
+import { selectVmm } from "../vmm/select.js";
 import { createCommandRunner } from "../system/runner.js";
 import { QemuDriver } from "../vmm/qemu/driver.js";
 import { VmService } from "./vm-service.js";
@@ -56,7 +58,20 @@ export function buildHandlers(daemon: Daemon): Handlers {
       runner,
       images,
       kernels,
-      driver: daemon.deps.driver ?? new QemuDriver(runner),
+      drivers: {
+        qemu: daemon.deps.driver ?? new QemuDriver(runner),
+        firecracker: new FirecrackerDriver(runner),
+      },
+      pickVmm: async () => {
+        const config = await loadConfig(daemon.layout.configFile);
+        const accel = resolveAccel(config.accel, await detectAccel(realAccelDeps()));
+        return selectVmm(
+          config.vmm,
+          accel,
+          (await runner.which("firecracker")) !== null,
+          network !== null,
+        );
+      },
       network,
       host: hostResources(),
       log: daemon.deps.log,

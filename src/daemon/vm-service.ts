@@ -25,7 +25,7 @@ import {
   tcgKernelArgs,
   type AccelDeps,
 } from "../system/accel.js";
-import type { CommandRunner } from "../system/runner.js";
+import { runChecked, type CommandRunner } from "../system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
 import { BridgeNetwork } from "../net/network.js";
 import { KeyedLock } from "./locks.js";
@@ -74,7 +74,10 @@ export interface VmServiceDeps {
   runner: CommandRunner;
   images: ImageService;
   kernels: KernelService;
-  driver: Driver;
+  /** VMM drivers by name; qemu is always there. */
+  drivers: { qemu: Driver; firecracker?: Driver };
+  /** Which VMM new VMs get (config vmm = auto|qemu|firecracker, resolved). */
+  pickVmm: () => Promise<"qemu" | "firecracker">;
   /** Bridge networking when the daemon may create taps; null means rootless user-mode networking. */
   network?: BridgeNetwork | null;
   host: { cpus: number; memoryBytes: number };
@@ -134,6 +137,24 @@ export class VmService {
   private identity: SshIdentity | null = null;
 
   constructor(private readonly deps: VmServiceDeps) {}
+
+  private driverFor(vmm: string | null): Driver {
+    if (vmm === "firecracker") {
+      if (!this.deps.drivers.firecracker) {
+        throw new BangerError(
+          ErrorCode.Precondition,
+          "this VM uses Firecracker, which is not available here",
+          'install firecracker, or recreate the VM with vmm = "qemu"',
+        );
+      }
+      return this.deps.drivers.firecracker;
+    }
+    return this.deps.drivers.qemu;
+  }
+
+  private driverOf(handles: VmHandles): Driver {
+    return this.driverFor(handles.vmm);
+  }
 
   private dirOf(id: string): string {
     return path.join(this.deps.layout.vmsDir, id);
@@ -239,6 +260,7 @@ export class VmService {
         (p) => progress({ ...p, stage: `kernel: ${p.stage}` }),
       );
       const id = randomBytes(6).toString("hex");
+      const vmm = await this.deps.pickVmm();
       const dir = this.dirOf(id);
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
       const now = new Date().toISOString();
@@ -254,18 +276,29 @@ export class VmService {
         nat: req.nat ?? false,
         ip: null,
         mac: null,
-        vmm: this.deps.driver.name,
+        vmm,
         teardownJson: null,
         createdAt: now,
         updatedAt: now,
       };
       try {
         progress({ stage: "disks", message: "copy-on-write root and work disk" });
-        await createRootOverlay({
-          backing: image.rootfsPath,
-          file: path.join(dir, "root.qcow2"),
-          runner: this.deps.runner,
-        });
+        if (vmm === "firecracker") {
+          // Firecracker takes raw disks: a reflink copy where the filesystem can, else a sparse copy.
+          const root = path.join(dir, "root.ext4");
+          await runChecked(this.deps.runner, "cp", [
+            "--reflink=auto",
+            "--sparse=always",
+            image.rootfsPath,
+            root,
+          ]);
+        } else {
+          await createRootOverlay({
+            backing: image.rootfsPath,
+            file: path.join(dir, "root.qcow2"),
+            runner: this.deps.runner,
+          });
+        }
         const identity = await this.sshIdentity();
         await createWorkDisk({
           file: path.join(dir, "work.ext4"),
@@ -298,7 +331,7 @@ export class VmService {
     const row = this.row(name);
     return this.locks.run(row.id, async () => {
       const current = this.handles.get(row.id);
-      if (current && (await this.deps.driver.status(current)) === "running") {
+      if (current && (await this.driverOf(current).status(current)) === "running") {
         throw new BangerError(
           ErrorCode.InvalidState,
           `VM ${name} is already running`,
@@ -306,6 +339,7 @@ export class VmService {
         );
       }
       const kernel = await this.deps.kernels.show(row.kernelRef ?? "debian-cloud");
+      const driver = this.driverFor(row.vmm);
       const config = await loadConfig(this.deps.layout.configFile);
       const accelDeps = this.deps.accel ?? realAccelDeps();
       const accel = resolveAccel(config.accel, await detectAccel(accelDeps));
@@ -352,18 +386,18 @@ export class VmService {
           initrd: kernel.files.initrd,
           cmdline,
         },
-        rootDisk: path.join(dir, "root.qcow2"),
+        rootDisk: path.join(dir, driver.name === "firecracker" ? "root.ext4" : "root.qcow2"),
         workDisk: path.join(dir, "work.ext4"),
         dir,
         network,
       };
       progress({
         stage: "boot",
-        message: `${this.deps.driver.name}, ${accel === "kvm" ? "KVM" : "software emulation (TCG)"}`,
+        message: `${driver.name}, ${accel === "kvm" ? "KVM" : "software emulation (TCG)"}`,
       });
       let handles: VmHandles;
       try {
-        handles = await this.deps.driver.start(spec);
+        handles = await driver.start(spec);
       } catch (err) {
         if (network.mode === "tap") await bridge?.detach(network.tap);
         throw err;
@@ -383,7 +417,7 @@ export class VmService {
         port: handles.sshPort,
         runner: this.deps.runner,
         deadlineMs: this.deps.sshDeadlineMs ?? 90_000,
-        isAlive: async () => (await this.deps.driver.status(handles)) === "running",
+        isAlive: async () => (await this.driverOf(handles).status(handles)) === "running",
         ...(signal ? { signal } : {}),
       });
       return this.info(this.row(name));
@@ -411,11 +445,11 @@ export class VmService {
     const handles = await this.handlesOf(row);
     if (handles) {
       if (mode === "kill") {
-        await this.deps.driver.kill(handles);
+        await this.driverOf(handles).kill(handles);
       } else {
         // Ask the guest first: minimal images have no ACPI power-button handler, so the
         // VMM's powerdown (next, with the deadline and a kill after it) is the fallback.
-        if ((await this.deps.driver.status(handles)) === "running") {
+        if ((await this.driverOf(handles).status(handles)) === "running") {
           await this.deps.runner
             .run(
               "ssh",
@@ -430,7 +464,7 @@ export class VmService {
             )
             .catch(() => undefined);
         }
-        await this.deps.driver.stop(handles, this.deps.stopDeadlineMs ?? 30_000);
+        await this.driverOf(handles).stop(handles, this.deps.stopDeadlineMs ?? 30_000);
       }
     }
     await this.deps.network?.detach(handles?.tap ?? null);
@@ -571,7 +605,7 @@ export class VmService {
     const handles = row.state === "running" ? await this.handlesOf(row) : null;
     let rssBytes: number | null = null;
     let cpuSeconds: number | null = null;
-    if (handles && (await this.deps.driver.status(handles)) === "running") {
+    if (handles && (await this.driverOf(handles).status(handles)) === "running") {
       const status = await fsp.readFile(`/proc/${handles.pid}/status`, "utf8").catch(() => "");
       const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
       rssBytes = rss ? Number(rss[1]) * 1024 : null;
@@ -620,7 +654,7 @@ export class VmService {
   ): Promise<{ name: string; vmm: boolean; ssh: boolean; detail: string }> {
     const row = this.row(name);
     const handles = row.state === "running" ? await this.handlesOf(row) : null;
-    const vmm = handles !== null && (await this.deps.driver.status(handles)) === "running";
+    const vmm = handles !== null && (await this.driverOf(handles).status(handles)) === "running";
     if (!vmm)
       return {
         name,
@@ -665,7 +699,7 @@ export class VmService {
     for (const row of this.deps.store.listVms()) {
       if (row.state !== "running") continue;
       const handles = await this.handlesOf(row);
-      if (handles && (await this.deps.driver.status(handles)) === "running") {
+      if (handles && (await this.driverOf(handles).status(handles)) === "running") {
         this.handles.set(row.id, handles);
         this.deps.log?.info({ vm: row.name, pid: handles.pid }, "adopted running VM");
         continue;

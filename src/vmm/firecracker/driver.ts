@@ -1,0 +1,223 @@
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import fsp from "node:fs/promises";
+import http from "node:http";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../../api/errors.js";
+import type { CommandRunner } from "../../system/runner.js";
+import type { Driver, VmHandles, VmSpec } from "../driver.js";
+import { isPidAlive } from "../qemu/driver.js";
+
+export interface FirecrackerRequest {
+  method: "PUT" | "PATCH" | "GET";
+  path: string;
+  body?: Record<string, unknown>;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * The REST calls that configure and boot one VM, in order. Pure, so tests can
+ * check every body against Firecracker's own API definition.
+ */
+export function firecrackerRequests(spec: VmSpec): FirecrackerRequest[] {
+  if (!spec.kernel.vmlinux) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `Firecracker needs an uncompressed vmlinux; kernel for ${spec.name} has none`,
+      "pull a kernel that has one ('banger kernel pull debian-cloud' derives it)",
+    );
+  }
+  if (spec.network.mode !== "tap") {
+    throw new BangerError(
+      ErrorCode.Precondition,
+      "Firecracker has no user-mode networking",
+      'run bangerd as root for bridge networking, or set vmm = "qemu"',
+    );
+  }
+  return [
+    {
+      method: "PUT",
+      path: "/logger",
+      body: {
+        log_path: path.join(spec.dir, "firecracker.log"),
+        level: "Warning",
+        show_level: true,
+        show_log_origin: false,
+      },
+    },
+    {
+      method: "PUT",
+      path: "/machine-config",
+      body: { vcpu_count: spec.vcpu, mem_size_mib: Math.floor(spec.memoryBytes / MiB), smt: false },
+    },
+    {
+      method: "PUT",
+      path: "/boot-source",
+      body: {
+        kernel_image_path: spec.kernel.vmlinux,
+        boot_args: spec.kernel.cmdline,
+        ...(spec.kernel.initrd ? { initrd_path: spec.kernel.initrd } : {}),
+      },
+    },
+    {
+      method: "PUT",
+      path: "/drives/root",
+      body: {
+        drive_id: "root",
+        path_on_host: spec.rootDisk,
+        is_root_device: false,
+        is_read_only: false,
+      },
+    },
+    {
+      method: "PUT",
+      path: "/drives/work",
+      body: {
+        drive_id: "work",
+        path_on_host: spec.workDisk,
+        is_root_device: false,
+        is_read_only: false,
+      },
+    },
+    {
+      method: "PUT",
+      path: "/network-interfaces/eth0",
+      body: { iface_id: "eth0", host_dev_name: spec.network.tap, guest_mac: spec.network.mac },
+    },
+    { method: "PUT", path: "/actions", body: { action_type: "InstanceStart" } },
+  ];
+}
+
+/** One HTTP request over Firecracker's API socket. */
+export function apiRequest(
+  socketPath: string,
+  req: FirecrackerRequest,
+  timeoutMs = 10_000,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const payload = req.body ? JSON.stringify(req.body) : undefined;
+    const r = http.request(
+      {
+        socketPath,
+        method: req.method,
+        path: req.path,
+        headers: {
+          accept: "application/json",
+          ...(payload
+            ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }
+            : {}),
+        },
+        timeout: timeoutMs,
+      },
+      (res) => {
+        let body = "";
+        res.on("data", (c: Buffer) => (body += c.toString()));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    r.on("timeout", () => r.destroy(new Error(`${req.method} ${req.path} timed out`)));
+    r.on("error", reject);
+    r.end(payload);
+  });
+}
+
+/** Firecracker over its REST API. The process runs in its own session so it outlives bangerd. */
+export class FirecrackerDriver implements Driver {
+  readonly name = "firecracker" as const;
+
+  constructor(private readonly runner: CommandRunner) {}
+
+  async start(spec: VmSpec): Promise<VmHandles> {
+    const binary = await this.runner.which("firecracker");
+    if (!binary)
+      throw new BangerError(
+        ErrorCode.Precondition,
+        "firecracker is not installed",
+        'set vmm = "qemu" in config.toml, or install Firecracker >= 1.8',
+      );
+    const requests = firecrackerRequests(spec);
+    const socket = path.join(spec.dir, "firecracker.sock");
+    await fsp.rm(socket, { force: true });
+    const console = fs.openSync(path.join(spec.dir, "console.log"), "a");
+    const child = spawn(binary, ["--api-sock", socket, "--id", `banger-${spec.name}`], {
+      detached: true,
+      stdio: ["ignore", console, console],
+    });
+    fs.closeSync(console);
+    child.unref();
+    const pid = child.pid;
+    if (pid === undefined) throw new BangerError(ErrorCode.Internal, "could not start firecracker");
+    const handles: VmHandles = {
+      vmm: "firecracker",
+      pid,
+      controlSocket: socket,
+      consoleLog: path.join(spec.dir, "console.log"),
+      sshHost: spec.network.mode === "tap" ? spec.network.ip : "127.0.0.1",
+      sshPort: 22,
+      tap: spec.network.mode === "tap" ? spec.network.tap : null,
+    };
+    try {
+      const deadline = Date.now() + 10_000;
+      while (!fs.existsSync(socket)) {
+        if (Date.now() > deadline || !isPidAlive(pid))
+          throw new BangerError(
+            ErrorCode.Internal,
+            "firecracker did not open its API socket",
+            `see ${handles.consoleLog}`,
+          );
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      for (const req of requests) {
+        const res = await apiRequest(socket, req);
+        if (res.status >= 300) {
+          throw new BangerError(
+            ErrorCode.Internal,
+            `firecracker refused ${req.method} ${req.path} (HTTP ${res.status}): ${res.body.slice(0, 300)}`,
+          );
+        }
+      }
+      return handles;
+    } catch (err) {
+      await this.kill(handles);
+      throw err;
+    }
+  }
+
+  async status(handles: VmHandles): Promise<"running" | "stopped"> {
+    if (!isPidAlive(handles.pid)) return "stopped";
+    const cmdline = await fsp.readFile(`/proc/${handles.pid}/cmdline`, "utf8").catch(() => "");
+    return cmdline.includes("firecracker") && cmdline.includes(handles.controlSocket)
+      ? "running"
+      : "stopped";
+  }
+
+  async stop(handles: VmHandles, deadlineMs: number): Promise<void> {
+    if ((await this.status(handles)) === "stopped") return;
+    await apiRequest(handles.controlSocket, {
+      method: "PUT",
+      path: "/actions",
+      body: { action_type: "SendCtrlAltDel" },
+    }).catch(() => undefined);
+    const deadline = Date.now() + deadlineMs;
+    while (Date.now() < deadline && isPidAlive(handles.pid))
+      await new Promise((r) => setTimeout(r, 100));
+    await this.kill(handles);
+  }
+
+  async kill(handles: VmHandles): Promise<void> {
+    if ((await this.status(handles)) === "stopped") return;
+    try {
+      process.kill(handles.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    for (let i = 0; i < 100 && isPidAlive(handles.pid); i++)
+      await new Promise((r) => setTimeout(r, 100));
+  }
+
+  async describe(): Promise<string> {
+    const r = await this.runner.run("firecracker", ["--version"]);
+    return r.stdout.split("\n")[0] ?? "firecracker";
+  }
+}
