@@ -42,9 +42,13 @@ export class BridgeNetwork {
   async setUp(): Promise<void> {
     await this.ops.ensureBridge(this.config.bridge, `${this.gateway}/${this.subnet.prefix}`);
     await this.dns.start(this.gateway, this.config.dnsPort);
+    // Where systemd-resolved runs, send ~vm queries to the responder on this link only.
+    if (this.config.dnsPort === 53)
+      await this.ops.routeResolver(this.config.bridge, this.gateway).catch(() => undefined);
   }
 
   async tearDown(): Promise<void> {
+    await this.ops.unrouteResolver(this.config.bridge).catch(() => undefined);
     await this.dns.stop();
   }
 

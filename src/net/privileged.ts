@@ -13,6 +13,9 @@ export interface PrivilegedOps {
   deleteTap(name: string): Promise<void>;
   ensureNat(subnet: string, bridge: string): Promise<void>;
   removeNat(): Promise<void>;
+  /** Per-link DNS routing for ~vm in systemd-resolved; a no-op where it does not run. */
+  routeResolver(bridge: string, dnsServer: string): Promise<void>;
+  unrouteResolver(bridge: string): Promise<void>;
 }
 
 const PREFIXES = ["banger", "bg-"];
@@ -92,6 +95,16 @@ export function createRootOps(runner: CommandRunner): PrivilegedOps {
         await runChecked(runner, "iptables", ["-t", "nat", "-A", "POSTROUTING", ...rule]);
       }
     },
+    async routeResolver(bridge, dnsServer) {
+      checkName(bridge);
+      if (!(await resolvedRuns(runner))) return;
+      await runChecked(runner, "resolvectl", ["dns", bridge, dnsServer]);
+      await runChecked(runner, "resolvectl", ["domain", bridge, "~vm"]);
+    },
+    async unrouteResolver(bridge) {
+      checkName(bridge);
+      if (await resolvedRuns(runner)) await runner.run("resolvectl", ["revert", bridge]);
+    },
     async removeNat() {
       if (await runner.which("nft")) {
         await runner.run("nft", ["delete", "table", "ip", NFT_TABLE]);
@@ -105,4 +118,9 @@ export function createRootOps(runner: CommandRunner): PrivilegedOps {
       }
     },
   };
+}
+
+async function resolvedRuns(runner: CommandRunner): Promise<boolean> {
+  if (!(await runner.which("resolvectl"))) return false;
+  return (await runner.run("resolvectl", ["status"], { timeoutMs: 5_000 })).code === 0;
 }

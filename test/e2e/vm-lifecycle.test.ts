@@ -147,6 +147,13 @@ test(
       "still-here",
     );
 
+    // A guest that ignores shutdown (its VMM frozen): stop ends with a kill at the deadline.
+    const [frozen] = await qemuPids("e2e");
+    process.kill(frozen!, "SIGSTOP");
+    await ok("vm", "stop", "e2e");
+    assert.deepEqual(await qemuPids("e2e"), []);
+    assert.match((await ok("vm", "show", "e2e")).stdout, /state:\s+stopped/);
+
     await ok("vm", "delete", "e2e");
     assert.deepEqual(await qemuPids("e2e"), []);
     assert.deepEqual(await bangerTaps(), [], "no tap left behind");
