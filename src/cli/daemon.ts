@@ -1,4 +1,5 @@
 import { Command } from "@commander-js/extra-typings";
+import { isPidAlive } from "../vmm/process.js";
 import { describeGroup, type CliDeps } from "./context.js";
 import { formatFields, printJson } from "./output.js";
 
@@ -44,9 +45,9 @@ export function daemonCommand(deps: CliDeps): Command {
         .finally(() => client.close());
       // Bounded wait so `daemon stop && daemon start` never races the old process.
       const deadline = Date.now() + 10_000;
-      while (Date.now() < deadline && isAlive(pid)) await new Promise((r) => setTimeout(r, 50));
+      while (Date.now() < deadline && isPidAlive(pid)) await new Promise((r) => setTimeout(r, 50));
       deps.out.stdout.write(
-        isAlive(pid)
+        isPidAlive(pid)
           ? `bangerd (pid ${pid}) is still shutting down\n`
           : `stopped bangerd (pid ${pid})\n`,
       );
@@ -81,13 +82,4 @@ export function daemonCommand(deps: CliDeps): Command {
     });
 
   return daemon as unknown as Command;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -4,6 +4,7 @@ import { Command } from "@commander-js/extra-typings";
 import { makeImageBundle } from "../image/bundle.js";
 import { makeKernelBundle } from "../kernel/bundle.js";
 import { createCommandRunner } from "../system/runner.js";
+import type { PackedBundle } from "../util/bundle-pack.js";
 import { parseSize } from "../util/size.js";
 import { formatSizeBytes } from "../util/size.js";
 import { withDaemon, type CliDeps } from "./context.js";
@@ -31,14 +32,7 @@ export function internalCommand(deps: CliDeps): Command {
         arch: opts.arch,
         ...(opts.name ? { name: opts.name } : {}),
       });
-      if (opts.json) return printJson(deps.out, bundle);
-      deps.out.stdout.write(
-        formatFields([
-          ["path", bundle.path],
-          ["sha256", bundle.sha256],
-          ["size", `${bundle.sizeBytes} (${formatSizeBytes(bundle.sizeBytes)})`],
-        ]),
-      );
+      printBundle(deps, bundle, opts.json ?? false);
     });
   internal
     .command("make-bundle")
@@ -68,14 +62,7 @@ export function internalCommand(deps: CliDeps): Command {
         outDir: path.resolve(opts.out),
         runner: createCommandRunner(deps.env),
       });
-      if (opts.json) return printJson(deps.out, bundle);
-      deps.out.stdout.write(
-        formatFields([
-          ["path", bundle.path],
-          ["sha256", bundle.sha256],
-          ["size", `${bundle.sizeBytes} (${formatSizeBytes(bundle.sizeBytes)})`],
-        ]),
-      );
+      printBundle(deps, bundle, opts.json ?? false);
     });
   internal
     .command("ssh-proxy")
@@ -97,4 +84,16 @@ export function internalCommand(deps: CliDeps): Command {
       });
     });
   return internal as unknown as Command;
+}
+
+/** What a catalog entry needs: path, sha256 and size. */
+function printBundle(deps: CliDeps, bundle: PackedBundle, json: boolean): void {
+  if (json) return printJson(deps.out, bundle);
+  deps.out.stdout.write(
+    formatFields([
+      ["path", bundle.path],
+      ["sha256", bundle.sha256],
+      ["size", `${bundle.sizeBytes} (${formatSizeBytes(bundle.sizeBytes)})`],
+    ]),
+  );
 }

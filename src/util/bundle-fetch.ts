@@ -1,11 +1,12 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
+import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { DecompressStream } from "zstd-napi";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { hashingTap } from "./hash-tap.js";
 import { extractTarSafely } from "./safe-extract.js";
 
 export interface BundleRef {
@@ -81,20 +82,11 @@ export async function fetchBundleToStaging(
   try {
     const { stream, length } = await openSource(ref.url, opts.signal);
     const total = ref.sizeBytes ?? length;
-    const hash = createHash("sha256");
-    let received = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        hash.update(chunk);
-        received += chunk.length;
-        opts.onProgress?.({ current: received, total });
-        done(null, chunk);
-      },
-    });
-    const decompressed = stream.pipe(tap).pipe(new DecompressStream());
+    const tap = hashingTap((current) => opts.onProgress?.({ current, total }));
+    const decompressed = stream.pipe(tap.stream).pipe(new DecompressStream());
     // Errors upstream of the decompressor must fail the extraction, not vanish.
     stream.on("error", (err) => decompressed.destroy(err));
-    tap.on("error", (err) => decompressed.destroy(err));
+    tap.stream.on("error", (err) => decompressed.destroy(err));
     let files: string[];
     try {
       ({ files } = await extractTarSafely(decompressed, staging, { keep: opts.keep }));
@@ -107,11 +99,11 @@ export async function fetchBundleToStaging(
       );
     }
     // The extraction pipeline ends only after the source has ended, so the hash has seen every byte.
-    const digest = hash.digest("hex");
-    if (ref.sizeBytes != null && received !== ref.sizeBytes) {
+    const digest = tap.digest();
+    if (ref.sizeBytes != null && tap.bytes() !== ref.sizeBytes) {
       throw new BangerError(
         ErrorCode.InvalidParams,
-        `bundle ${ref.url} is ${received} bytes, the catalog says ${ref.sizeBytes}`,
+        `bundle ${ref.url} is ${tap.bytes()} bytes, the catalog says ${ref.sizeBytes}`,
         "the download was truncated or the catalog is wrong",
       );
     }

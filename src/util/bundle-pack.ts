@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
-import { Transform } from "node:stream";
 import tar from "tar-stream";
 import { CompressStream } from "zstd-napi";
+import { hashingTap } from "./hash-tap.js";
 
 export interface PackMember {
   /** Path inside the bundle. */
@@ -46,16 +46,8 @@ export async function packBundle(
   await fsp.mkdir(outDir, { recursive: true });
   const tmp = path.join(outDir, `.bundle-${randomBytes(4).toString("hex")}.tmp`);
   const pack = tar.pack();
-  const hash = createHash("sha256");
-  let size = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _e, done) {
-      hash.update(chunk);
-      size += chunk.length;
-      done(null, chunk);
-    },
-  });
-  const writing = pipeline(pack, new CompressStream(), tap, fs.createWriteStream(tmp));
+  const tap = hashingTap();
+  const writing = pipeline(pack, new CompressStream(), tap.stream, fs.createWriteStream(tmp));
   try {
     for (const member of members) {
       for await (const { name, file, stat } of walk(member.name, member.from)) {
@@ -72,10 +64,10 @@ export async function packBundle(
     }
     pack.finalize();
     await writing;
-    const sha256 = hash.digest("hex");
+    const sha256 = tap.digest();
     const final = path.join(outDir, nameFor(sha256));
     await fsp.rename(tmp, final);
-    return { path: final, sha256, sizeBytes: size };
+    return { path: final, sha256, sizeBytes: tap.bytes() };
   } catch (err) {
     pack.destroy();
     await writing.catch(() => {});

@@ -6,7 +6,7 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../driver.js";
-import { isPidAlive } from "../qemu/driver.js";
+import { isPidAlive, killVmm, vmmStatus, waitForExit } from "../process.js";
 
 export interface FirecrackerRequest {
   method: "PUT" | "PATCH" | "GET";
@@ -184,12 +184,8 @@ export class FirecrackerDriver implements Driver {
     }
   }
 
-  async status(handles: VmHandles): Promise<"running" | "stopped"> {
-    if (!isPidAlive(handles.pid)) return "stopped";
-    const cmdline = await fsp.readFile(`/proc/${handles.pid}/cmdline`, "utf8").catch(() => "");
-    return cmdline.includes("firecracker") && cmdline.includes(handles.controlSocket)
-      ? "running"
-      : "stopped";
+  status(handles: VmHandles): Promise<"running" | "stopped"> {
+    return vmmStatus(handles, "firecracker");
   }
 
   async stop(handles: VmHandles, deadlineMs: number): Promise<void> {
@@ -199,21 +195,12 @@ export class FirecrackerDriver implements Driver {
       path: "/actions",
       body: { action_type: "SendCtrlAltDel" },
     }).catch(() => undefined);
-    const deadline = Date.now() + deadlineMs;
-    while (Date.now() < deadline && isPidAlive(handles.pid))
-      await new Promise((r) => setTimeout(r, 100));
+    if (await waitForExit(handles.pid, deadlineMs)) return;
     await this.kill(handles);
   }
 
-  async kill(handles: VmHandles): Promise<void> {
-    if ((await this.status(handles)) === "stopped") return;
-    try {
-      process.kill(handles.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    for (let i = 0; i < 100 && isPidAlive(handles.pid); i++)
-      await new Promise((r) => setTimeout(r, 100));
+  kill(handles: VmHandles): Promise<void> {
+    return killVmm(handles, "firecracker");
   }
 
   async describe(): Promise<string> {

@@ -4,27 +4,10 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../driver.js";
+import { killVmm, vmmStatus, waitForExit } from "../process.js";
 import { qmpExecute } from "./qmp.js";
 
 const MiB = 1024 * 1024;
-
-export function isPidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
-async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (!isPidAlive(pid)) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return !isPidAlive(pid);
-}
 
 /** The qemu-system-x86_64 command line for a microvm machine with virtio-mmio devices. */
 export function qemuArgs(spec: VmSpec): string[] {
@@ -141,13 +124,8 @@ export class QemuDriver implements Driver {
     };
   }
 
-  async status(handles: VmHandles): Promise<"running" | "stopped"> {
-    if (!isPidAlive(handles.pid)) return "stopped";
-    // A recycled pid is not our VM: the process must be qemu with our control socket.
-    const cmdline = await fsp.readFile(`/proc/${handles.pid}/cmdline`, "utf8").catch(() => "");
-    return cmdline.includes("qemu-system") && cmdline.includes(handles.controlSocket)
-      ? "running"
-      : "stopped";
+  status(handles: VmHandles): Promise<"running" | "stopped"> {
+    return vmmStatus(handles, "qemu-system");
   }
 
   async stop(handles: VmHandles, deadlineMs: number): Promise<void> {
@@ -159,14 +137,8 @@ export class QemuDriver implements Driver {
     await this.kill(handles);
   }
 
-  async kill(handles: VmHandles): Promise<void> {
-    if ((await this.status(handles)) === "stopped") return;
-    try {
-      process.kill(handles.pid, "SIGKILL");
-    } catch {
-      // already gone
-    }
-    await waitForExit(handles.pid, 10_000);
+  kill(handles: VmHandles): Promise<void> {
+    return killVmm(handles, "qemu-system");
   }
 
   async describe(): Promise<string> {
