@@ -701,6 +701,11 @@ export class VmService {
       const handles = await this.handlesOf(row);
       if (handles && (await this.driverOf(handles).status(handles)) === "running") {
         this.handles.set(row.id, handles);
+        await this.deps.network
+          ?.adopt(row)
+          .catch((err: unknown) =>
+            this.deps.log?.error({ err, vm: row.name }, "could not restore NAT"),
+          );
         this.deps.log?.info({ vm: row.name, pid: handles.pid }, "adopted running VM");
         continue;
       }

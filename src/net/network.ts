@@ -48,6 +48,9 @@ export class BridgeNetwork {
   }
 
   async tearDown(): Promise<void> {
+    // NAT rules go with the daemon; the next daemon restores them for adopted VMs.
+    if (this.natReady) await this.ops.removeNat().catch(() => undefined);
+    this.natReady = false;
     await this.ops.unrouteResolver(this.config.bridge).catch(() => undefined);
     await this.dns.stop();
   }
@@ -68,11 +71,16 @@ export class BridgeNetwork {
     const ip = inSubnet && !taken.has(vm.ip!) ? vm.ip! : allocateAddress(this.subnet, taken);
     const tap = BridgeNetwork.tapName(vm.id);
     await this.ops.createTap(tap, this.config.bridge, this.uid);
+    await this.adopt(vm);
+    return { tap, mac: macFor(vm.id), ip, prefix: this.subnet.prefix, gateway: this.gateway };
+  }
+
+  /** A running VM found at start-up: make sure what it was given (NAT) is in place again. */
+  async adopt(vm: { nat: boolean }): Promise<void> {
     if (vm.nat && !this.natReady) {
       await this.ops.ensureNat(this.config.subnet, this.config.bridge);
       this.natReady = true;
     }
-    return { tap, mac: macFor(vm.id), ip, prefix: this.subnet.prefix, gateway: this.gateway };
   }
 
   async detach(tap: string | null): Promise<void> {

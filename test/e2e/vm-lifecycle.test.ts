@@ -213,7 +213,12 @@ test(
     skip: process.getuid?.() !== 0 ? "bridge networking needs root here" : false,
   },
   async () => {
-    await ok("vm", "create", "--name", "peer-a", "--memory", "768M", "--disk-size", "1G");
+    await ok("vm", "create", "--name", "peer-a", "--memory", "768M", "--disk-size", "1G", "--nat");
+    // --nat: banger's own nftables table masquerades the subnet (egress itself is not tested: no internet here).
+    const nat = await run("nft", ["list", "table", "ip", "banger"]).catch(
+      (err: { stderr?: string }) => ({ stdout: err.stderr ?? "" }),
+    );
+    assert.match(nat.stdout, /ip saddr 172\.30\.0\.0\/24 oifname != "banger0" masquerade/);
     await ok("vm", "create", "--name", "peer-b", "--memory", "768M", "--disk-size", "1G");
     const list = JSON.parse((await ok("vm", "list", "--json")).stdout) as Array<{
       name: string;
