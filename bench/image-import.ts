@@ -5,13 +5,11 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { createOciPuller } from "../src/image/oci/puller.js";
-import { ImageService } from "../src/image/service.js";
-import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { pushImage, startRegistry } from "../test/helpers/registry.js";
 import { tempLayout } from "../test/helpers/temp-home.js";
+import { imageServices } from "../test/helpers/services.js";
 
 const work = await fs.mkdtemp(path.join(os.tmpdir(), "banger-bench-"));
 const registry = await startRegistry();
@@ -40,15 +38,7 @@ try {
 
   const store = Store.open(home.layout.dbFile);
   const runner = createCommandRunner();
-  const kernels = new KernelService({ store, layout: home.layout, env: {}, runner });
-  const images = new ImageService({
-    store,
-    layout: home.layout,
-    env: {},
-    runner,
-    kernels,
-    oci: createOciPuller({ layout: home.layout, env: {} }),
-  });
+  const { images } = imageServices(store, home.layout, { runner });
   const t1 = performance.now();
   const stageTimes: string[] = [];
   let last = t1;

@@ -11,22 +11,17 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createRootOverlay, createWorkDisk } from "../src/disk/work-disk.js";
 import { ensureSshIdentity, waitForSsh } from "../src/guest/ssh.js";
-import { ImageService, type OciPuller } from "../src/image/service.js";
-import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
 import { tcgKernelArgs } from "../src/system/accel.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { tempLayout } from "../test/helpers/temp-home.js";
+import { imageServices, noOci } from "../test/helpers/services.js";
 
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 const banger = path.join(root, "bin", "banger");
 const home = await tempLayout("banger-bench-vm-");
 const runner = createCommandRunner();
-const noOci: OciPuller = {
-  defaultName: () => "x",
-  fetchLayers: async () => Promise.reject(new Error("unused")),
-};
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -40,15 +35,7 @@ function freePort(): Promise<number> {
 try {
   console.log("preparing the default kernel and image ...");
   const store = Store.open(home.layout.dbFile);
-  const kernels = new KernelService({ store, layout: home.layout, env: {}, runner });
-  const images = new ImageService({
-    store,
-    layout: home.layout,
-    env: {},
-    runner,
-    kernels,
-    oci: noOci,
-  });
+  const { kernels, images } = imageServices(store, home.layout, { runner, oci: noOci });
   const kernel = await kernels.ensure("debian-cloud");
   const image = await images.ensure("debian-bookworm");
   store.close();

@@ -3,29 +3,22 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
-import { ImageService, type OciPuller } from "../src/image/service.js";
-import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import type { ImageService } from "../src/image/service.js";
+import { imageServices, noOci } from "./helpers/services.js";
 
 // Builds the real default image once (mmdebstrap from Debian's repositories) and reads it back with debugfs.
 const runner = createCommandRunner();
 let home: TempLayout;
 let store: Store;
 let images: ImageService;
-const noOci: OciPuller = {
-  defaultName: () => "unused",
-  fetchLayers: async () => {
-    throw new Error("not used here");
-  },
-};
 
 before(async () => {
   home = await tempLayout("banger-ibuild-");
   store = Store.open(home.layout.dbFile);
-  const kernels = new KernelService({ store, layout: home.layout, env: {}, runner });
-  images = new ImageService({ store, layout: home.layout, env: {}, runner, kernels, oci: noOci });
+  ({ images } = imageServices(store, home.layout, { runner, oci: noOci }));
 });
 
 after(async () => {

@@ -5,11 +5,8 @@ import { after, before, test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
 import { BlobCache } from "../src/image/oci/blob-cache.js";
-import { createOciPuller } from "../src/image/oci/puller.js";
 import { defaultImageName, formatReference, parseReference } from "../src/image/oci/reference.js";
 import { RegistryClient } from "../src/image/oci/registry.js";
-import { ImageService } from "../src/image/service.js";
-import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { makeLayer } from "./helpers/layer.js";
@@ -20,6 +17,8 @@ import {
   type TestRegistry,
 } from "./helpers/registry.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import type { ImageService } from "../src/image/service.js";
+import { imageServices } from "./helpers/services.js";
 
 const refCases: Array<[string, string, string, string | null, string | null]> = [
   ["debian:bookworm", "registry-1.docker.io", "library/debian", "bookworm", null],
@@ -89,15 +88,7 @@ before(async () => {
   registry = await startRegistry();
   home = await tempLayout("banger-oci-");
   store = Store.open(home.layout.dbFile);
-  const kernels = new KernelService({ store, layout: home.layout, env: {}, runner });
-  images = new ImageService({
-    store,
-    layout: home.layout,
-    env: {},
-    runner,
-    kernels,
-    oci: createOciPuller({ layout: home.layout, env: {} }),
-  });
+  ({ images } = imageServices(store, home.layout, { runner }));
 
   const base = await makeLayer([
     { name: "etc/", type: "directory" },
@@ -197,14 +188,7 @@ test("a corrupted blob is rejected by digest and nothing is cached or installed"
   const fresh = await tempLayout("banger-oci-corrupt-");
   const freshStore = Store.open(fresh.layout.dbFile);
   try {
-    const svc = new ImageService({
-      store: freshStore,
-      layout: fresh.layout,
-      env: {},
-      runner,
-      kernels: new KernelService({ store: freshStore, layout: fresh.layout, env: {}, runner }),
-      oci: createOciPuller({ layout: fresh.layout, env: {} }),
-    });
+    const svc = imageServices(freshStore, fresh.layout, { runner }).images;
     await assert.rejects(
       svc.pull({ ref: `${proxy.host}/test/base:v1` }),
       /digest mismatch for blob sha256:/,
@@ -293,16 +277,7 @@ test("cache prune tallies, honours --dry-run, and empties the cache", async () =
     ["sha256"],
     "no aside dir left",
   );
-  const kernels = new KernelService({ store, layout: home.layout, env: {}, runner });
   const noCacheLayout = { ...home.layout, ociBlobsDir: path.join(home.home, "no-cache-here") };
-  const oci = createOciPuller({ layout: noCacheLayout, env: {} });
-  const empty = await new ImageService({
-    store,
-    layout: noCacheLayout,
-    env: {},
-    runner,
-    kernels,
-    oci,
-  }).cachePrune(false);
+  const empty = await imageServices(store, noCacheLayout, { runner }).images.cachePrune(false);
   assert.deepEqual([empty.blobs, empty.freedBytes], [0, 0], "a missing cache is zero");
 });
