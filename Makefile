@@ -21,7 +21,7 @@ test: build lint
 	node --import tsx --test --test-concurrency=2 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
 
 demo: build
-	./bin/banger doctor
+	@bash scripts/demo.sh
 
 bench: build
 	@for b in bench/*.ts; do node --import tsx "$$b" || exit 1; done
