@@ -6,7 +6,7 @@ setup:
 	@bash scripts/setup.sh
 
 build: setup
-	@npx tsc -p tsconfig.json
+	@npx tsc -p tsconfig.json && date > dist/.build-stamp
 
 lint: setup
 	npx tsc -p tsconfig.test.json --noEmit

@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import { ensureBuilt } from "./helpers/build.js";
 
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
@@ -45,7 +46,7 @@ async function waitGone(pid: number): Promise<void> {
 let home: TempLayout;
 before(async () => {
   // Builds the project exactly as `make build` does, then drives the real bin/banger.
-  await run("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, timeout: 180_000 });
+  await ensureBuilt(root);
   home = await tempLayout("banger-it-");
 });
 

@@ -4,8 +4,11 @@ import { test } from "node:test";
 import dnsPacket from "dns-packet";
 import { allocateAddress, gatewayOf, macFor, parseSubnet } from "../src/net/addresses.js";
 import { DnsResponder } from "../src/net/dns.js";
-import { createRootOps } from "../src/net/privileged.js";
+import { BridgeNetwork } from "../src/net/network.js";
+import { createRootOps, type PrivilegedOps } from "../src/net/privileged.js";
+import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
+import { tempLayout } from "./helpers/temp-home.js";
 
 test("addresses: gateway .1, lowest free guest address, stable MACs", () => {
   const s = parseSubnet("172.30.0.0/24");
@@ -80,4 +83,44 @@ test("privileged ops refuse devices without banger's prefix", async () => {
   await assert.rejects(ops.deleteTap("eth0"), /not one of banger's/);
   await assert.rejects(ops.ensureBridge("docker0", "10.0.0.1/24"), /not one of banger's/);
   await assert.rejects(ops.createTap("bg-x", "br0", 0), /not one of banger's/);
+});
+
+test("parallel starts get distinct addresses; a stopped VM keeps its own", async () => {
+  const home = await tempLayout();
+  const store = Store.open(home.layout.dbFile);
+  const calls: string[] = [];
+  const ops: PrivilegedOps = {
+    ensureBridge: async () => {},
+    createTap: async (name) => {
+      calls.push(`create ${name}`);
+      await new Promise((r) => setTimeout(r, 20));
+    },
+    deleteTap: async (name) => void calls.push(`delete ${name}`),
+    ensureNat: async () => void calls.push("nat"),
+    removeNat: async () => {},
+    routeResolver: async () => {},
+    unrouteResolver: async () => {},
+  };
+  try {
+    const net = new BridgeNetwork(
+      ops,
+      { bridge: "banger9", subnet: "172.31.9.0/24", dnsPort: 53 },
+      store,
+      0,
+    );
+    const [a, b] = await Promise.all([
+      net.attach({ id: "aaaaaaaaaaaaaa", ip: null, nat: false }),
+      net.attach({ id: "bbbbbbbbbbbbbb", ip: null, nat: true }),
+    ]);
+    assert.notEqual(a.ip, b.ip);
+    assert.deepEqual([a.gateway, a.prefix], ["172.31.9.1", 24]);
+    assert.ok(calls.includes("nat"), "NAT set up for the VM that asked");
+    const again = await net.attach({ id: "aaaaaaaaaaaaaa", ip: a.ip, nat: false });
+    assert.equal(again.ip, a.ip, "a VM keeps its address");
+    await net.detach(b.tap);
+    assert.ok(calls.includes(`delete ${b.tap}`));
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
 });

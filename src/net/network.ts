@@ -21,6 +21,8 @@ export class BridgeNetwork {
   private readonly subnet: Subnet;
   private readonly dns: DnsResponder;
   private natReady = false;
+  /** Addresses handed out but not yet on a row (starts in flight), by tap: parallel starts must not share one. */
+  private readonly leases = new Map<string, string>();
 
   constructor(
     private readonly ops: PrivilegedOps,
@@ -62,15 +64,22 @@ export class BridgeNetwork {
   /** Creates the VM's tap and picks (or keeps) its address. */
   async attach(vm: { id: string; ip: string | null; nat: boolean }): Promise<Attachment> {
     const inSubnet = vm.ip !== null && vm.ip !== "10.0.2.15";
+    const tap = BridgeNetwork.tapName(vm.id);
     const taken = new Set(
       this.store
         .listVms()
         .filter((v) => v.id !== vm.id && v.ip)
         .map((v) => v.ip!),
     );
+    for (const [leasedTap, leasedIp] of this.leases) if (leasedTap !== tap) taken.add(leasedIp);
     const ip = inSubnet && !taken.has(vm.ip!) ? vm.ip! : allocateAddress(this.subnet, taken);
-    const tap = BridgeNetwork.tapName(vm.id);
-    await this.ops.createTap(tap, this.config.bridge, this.uid);
+    this.leases.set(tap, ip);
+    try {
+      await this.ops.createTap(tap, this.config.bridge, this.uid);
+    } catch (err) {
+      this.leases.delete(tap);
+      throw err;
+    }
     await this.adopt(vm);
     return { tap, mac: macFor(vm.id), ip, prefix: this.subnet.prefix, gateway: this.gateway };
   }
@@ -84,6 +93,8 @@ export class BridgeNetwork {
   }
 
   async detach(tap: string | null): Promise<void> {
-    if (tap) await this.ops.deleteTap(tap);
+    if (!tap) return;
+    this.leases.delete(tap);
+    await this.ops.deleteTap(tap);
   }
 }

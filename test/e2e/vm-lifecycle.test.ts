@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
+import { ensureBuilt } from "../helpers/build.js";
 
 // Real VMs under QEMU microvm with TCG, driven through the real bin/banger.
 // The first create derives the kernel and builds the default image.
@@ -62,7 +63,7 @@ async function killDaemon(): Promise<void> {
 }
 
 before(async () => {
-  await run("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, timeout: 180_000 });
+  await ensureBuilt(root);
   home = await tempLayout("banger-e2e-");
   // As root, exercise bridge networking (taps, addresses, the .vm DNS responder); else user-mode.
   if (process.getuid?.() === 0) delete home.env.BANGER_NETWORK;
@@ -213,17 +214,28 @@ test(
     skip: process.getuid?.() !== 0 ? "bridge networking needs root here" : false,
   },
   async () => {
-    await ok("vm", "create", "--name", "peer-a", "--memory", "768M", "--disk-size", "1G", "--nat");
+    // Created in parallel: lifecycle operations on different VMs do not wait for each other,
+    // and the two starts must not be handed the same address.
+    await Promise.all([
+      ok("vm", "create", "--name", "peer-a", "--memory", "768M", "--disk-size", "1G", "--nat"),
+      ok("vm", "create", "--name", "peer-b", "--memory", "768M", "--disk-size", "1G"),
+    ]);
     // --nat: banger's own nftables table masquerades the subnet (egress itself is not tested: no internet here).
     const nat = await run("nft", ["list", "table", "ip", "banger"]).catch(
-      (err: { stderr?: string }) => ({ stdout: err.stderr ?? "" }),
+      (err: { stderr?: string }) => ({
+        stdout: err.stderr ?? "",
+      }),
     );
     assert.match(nat.stdout, /ip saddr 172\.30\.0\.0\/24 oifname != "banger0" masquerade/);
-    await ok("vm", "create", "--name", "peer-b", "--memory", "768M", "--disk-size", "1G");
+
     const list = JSON.parse((await ok("vm", "list", "--json")).stdout) as Array<{
       name: string;
       ip: string;
     }>;
+    assert.notEqual(
+      list.find((v) => v.name === "peer-a")?.ip,
+      list.find((v) => v.name === "peer-b")?.ip,
+    );
     const b = list.find((v) => v.name === "peer-b")!;
     assert.match(b.ip, /^172\.30\.0\.\d+$/);
     const script =
