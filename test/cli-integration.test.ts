@@ -24,7 +24,15 @@ async function cli(home: TempLayout, ...args: string[]): Promise<CliResult> {
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== "number") throw err;
+    if (typeof e.code !== "number") {
+      // A hung command: show what the daemon logged, so the failure explains itself.
+      const log = await fs
+        .readFile(home.layout.daemonLogFile, "utf8")
+        .catch(() => "(no daemon log)");
+      throw new Error(
+        `banger ${args.join(" ")} did not finish: ${String(err)}\ndaemon log:\n${log.slice(-4000)}`,
+      );
+    }
     return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
   }
 }
