@@ -12,6 +12,7 @@ import {
   forgetHostKey,
   sshOptions,
   waitForSsh,
+  type GuestTarget,
   type SshIdentity,
 } from "../guest/ssh.js";
 import type { ImageService, Progress } from "../image/service.js";
@@ -557,6 +558,40 @@ export class VmService {
       identityFile: identity.privateKey,
       knownHostsFile: identity.knownHosts,
     };
+  }
+
+  /**
+   * What guest-side work (workspace import, sessions) needs to reach a running VM
+   * over SSH. Validated and snapshotted under the VM's lock, which is released on
+   * return: the caller's guest I/O must not make stop/delete/restart wait.
+   */
+  async guestTarget(name: string): Promise<GuestTarget> {
+    const row = this.row(name);
+    return this.locks.run(row.id, async () => {
+      const current = this.row(name);
+      const handles = current.state === "running" ? await this.handlesOf(current) : null;
+      if (!handles || (await this.driverOf(handles).status(handles)) !== "running")
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `VM ${name} is not running`,
+          `'banger vm start ${name}' boots it`,
+        );
+      return {
+        vmId: current.id,
+        vmName: current.name,
+        host: handles.sshHost,
+        port: handles.sshPort,
+        identity: await this.sshIdentity(),
+      };
+    });
+  }
+
+  /**
+   * Serialises one kind of guest-side work on one VM (two workspace imports never
+   * interleave) on a lock of its own, separate from the lifecycle lock.
+   */
+  exclusive<T>(kind: string, vmId: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(`${kind}:${vmId}`, fn);
   }
 
   /** vcpu/memory of a stopped VM; they apply at the next start. */

@@ -42,6 +42,25 @@ export async function ensureSshIdentity(
   return identity;
 }
 
+/** A running VM as SSH sees it: enough to run commands in the guest without the daemon's locks. */
+export interface GuestTarget {
+  vmId: string;
+  vmName: string;
+  host: string;
+  port: number;
+  identity: SshIdentity;
+}
+
+/** OpenSSH arguments up to and including the destination, non-interactive (no password prompts). */
+export function guestSshArgs(target: GuestTarget): string[] {
+  return [
+    ...sshOptions(target.identity, target.vmName, target.port),
+    "-o",
+    "BatchMode=yes",
+    `root@${target.host}`,
+  ];
+}
+
 /** The alias a VM's host key is pinned under in banger's known_hosts. */
 export const hostKeyAlias = (vmName: string) => `${vmName}.vm`;
 
