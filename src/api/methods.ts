@@ -123,8 +123,8 @@ export const methods = {
   "vm.show": { params: NameParam, result: VmInfo, summary: "One VM by name." },
   "vm.create": {
     params: VmCreateParams,
-    result: VmInfo,
-    summary: "Create (and by default start) a VM.",
+    result: VmInfo.extend({ warnings: z.array(z.string()) }),
+    summary: "Create (and by default start) a VM; `warnings` lists skipped file_sync entries.",
     progress: true,
   },
   "vm.start": { params: NameParam, result: VmInfo, summary: "Start a stopped VM.", progress: true },

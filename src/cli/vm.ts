@@ -106,6 +106,7 @@ export function vmCommand(deps: CliDeps): Command {
         { onProgress: progress.report },
       ),
     ).finally(() => progress.done());
+    for (const w of info.warnings) deps.out.stderr.write(`warning: ${w}\n`);
     deps.out.stdout.write(`${info.name}\n`);
     deps.out.stderr.write(
       info.state === "running"

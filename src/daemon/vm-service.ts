@@ -86,6 +86,8 @@ export interface VmServiceDeps {
   /** How long `start` waits for SSH before giving up (the VM is left running). */
   sshDeadlineMs?: number;
   stopDeadlineMs?: number;
+  /** What `~/` means in `[[file_sync]]` host paths (default: the daemon user's home). */
+  homeDir?: string;
   log?: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
 }
 
@@ -205,7 +207,7 @@ export class VmService {
     req: CreateRequest,
     progress: Progress = () => {},
     signal?: AbortSignal,
-  ): Promise<VmInfo> {
+  ): Promise<VmInfo & { warnings: string[] }> {
     const name = req.name ?? this.generateName();
     if (!VM_NAME.test(name)) {
       throw new BangerError(
@@ -282,8 +284,9 @@ export class VmService {
         createdAt: now,
         updatedAt: now,
       };
+      const warnings: string[] = [];
       try {
-        progress({ stage: "disks", message: "copy-on-write root and work disk" });
+        progress({ stage: "disks", message: "copy-on-write root" });
         if (vmm === "firecracker") {
           // Firecracker takes raw disks: a reflink copy where the filesystem can, else a sparse copy.
           const root = path.join(dir, "root.ext4");
@@ -301,19 +304,24 @@ export class VmService {
           });
         }
         const identity = await this.sshIdentity();
-        await createWorkDisk({
+        progress({ stage: "disks", message: "work disk" });
+        const synced = await createWorkDisk({
           file: path.join(dir, "work.ext4"),
           sizeBytes: diskBytes,
           authorizedKey: await fsp.readFile(identity.publicKey, "utf8"),
           runner: this.deps.runner,
+          fileSync: config.fileSync,
+          ...(this.deps.homeDir ? { homeDir: this.deps.homeDir } : {}),
         });
+        warnings.push(...synced.warnings);
+        for (const w of synced.warnings) this.deps.log?.info({ vm: name }, w);
         this.deps.store.insertVm(row);
       } catch (err) {
         await fsp.rm(dir, { recursive: true, force: true });
         throw err;
       }
-      if (req.start === false) return this.info(row);
-      return this.start(name, progress, signal);
+      if (req.start === false) return { ...this.info(row), warnings };
+      return { ...(await this.start(name, progress, signal)), warnings };
     });
   }
 

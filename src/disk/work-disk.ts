@@ -4,18 +4,24 @@ import path from "node:path";
 import { runChecked, type CommandRunner } from "../system/runner.js";
 import { applyMetadata } from "./ext4.js";
 import { S_IFDIR, S_IFREG, type EntryMeta } from "../image/oci/flatten.js";
+import type { FileSyncEntry } from "../config/config.js";
+import { stageFileSync, type FileSyncResult } from "../guest/file-sync.js";
 
 /**
  * The per-VM work disk, mounted at /root in the guest: a sparse ext4 made with
- * `mkfs.ext4 -d` from a staging /root holding .ssh/authorized_keys. Owners and
- * modes are set with debugfs, so no step needs root.
+ * `mkfs.ext4 -d` from a staging /root holding .ssh/authorized_keys and the
+ * config's synced files. Owners and modes are set with debugfs, so no step needs root.
  */
 export async function createWorkDisk(opts: {
   file: string;
   sizeBytes: number;
   authorizedKey: string;
   runner: CommandRunner;
-}): Promise<void> {
+  /** `[[file_sync]]` entries from the config, copied in root-owned. */
+  fileSync?: FileSyncEntry[];
+  /** What `~/` in a file_sync host path means. */
+  homeDir?: string;
+}): Promise<FileSyncResult> {
   const staging = await fsp.mkdtemp(path.join(os.tmpdir(), "banger-work-"));
   try {
     await fsp.chmod(staging, 0o755);
@@ -25,6 +31,16 @@ export async function createWorkDisk(opts: {
       opts.authorizedKey.endsWith("\n") ? opts.authorizedKey : `${opts.authorizedKey}\n`,
       { mode: 0o600 },
     );
+    const entries = new Map<string, EntryMeta>([
+      [".ssh", { uid: 0, gid: 0, mode: S_IFDIR | 0o700 }],
+      [".ssh/authorized_keys", { uid: 0, gid: 0, mode: S_IFREG | 0o600 }],
+    ]);
+    const synced = await stageFileSync({
+      entries: opts.fileSync ?? [],
+      staging,
+      homeDir: opts.homeDir ?? os.homedir(),
+      meta: entries,
+    });
     // Lazy inode tables and no resize inode: an 8 GiB work disk costs ~200 KiB until the guest writes.
     const handle = await fsp.open(opts.file, "w");
     await handle.truncate(opts.sizeBytes);
@@ -47,12 +63,9 @@ export async function createWorkDisk(opts: {
       ],
       { timeoutMs: 120_000 },
     );
-    const entries = new Map<string, EntryMeta>([
-      [".ssh", { uid: 0, gid: 0, mode: S_IFDIR | 0o700 }],
-      [".ssh/authorized_keys", { uid: 0, gid: 0, mode: S_IFREG | 0o600 }],
-      ["", { uid: 0, gid: 0, mode: S_IFDIR | 0o755 }],
-    ]);
+    entries.set("", { uid: 0, gid: 0, mode: S_IFDIR | 0o755 });
     await applyMetadata(opts.file, staging, entries, opts.runner);
+    return synced;
   } catch (err) {
     await fsp.rm(opts.file, { force: true });
     throw err;
