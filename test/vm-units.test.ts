@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { KeyedLock } from "../src/daemon/locks.js";
-import { parseSsListening, VM_NAME } from "../src/daemon/vm-service.js";
+import { VM_NAME } from "../src/api/vm-names.js";
+import { parseSsListening } from "../src/daemon/vm-service.js";
 import { shellQuote } from "../src/guest/ssh.js";
 import { qemuArgs } from "../src/vmm/qemu/driver.js";
 import type { VmSpec } from "../src/vmm/driver.js";

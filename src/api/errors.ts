@@ -10,6 +10,8 @@ export const ErrorCode = {
   Precondition: -32005,
   Busy: -32006,
   Cancelled: -32007,
+  /** The VM booted but SSH never answered; it is left running for inspection. */
+  SshTimeout: -32008,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

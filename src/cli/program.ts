@@ -17,6 +17,8 @@ export function buildProgram(deps: CliDeps): Command {
     .description("Throwaway Linux microVMs in one command.")
     .version(deps.version, "-V, --version", "print banger's version")
     .showSuggestionAfterError(true)
+    // Group options stop at the subcommand, so `vm run` sees the `--` its user typed.
+    .enablePositionalOptions()
     .configureOutput({
       writeOut: (s) => deps.out.stdout.write(s),
       writeErr: (s) => deps.out.stderr.write(s),

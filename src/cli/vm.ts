@@ -7,35 +7,17 @@ import fs from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { formatSizeBytes, formatSizeShort, parseSize } from "../util/size.js";
 import { readConfigSync } from "../config/config.js";
-import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
+import { resolveVmDefaults } from "../config/vm-defaults.js";
+import { parseVcpu, resolvedDefaultsHelp, vmSizingOptions } from "./vm-options.js";
+import { runCommand } from "./vm-run.js";
 import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
 const RUN_ISSUE = "'banger vm run' (issue #6)";
 
-/** `--help` of create/run shows what a VM gets when no flag is given, and where each value came from. */
-function resolvedDefaultsHelp(deps: CliDeps): string {
-  try {
-    const config = readConfigSync(deps.layout.configFile);
-    return `\nDefaults on this machine: ${describeVmDefaults(resolveVmDefaults(config, deps.host))}\n(config: ${deps.layout.configFile})\n`;
-  } catch (err) {
-    return `\nDefaults: cannot be resolved: ${(err as Error).message}\n`;
-  }
-}
-
-function vmSizingOptions(cmd: CommandUnknownOpts): CommandUnknownOpts {
-  cmd
-    .option("--image <name>", "image to boot (default: config default_image_name)")
-    .option("--vcpu <n>", "virtual CPUs")
-    .option("--memory <size>", "memory, e.g. 2G or 2048 (MiB)")
-    .option("--disk-size <size>", "work disk size, e.g. 8G")
-    .option("--nat", "give the VM outbound network access through NAT");
-  return cmd;
-}
-
 export function vmCommand(deps: CliDeps): Command {
-  const vm = describeGroup(new Command("vm"), {
+  const vm = describeGroup(new Command("vm").enablePositionalOptions(), {
     purpose:
       "Create, run and manage microVMs. Most people want 'banger vm run': a fresh VM with your repo in it, one command, then gone.",
     examples: [
@@ -47,19 +29,7 @@ export function vmCommand(deps: CliDeps): Command {
     next: "'banger vm ssh <name>' to get a shell, 'banger vm delete <name>' when done.",
   });
 
-  const run = vmSizingOptions(
-    new Command("run")
-      .description("Boot a VM, import a repo, and run a command or a shell in it")
-      .argument("[path]", "git repository to import into /root/<repo-name>")
-      .argument("[cmd...]", "command to run after --")
-      .option("--name <name>", "VM name (DNS label; generated when omitted)")
-      .option("--rm", "delete the VM when the command or shell ends")
-      .option("--branch <name>", "create this branch in the guest workspace (needs a path)")
-      .option("--from <ref>", "base the workspace on this ref (needs a path)"),
-  );
-  run.addHelpText("after", () => resolvedDefaultsHelp(deps));
-  run.action(pending("banger vm run", RUN_ISSUE));
-  vm.addCommand(run);
+  vm.addCommand(runCommand(deps));
 
   const create = vmSizingOptions(
     new Command("create")
@@ -389,16 +359,4 @@ function formatVm(v: VmInfo): string {
     ["vmm", orDash(v.vmm)],
     ["created", v.createdAt],
   ]);
-}
-
-function parseVcpu(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 64) {
-    throw new BangerError(
-      ErrorCode.InvalidParams,
-      `invalid --vcpu "${text}"`,
-      "a whole number from 1 to 64",
-    );
-  }
-  return n;
 }

@@ -1,4 +1,4 @@
-import { randomBytes, randomInt } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import fsp from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
@@ -30,44 +30,7 @@ import { runChecked, type CommandRunner } from "../system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
 import { BridgeNetwork } from "../net/network.js";
 import { KeyedLock } from "./locks.js";
-
-export const VM_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const ADJECTIVES = [
-  "brisk",
-  "calm",
-  "clever",
-  "eager",
-  "fuzzy",
-  "gentle",
-  "jolly",
-  "lucky",
-  "mellow",
-  "nimble",
-  "proud",
-  "quiet",
-  "rapid",
-  "sunny",
-  "witty",
-  "zesty",
-];
-const NOUNS = [
-  "badger",
-  "comet",
-  "falcon",
-  "gecko",
-  "heron",
-  "lynx",
-  "marten",
-  "otter",
-  "panda",
-  "quokka",
-  "raven",
-  "sparrow",
-  "tapir",
-  "walrus",
-  "yak",
-  "zebra",
-];
+import { randomVmName, VM_NAME } from "../api/vm-names.js";
 
 export interface VmServiceDeps {
   store: Store;
@@ -196,7 +159,7 @@ export class VmService {
 
   private generateName(): string {
     for (let i = 0; i < 50; i++) {
-      const name = `${ADJECTIVES[randomInt(ADJECTIVES.length)]}-${NOUNS[randomInt(NOUNS.length)]}`;
+      const name = randomVmName();
       if (!this.deps.store.getVmByName(name)) return name;
     }
     return `vm-${randomBytes(3).toString("hex")}`;
@@ -321,7 +284,19 @@ export class VmService {
         throw err;
       }
       if (req.start === false) return { ...this.info(row), warnings };
-      return { ...(await this.start(name, progress, signal)), warnings };
+      try {
+        return { ...(await this.start(name, progress, signal)), warnings };
+      } catch (err) {
+        // A create its caller gave up on (Ctrl-C, disconnect) leaves nothing behind.
+        if (signal?.aborted) {
+          await this.kill(name)
+            .then(() => this.delete([name]))
+            .catch((e: unknown) =>
+              this.deps.log?.error({ err: e, vm: name }, "could not remove a cancelled VM"),
+            );
+        }
+        throw err;
+      }
     });
   }
 

@@ -153,7 +153,7 @@ export async function waitForSsh(opts: {
     await new Promise((r) => setTimeout(r, 500));
   }
   throw new BangerError(
-    ErrorCode.Internal,
+    ErrorCode.SshTimeout,
     `VM ${opts.vmName} did not answer on SSH within ${Math.round(opts.deadlineMs / 1000)}s; sshd in the guest is the likely culprit`,
     `the VM is left running for inspection: 'banger vm logs ${opts.vmName}' shows its console; 'banger vm delete ${opts.vmName}' removes it`,
   );

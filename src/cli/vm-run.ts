@@ -1,0 +1,399 @@
+import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { spawn } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { randomVmName } from "../api/vm-names.js";
+import { readConfigSync } from "../config/config.js";
+import { resolveVmDefaults } from "../config/vm-defaults.js";
+import { shellQuote, sshOptions } from "../guest/ssh.js";
+import { formatSizeShort, parseSize } from "../util/size.js";
+import type { DaemonClient } from "./client.js";
+import { ExitStatus, withDaemon, type CliDeps } from "./context.js";
+import { createProgressRenderer } from "./progress.js";
+import { parseVcpu, resolvedDefaultsHelp, vmSizingOptions } from "./vm-options.js";
+
+/** The remote command's own exit status: the only status `vm run` passes through as its own. */
+export class RemoteExit extends ExitStatus {}
+
+export interface RunOptions {
+  name?: string;
+  image?: string;
+  vcpu?: string;
+  memory?: string;
+  diskSize?: string;
+  nat?: boolean;
+  rm?: boolean;
+  branch?: string;
+  from?: string;
+  tty?: boolean;
+}
+
+/** `[path] [-- cmd...]`: what is before `--` and what is after it. */
+export interface RunOperands {
+  path: string | null;
+  cmd: string[];
+}
+
+/**
+ * Splits commander's operands at the `--` the user typed: `vm run -- uname -a`
+ * has no path, `vm run ./repo -- make test` has one. Without `--`, a single
+ * operand is the path and more than one is a mistake worth explaining.
+ */
+export function splitRunOperands(operands: string[], beforeDash: number | null): RunOperands {
+  const before = beforeDash === null ? operands : operands.slice(0, beforeDash);
+  const after = beforeDash === null ? [] : operands.slice(beforeDash);
+  if (before.length > 1) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `'banger vm run' takes at most one path before the command, got: ${before.join(" ")}`,
+      "put the command after --, e.g. 'banger vm run ./repo -- make test' or 'banger vm run -- uname -a'",
+    );
+  }
+  return { path: before[0] ?? null, cmd: after };
+}
+
+/**
+ * The script the guest runs: cd into the workspace, check the command exists (a
+ * clear error instead of a bare "not found"), then exec it with every argument
+ * quoted, so `-- sh -c 'a && b'` reaches the guest as three words.
+ */
+export function remoteCommand(dir: string, cmd: string[]): string {
+  const cd = `cd ${shellQuote(dir)} || exit 1`;
+  if (cmd.length === 0) return `${cd}; exec "\${SHELL:-/bin/sh}" -l`;
+  const first = cmd[0]!;
+  const hint = /\s/.test(first) ? " (to run a shell snippet, use: -- sh -c '...')" : "";
+  const notFound = `banger: the command could not be started in the VM: ${first}: not found${hint}`;
+  return [
+    cd,
+    `command -v ${shellQuote(first)} >/dev/null 2>&1 || { printf '%s\\n' ${shellQuote(notFound)} >&2; exit 127; }`,
+    `exec ${cmd.map(shellQuote).join(" ")}`,
+  ].join("; ");
+}
+
+/** Git facts checked on the host before any VM exists, so a typo costs nothing. */
+async function checkRepo(
+  repo: string,
+  opts: RunOptions,
+  runGit: (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>,
+): Promise<void> {
+  const st = await fs.stat(repo).catch(() => null);
+  if (!st?.isDirectory()) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${repo} is not a directory`,
+      "give the path of a git checkout, or no path to get a VM with an empty /root",
+    );
+  }
+  const top = await runGit(["-C", repo, "rev-parse", "--show-toplevel"]);
+  if (top.code !== 0) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${repo} is not inside a git repository`,
+      "'git init' it first, or run without a path",
+    );
+  }
+  if (opts.from) {
+    const ref = await runGit([
+      "-C",
+      repo,
+      "rev-parse",
+      "--verify",
+      "--quiet",
+      `${opts.from}^{commit}`,
+    ]);
+    if (ref.code !== 0) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `--from ${opts.from}: no such commit in ${repo}`,
+        "'git log --oneline' or 'git branch -a' shows what exists",
+      );
+    }
+  }
+  if (opts.branch) {
+    const ok = await runGit(["check-ref-format", "--branch", opts.branch]);
+    if (ok.code !== 0) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `--branch ${opts.branch} is not a valid branch name`,
+        "see 'git check-ref-format --help'",
+      );
+    }
+  }
+}
+
+function runGitOnHost(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("git", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+    child.on("error", (err) =>
+      reject(
+        new BangerError(
+          ErrorCode.Precondition,
+          `could not run git on this host: ${err.message}`,
+          "install git: 'sudo apt-get install git'",
+        ),
+      ),
+    );
+    child.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+/** Exit status of the local ssh: the remote command's, 255 for ssh's own failure, 128+n for a signal. */
+function runSsh(args: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("ssh", args, { stdio: "inherit" });
+    child.on("error", (err) =>
+      reject(
+        new BangerError(
+          ErrorCode.Precondition,
+          `could not run ssh: ${err.message}`,
+          "install OpenSSH's client: 'sudo apt-get install openssh-client'",
+        ),
+      ),
+    );
+    child.on("close", (code, signal) => resolve({ code, signal }));
+  });
+}
+
+const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGKILL: 9,
+  SIGTERM: 15,
+};
+
+/**
+ * `banger vm run`: create a VM, import the repo, run the command or a shell over
+ * SSH, and (with --rm) delete the VM whatever happened. Ctrl-C never skips that
+ * delete: SIGINT is held for the whole run and only cancels the step in flight.
+ */
+export async function runVm(
+  deps: CliDeps,
+  operands: RunOperands,
+  opts: RunOptions,
+  env: { stdinIsTTY: boolean } = { stdinIsTTY: process.stdin.isTTY === true },
+): Promise<void> {
+  if (!operands.path && (opts.branch || opts.from)) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${opts.branch ? "--branch" : "--from"} needs a repository path`,
+      "e.g. 'banger vm run ./repo --branch try-fix -- make test'",
+    );
+  }
+  const repo = operands.path ? path.resolve(operands.path) : null;
+  if (repo) await checkRepo(repo, opts, runGitOnHost);
+  const config = readConfigSync(deps.layout.configFile);
+  const defaults = resolveVmDefaults(config, deps.host);
+  const vcpu = opts.vcpu ? parseVcpu(opts.vcpu) : defaults.vcpu.value;
+  const memoryBytes = opts.memory ? parseSize(opts.memory) : defaults.memoryBytes.value;
+  const diskBytes = opts.diskSize ? parseSize(opts.diskSize) : defaults.diskBytes.value;
+  deps.out.stderr.write(
+    `spec: ${vcpu} vcpu · ${Math.floor(memoryBytes / 2 ** 20)} MiB · ${formatSizeShort(diskBytes)} disk\n`,
+  );
+
+  // Ctrl-C cancels the step in flight (by closing its connection); it never kills us
+  // before the clean-up below. OpenSSH in the foreground gets its own SIGINT.
+  let interrupted = false;
+  let inFlight: DaemonClient | null = null;
+  const onSigint = () => {
+    interrupted = true;
+    inFlight?.close();
+  };
+  process.on("SIGINT", onSigint);
+  const step = async <T>(fn: (c: DaemonClient) => Promise<T>): Promise<T> => {
+    if (interrupted) throw new BangerError(ErrorCode.Cancelled, "interrupted");
+    const client = await deps.connect();
+    inFlight = client;
+    try {
+      return await fn(client);
+    } catch (err) {
+      if (interrupted) throw new BangerError(ErrorCode.Cancelled, "interrupted");
+      throw err;
+    } finally {
+      inFlight = null;
+      client.close();
+    }
+  };
+
+  let name: string | null = null;
+  let keep = !opts.rm;
+  try {
+    const progress = createProgressRenderer(deps.out);
+    const info = await (async () => {
+      for (let attempt = 0; ; attempt++) {
+        const wanted = opts.name ?? randomVmName();
+        try {
+          name = wanted;
+          return await step((c) =>
+            c.call(
+              "vm.create",
+              {
+                name: wanted,
+                ...(opts.image ? { image: opts.image } : {}),
+                vcpu,
+                memoryBytes,
+                diskBytes,
+                nat: opts.nat ?? false,
+              },
+              { onProgress: progress.report },
+            ),
+          );
+        } catch (err) {
+          // A generated name that is taken: try another. A name the user gave is theirs to fix.
+          const taken = err instanceof BangerError && err.code === ErrorCode.AlreadyExists;
+          if (taken) name = null;
+          if (taken && !opts.name && attempt < 5) continue;
+          if (err instanceof BangerError && err.code === ErrorCode.SshTimeout) keep = true;
+          throw err;
+        }
+      }
+    })().finally(() => progress.done());
+    for (const w of info.warnings) deps.out.stderr.write(`warning: ${w}\n`);
+
+    let dir = "/root";
+    if (repo) {
+      const wsProgress = createProgressRenderer(deps.out);
+      // MERGE: typed call once vm.workspace.prepare is in the method table.
+      const call = (c: DaemonClient) =>
+        c.call.bind(c) as unknown as (m: string, p: object, o: object) => Promise<{ dir: string }>;
+      const ws = await step((c) =>
+        call(c)(
+          "vm.workspace.prepare",
+          {
+            name: info.name,
+            path: repo,
+            ...(opts.branch ? { branch: opts.branch } : {}),
+            ...(opts.from ? { from: opts.from } : {}),
+          },
+          { onProgress: wsProgress.report },
+        ),
+      ).finally(() => wsProgress.done());
+      dir = ws.dir;
+    }
+
+    const target = await step((c) => c.call("vm.ssh", { name: info.name }));
+    const identity = {
+      privateKey: target.identityFile,
+      publicKey: "",
+      knownHosts: target.knownHostsFile,
+    };
+    const tty = opts.tty ?? (operands.cmd.length === 0 && env.stdinIsTTY);
+    const args = [
+      ...sshOptions(identity, info.name, target.port),
+      ...(tty ? ["-t"] : ["-T"]),
+      `${target.user}@${target.host}`,
+      "--",
+      remoteCommand(dir, operands.cmd),
+    ];
+    if (interrupted) throw new BangerError(ErrorCode.Cancelled, "interrupted");
+    const { code, signal } = await runSsh(args);
+    if (signal || interrupted) {
+      const n = (signal && SIGNAL_NUMBERS[signal]) ?? 2;
+      deps.out.stderr.write(`banger: interrupted${signal ? ` (${signal})` : ""}\n`);
+      throw new ExitStatus(128 + n);
+    }
+    if (code === 255) {
+      throw new BangerError(
+        ErrorCode.Internal,
+        `ssh to VM ${info.name} exited with status 255: the connection failed (or the command itself exited 255)`,
+        `'banger vm health ${info.name}' checks SSH; 'banger vm logs ${info.name}' shows the console`,
+      );
+    }
+    if (code !== 0) throw new RemoteExit(code ?? 1);
+  } catch (err) {
+    if (interrupted && !(err instanceof ExitStatus)) {
+      deps.out.stderr.write("banger: interrupted\n");
+      throw new ExitStatus(130);
+    }
+    throw err;
+  } finally {
+    process.off("SIGINT", onSigint);
+    if (name !== null) await finish(deps, name, keep);
+  }
+}
+
+/** After the command: delete the VM (--rm) on a fresh connection, or say how to get rid of it. */
+async function finish(deps: CliDeps, name: string, keep: boolean): Promise<void> {
+  const exists = await withDaemon(deps, (c) => c.call("vm.show", { name })).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) return;
+  if (!keep) {
+    // Held against a second Ctrl-C: an interrupted delete would leave the VM behind.
+    const hold = () => deps.out.stderr.write(`banger: deleting VM ${name}, please wait\n`);
+    process.on("SIGINT", hold);
+    try {
+      await withDaemon(deps, (c) => c.call("vm.delete", { names: [name] }));
+    } catch (err) {
+      deps.out.stderr.write(
+        `banger: could not delete VM ${name}: ${(err as Error).message}; remove it with 'banger vm delete ${name}'\n`,
+      );
+    } finally {
+      process.off("SIGINT", hold);
+    }
+    return;
+  }
+  deps.out.stderr.write(
+    `vm ${name} is still running (stop with 'banger vm stop ${name}', delete with 'banger vm delete ${name}')\n`,
+  );
+}
+
+/** Records how many operands came before the `--` the user typed (commander drops it). */
+function trackDash(cmd: CommandUnknownOpts): () => number | null {
+  let beforeDash: number | null = null;
+  const parse = cmd.parseOptions.bind(cmd);
+  cmd.parseOptions = (args: string[]) => {
+    const parsed = parse(args);
+    const dash = args.indexOf("--");
+    // Everything after the first `--` is appended to the operands verbatim.
+    beforeDash = dash < 0 ? null : parsed.operands.length - (args.length - dash - 1);
+    return parsed;
+  };
+  return () => beforeDash;
+}
+
+export function runCommand(deps: CliDeps): CommandUnknownOpts {
+  const run = vmSizingOptions(
+    new Command("run")
+      .description("Boot a VM, import a repo, and run a command or a shell in it")
+      .argument("[path]", "git repository to import into /root/<repo-name>")
+      .argument("[cmd...]", "command to run after --")
+      .option("--name <name>", "VM name (DNS label; generated when omitted)")
+      .option("--rm", "delete the VM when the command or shell ends, whatever its exit status")
+      .option("--branch <name>", "create this branch in the guest workspace (needs a path)")
+      .option("--from <ref>", "base the workspace on this commit or ref (needs a path)")
+      .option("-t, --tty", "give the command a terminal (default: only for an interactive shell)"),
+  );
+  run.addHelpText(
+    "after",
+    () => `
+Examples:
+  $ banger vm run --rm ./repo -- make test     # exit status is the command's
+  $ banger vm run --rm -- uname -a             # no repo: runs in /root
+  $ banger vm run ./repo                       # a shell in /root/repo; the VM stays
+  $ banger vm run --rm ./repo --branch fix --from origin/main -- ./test.sh
+
+Exit status: the remote command's; 1 when banger itself fails (its message says why).
+With --rm the VM is deleted afterwards, even on Ctrl-C; when SSH never came up it is
+kept so 'banger vm logs <name>' can show why.
+${resolvedDefaultsHelp(deps)}`,
+  );
+  const beforeDash = trackDash(run);
+  run.action(async (...args: unknown[]) => {
+    const opts = args.at(-2) as RunOptions;
+    const first = args[0] as string | undefined;
+    const rest = (args[1] as string[] | undefined) ?? [];
+    const operands = splitRunOperands(
+      [...(first !== undefined ? [first] : []), ...rest],
+      beforeDash(),
+    );
+    await runVm(deps, operands, opts);
+  });
+  return run;
+}
