@@ -53,6 +53,7 @@ async function makeRepo(dir: string): Promise<void> {
   await fs.rm(path.join(dir, "gone.txt"));
   await fs.writeFile(path.join(dir, "untracked.txt"), "new\n");
   await fs.writeFile(path.join(dir, "-dash"), "leading dash\n");
+  await fs.writeFile(path.join(dir, "new\nline.txt"), "newline in the name\n");
   await fs.writeFile(path.join(dir, "debug.log"), "ignored\n");
   await fs.mkdir(path.join(dir, "build"));
   await fs.writeFile(path.join(dir, "build", "out.o"), "ignored\n");
@@ -84,6 +85,7 @@ test("the work tree list: tracked and untracked, not ignored, not deleted", asyn
       "naïve-ü.txt",
       "run.sh",
       "untracked.txt",
+      "new\nline.txt",
     ].sort(),
   );
 });
@@ -133,6 +135,10 @@ test("the tar stream carries modes, symlinks, odd names and .git; locks and work
     assert.equal((await fs.stat(path.join(out, "run.sh"))).mode & 0o777, 0o755);
     assert.equal(await fs.readlink(path.join(out, "link")), "README.md");
     assert.equal(await fs.readFile(path.join(out, "naïve-ü.txt"), "utf8"), "é\n");
+    assert.equal(
+      await fs.readFile(path.join(out, "new\nline.txt"), "utf8"),
+      "newline in the name\n",
+    );
     assert.equal(await fs.readFile(path.join(out, "dir with space", "a file.txt"), "utf8"), "x\n");
     await assert.rejects(fs.access(path.join(out, "debug.log")));
     await assert.rejects(fs.access(path.join(out, "gone.txt")));
@@ -347,7 +353,7 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
     imports.release(0);
     const r1 = await first;
     assert.deepEqual([r1.vm, r1.dir, r1.base], ["ws", "/root/my repo", "1234"]);
-    assert.equal(r1.files, 8);
+    assert.equal(r1.files, 9);
     await until("the second import to start", () => events.includes("tar2:start"));
     assert.ok(events.indexOf("prepare1:end") < events.indexOf("tar2:start"), events.join(","));
     imports.release(1);
