@@ -88,12 +88,19 @@ export async function findRepo(runner: CommandRunner, dir: string): Promise<Host
     "--git-common-dir",
   ]);
   const [top, gitDir, commonDir] = r.stdout.split("\n");
-  if (r.code !== 0 || !top || !gitDir || !commonDir)
+  if (r.code !== 0 || !top || !gitDir || !commonDir) {
+    // git refuses some repositories for reasons of its own (another user's, a bare one): say which.
+    const reason = r.stderr
+      .split("\n")
+      .find((l) => l.startsWith("fatal:") && !/not a git repository/.test(l));
     throw new BangerError(
       ErrorCode.InvalidParams,
-      `${dir} is not inside a git repository${/bare repository|must be run in a work tree/.test(r.stderr) ? " work tree" : ""}`,
+      reason
+        ? `git cannot use ${dir} as a work tree: ${reason.replace(/^fatal: /, "")}`
+        : `${dir} is not inside a git repository`,
       "workspaces import git checkouts: pass the path of one, or run 'git init' there first",
     );
+  }
   return { top, gitDir, commonDir: path.resolve(dir, commonDir) };
 }
 
@@ -135,7 +142,6 @@ export async function resolveCommit(
 /** /root/<repo-name>; names the guest shell scripts could not carry are refused. */
 export function guestDirFor(top: string): string {
   const name = path.basename(top);
-  // eslint-disable-next-line no-control-regex
   if (!name || /[\x00-\x1f\x7f]/.test(name) || name === "." || name === "..")
     throw new BangerError(
       ErrorCode.InvalidParams,
