@@ -199,7 +199,11 @@ export class WorkspaceService {
           abort.abort();
         },
       );
-      progress({ stage: `import into ${target.vmName}:${plan.dir}`, current: 0 });
+      progress({
+        stage: `import into ${target.vmName}:${plan.dir}`,
+        current: 0,
+        total: plan.estimatedBytes,
+      });
       try {
         const r = await this.guestExec(target, shCommand(script), {
           stdin: feed,
