@@ -12,6 +12,7 @@ import { parseVcpu, resolvedDefaultsHelp, vmSizingOptions } from "./vm-options.j
 import { runCommand } from "./vm-run.js";
 import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
+import { workspaceCommand } from "./vm-workspace.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
 const RUN_ISSUE = "'banger vm run' (issue #6)";
@@ -291,30 +292,7 @@ export function vmCommand(deps: CliDeps): Command {
       if (!h.vmm || !h.ssh) throw new ExitStatus(1);
     });
 
-  const workspace = describeGroup(new Command("workspace"), {
-    purpose: "Move a git repo into a VM and get the guest's changes back as a patch.",
-    examples: [
-      "banger vm workspace prepare dev ./repo",
-      "banger vm workspace export dev -o changes.patch",
-    ],
-    next: "'git apply changes.patch' in your checkout.",
-  });
-  workspace
-    .command("prepare")
-    .description("Import a git repo into /root/<repo-name> in the VM")
-    .argument("<vm>")
-    .argument("<path>")
-    .option("--branch <name>", "create this branch in the guest")
-    .option("--from <ref>", "base ref")
-    .action(pending("banger vm workspace prepare", RUN_ISSUE));
-  workspace
-    .command("export")
-    .description("Print the guest workspace's changes as a binary-safe patch")
-    .argument("<vm>")
-    .option("--name-only", "list changed files only")
-    .option("-o, --output <file>", "write the patch to a file")
-    .action(pending("banger vm workspace export", RUN_ISSUE));
-  vm.addCommand(workspace);
+  vm.addCommand(workspaceCommand(deps));
 
   const session = describeGroup(new Command("session"), {
     purpose:

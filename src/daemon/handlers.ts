@@ -11,6 +11,7 @@ import { selectVmm } from "../vmm/select.js";
 import { createCommandRunner } from "../system/runner.js";
 import { QemuDriver } from "../vmm/qemu/driver.js";
 import { VmService } from "./vm-service.js";
+import { WorkspaceService } from "./workspace-service.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 
@@ -83,6 +84,7 @@ export function buildHandlers(daemon: Daemon): Handlers {
     return vms;
   })();
   const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
+  const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner }));
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -115,6 +117,10 @@ export function buildHandlers(daemon: Daemon): Handlers {
     "vm.health": ({ name }) => withVms((vms) => vms.health(name)),
     "vm.logs": ({ name }) => withVms((vms) => vms.logPath(name)),
     "vm.ssh": ({ name }) => withVms((vms) => vms.sshTarget(name)),
+    "vm.workspace.prepare": (p, ctx) =>
+      workspaces.then((w) => w.prepare(p, ctx.progress, ctx.signal)),
+    "vm.workspace.export": ({ name, nameOnly }, ctx) =>
+      workspaces.then((w) => w.export(name, { nameOnly }, ctx.signal)),
 
     "image.list": async () => images.list(),
     "image.show": async ({ name }) => images.show(name),

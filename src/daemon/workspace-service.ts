@@ -1,0 +1,284 @@
+import { spawn } from "node:child_process";
+import path from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { ResultOf } from "../api/methods.js";
+import { guestSshArgs, type GuestTarget } from "../guest/ssh.js";
+import {
+  checkBranchName,
+  COMMIT_MARKER,
+  exportScript,
+  findRepo,
+  gnuTarSource,
+  GuestStatus,
+  planWorkspace,
+  prepareScript,
+  resolveCommit,
+  shCommand,
+  type TarSourceFactory,
+} from "../guest/workspace.js";
+import type { Progress } from "../image/service.js";
+import type { CommandRunner } from "../system/runner.js";
+import type { VmService } from "./vm-service.js";
+
+export interface GuestExecResult {
+  code: number | null;
+  signal: string | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+export interface GuestExecOptions {
+  /** Piped to the remote command's stdin; ends when it ends. */
+  stdin?: Readable;
+  signal: AbortSignal;
+  timeoutMs: number;
+}
+
+/** Runs one command in the guest over SSH; stdout stays bytes (patches need not be UTF-8). */
+export type GuestExec = (
+  target: GuestTarget,
+  command: string,
+  opts: GuestExecOptions,
+) => Promise<GuestExecResult>;
+
+export interface WorkspaceServiceDeps {
+  /** The VM side: a running VM's SSH target, and the per-VM lock for guest work. */
+  vms: Pick<VmService, "guestTarget" | "exclusive">;
+  /** Host git. */
+  runner: CommandRunner;
+  /** Produces the tar stream of a plan; tests stall it. */
+  tarSource?: TarSourceFactory;
+  guestExec?: GuestExec;
+  /** Bound on one import's guest I/O. */
+  prepareTimeoutMs?: number;
+  exportTimeoutMs?: number;
+}
+
+export interface PrepareRequest {
+  name: string;
+  path: string;
+  branch?: string | undefined;
+  from?: string | undefined;
+}
+
+/** OpenSSH as a child process; killed on abort or at the deadline. */
+export const sshGuestExec: GuestExec = (target, command, opts) =>
+  new Promise((resolve, reject) => {
+    if (opts.signal.aborted) {
+      reject(new BangerError(ErrorCode.Cancelled, "cancelled"));
+      return;
+    }
+    const child = spawn("ssh", [...guestSshArgs(target), command], {
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    const stdout: Buffer[] = [];
+    let stderr = "";
+    child.stdout.on("data", (c: Buffer) => stdout.push(c));
+    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, opts.timeoutMs);
+    const onAbort = () => child.kill("SIGKILL");
+    opts.signal.addEventListener("abort", onAbort, { once: true });
+    // A guest that exits without reading everything must not crash the daemon with EPIPE.
+    child.stdin.on("error", () => {});
+    if (opts.stdin) opts.stdin.pipe(child.stdin);
+    else child.stdin.end();
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      opts.signal.removeEventListener("abort", onAbort);
+      reject(err);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      opts.signal.removeEventListener("abort", onAbort);
+      opts.stdin?.unpipe(child.stdin);
+      if (timedOut)
+        reject(
+          new BangerError(
+            ErrorCode.Internal,
+            `the guest did not finish within ${Math.round(opts.timeoutMs / 1000)}s`,
+            `see 'banger vm health ${target.vmName}'`,
+          ),
+        );
+      else resolve({ code, signal, stdout: Buffer.concat(stdout), stderr });
+    });
+  });
+
+/** The end of a guest script's stderr, without ssh noise, for an error message. */
+function stderrTail(stderr: string): string {
+  return stderr
+    .trim()
+    .split("\n")
+    .slice(-6)
+    .map((l) => l.replace(/^banger: /, ""))
+    .join("\n");
+}
+
+function noGitError(vm: string): BangerError {
+  return new BangerError(
+    ErrorCode.Precondition,
+    `git is not installed in VM ${vm}`,
+    `use an image with git (the default debian-bookworm has it), or install it: 'banger vm ssh ${vm} -- apt-get install -y git' (needs --nat)`,
+  );
+}
+
+/**
+ * `vm workspace prepare|export`. The VM's lifecycle lock is held only while
+ * guestTarget validates and snapshots the SSH target; all guest I/O runs under
+ * the VM's "workspace" lock, so stop/delete/restart never wait behind an import
+ * and two imports into one VM never interleave.
+ */
+export class WorkspaceService {
+  private readonly tarSource: TarSourceFactory;
+  private readonly guestExec: GuestExec;
+
+  constructor(private readonly deps: WorkspaceServiceDeps) {
+    this.tarSource = deps.tarSource ?? gnuTarSource;
+    this.guestExec = deps.guestExec ?? sshGuestExec;
+  }
+
+  async prepare(
+    req: PrepareRequest,
+    progress: Progress = () => {},
+    signal: AbortSignal = new AbortController().signal,
+  ): Promise<ResultOf<"vm.workspace.prepare">> {
+    if (!path.isAbsolute(req.path))
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `the workspace path must be absolute, got "${req.path}"`,
+        "the CLI resolves it for you: 'banger vm workspace prepare <vm> ./repo'",
+      );
+    // Everything about the host side is checked before the guest is touched.
+    const { runner } = this.deps;
+    const repo = await findRepo(runner, req.path);
+    if (req.branch !== undefined) await checkBranchName(runner, repo.top, req.branch);
+    const from =
+      req.from !== undefined ? await resolveCommit(runner, repo.top, req.from) : undefined;
+    const target = await this.deps.vms.guestTarget(req.name);
+
+    return this.deps.vms.exclusive("workspace", target.vmId, async () => {
+      if (signal.aborted) throw new BangerError(ErrorCode.Cancelled, "cancelled");
+      progress({ stage: "list", message: repo.top });
+      // Listed under the lock, so a queued import sends the tree as it is when its turn comes.
+      const plan = await planWorkspace(runner, repo, { withWorkTree: from === undefined });
+      const script = prepareScript({
+        dir: plan.dir,
+        dests: plan.parts.map((p) => p.dest),
+        from,
+        branch: req.branch,
+      });
+
+      const abort = new AbortController();
+      const onAbort = () => abort.abort();
+      signal.addEventListener("abort", onAbort, { once: true });
+      const source = this.tarSource(plan.parts);
+      // The marker goes after the last archive only once every tar succeeded.
+      const feed = new PassThrough();
+      source.stream.pipe(feed, { end: false });
+      let bytes = 0;
+      let reported = 0;
+      source.stream.on("data", (c: Buffer) => {
+        bytes += c.length;
+        if (bytes - reported < 256 * 1024) return;
+        reported = bytes;
+        progress({
+          stage: `import into ${target.vmName}:${plan.dir}`,
+          current: bytes,
+          total: Math.max(bytes, plan.estimatedBytes),
+        });
+      });
+      let sourceError: unknown = null;
+      source.done.then(
+        () => feed.end(`${COMMIT_MARKER}\n`),
+        (err: unknown) => {
+          sourceError = err;
+          abort.abort();
+        },
+      );
+      progress({
+        stage: `import into ${target.vmName}:${plan.dir}`,
+        current: 0,
+        total: plan.estimatedBytes,
+      });
+      try {
+        const r = await this.guestExec(target, shCommand(script), {
+          stdin: feed,
+          signal: abort.signal,
+          timeoutMs: this.deps.prepareTimeoutMs ?? 30 * 60_000,
+        }).catch((err: unknown) => {
+          throw sourceError ?? err;
+        });
+        if (sourceError) throw sourceError;
+        if (signal.aborted) throw new BangerError(ErrorCode.Cancelled, "cancelled");
+        if (r.code === GuestStatus.NoGit) throw noGitError(target.vmName);
+        const base = /^base (\S+)$/m.exec(r.stdout.toString("utf8"))?.[1];
+        if (r.code !== 0 || !base)
+          throw new BangerError(
+            ErrorCode.Internal,
+            `could not prepare the workspace in ${target.vmName}: ${stderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
+            r.code === 255
+              ? `SSH failed: 'banger vm health ${target.vmName}' checks the VM`
+              : "the previous workspace (if any) was left as it was",
+          );
+        const checkedOut = /^files (\d+)$/m.exec(r.stdout.toString("utf8"))?.[1];
+        const files = checkedOut !== undefined ? Number(checkedOut) : plan.files;
+        return { vm: target.vmName, dir: plan.dir, base, files, bytes };
+      } finally {
+        signal.removeEventListener("abort", onAbort);
+        source.kill();
+        source.stream.unpipe(feed);
+        feed.destroy();
+      }
+    });
+  }
+
+  async export(
+    name: string,
+    opts: { nameOnly?: boolean | undefined } = {},
+    signal: AbortSignal = new AbortController().signal,
+  ): Promise<ResultOf<"vm.workspace.export">> {
+    const target = await this.deps.vms.guestTarget(name);
+    return this.deps.vms.exclusive("workspace", target.vmId, async () => {
+      const nameOnly = opts.nameOnly ?? false;
+      const r = await this.guestExec(target, shCommand(exportScript({ nameOnly })), {
+        signal,
+        timeoutMs: this.deps.exportTimeoutMs ?? 10 * 60_000,
+      });
+      if (signal.aborted) throw new BangerError(ErrorCode.Cancelled, "cancelled");
+      if (r.code === GuestStatus.NoGit) throw noGitError(target.vmName);
+      if (r.code === GuestStatus.NoWorkspace)
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `no workspace in VM ${target.vmName}: ${stderrTail(r.stderr)}`,
+          `import one first: 'banger vm workspace prepare ${target.vmName} <path>'`,
+        );
+      if (r.code !== 0)
+        throw new BangerError(
+          ErrorCode.Internal,
+          `could not export the workspace of ${target.vmName}: ${stderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
+        );
+      // Two header lines (dir, base), then the patch or the names, as bytes.
+      const first = r.stdout.indexOf(0x0a);
+      const second = first < 0 ? -1 : r.stdout.indexOf(0x0a, first + 1);
+      if (second < 0)
+        throw new BangerError(ErrorCode.Internal, "the guest's export output is malformed");
+      const dir = r.stdout.subarray(0, first).toString("utf8");
+      const base = r.stdout.subarray(first + 1, second).toString("utf8");
+      const body = r.stdout.subarray(second + 1);
+      if (nameOnly)
+        return {
+          dir,
+          base,
+          names: body
+            .toString("utf8")
+            .split("\0")
+            .filter((n) => n.length > 0),
+        };
+      return { dir, base, patch: body.toString("base64") };
+    });
+  }
+}

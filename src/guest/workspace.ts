@@ -1,0 +1,456 @@
+import { spawn } from "node:child_process";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { CommandRunner } from "../system/runner.js";
+import { shellQuote } from "./ssh.js";
+
+/**
+ * Workspaces: a host git repo streamed into a guest as tar over SSH, and the
+ * guest's changes back as a patch. Host side: find the repo, list what to send,
+ * produce the tar stream. Guest side: the shell scripts that extract, record
+ * the base and export.
+ */
+
+/** Where banger keeps its own guest-side files (on the work disk, like the workspaces). */
+export const GUEST_STATE_DIR = "/root/.banger";
+/** Holds the path of the last prepared workspace: `export` reads it. */
+export const GUEST_WORKSPACE_RECORD = `${GUEST_STATE_DIR}/workspace`;
+/** Sent after the last tar byte only when every host tar succeeded: the guest swaps in nothing without it. */
+export const COMMIT_MARKER = "BANGER-WORKSPACE-COMMIT";
+
+/** Exit statuses of the guest scripts that mean something specific. */
+export const GuestStatus = {
+  NoGit: 10,
+  NoWorkspace: 11,
+  Incomplete: 12,
+} as const;
+
+export interface HostRepo {
+  /** `git rev-parse --show-toplevel`. */
+  top: string;
+  /** The repository's own git dir (a linked worktree's differs from the common one). */
+  gitDir: string;
+  /** Objects, refs and config: the main `.git` of a linked worktree. */
+  commonDir: string;
+}
+
+/** One tar archive of the stream: `names` relative to `root`, extracted under `dest` in the guest. */
+export interface TarPart {
+  root: string;
+  /** Relative to the guest's import dir: "." or ".git". */
+  dest: "." | ".git";
+  names: string[];
+}
+
+export interface WorkspacePlan {
+  repo: HostRepo;
+  /** Guest directory: /root/<basename of the toplevel>. */
+  dir: string;
+  parts: TarPart[];
+  /** Work-tree entries sent (not counting .git). */
+  files: number;
+  /** Rough size of the tar stream, for progress. */
+  estimatedBytes: number;
+}
+
+/** A running tar producer. `done` settles once every archive was written (or one failed). */
+export interface TarSource {
+  stream: Readable;
+  done: Promise<void>;
+  kill(): void;
+}
+
+export type TarSourceFactory = (parts: TarPart[]) => TarSource;
+
+async function git(
+  runner: CommandRunner,
+  cwd: string,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return runner.run("git", ["-C", cwd, ...args], { timeoutMs: 120_000 });
+}
+
+/** The repo that holds `dir`; a clear error when there is none. */
+export async function findRepo(runner: CommandRunner, dir: string): Promise<HostRepo> {
+  const stat = await fsp.stat(dir).catch(() => null);
+  if (!stat?.isDirectory())
+    throw new BangerError(
+      ErrorCode.NotFound,
+      `${dir} is not a directory`,
+      "give the path of a git checkout on this machine",
+    );
+  const r = await git(runner, dir, [
+    "rev-parse",
+    "--show-toplevel",
+    "--absolute-git-dir",
+    "--git-common-dir",
+  ]);
+  const [top, gitDir, commonDir] = r.stdout.split("\n");
+  if (r.code !== 0 || !top || !gitDir || !commonDir) {
+    // git refuses some repositories for reasons of its own (another user's, a bare one): say which.
+    const reason = r.stderr
+      .split("\n")
+      .find((l) => l.startsWith("fatal:") && !/not a git repository/.test(l));
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      reason
+        ? `git cannot use ${dir} as a work tree: ${reason.replace(/^fatal: /, "")}`
+        : `${dir} is not inside a git repository`,
+      "workspaces import git checkouts: pass the path of one, or run 'git init' there first",
+    );
+  }
+  return { top, gitDir, commonDir: path.resolve(dir, commonDir) };
+}
+
+/** `--branch`: a name git accepts for a new branch (checked before any guest I/O). */
+export async function checkBranchName(
+  runner: CommandRunner,
+  top: string,
+  name: string,
+): Promise<void> {
+  const bad = () =>
+    new BangerError(
+      ErrorCode.InvalidParams,
+      `invalid branch name "${name}"`,
+      "use a name git accepts, e.g. --branch feature/x ('git check-ref-format --branch' has the rules)",
+    );
+  if (name.startsWith("-") || name.includes("@{")) throw bad();
+  const r = await git(runner, top, ["check-ref-format", "--branch", name]);
+  if (r.code !== 0 || r.stdout.trim() !== name) throw bad();
+}
+
+/** `--from`: the commit a ref names on the host; unknown refs fail here, before the guest is touched. */
+export async function resolveCommit(
+  runner: CommandRunner,
+  top: string,
+  ref: string,
+): Promise<string> {
+  const unknown = new BangerError(
+    ErrorCode.NotFound,
+    `unknown ref "${ref}" in ${top}`,
+    `give a branch, tag or commit of that repo ('git -C ${shellQuote(top)} log --oneline' lists commits)`,
+  );
+  if (ref.startsWith("-")) throw unknown;
+  const r = await git(runner, top, ["rev-parse", "--verify", "--quiet", `${ref}^{commit}`]);
+  const sha = r.stdout.trim();
+  if (r.code !== 0 || !/^[0-9a-f]{40,64}$/.test(sha)) throw unknown;
+  return sha;
+}
+
+/** /root/<repo-name>; names the guest shell scripts could not carry are refused. */
+export function guestDirFor(top: string): string {
+  const name = path.basename(top);
+  if (!name || /[\x00-\x1f\x7f]/.test(name) || name === "." || name === "..")
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `the repository directory name ${JSON.stringify(name)} cannot be used in the guest`,
+      "rename the checkout's directory (no control characters or newlines)",
+    );
+  return `/root/${name}`;
+}
+
+/** Tar's on-the-wire size of one member: a header block plus the data rounded up to blocks. */
+function tarBytes(size: number): number {
+  return 512 + Math.ceil(size / 512) * 512;
+}
+
+/**
+ * What `git ls-files -z --cached --others --exclude-standard` lists, minus tracked
+ * files deleted from the work tree. Names are relative to the toplevel.
+ */
+export async function listWorkTree(
+  runner: CommandRunner,
+  top: string,
+): Promise<{ names: string[]; bytes: number }> {
+  const r = await git(runner, top, [
+    "ls-files",
+    "-z",
+    "--cached",
+    "--others",
+    "--exclude-standard",
+  ]);
+  if (r.code !== 0)
+    throw new BangerError(ErrorCode.Internal, `git ls-files failed in ${top}: ${r.stderr.trim()}`);
+  const names: string[] = [];
+  let bytes = 0;
+  const seen = new Set<string>();
+  for (const raw of r.stdout.split("\0")) {
+    // Untracked nested repositories are listed as "dir/": they arrive as an empty directory.
+    const name = raw.endsWith("/") ? raw.slice(0, -1) : raw;
+    if (!name || seen.has(name)) continue; // unmerged paths are listed once per stage
+    seen.add(name);
+    const st = await fsp.lstat(path.join(top, name)).catch(() => null);
+    if (!st) {
+      if (name.includes("\uFFFD"))
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `${top} holds a file name that is not valid UTF-8 (${JSON.stringify(name)})`,
+          "rename it; banger imports UTF-8 file names only",
+        );
+      continue; // tracked, but deleted from the work tree
+    }
+    names.push(name);
+    bytes += tarBytes(st.isFile() ? st.size : 0);
+  }
+  return { names, bytes };
+}
+
+/** Every entry under a git dir (directories too, so empty refs/ dirs survive), pre-order. */
+async function walkGitDir(
+  root: string,
+  skip: (rel: string, isDir: boolean) => boolean,
+): Promise<{ names: string[]; bytes: number }> {
+  const names: string[] = [];
+  let bytes = 0;
+  const visit = async (rel: string) => {
+    const entries = await fsp.readdir(path.join(root, rel), { withFileTypes: true });
+    for (const e of entries) {
+      const child = rel ? `${rel}/${e.name}` : e.name;
+      // Lock files are a host git command caught mid-write; in the guest they would block git.
+      if (e.name.endsWith(".lock") || skip(child, e.isDirectory())) continue;
+      names.push(child);
+      if (e.isDirectory()) {
+        bytes += 512;
+        await visit(child);
+      } else {
+        bytes += tarBytes(e.isFile() ? (await fsp.lstat(path.join(root, child))).size : 0);
+      }
+    }
+  };
+  await visit("");
+  return { names, bytes };
+}
+
+/**
+ * What goes over the wire: the work tree (unless `withWorkTree` is false, as for
+ * --from, whose files the guest checks out itself), then the git dir. A linked
+ * worktree's `.git` is a file pointing elsewhere, so the guest gets the common dir
+ * with the worktree's own HEAD and index laid over it: a standalone repository.
+ */
+export async function planWorkspace(
+  runner: CommandRunner,
+  repo: HostRepo,
+  opts: { withWorkTree: boolean },
+): Promise<WorkspacePlan> {
+  const parts: TarPart[] = [];
+  let files = 0;
+  let estimatedBytes = 0;
+  if (opts.withWorkTree) {
+    const tree = await listWorkTree(runner, repo.top);
+    parts.push({ root: repo.top, dest: ".", names: tree.names });
+    files = tree.names.length;
+    estimatedBytes += tree.bytes;
+  }
+  // Linked worktrees' admin dirs name host paths; the guest has no use for them.
+  const common = await walkGitDir(repo.commonDir, (rel) => rel === "worktrees");
+  parts.push({ root: repo.commonDir, dest: ".git", names: common.names });
+  estimatedBytes += common.bytes;
+  if (path.resolve(repo.gitDir) !== path.resolve(repo.commonDir)) {
+    const own = await walkGitDir(repo.gitDir, (rel) =>
+      ["commondir", "gitdir", "locked"].includes(rel),
+    );
+    parts.push({ root: repo.gitDir, dest: ".git", names: own.names });
+    estimatedBytes += own.bytes;
+  }
+  return { repo, dir: guestDirFor(repo.top), parts, files, estimatedBytes };
+}
+
+/**
+ * The real tar source: one GNU tar per part, run one after another, their
+ * archives concatenated (the guest extracts them one by one). Names go to tar
+ * NUL-separated and verbatim, so spaces, quotes, newlines and leading dashes are
+ * just names; --no-recursion because the lists are complete.
+ */
+export const gnuTarSource: TarSourceFactory = (parts) => {
+  const stream = new PassThrough();
+  let current: ReturnType<typeof spawn> | null = null;
+  let killed = false;
+  const runPart = (part: TarPart) =>
+    new Promise<void>((resolve, reject) => {
+      const child = spawn(
+        "tar",
+        [
+          "-c",
+          "-f",
+          "-",
+          "-C",
+          part.root,
+          "--numeric-owner",
+          "--owner=0",
+          "--group=0",
+          "--no-recursion",
+          "--null",
+          "--verbatim-files-from",
+          "-T",
+          "-",
+        ],
+        { stdio: ["pipe", "pipe", "pipe"] },
+      );
+      current = child;
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+      child.stdout.pipe(stream, { end: false });
+      child.stdin.on("error", () => {});
+      child.stdin.end(part.names.map((n) => `${n}\0`).join(""));
+      child.on("error", reject);
+      child.on("close", (code, signal) => {
+        current = null;
+        if (code === 0) return resolve();
+        const tail = stderr.trim().split("\n").slice(-5).join("\n");
+        reject(
+          new BangerError(
+            ErrorCode.Internal,
+            killed
+              ? "the workspace import was stopped"
+              : `tar ${signal ? `was killed by ${signal}` : `exited with status ${code}`} while reading ${part.root}${tail ? `:\n${tail}` : ""}`,
+            killed ? undefined : "a file changed or vanished while it was read: run it again",
+          ),
+        );
+      });
+    });
+  const done = (async () => {
+    for (const part of parts) {
+      if (killed) throw new BangerError(ErrorCode.Cancelled, "the workspace import was stopped");
+      await runPart(part);
+    }
+    stream.end();
+  })();
+  done.catch(() => undefined);
+  return {
+    stream,
+    done,
+    kill() {
+      killed = true;
+      (current as ReturnType<typeof spawn> | null)?.kill("SIGKILL");
+    },
+  };
+};
+
+/** Git in the guest, never running the repo's hooks or an fsmonitor the guest does not have. */
+const GIT_FN = 'g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false "$@"; }';
+
+function requireGit(): string {
+  return `command -v git >/dev/null 2>&1 || { echo "banger: git is not installed in the guest" >&2; exit ${GuestStatus.NoGit}; }`;
+}
+
+/**
+ * Builds a throwaway index at "$idx" (inside .git, as read-tree --index-output
+ * needs) holding HEAD plus `git add -A` of the work tree: what the work tree holds,
+ * minus ignored files. The real index is only read.
+ */
+const SNAPSHOT_FN = [
+  "snapshot() {",
+  '  g read-tree -m --index-output="$idx" HEAD 2>/dev/null ||',
+  '    g read-tree --index-output="$idx" HEAD 2>/dev/null ||',
+  '    g read-tree --index-output="$idx" --empty',
+  '  GIT_INDEX_FILE="$idx" g add -A',
+  "}",
+].join("\n");
+
+export interface PrepareScriptOptions {
+  dir: string;
+  /** The archives' guest destinations, in stream order. */
+  dests: Array<TarPart["dest"]>;
+  /** --from, resolved to a commit on the host. */
+  from?: string | undefined;
+  branch?: string | undefined;
+}
+
+/**
+ * The guest side of prepare, fed the tar stream on stdin followed by the commit
+ * marker. Extracts into a temp dir beside the workspaces, checks out --from /
+ * --branch, records the base, then swaps the temp dir in; any failure before the
+ * swap removes the temp dir and leaves the previous workspace as it was.
+ * Prints `base <object>` last.
+ */
+export function prepareScript(opts: PrepareScriptOptions): string {
+  const q = shellQuote;
+  const lines = [
+    "set -eu",
+    requireGit(),
+    GIT_FN,
+    SNAPSHOT_FN,
+    `dir=${q(opts.dir)}`,
+    `state=${q(GUEST_STATE_DIR)}`,
+    'mkdir -p "$state"',
+    // Left over by an import that was killed: every import runs under banger's workspace lock.
+    'rm -rf "$state"/workspace-import.* "$state"/workspace-old.*',
+    'tmp=$(mktemp -d "$state/workspace-import.XXXXXX")',
+    'chmod 755 "$tmp"',
+    "trap 'rm -rf \"$tmp\"' EXIT",
+    'mkdir "$tmp/.git"',
+    ...opts.dests.map((d) => `tar -x -f - --no-same-owner -C "$tmp"/${q(d)}`),
+    // Only a complete stream ends with the marker: a killed or failed host tar never sends it.
+    `tail=$(tail -c ${COMMIT_MARKER.length + 1} | tr -d '\\000')`,
+    `[ "$tail" = ${q(COMMIT_MARKER)} ] || { echo "banger: the import stream ended early; the previous workspace is untouched" >&2; exit ${GuestStatus.Incomplete}; }`,
+    'cd "$tmp"',
+    // A submodule's or bare-backed worktree's config points elsewhere; here it is a plain repo.
+    "git config --file .git/config --unset-all core.worktree 2>/dev/null || true",
+    "git config --file .git/config core.bare false",
+  ];
+  if (opts.from && opts.branch) lines.push(`g checkout -q -f -B ${q(opts.branch)} ${q(opts.from)}`);
+  else if (opts.from)
+    lines.push(`g -c advice.detachedHead=false checkout -q -f --detach ${q(opts.from)}`);
+  else if (opts.branch) lines.push(`g checkout -q -B ${q(opts.branch)}`);
+  if (opts.from) {
+    // Nothing of the work tree was sent: count what the checkout wrote.
+    lines.push(`base=${q(opts.from)}`, "printf 'files %s\\n' \"$(g ls-files | wc -l)\"");
+  } else {
+    // The base is a tree of exactly what was imported; export diffs against it.
+    lines.push(
+      "idx=$(mktemp .git/banger-index.XXXXXX)",
+      "snapshot",
+      'base=$(GIT_INDEX_FILE="$idx" g write-tree)',
+      'rm -f "$idx"',
+    );
+  }
+  lines.push(
+    "mkdir -p .git/banger",
+    "printf '%s\\n' \"$base\" > .git/banger/base",
+    "cd /",
+    'old=""',
+    'if [ -e "$dir" ] || [ -L "$dir" ]; then old=$(mktemp -d "$state/workspace-old.XXXXXX"); mv "$dir" "$old"/; fi',
+    'mv "$tmp" "$dir"',
+    "trap - EXIT",
+    'printf \'%s\\n\' "$dir" > "$state/workspace.new"',
+    `mv "$state/workspace.new" ${q(GUEST_WORKSPACE_RECORD)}`,
+    '[ -z "$old" ] || rm -rf "$old"',
+    "printf 'base %s\\n' \"$base\"",
+  );
+  return lines.join("\n");
+}
+
+/**
+ * The guest side of export: prints the workspace dir and the base on two lines,
+ * then a binary patch (or NUL-separated names) of everything in the work tree
+ * past the base. Non-mutating: `git add -A` goes to a throwaway index, removed on
+ * exit; the real index, work tree and refs are only read.
+ */
+export function exportScript(opts: { nameOnly: boolean }): string {
+  return [
+    "set -eu",
+    requireGit(),
+    GIT_FN,
+    SNAPSHOT_FN,
+    `record=${shellQuote(GUEST_WORKSPACE_RECORD)}`,
+    `[ -f "$record" ] || { echo "banger: no workspace has been prepared in this VM" >&2; exit ${GuestStatus.NoWorkspace}; }`,
+    'dir=$(cat "$record")',
+    `[ -f "$dir/.git/banger/base" ] || { echo "banger: the workspace $dir is gone" >&2; exit ${GuestStatus.NoWorkspace}; }`,
+    'cd "$dir"',
+    "base=$(cat .git/banger/base)",
+    "idx=$(mktemp .git/banger/export-index.XXXXXX)",
+    'trap \'rm -f "$idx" "$idx.lock"\' EXIT',
+    "snapshot",
+    'printf \'%s\\n%s\\n\' "$dir" "$base"',
+    opts.nameOnly
+      ? 'GIT_INDEX_FILE="$idx" g diff-index --cached --name-only -z "$base"'
+      : 'GIT_INDEX_FILE="$idx" g diff-index --cached -p --binary "$base"',
+  ].join("\n");
+}
+
+/** The remote command for a script: ssh hands one string to the login shell. */
+export function shCommand(script: string): string {
+  return `sh -c ${shellQuote(script)}`;
+}

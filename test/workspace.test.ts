@@ -1,0 +1,450 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { PassThrough, type Readable } from "node:stream";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { VmService } from "../src/daemon/vm-service.js";
+import { WorkspaceService, type GuestExec } from "../src/daemon/workspace-service.js";
+import {
+  checkBranchName,
+  exportScript,
+  findRepo,
+  gnuTarSource,
+  guestDirFor,
+  listWorkTree,
+  planWorkspace,
+  prepareScript,
+  resolveCommit,
+  type TarSourceFactory,
+} from "../src/guest/workspace.js";
+import { Store } from "../src/store/store.js";
+import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
+import type { Driver, VmHandles } from "../src/vmm/driver.js";
+import { imageServices } from "./helpers/services.js";
+import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+
+// Host side with real git and tar on temp repos; the guest side is a fake (test/e2e/workspace.test.ts has real VMs).
+const exec = promisify(execFile);
+const runner = createCommandRunner();
+let scratch: string;
+
+async function gitIn(dir: string, ...args: string[]): Promise<string> {
+  return (await exec("git", ["-C", dir, ...args])).stdout;
+}
+
+/** A repo with every kind of name the import must carry, committed, then dirtied. */
+async function makeRepo(dir: string): Promise<void> {
+  await fs.mkdir(path.join(dir, "dir with space"), { recursive: true });
+  await gitIn(dir, "init", "-q", "-b", "main");
+  await gitIn(dir, "config", "user.email", "t@example.com");
+  await gitIn(dir, "config", "user.name", "t");
+  await fs.writeFile(path.join(dir, ".gitignore"), "*.log\nbuild/\n");
+  await fs.writeFile(path.join(dir, "README.md"), "hello\n");
+  await fs.writeFile(path.join(dir, "run.sh"), "#!/bin/sh\necho hi\n", { mode: 0o755 });
+  await fs.symlink("README.md", path.join(dir, "link"));
+  await fs.writeFile(path.join(dir, "dir with space", "a file.txt"), "x\n");
+  await fs.writeFile(path.join(dir, "naïve-ü.txt"), "é\n");
+  await fs.writeFile(path.join(dir, "gone.txt"), "soon deleted\n");
+  await gitIn(dir, "add", "-A");
+  await gitIn(dir, "commit", "-qm", "init");
+  await fs.rm(path.join(dir, "gone.txt"));
+  await fs.writeFile(path.join(dir, "untracked.txt"), "new\n");
+  await fs.writeFile(path.join(dir, "-dash"), "leading dash\n");
+  await fs.writeFile(path.join(dir, "new\nline.txt"), "newline in the name\n");
+  await fs.writeFile(path.join(dir, "debug.log"), "ignored\n");
+  await fs.mkdir(path.join(dir, "build"));
+  await fs.writeFile(path.join(dir, "build", "out.o"), "ignored\n");
+}
+
+let repo: string;
+
+before(async () => {
+  scratch = await fs.mkdtemp(path.join(os.tmpdir(), "banger-ws-"));
+  repo = path.join(scratch, "my repo");
+  await fs.mkdir(repo);
+  await makeRepo(repo);
+});
+
+after(async () => {
+  await fs.rm(scratch, { recursive: true, force: true });
+});
+
+test("the work tree list: tracked and untracked, not ignored, not deleted", async () => {
+  const { names } = await listWorkTree(runner, repo);
+  assert.deepEqual(
+    [...names].sort(),
+    [
+      "-dash",
+      ".gitignore",
+      "README.md",
+      "dir with space/a file.txt",
+      "link",
+      "naïve-ü.txt",
+      "run.sh",
+      "untracked.txt",
+      "new\nline.txt",
+    ].sort(),
+  );
+});
+
+test("repo, ref and name checks fail clearly on the host", async () => {
+  const found = await findRepo(runner, path.join(repo, "dir with space"));
+  assert.equal(found.top, repo);
+  assert.equal(found.gitDir, path.join(repo, ".git"));
+  assert.equal(found.commonDir, path.join(repo, ".git"));
+  await assert.rejects(findRepo(runner, scratch), /is not inside a git repository/);
+  await assert.rejects(findRepo(runner, path.join(scratch, "nope")), /is not a directory/);
+
+  assert.match(await resolveCommit(runner, repo, "HEAD"), /^[0-9a-f]{40}$/);
+  await assert.rejects(resolveCommit(runner, repo, "no-such-ref"), /unknown ref "no-such-ref"/);
+  await assert.rejects(resolveCommit(runner, repo, "--all"), /unknown ref "--all"/);
+
+  await checkBranchName(runner, repo, "feature/x");
+  for (const bad of ["bad..name", "-x", "@{-1}", "a b", "x.lock", ""])
+    await assert.rejects(checkBranchName(runner, repo, bad), /invalid branch name/, bad);
+
+  assert.equal(guestDirFor("/home/me/my repo"), "/root/my repo");
+  assert.throws(() => guestDirFor("/tmp/a\nb"), /cannot be used in the guest/);
+});
+
+test("the tar stream carries modes, symlinks, odd names and .git; locks and worktree admin dirs stay home", async () => {
+  // A lock left by a host git process, and a linked worktree's admin dir, must not travel.
+  await fs.writeFile(path.join(repo, ".git", "index.lock"), "");
+  const linked = path.join(scratch, "linked");
+  await gitIn(repo, "worktree", "add", "-q", "-b", "side", linked);
+  try {
+    const plan = await planWorkspace(runner, await findRepo(runner, repo), { withWorkTree: true });
+    assert.deepEqual(
+      plan.parts.map((p) => p.dest),
+      [".", ".git"],
+    );
+    const gitNames = plan.parts[1]!.names;
+    assert.ok(gitNames.includes("HEAD") && gitNames.includes("refs/heads"), "refs dirs travel");
+    assert.ok(!gitNames.some((n) => n.endsWith(".lock")), "no lock files");
+    assert.ok(!gitNames.some((n) => n.startsWith("worktrees")), "no worktree admin dirs");
+
+    const out = path.join(scratch, "extracted");
+    await extractAll(
+      plan.parts.map((p) => p.dest),
+      gnuTarSource(plan.parts),
+      out,
+    );
+    assert.equal((await fs.stat(path.join(out, "run.sh"))).mode & 0o777, 0o755);
+    assert.equal(await fs.readlink(path.join(out, "link")), "README.md");
+    assert.equal(await fs.readFile(path.join(out, "naïve-ü.txt"), "utf8"), "é\n");
+    assert.equal(
+      await fs.readFile(path.join(out, "new\nline.txt"), "utf8"),
+      "newline in the name\n",
+    );
+    assert.equal(await fs.readFile(path.join(out, "dir with space", "a file.txt"), "utf8"), "x\n");
+    await assert.rejects(fs.access(path.join(out, "debug.log")));
+    await assert.rejects(fs.access(path.join(out, "gone.txt")));
+    // The copy is a working repository: same HEAD, and it sees the same changes.
+    assert.equal(await gitIn(out, "rev-parse", "HEAD"), await gitIn(repo, "rev-parse", "HEAD"));
+    assert.match(await gitIn(out, "status", "--porcelain"), /^ D gone\.txt$/m);
+
+    // A linked worktree (its .git is a file) arrives as a standalone repo on its own branch.
+    const fromLinked = await planWorkspace(runner, await findRepo(runner, linked), {
+      withWorkTree: true,
+    });
+    assert.equal(fromLinked.parts.length, 3);
+    assert.ok(!fromLinked.parts[2]!.names.includes("gitdir"));
+    const out2 = path.join(scratch, "extracted-linked");
+    await extractAll(
+      fromLinked.parts.map((p) => p.dest),
+      gnuTarSource(fromLinked.parts),
+      out2,
+    );
+    assert.equal((await gitIn(out2, "symbolic-ref", "HEAD")).trim(), "refs/heads/side");
+    assert.equal(await gitIn(out2, "status", "--porcelain"), "");
+  } finally {
+    await fs.rm(path.join(repo, ".git", "index.lock"), { force: true });
+    await gitIn(repo, "worktree", "remove", "--force", linked);
+  }
+});
+
+/** What the guest script does with the stream: one `tar -x` per archive, in order. */
+async function extractAll(dests: string[], source: ReturnType<TarSourceFactory>, into: string) {
+  await fs.mkdir(path.join(into, ".git"), { recursive: true });
+  const script = dests.map((d) => `tar -x -f - --no-same-owner -C "$1"/${d}`).join("\n");
+  const child = execFile("sh", ["-c", `set -e\n${script}\ncat >/dev/null`, "sh", into]);
+  source.stream.pipe(child.stdin!);
+  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+  await source.done;
+  assert.equal(await exited, 0);
+}
+
+test("guest scripts parse, quote odd names, and only swap after the commit marker", async () => {
+  const script = prepareScript({
+    dir: "/root/it's a repo",
+    dests: [".", ".git"],
+    branch: "feature/x",
+  });
+  await exec("sh", ["-n", "-c", script]);
+  assert.match(script, /dir='\/root\/it'\\''s a repo'/);
+  assert.match(script, /g checkout -q -B feature\/x/);
+  assert.ok(
+    script.indexOf("BANGER-WORKSPACE-COMMIT") < script.indexOf('mv "$tmp" "$dir"'),
+    "the marker is checked before the swap",
+  );
+  const from = prepareScript({ dir: "/root/r", dests: [".git"], from: "a".repeat(40) });
+  await exec("sh", ["-n", "-c", from]);
+  assert.match(from, /checkout -q -f --detach a{40}/);
+  assert.match(from, /base=a{40}/);
+  for (const nameOnly of [true, false]) {
+    const exp = exportScript({ nameOnly });
+    await exec("sh", ["-n", "-c", exp]);
+    assert.match(exp, /GIT_INDEX_FILE="\$idx" g add -A/);
+    assert.match(exp, /read-tree -m --index-output="\$idx" HEAD/);
+    assert.match(exp, /trap 'rm -f "\$idx"/);
+  }
+});
+
+// ---- locks: a real VmService (real store, KeyedLock) with a fake driver and a stalled import ----
+
+const handles: VmHandles = {
+  vmm: "qemu",
+  pid: 1,
+  controlSocket: "/nonexistent/qmp.sock",
+  consoleLog: "/nonexistent/console.log",
+  sshHost: "127.0.0.1",
+  sshPort: 1,
+  tap: null,
+};
+
+function fakeDriver(): Driver & { alive: boolean } {
+  const d = {
+    name: "qemu" as const,
+    alive: true,
+    start: async () => handles,
+    stop: async () => {
+      d.alive = false;
+    },
+    kill: async () => {
+      d.alive = false;
+    },
+    status: async () => (d.alive ? ("running" as const) : ("stopped" as const)),
+    describe: async () => "fake",
+  };
+  return d;
+}
+
+/** ssh poweroff, ssh-keygen: succeed without doing anything. */
+const quietRunner: CommandRunner = {
+  run: async () => ({ code: 0, signal: null, stdout: "", stderr: "" }),
+  which: async (cmd) => `/usr/bin/${cmd}`,
+};
+
+async function vmFixture(home: TempLayout) {
+  const store = Store.open(home.layout.dbFile);
+  const { kernels, images } = imageServices(store, home.layout, { runner: quietRunner });
+  const driver = fakeDriver();
+  const vms = new VmService({
+    store,
+    layout: home.layout,
+    runner: quietRunner,
+    images,
+    kernels,
+    drivers: { qemu: driver },
+    pickVmm: async () => "qemu",
+    host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
+  });
+  const now = new Date().toISOString();
+  store.insertVm({
+    id: "0123456789ab",
+    name: "ws",
+    imageId: null,
+    kernelRef: "debian-cloud",
+    vcpu: 1,
+    memoryBytes: 2 ** 30,
+    diskBytes: 2 ** 30,
+    state: "running",
+    nat: false,
+    ip: "10.0.2.15",
+    mac: null,
+    vmm: "qemu",
+    teardownJson: JSON.stringify(handles),
+    createdAt: now,
+    updatedAt: now,
+  });
+  return { store, vms, driver };
+}
+
+/** A tar source whose imports stall until released, recording when each one starts. */
+function stalledImports(events: string[]) {
+  const releases: Array<() => void> = [];
+  let n = 0;
+  const source: TarSourceFactory = () => {
+    const id = ++n;
+    events.push(`tar${id}:start`);
+    const stream = new PassThrough();
+    stream.write("some tar bytes");
+    const done = new Promise<void>((resolve) => releases.push(resolve)).then(() => {
+      stream.end();
+    });
+    return { stream, done, kill: () => stream.destroy() };
+  };
+  return { source, release: (i: number) => releases[i]!() };
+}
+
+/** The guest: reads the whole stream, then reports a base, as the real script does. */
+const fakeGuest: GuestExec = async (_target, _command, opts) => {
+  const stdin = opts.stdin as Readable;
+  await new Promise<void>((resolve, reject) => {
+    stdin.on("data", () => {});
+    stdin.on("end", resolve);
+    stdin.on("error", reject);
+    opts.signal.addEventListener("abort", () => reject(new Error("aborted")), { once: true });
+  });
+  return { code: 0, signal: null, stdout: Buffer.from("base 1234\n"), stderr: "" };
+};
+
+/** Bounded polling: never wait forever for something that should happen. */
+async function until(what: string, cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+test("a stalled import makes neither stop nor delete wait; a second import waits its turn", async () => {
+  const home = await tempLayout();
+  const { store, vms, driver } = await vmFixture(home);
+  try {
+    const events: string[] = [];
+    const imports = stalledImports(events);
+    // The real VmService and its locks; this only records when an import asks for the workspace lock.
+    const recorded = {
+      guestTarget: (name: string) => vms.guestTarget(name),
+      exclusive: <T>(kind: string, vmId: string, fn: () => Promise<T>) => {
+        events.push(`${kind}:queued`);
+        return vms.exclusive(kind, vmId, fn);
+      },
+    };
+    const workspaces = new WorkspaceService({
+      vms: recorded,
+      runner,
+      tarSource: imports.source,
+      guestExec: fakeGuest,
+    });
+    let firstDone = false;
+    const first = workspaces.prepare({ name: "ws", path: repo }).finally(() => {
+      firstDone = true;
+      events.push("prepare1:end");
+    });
+    await until("the first import to start", () => events.includes("tar1:start"));
+    const second = workspaces.prepare({ name: "ws", path: repo });
+    await until(
+      "the second import to queue",
+      () => events.filter((e) => e === "workspace:queued").length === 2,
+    );
+
+    // The lifecycle lock is free: stop completes while the import is still stalled.
+    const stopped = await vms.stop("ws");
+    assert.equal(stopped.state, "stopped");
+    assert.equal(driver.alive, false);
+    assert.equal(firstDone, false, "the import is still running");
+    assert.ok(!events.includes("tar2:start"), "the second import has not started");
+
+    imports.release(0);
+    const r1 = await first;
+    assert.deepEqual([r1.vm, r1.dir, r1.base], ["ws", "/root/my repo", "1234"]);
+    assert.equal(r1.files, 9);
+    await until("the second import to start", () => events.includes("tar2:start"));
+    assert.ok(events.indexOf("prepare1:end") < events.indexOf("tar2:start"), events.join(","));
+    imports.release(1);
+    await second;
+
+    // Delete, too, proceeds while an import holds the workspace lock.
+    store.updateVm("0123456789ab", { state: "running", teardownJson: JSON.stringify(handles) });
+    driver.alive = true;
+    const third = workspaces.prepare({ name: "ws", path: repo });
+    await until("the third import to start", () => events.includes("tar3:start"));
+    assert.deepEqual(await vms.delete(["ws"]), { deleted: ["ws"] });
+    assert.equal(store.getVmByName("ws"), null);
+    imports.release(2);
+    await third;
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+});
+
+test("a failing tar source or a cancel stops the guest side and the import fails clearly", async () => {
+  const home = await tempLayout();
+  const { store, vms } = await vmFixture(home);
+  try {
+    let killed = 0;
+    const failing: TarSourceFactory = () => {
+      const stream = new PassThrough();
+      stream.write("partial");
+      const done = Promise.reject(new Error("tar exited with status 2 while reading x"));
+      done.catch(() => undefined);
+      return { stream, done, kill: () => void killed++ };
+    };
+    const ws = new WorkspaceService({ vms, runner, tarSource: failing, guestExec: fakeGuest });
+    await assert.rejects(ws.prepare({ name: "ws", path: repo }), /tar exited with status 2/);
+    assert.equal(killed, 1, "the source is killed");
+
+    const events: string[] = [];
+    const imports = stalledImports(events);
+    const ws2 = new WorkspaceService({
+      vms,
+      runner,
+      tarSource: imports.source,
+      guestExec: fakeGuest,
+    });
+    const cancel = new AbortController();
+    const p = ws2.prepare({ name: "ws", path: repo }, () => {}, cancel.signal);
+    await until("the import to start", () => events.includes("tar1:start"));
+    cancel.abort();
+    await assert.rejects(p, /aborted|cancelled/);
+    // The workspace lock is free again.
+    const next = ws2.prepare({ name: "ws", path: repo });
+    await until("the next import to start", () => events.includes("tar2:start"));
+    imports.release(1);
+    assert.equal((await next).base, "1234");
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+});
+
+test("bad host input fails before the guest is touched", async () => {
+  const home = await tempLayout();
+  const { store, vms } = await vmFixture(home);
+  try {
+    let touched = false;
+    const ws = new WorkspaceService({
+      vms,
+      runner,
+      tarSource: () => {
+        touched = true;
+        throw new Error("no import expected");
+      },
+      guestExec: async () => {
+        touched = true;
+        throw new Error("no guest I/O expected");
+      },
+    });
+    await assert.rejects(ws.prepare({ name: "ws", path: "relative/path" }), /must be absolute/);
+    await assert.rejects(ws.prepare({ name: "ws", path: scratch }), /not inside a git repository/);
+    await assert.rejects(
+      ws.prepare({ name: "ws", path: repo, from: "nope" }),
+      /unknown ref "nope"/,
+    );
+    await assert.rejects(
+      ws.prepare({ name: "ws", path: repo, branch: "a..b" }),
+      /invalid branch name/,
+    );
+    await assert.rejects(ws.prepare({ name: "ghost", path: repo }), /no VM named "ghost"/);
+    assert.equal(touched, false);
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+});
