@@ -235,3 +235,32 @@ test("close is idempotent and safe when called concurrently", async () => {
   assert.equal(await tryConnect(home.layout), null);
   client.close();
 });
+
+test("a client that connects while the daemon is still starting is answered", async () => {
+  // A CLI that started the daemon polls for its socket and connects at once, which can be
+  // before start-up finishes. That connection used to be accepted and never served: the hang
+  // seen in CI. Connect between "listen" and the end of start-up, then ask.
+  const home = await freshHome();
+  let early: Promise<DaemonClient> | null = null;
+  const daemon = await Daemon.open(
+    deps(home, {
+      afterStep: async (step) => {
+        if (step !== "listen") return;
+        early = connect(home);
+        await early; // the kernel accepted it; the daemon has not attached handlers yet
+      },
+    }),
+  );
+  try {
+    assert.ok(early, "the early connection was made");
+    const client = await (early as Promise<DaemonClient>);
+    const pong = await Promise.race([
+      client.call("daemon.ping", {}),
+      new Promise((_, reject) => setTimeout(() => reject(new Error("no answer in 10 s")), 10_000)),
+    ]);
+    assert.deepEqual(pong, { pong: true, version: "test", pid: process.pid });
+    client.close();
+  } finally {
+    await daemon.close();
+  }
+});

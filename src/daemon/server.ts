@@ -76,7 +76,14 @@ export class Daemon {
 
       // We hold the lock, so any socket file left here belongs to a crashed daemon.
       await fs.rm(layout.socketFile, { force: true });
-      const server = net.createServer();
+      // Clients may connect as soon as the socket exists (a CLI that started us polls for
+      // it), before the handlers below are ready: hold those connections until then.
+      let accept: ((socket: net.Socket) => void) | null = null;
+      const early: net.Socket[] = [];
+      const server = net.createServer((socket) => (accept ? accept(socket) : early.push(socket)));
+      undo.push(() => {
+        for (const socket of early.splice(0)) socket.destroy();
+      });
       await listen(server, layout.socketFile);
       undo.push(async () => {
         await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -91,7 +98,8 @@ export class Daemon {
 
       const daemon = new Daemon(deps, store, server, undo);
       const handlers = deps.handlers(daemon);
-      server.on("connection", (socket) => daemon.accept(socket, handlers));
+      accept = (socket) => daemon.accept(socket, handlers);
+      for (const socket of early.splice(0)) accept(socket);
       deps.log.info({ pid: process.pid, socket: layout.socketFile }, "bangerd listening");
       return daemon;
     } catch (err) {
