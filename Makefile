@@ -18,8 +18,15 @@ format:
 # Every test: unit, integration and end-to-end, one file at a time (files boot VMs,
 # start daemons and build images; running them side by side has made them flaky). Node's test runner
 # prints the summary CI reads.
+# BANGER_TEST_SHARED: one default kernel and image per run, built by the first test file that needs
+# them (see test/helpers/shared-image.ts); removed afterwards whatever the result.
 test: build lint
-	node --import tsx --test --test-concurrency=1 --test-reporter=spec $$(find test -name '*.test.ts' | sort)
+	@shared=$$(mktemp -d /tmp/banger-test-shared.XXXXXX); \
+	BANGER_TEST_SHARED=$$shared node --import tsx --test --test-concurrency=1 --test-reporter=spec $$(find test -name '*.test.ts' | sort); \
+	status=$$?; \
+	BANGER_HOME=$$shared/home ./bin/banger daemon stop >/dev/null 2>&1; \
+	rm -rf $$shared; \
+	exit $$status
 
 demo: build
 	@bash scripts/demo.sh

@@ -258,11 +258,8 @@ export async function runVm(
     let dir = "/root";
     if (repo) {
       const wsProgress = createProgressRenderer(deps.out);
-      // MERGE: typed call once vm.workspace.prepare is in the method table.
-      const call = (c: DaemonClient) =>
-        c.call.bind(c) as unknown as (m: string, p: object, o: object) => Promise<{ dir: string }>;
       const ws = await step((c) =>
-        call(c)(
+        c.call(
           "vm.workspace.prepare",
           {
             name: info.name,

@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { ensureBuilt } from "../helpers/build.js";
+import { useSharedDefaultImage } from "../helpers/shared-image.js";
+import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
+
+// `banger vm run` end to end: real VMs under TCG, the real bin/banger, OpenSSH.
+const run = promisify(execFile);
+const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const banger = path.join(root, "bin", "banger");
+let home: TempLayout;
+let repo: string;
+let hostFiles: string;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function cli(...args: string[]): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(banger, args, { env: home.env, timeout: 600_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== "number") throw err;
+    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+async function vmNames(): Promise<string[]> {
+  const r = await cli("vm", "list", "--json");
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as Array<{ name: string }>).map((v) => v.name);
+}
+
+async function qemuRunning(name: string): Promise<boolean> {
+  const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-${name} `]).catch(() => ({
+    stdout: "",
+  }));
+  return r.stdout.trim() !== "";
+}
+
+before(async () => {
+  await ensureBuilt(root);
+  home = await tempLayout("banger-e2e-run-");
+  await useSharedDefaultImage(home);
+  repo = path.join(home.home, "my repo");
+  await fs.mkdir(repo);
+  await fs.writeFile(path.join(repo, "README.md"), "hello\n");
+  await run("git", ["init", "-q", repo]);
+  await run("git", ["-C", repo, "add", "README.md"]);
+  await run("git", [
+    "-C",
+    repo,
+    "-c",
+    "user.name=t",
+    "-c",
+    "user.email=t@example.com",
+    "commit",
+    "-qm",
+    "first",
+  ]);
+  hostFiles = path.join(home.home, "host-files");
+  await fs.mkdir(path.join(hostFiles, "tool"), { recursive: true });
+  await fs.writeFile(path.join(hostFiles, "gitconfig"), "[user]\n\tname = T\n", { mode: 0o644 });
+  await fs.writeFile(path.join(hostFiles, "tool", "run.sh"), "#!/bin/sh\n", { mode: 0o755 });
+  await fs.mkdir(path.dirname(home.layout.configFile), { recursive: true });
+  await fs.writeFile(
+    home.layout.configFile,
+    [
+      "[vm_defaults]",
+      'disk_size = "1G"',
+      "",
+      "[[file_sync]]",
+      `host = "${hostFiles}/gitconfig"`,
+      'guest = "~/.gitconfig"',
+      "",
+      "[[file_sync]]",
+      `host = "${hostFiles}/tool"`,
+      'guest = "/root/.config/tool"',
+      "",
+      "[[file_sync]]",
+      `host = "${hostFiles}/missing"`,
+      'guest = "~/missing"',
+      "",
+    ].join("\n"),
+  );
+});
+
+after(async () => {
+  for (const name of await vmNames().catch(() => [])) await cli("vm", "kill", name);
+  await cli("vm", "prune", "--force");
+  await cli("daemon", "stop");
+  await home.cleanup();
+});
+
+test(
+  "vm run --rm <repo> -- cmd exits with the command's status and deletes the VM",
+  { timeout: 600_000 },
+  async () => {
+    const r = await cli(
+      "vm",
+      "run",
+      "--rm",
+      "--name",
+      "run-rm",
+      repo,
+      "--",
+      "sh",
+      "-c",
+      "test -f README.md && pwd && stat -c '%U:%G %a %n' /root/.gitconfig /root/.config/tool/run.sh && exit 7",
+    );
+    assert.equal(r.code, 7, r.stderr);
+    // The command ran in the imported workspace; file_sync landed root-owned with its modes.
+    assert.match(r.stdout, /^\/root\/my repo$/m);
+    assert.match(r.stdout, /^root:root 600 \/root\/\.gitconfig$/m);
+    assert.match(r.stdout, /^root:root 755 \/root\/\.config\/tool\/run\.sh$/m);
+    assert.match(r.stderr, /warning: file_sync: .*missing does not exist on this host; skipped/);
+    assert.doesNotMatch(r.stderr, /still running/);
+    assert.deepEqual(await vmNames(), []);
+    assert.equal(await qemuRunning("run-rm"), false);
+  },
+);
+
+test(
+  "a command that cannot start is a clear error; without --rm the VM stays and says how to remove it",
+  { timeout: 600_000 },
+  async () => {
+    const r = await cli("vm", "run", "--name", "run-keep", "--", "no-such-tool", "--flag");
+    assert.equal(r.code, 127);
+    assert.match(r.stderr, /could not be started in the VM: no-such-tool: not found/);
+    assert.match(r.stderr, /vm run-keep is still running \(stop with 'banger vm stop run-keep'/);
+    assert.equal(r.stdout, "");
+    // Without a repo the command runs in /root.
+    const pwd = await cli("vm", "ssh", "run-keep", "--", "pwd");
+    assert.equal(pwd.stdout.trim(), "/root");
+    assert.equal((await cli("vm", "delete", "run-keep")).code, 0);
+  },
+);
+
+test("Ctrl-C during the command still deletes the VM with --rm", { timeout: 600_000 }, async () => {
+  const child = spawn(banger, ["vm", "run", "--rm", "--name", "run-int", "--", "sleep", "600"], {
+    env: home.env,
+    detached: true, // its own process group, like a terminal's foreground job
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("close", (code) => resolve(code)),
+  );
+  // Wait until the remote command runs: its ssh process is up.
+  const deadline = Date.now() + 300_000;
+  for (;;) {
+    const r = await run("pgrep", ["-f", "HostKeyAlias=run-int.vm .*sleep 600"]).catch(() => null);
+    if (r && r.stdout.trim() !== "") break;
+    assert.ok(Date.now() < deadline, `the command never started:\n${stderr}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  process.kill(-child.pid!, "SIGINT");
+  const code = await exited;
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /interrupted/);
+  assert.deepEqual(await vmNames(), []);
+  assert.equal(await qemuRunning("run-int"), false);
+});
+
+test("bad vm run input fails before any VM exists", { timeout: 120_000 }, async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [["vm", "run", repo, "make", "test"], /put the command after --/],
+    [["vm", "run", "--branch", "x", "--", "true"], /--branch needs a repository path/],
+    [["vm", "run", home.home, "--", "true"], /not inside a git repository/],
+    [["vm", "run", repo, "--from", "no-such-ref", "--", "true"], /no such commit/],
+    [["vm", "run", "--name", "Bad_Name", "--", "true"], /invalid VM name/],
+  ];
+  for (const [args, message] of cases) {
+    const r = await cli(...args);
+    assert.equal(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stderr, message);
+  }
+  assert.deepEqual(await vmNames(), []);
+});
