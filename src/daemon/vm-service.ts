@@ -737,7 +737,7 @@ export class VmService {
       if (handles && (await this.driverOf(handles).status(handles)) === "running") {
         this.handles.set(row.id, handles);
         await this.deps.network
-          ?.adopt(row)
+          ?.adopt(row, handles.tap)
           .catch((err: unknown) =>
             this.deps.log?.error({ err, vm: row.name }, "could not restore NAT"),
           );
