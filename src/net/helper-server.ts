@@ -130,7 +130,9 @@ export class HelperServer {
     const { log } = this.opts;
     for (const method of helperMethodNames) {
       conn.onRequest(method, async (...args: unknown[]) => {
-        const raw = args.length === 0 ? {} : args.length === 1 ? args[0] : args;
+        // vscode-jsonrpc passes named params as one object, positional ones spread, then a cancellation token.
+        const given = args.slice(0, -1);
+        const raw = given.length === 0 ? {} : given.length === 1 ? given[0] : given;
         try {
           const params = helperMethods[method].params.parse(raw);
           if (method !== "ping") log.info({ method, params }, "operation");
