@@ -123,11 +123,14 @@ before(async () => {
       "--from",
       path.join(DEV_HOME, "kernels", "debian-cloud"),
     );
+    // A registered image stays where it is, and the dev home is root's alone: use a sparse copy.
+    const rootfs = path.join(home.home, "rootfs.ext4");
+    await run("cp", ["--sparse=always", "--reflink=auto", devImage, rootfs]);
     await bangerAsRoot(
       "image",
       "register",
       "--rootfs",
-      devImage,
+      rootfs,
       "--name",
       "debian-bookworm",
       "--kernel-ref",
