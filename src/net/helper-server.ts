@@ -59,7 +59,8 @@ export class HelperServer {
 
   static async start(opts: HelperServerOptions): Promise<HelperServer> {
     const dir = path.dirname(opts.socketPath);
-    await fs.mkdir(dir, { recursive: true, mode: 0o755 });
+    // Explicit chmod: the helper runs with umask 077, and the served user must traverse the dir.
+    if (await fs.mkdir(dir, { recursive: true, mode: 0o755 })) await fs.chmod(dir, 0o755);
     await checkPrivateDir(dir);
     await removeStaleSocket(opts.socketPath);
     const server = net.createServer();

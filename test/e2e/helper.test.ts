@@ -157,7 +157,8 @@ before(async () => {
   // The socket's directory: root's, traversable by the served user.
   socketDir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-sock-"));
   await fs.chmod(socketDir, 0o755);
-  socket = path.join(socketDir, "helper.sock");
+  // The helper creates the last directory itself, as it does for /run/banger-helper.
+  socket = path.join(socketDir, "run", "helper.sock");
   home.env.BANGER_HELPER_SOCKET = socket;
   helper = spawn(
     path.join(root, "bin", "banger-helper"),
@@ -183,7 +184,7 @@ after(async () => {
 });
 
 test(
-  "an unprivileged daemon boots a bridged VM through banger-helper, with a tap from the pool",
+  "a daemon that is not root (where /dev/net/tun allows) boots a bridged VM through banger-helper, with a pool tap",
   { timeout: 900_000, skip: isRoot ? false : "starting banger-helper needs root" },
   async () => {
     const st = await fs.stat(socket);
@@ -194,6 +195,26 @@ test(
       `require("net").connect(${JSON.stringify(socket)}).on("connect", () => { console.log("connected"); process.exit(0); }).on("error", (e) => { console.log(e.code); process.exit(0); })`,
     ]);
     assert.equal((await run(cmd, args)).stdout.trim(), "EACCES", "another user cannot connect");
+
+    // The real helper refuses what is not banger's, and eth0-like devices survive it.
+    const direct = new HelperClient(socket);
+    await assert.rejects(direct.deleteTap("eth0"), /not one of banger's devices/);
+    await assert.rejects(
+      direct.createTap("bg-aaaaaaaaaaaa", BRIDGE, 12345),
+      /this helper serves uid/,
+    );
+    assert.doesNotMatch((await run("ip", ["tuntap", "show"])).stdout, /bg-aaaaaaaaaaaa/);
+    const [asNobody, nobodyArgs] = asUser(NOBODY, path.join(root, "bin", "banger-helper"), [
+      "--user",
+      "nobody",
+      "--socket",
+      path.join(socketDir, "x.sock"),
+    ]);
+    const notRoot = await run(asNobody, nobodyArgs).then(
+      () => "",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    assert.match(notRoot, /banger-helper must run as root/);
 
     const doctor = JSON.parse((await cli("doctor", "--json")).stdout) as {
       checks: Array<{ name: string; status: string; detail: string }>;
@@ -280,6 +301,10 @@ test(
     );
     // What the helper did, as its log tells: every operation on banger's own devices.
     assert.match(helperLog, /"method":"createTap"/);
-    assert.doesNotMatch(helperLog, /refused or failed/);
+    assert.equal(
+      (helperLog.match(/refused or failed/g) ?? []).length,
+      2,
+      "only the two refusals above were refused",
+    );
   },
 );
