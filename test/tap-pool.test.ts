@@ -49,6 +49,18 @@ test("tap pool: a returned tap is kept when there is room, removed when the pool
   assert.ok(ops.taps.has(idle));
 });
 
+test("tap pool: a tap that failed a VM start is removed, not reused", async () => {
+  const ops = fakeOps();
+  const p = pool(ops, 2);
+  await p.init();
+  await p.settled();
+  const bad = await p.take();
+  await p.discard(bad);
+  await p.settled();
+  assert.ok(!ops.taps.has(bad) && !p.idleTaps.includes(bad));
+  assert.equal(p.idleTaps.length, 2);
+});
+
 test("tap pool: size 0 creates on demand and removes on return", async () => {
   const ops = fakeOps();
   const p = pool(ops, 0);

@@ -400,7 +400,7 @@ export class VmService {
       try {
         handles = await driver.start(spec);
       } catch (err) {
-        if (network.mode === "tap") await bridge?.detach(network.tap);
+        if (network.mode === "tap") await bridge?.detach(network.tap, { failed: true });
         throw err;
       }
       await this.writeHandles(row, handles);

@@ -108,10 +108,14 @@ export class BridgeNetwork {
     }
   }
 
-  /** The VM stopped: its tap goes back to the pool (or away when the pool is full). */
-  async detach(tap: string | null): Promise<void> {
+  /**
+   * The VM stopped: its tap goes back to the pool (or away when the pool is full).
+   * `failed`: the VM never started on it, so the tap is removed rather than reused.
+   */
+  async detach(tap: string | null, opts: { failed?: boolean } = {}): Promise<void> {
     if (!tap) return;
     for (const [vmId, lease] of this.leases) if (lease.tap === tap) this.leases.delete(vmId);
-    await this.pool.give(tap);
+    if (opts.failed) await this.pool.discard(tap);
+    else await this.pool.give(tap);
   }
 }

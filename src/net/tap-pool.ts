@@ -88,6 +88,14 @@ export class TapPool {
     if (!this.idle.includes(tap)) await this.deps.ops.deleteTap(tap);
   }
 
+  /** A tap that failed a VM start is not trusted for the next one: removed, and the pool refilled. */
+  async discard(tap: string): Promise<void> {
+    this.inUse.delete(tap);
+    this.idle = this.idle.filter((t) => t !== tap);
+    await this.deps.ops.deleteTap(tap);
+    this.refill();
+  }
+
   /** Tops the pool up in the background; failures are logged, the next take creates on demand. */
   refill(): void {
     if (this.filling || this.closed) return;
