@@ -34,6 +34,8 @@ disk_size = 10240
 bridge = "banger1"
 subnet = "172.31.0.0/24"
 dns_port = 5353
+tap_pool_size = 0
+helper_socket = "/run/bh/me.sock"
 
 [[file_sync]]
 host = "~/.gitconfig"
@@ -50,7 +52,13 @@ mode = "0644"
   assert.equal(config.vmm, "qemu");
   assert.equal(config.accel, "tcg");
   assert.deepEqual(config.vmDefaults, { vcpu: 2, memoryBytes: 2 * GiB, diskBytes: 10 * GiB });
-  assert.deepEqual(config.network, { bridge: "banger1", subnet: "172.31.0.0/24", dnsPort: 5353 });
+  assert.deepEqual(config.network, {
+    bridge: "banger1",
+    subnet: "172.31.0.0/24",
+    dnsPort: 5353,
+    tapPoolSize: 0,
+    helperSocket: "/run/bh/me.sock",
+  });
   assert.deepEqual(config.fileSync, [
     { host: "~/.gitconfig", guest: "~/.gitconfig", mode: null },
     { host: "/etc/npmrc", guest: "/root/.npmrc", mode: 0o644 },
@@ -98,6 +106,21 @@ const invalid: Array<[string, string, RegExp]> = [
   ],
   ["subnet prefix", `[network]\nsubnet = "10.0.0.0/8"`, /prefix \/8 must be between \/16 and \/29/],
   ["bad port", `[network]\ndns_port = 70000`, /network\.dns_port: 70000 must be a port number/],
+  [
+    "negative pool",
+    `[network]\ntap_pool_size = -1`,
+    /network\.tap_pool_size: -1 must be a whole number from 0 \(no pool\) to 64/,
+  ],
+  [
+    "fractional pool",
+    `[network]\ntap_pool_size = 1.5`,
+    /network\.tap_pool_size: 1\.5 must be a whole number/,
+  ],
+  [
+    "relative helper socket",
+    `[network]\nhelper_socket = "helper.sock"`,
+    /network\.helper_socket: "helper\.sock" must be an absolute path/,
+  ],
   ["file_sync not an array", `file_sync = "x"`, /file_sync: must be an array of tables/],
   [
     "relative host",

@@ -84,6 +84,8 @@ function doctorDeps(over: Partial<DoctorDeps> = {}): DoctorDeps {
     describeVmDefaults: async () => "vcpu 1 (builtin)",
     configFile: "/home/you/.config/banger/config.toml",
     configExists: async () => false,
+    probePrivileged: async () => ({ mode: "root" }),
+    userName: "you",
     ...over,
   };
 }
@@ -101,7 +103,7 @@ test("doctor: a complete KVM host is all ok", async () => {
   );
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    ["node", "accel", "qemu", "e2fsprogs", "ssh", "tun", "vm defaults"],
+    ["node", "accel", "qemu", "e2fsprogs", "ssh", "tun", "helper", "vm defaults"],
   );
 });
 
@@ -116,6 +118,36 @@ test("doctor: TCG and no tun are warnings, not failures", async () => {
     /software emulation \(TCG\): VMs will be slow/,
   );
   assert.equal(statusOf(report, "tun"), "warn");
+});
+
+test("doctor: an unreachable helper is a warning that says how to start it", async () => {
+  const report = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        probePrivileged: async () => ({
+          mode: "none",
+          socket: "/run/banger-helper/1000.sock",
+          reason: "banger-helper is not reachable at /run/banger-helper/1000.sock (ENOENT)",
+        }),
+      }),
+    ),
+  );
+  assert.equal(report.ok, true);
+  const helper = report.checks.find((c) => c.name === "helper")!;
+  assert.equal(helper.status, "warn");
+  assert.match(helper.detail, /not reachable at \/run\/banger-helper\/1000\.sock.*user-mode/);
+  assert.match(helper.fix ?? "", /sudo banger-helper --user you/);
+  const reachable = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        probePrivileged: async () => ({ mode: "helper", socket: "/run/h.sock", servedUid: 1000 }),
+      }),
+    ),
+  );
+  assert.match(
+    reachable.checks.find((c) => c.name === "helper")!.detail,
+    /banger-helper answers at \/run\/h\.sock \(serves uid 1000\)/,
+  );
 });
 
 test("doctor: missing tools, old e2fsprogs and old node fail with a fix", async () => {
@@ -171,7 +203,7 @@ test("doctor: the real checks run on this machine", async () => {
       nodeVersion: process.version,
     }),
   );
-  assert.equal(report.checks.length, 7);
+  assert.equal(report.checks.length, 8);
   for (const check of report.checks) assert.ok(["ok", "warn", "fail"].includes(check.status));
 });
 

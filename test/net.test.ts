@@ -5,9 +5,10 @@ import dnsPacket from "dns-packet";
 import { allocateAddress, gatewayOf, macFor, parseSubnet } from "../src/net/addresses.js";
 import { DnsResponder } from "../src/net/dns.js";
 import { BridgeNetwork } from "../src/net/network.js";
-import { createRootOps, type PrivilegedOps } from "../src/net/privileged.js";
+import { createRootOps } from "../src/net/privileged.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
+import { fakeOps } from "./helpers/fake-ops.js";
 import { tempLayout } from "./helpers/temp-home.js";
 
 test("addresses: gateway .1, lowest free guest address, stable MACs", () => {
@@ -88,23 +89,19 @@ test("privileged ops refuse devices without banger's prefix", async () => {
 test("parallel starts get distinct addresses; a stopped VM keeps its own", async () => {
   const home = await tempLayout();
   const store = Store.open(home.layout.dbFile);
-  const calls: string[] = [];
-  const ops: PrivilegedOps = {
-    ensureBridge: async () => {},
-    createTap: async (name) => {
-      calls.push(`create ${name}`);
-      await new Promise((r) => setTimeout(r, 20));
-    },
-    deleteTap: async (name) => void calls.push(`delete ${name}`),
-    ensureNat: async () => void calls.push("nat"),
-    removeNat: async () => {},
-    routeResolver: async () => {},
-    unrouteResolver: async () => {},
-  };
+  const ops = fakeOps();
+  ops.createDelayMs = 20;
+  const calls = ops.calls;
   try {
     const net = new BridgeNetwork(
       ops,
-      { bridge: "banger9", subnet: "172.31.9.0/24", dnsPort: 53 },
+      {
+        bridge: "banger9",
+        subnet: "172.31.9.0/24",
+        dnsPort: 53,
+        tapPoolSize: 0,
+        helperSocket: null,
+      },
       store,
       0,
     );
@@ -114,11 +111,14 @@ test("parallel starts get distinct addresses; a stopped VM keeps its own", async
     ]);
     assert.notEqual(a.ip, b.ip);
     assert.deepEqual([a.gateway, a.prefix], ["172.31.9.1", 24]);
-    assert.ok(calls.includes("nat"), "NAT set up for the VM that asked");
+    assert.ok(
+      calls.includes("ensureNat 172.31.9.0/24 banger9"),
+      "NAT set up for the VM that asked",
+    );
     const again = await net.attach({ id: "aaaaaaaaaaaaaa", ip: a.ip, nat: false });
     assert.equal(again.ip, a.ip, "a VM keeps its address");
     await net.detach(b.tap);
-    assert.ok(calls.includes(`delete ${b.tap}`));
+    assert.ok(calls.includes(`deleteTap ${b.tap}`), "with no pool, a returned tap is removed");
   } finally {
     store.close();
     await home.cleanup();

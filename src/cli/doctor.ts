@@ -1,7 +1,9 @@
 import fs from "node:fs/promises";
 import { Command } from "@commander-js/extra-typings";
 import { readConfigSync } from "../config/config.js";
+import os from "node:os";
 import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
+import { probePrivileged } from "../net/privileged-mode.js";
 import { canOpenReadWrite, realAccelDeps } from "../system/accel.js";
 import { defaultChecks, formatReport, runChecks } from "../system/doctor.js";
 import { createCommandRunner } from "../system/runner.js";
@@ -31,6 +33,13 @@ export function doctorCommand(deps: CliDeps): Command {
         // A broken config is itself worth reporting: the check fails with the parse error.
         describeVmDefaults: async () =>
           describeVmDefaults(resolveVmDefaults(readConfigSync(deps.layout.configFile), deps.host)),
+        probePrivileged: async () =>
+          probePrivileged({
+            env: deps.env,
+            uid: process.getuid?.() ?? 0,
+            configuredSocket: readConfigSync(deps.layout.configFile).network.helperSocket,
+          }),
+        userName: os.userInfo().username,
       });
       const report = await runChecks(checks);
       if (opts.json) printJson(deps.out, report);

@@ -21,7 +21,15 @@ export interface Config {
   vmm: VmmSetting;
   accel: AccelSetting;
   vmDefaults: { vcpu: number | null; memoryBytes: number | null; diskBytes: number | null };
-  network: { bridge: string; subnet: string; dnsPort: number };
+  network: {
+    bridge: string;
+    subnet: string;
+    dnsPort: number;
+    /** Idle taps kept ready on the bridge; 0 creates each on demand. */
+    tapPoolSize: number;
+    /** banger-helper's socket for an unprivileged daemon; null means the default path. */
+    helperSocket: string | null;
+  };
   fileSync: FileSyncEntry[];
 }
 
@@ -31,14 +39,20 @@ export function defaultConfig(): Config {
     vmm: "auto",
     accel: "auto",
     vmDefaults: { vcpu: null, memoryBytes: null, diskBytes: null },
-    network: { bridge: "banger0", subnet: "172.30.0.0/24", dnsPort: 53 },
+    network: {
+      bridge: "banger0",
+      subnet: "172.30.0.0/24",
+      dnsPort: 53,
+      tapPoolSize: 2,
+      helperSocket: null,
+    },
     fileSync: [],
   };
 }
 
 const TOP_KEYS = ["default_image_name", "vmm", "accel", "vm_defaults", "network", "file_sync"];
 const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
-const NETWORK_KEYS = ["bridge", "subnet", "dns_port"];
+const NETWORK_KEYS = ["bridge", "subnet", "dns_port", "tap_pool_size", "helper_socket"];
 const FILE_SYNC_KEYS = ["host", "guest", "mode"];
 
 /** Reads and validates the config file; a missing file means all defaults. */
@@ -142,6 +156,26 @@ export function parseConfig(text: string, source: string): Config {
         );
       }
       config.network.dnsPort = t.dns_port as number;
+    }
+    if (t.tap_pool_size !== undefined) {
+      if (
+        typeof t.tap_pool_size !== "number" ||
+        !Number.isInteger(t.tap_pool_size) ||
+        t.tap_pool_size < 0 ||
+        t.tap_pool_size > 64
+      ) {
+        fail(
+          "network.tap_pool_size",
+          `${JSON.stringify(t.tap_pool_size)} must be a whole number from 0 (no pool) to 64`,
+        );
+      }
+      config.network.tapPoolSize = t.tap_pool_size as number;
+    }
+    if (t.helper_socket !== undefined) {
+      const socket = nonEmptyString(t.helper_socket, "network.helper_socket", fail);
+      if (!socket.startsWith("/"))
+        fail("network.helper_socket", `"${socket}" must be an absolute path`);
+      config.network.helperSocket = socket;
     }
   }
 

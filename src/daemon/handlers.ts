@@ -4,7 +4,7 @@ import { ImageService } from "../image/service.js";
 import { loadConfig } from "../config/config.js";
 import { hostResources } from "../config/vm-defaults.js";
 import { BridgeNetwork } from "../net/network.js";
-import { createRootOps } from "../net/privileged.js";
+import { privilegedOpsFor, probePrivileged } from "../net/privileged-mode.js";
 import { canOpenReadWrite, detectAccel, realAccelDeps, resolveAccel } from "../system/accel.js";
 import { FirecrackerDriver } from "../vmm/firecracker/driver.js";
 import { selectVmm } from "../vmm/select.js";
@@ -29,27 +29,43 @@ export function buildHandlers(daemon: Daemon): Handlers {
     kernels,
     oci: createOciPuller({ layout: daemon.layout, env }),
   });
-  // Bridge networking when we may create taps (root, /dev/net/tun); else rootless user-mode networking.
+  // Bridge networking when someone may create taps for us (we are root, or banger-helper
+  // answers) and /dev/net/tun opens; else rootless user-mode networking, with the reason logged.
   const ready = (async () => {
+    const log = daemon.deps.log;
     let network: BridgeNetwork | null = null;
-    const wantBridge =
-      env.BANGER_NETWORK !== "user" &&
-      process.getuid?.() === 0 &&
-      (await canOpenReadWrite("/dev/net/tun"));
-    if (wantBridge) {
+    const uid = process.getuid?.() ?? 0;
+    if (env.BANGER_NETWORK === "user") {
+      log.info({}, "BANGER_NETWORK=user: using user-mode networking");
+    } else if (!(await canOpenReadWrite("/dev/net/tun"))) {
+      log.info({ uid }, "/dev/net/tun does not open for this user: using user-mode networking");
+    } else {
       try {
         const config = await loadConfig(daemon.layout.configFile);
-        network = new BridgeNetwork(
-          createRootOps(runner),
-          config.network,
-          store,
-          process.getuid?.() ?? 0,
-        );
-        await network.setUp();
-        const up = network;
-        daemon.addCloser(() => up.tearDown());
+        const probe = await probePrivileged({
+          env,
+          uid,
+          configuredSocket: config.network.helperSocket,
+        });
+        const ops = privilegedOpsFor(probe, runner);
+        if (!ops) {
+          log.info(
+            { reason: probe.mode === "none" ? probe.reason : "" },
+            "nobody to run privileged steps: using user-mode networking",
+          );
+        } else {
+          log.info(
+            probe,
+            "bridge networking: privileged steps " +
+              (probe.mode === "root" ? "in-process (root)" : "through banger-helper"),
+          );
+          network = new BridgeNetwork(ops, config.network, store, uid, log);
+          await network.setUp();
+          const up = network;
+          daemon.addCloser(() => up.tearDown());
+        }
       } catch (err) {
-        daemon.deps.log.error({ err }, "bridge networking unavailable: using user-mode networking");
+        log.error({ err }, "bridge networking unavailable: using user-mode networking");
         network = null;
       }
     }
@@ -81,6 +97,10 @@ export function buildHandlers(daemon: Daemon): Handlers {
     await vms
       .reconcile()
       .catch((err: unknown) => daemon.deps.log.error({ err }, "reconcile failed"));
+    // Adopted VMs keep their taps; whatever else an earlier daemon left on the bridge is reused or removed.
+    await network
+      ?.startPool()
+      .catch((err: unknown) => daemon.deps.log.error({ err }, "tap pool start-up failed"));
     return vms;
   })();
   const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);

@@ -383,7 +383,7 @@ export class VmService {
       try {
         handles = await driver.start(spec);
       } catch (err) {
-        if (network.mode === "tap") await bridge?.detach(network.tap);
+        if (network.mode === "tap") await bridge?.detach(network.tap, { failed: true });
         throw err;
       }
       await this.writeHandles(row, handles);
@@ -720,7 +720,7 @@ export class VmService {
       if (handles && (await this.driverOf(handles).status(handles)) === "running") {
         this.handles.set(row.id, handles);
         await this.deps.network
-          ?.adopt(row)
+          ?.adopt(row, handles.tap)
           .catch((err: unknown) =>
             this.deps.log?.error({ err, vm: row.name }, "could not restore NAT"),
           );

@@ -3,6 +3,7 @@ import type { Store } from "../store/store.js";
 import { allocateAddress, gatewayOf, macFor, parseSubnet, type Subnet } from "./addresses.js";
 import { DnsResponder } from "./dns.js";
 import type { PrivilegedOps } from "./privileged.js";
+import { TapPool } from "./tap-pool.js";
 
 export interface Attachment {
   tap: string;
@@ -13,24 +14,33 @@ export interface Attachment {
 }
 
 /**
- * Bridge networking: bridge + gateway address, one tap per running VM, guest
- * addresses from the subnet (kept on the VM's row), NAT on demand, and the
- * `<name>.vm` DNS responder on the bridge address.
+ * Bridge networking: bridge + gateway address, a tap per running VM from a
+ * pool of pre-created ones, guest addresses from the subnet (kept on the VM's
+ * row), NAT on demand, and the `<name>.vm` DNS responder on the bridge address.
  */
 export class BridgeNetwork {
   private readonly subnet: Subnet;
   private readonly dns: DnsResponder;
+  readonly pool: TapPool;
   private natReady = false;
-  /** Addresses handed out but not yet on a row (starts in flight), by tap: parallel starts must not share one. */
-  private readonly leases = new Map<string, string>();
+  /** Addresses handed out but not yet on a row (starts in flight), by VM id: parallel starts must not share one. */
+  private readonly leases = new Map<string, { tap: string; ip: string }>();
 
   constructor(
     private readonly ops: PrivilegedOps,
     private readonly config: Config["network"],
     private readonly store: Store,
-    private readonly uid: number,
+    uid: number,
+    log?: { error(obj: object, msg: string): void },
   ) {
     this.subnet = parseSubnet(config.subnet);
+    this.pool = new TapPool({
+      ops,
+      bridge: config.bridge,
+      ownerUid: uid,
+      size: config.tapPoolSize,
+      ...(log ? { log } : {}),
+    });
     this.dns = new DnsResponder((name) => {
       const row = store.getVmByName(name);
       return row && row.state === "running" ? row.ip : null;
@@ -49,7 +59,14 @@ export class BridgeNetwork {
       await this.ops.routeResolver(this.config.bridge, this.gateway).catch(() => undefined);
   }
 
+  /** After adoption: reuse or remove what an earlier daemon left on the bridge, then fill the pool. */
+  async startPool(): Promise<void> {
+    await this.pool.init();
+  }
+
   async tearDown(): Promise<void> {
+    // Idle taps go with the daemon; taps of running VMs stay with them.
+    await this.pool.drain();
     // NAT rules go with the daemon; the next daemon restores them for adopted VMs.
     if (this.natReady) await this.ops.removeNat().catch(() => undefined);
     this.natReady = false;
@@ -57,44 +74,48 @@ export class BridgeNetwork {
     await this.dns.stop();
   }
 
-  static tapName(vmId: string): string {
-    return `bg-${vmId.slice(0, 12)}`;
-  }
-
-  /** Creates the VM's tap and picks (or keeps) its address. */
+  /** Takes a tap from the pool and picks (or keeps) the VM's address. */
   async attach(vm: { id: string; ip: string | null; nat: boolean }): Promise<Attachment> {
     const inSubnet = vm.ip !== null && vm.ip !== "10.0.2.15";
-    const tap = BridgeNetwork.tapName(vm.id);
     const taken = new Set(
       this.store
         .listVms()
         .filter((v) => v.id !== vm.id && v.ip)
         .map((v) => v.ip!),
     );
-    for (const [leasedTap, leasedIp] of this.leases) if (leasedTap !== tap) taken.add(leasedIp);
+    for (const [vmId, lease] of this.leases) if (vmId !== vm.id) taken.add(lease.ip);
     const ip = inSubnet && !taken.has(vm.ip!) ? vm.ip! : allocateAddress(this.subnet, taken);
-    this.leases.set(tap, ip);
+    // Hold the address before the first await: a parallel attach must see it.
+    this.leases.set(vm.id, { tap: "", ip });
+    let tap: string;
     try {
-      await this.ops.createTap(tap, this.config.bridge, this.uid);
+      tap = await this.pool.take();
     } catch (err) {
-      this.leases.delete(tap);
+      this.leases.delete(vm.id);
       throw err;
     }
-    await this.adopt(vm);
+    this.leases.set(vm.id, { tap, ip });
+    await this.adopt(vm, null);
     return { tap, mac: macFor(vm.id), ip, prefix: this.subnet.prefix, gateway: this.gateway };
   }
 
-  /** A running VM found at start-up: make sure what it was given (NAT) is in place again. */
-  async adopt(vm: { nat: boolean }): Promise<void> {
+  /** A running VM found at start-up keeps its tap, and what it was given (NAT) is put in place again. */
+  async adopt(vm: { nat: boolean }, tap: string | null): Promise<void> {
+    if (tap) this.pool.markInUse(tap);
     if (vm.nat && !this.natReady) {
       await this.ops.ensureNat(this.config.subnet, this.config.bridge);
       this.natReady = true;
     }
   }
 
-  async detach(tap: string | null): Promise<void> {
+  /**
+   * The VM stopped: its tap goes back to the pool (or away when the pool is full).
+   * `failed`: the VM never started on it, so the tap is removed rather than reused.
+   */
+  async detach(tap: string | null, opts: { failed?: boolean } = {}): Promise<void> {
     if (!tap) return;
-    this.leases.delete(tap);
-    await this.ops.deleteTap(tap);
+    for (const [vmId, lease] of this.leases) if (lease.tap === tap) this.leases.delete(vmId);
+    if (opts.failed) await this.pool.discard(tap);
+    else await this.pool.give(tap);
   }
 }

@@ -1,16 +1,24 @@
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
 
+/** A tap on banger's bridge and the uid that may open it (null when the kernel names no owner). */
+export interface TapInfo {
+  name: string;
+  ownerUid: number | null;
+}
+
 /**
  * The privileged operations banger needs, as one typed interface. Run
- * in-process when the daemon is root; a root helper would implement the same
- * interface over its own socket. Every device and table carries banger's
+ * in-process when the daemon is root, and by `banger-helper` (src/net/helper-*.ts)
+ * over its own socket otherwise. Every device and table carries banger's
  * prefix, and nothing without it is touched.
  */
 export interface PrivilegedOps {
   ensureBridge(name: string, gatewayCidr: string): Promise<void>;
   createTap(name: string, bridge: string, ownerUid: number): Promise<void>;
   deleteTap(name: string): Promise<void>;
+  /** banger's taps (`bg-`) enslaved to the bridge: what a crashed daemon may have left. */
+  listTaps(bridge: string): Promise<TapInfo[]>;
   ensureNat(subnet: string, bridge: string): Promise<void>;
   removeNat(): Promise<void>;
   /** Per-link DNS routing for ~vm in systemd-resolved; a no-op where it does not run. */
@@ -20,8 +28,13 @@ export interface PrivilegedOps {
 
 const PREFIXES = ["banger", "bg-"];
 
+/** A network device banger may touch: its prefix and a valid interface name (at most 15 characters). */
+export function isBangerDevice(name: string): boolean {
+  return PREFIXES.some((p) => name.startsWith(p)) && /^[A-Za-z0-9_.-]{1,15}$/.test(name);
+}
+
 function checkName(name: string): void {
-  if (!PREFIXES.some((p) => name.startsWith(p)) || !/^[A-Za-z0-9_.-]{1,15}$/.test(name)) {
+  if (!isBangerDevice(name)) {
     throw new BangerError(
       ErrorCode.InvalidParams,
       `refusing to touch network device "${name}": not one of banger's (prefix banger or bg-)`,
@@ -29,16 +42,77 @@ function checkName(name: string): void {
   }
 }
 
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+export function isIpv4(text: string): boolean {
+  return IPV4.test(text);
+}
+
+/** `a.b.c.d/n`: these strings end up in `ip` arguments and an nft script, so nothing else passes. */
+export function isIpv4Cidr(text: string): boolean {
+  const [addr, prefix, ...rest] = text.split("/");
+  return (
+    rest.length === 0 &&
+    addr !== undefined &&
+    isIpv4(addr) &&
+    prefix !== undefined &&
+    /^\d{1,2}$/.test(prefix) &&
+    Number(prefix) <= 32
+  );
+}
+
+function checkCidr(text: string): void {
+  if (!isIpv4Cidr(text))
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `"${text}" is not an IPv4 CIDR like 172.30.0.0/24`,
+    );
+}
+
+/** `ip tuntap show` lines: `bg-x: tap persist user 1000` → owner uid by name. */
+export function parseTuntapOwners(text: string): Map<string, number | null> {
+  const owners = new Map<string, number | null>();
+  for (const line of text.split("\n")) {
+    const name = /^([^:\s]+):/.exec(line)?.[1];
+    if (!name) continue;
+    const user = /\suser (\d+)\b/.exec(line);
+    owners.set(name, user ? Number(user[1]) : null);
+  }
+  return owners;
+}
+
 const NFT_TABLE = "banger";
 
+export interface RootOpsOptions {
+  /**
+   * The helper serves one user: taps are only created for that uid, and an
+   * existing tap owned by someone else is never deleted or replaced.
+   */
+  onlyForUid?: number;
+}
+
 /** The root implementation: `ip` for links, nftables (iptables as fallback) for NAT. */
-export function createRootOps(runner: CommandRunner): PrivilegedOps {
+export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}): PrivilegedOps {
   const ip = (...args: string[]) => runChecked(runner, "ip", args);
   const linkExists = async (name: string) =>
     (await runner.run("ip", ["link", "show", "dev", name])).code === 0;
+  const tapOwners = async () =>
+    parseTuntapOwners((await runChecked(runner, "ip", ["tuntap", "show"])).stdout);
+  const checkOwner = async (name: string) => {
+    if (opts.onlyForUid === undefined) return;
+    const owners = await tapOwners();
+    if (!owners.has(name)) return;
+    if (owners.get(name) !== opts.onlyForUid) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `refusing to touch tap "${name}": it belongs to uid ${owners.get(name) ?? "none"}, not ${opts.onlyForUid}`,
+      );
+    }
+  };
   return {
     async ensureBridge(name, gatewayCidr) {
       checkName(name);
+      checkCidr(gatewayCidr);
       if (!(await linkExists(name))) await ip("link", "add", name, "type", "bridge");
       const addrs = await runner.run("ip", ["-o", "-4", "addr", "show", "dev", name]);
       if (!addrs.stdout.includes(` ${gatewayCidr} `))
@@ -48,17 +122,44 @@ export function createRootOps(runner: CommandRunner): PrivilegedOps {
     async createTap(name, bridge, ownerUid) {
       checkName(name);
       checkName(bridge);
-      if (await linkExists(name)) await ip("link", "del", name);
+      if (!Number.isInteger(ownerUid) || ownerUid < 0)
+        throw new BangerError(ErrorCode.InvalidParams, `invalid tap owner uid ${ownerUid}`);
+      if (opts.onlyForUid !== undefined && ownerUid !== opts.onlyForUid) {
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `refusing to create tap "${name}" for uid ${ownerUid}: this helper serves uid ${opts.onlyForUid}`,
+        );
+      }
+      if (await linkExists(name)) {
+        await checkOwner(name);
+        await ip("link", "del", name);
+      }
       await ip("tuntap", "add", "dev", name, "mode", "tap", "user", String(ownerUid));
       await ip("link", "set", name, "master", bridge);
       await ip("link", "set", name, "up");
     },
     async deleteTap(name) {
       checkName(name);
-      if (await linkExists(name)) await ip("link", "del", name);
+      if (!(await linkExists(name))) return;
+      await checkOwner(name);
+      await ip("link", "del", name);
+    },
+    async listTaps(bridge) {
+      checkName(bridge);
+      if (!(await linkExists(bridge))) return [];
+      const enslaved = await runChecked(runner, "ip", ["-o", "link", "show", "master", bridge]);
+      const owners = await tapOwners();
+      const taps: TapInfo[] = [];
+      for (const m of enslaved.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]/gm)) {
+        const name = m[1]!;
+        if (name.startsWith("bg-") && owners.has(name))
+          taps.push({ name, ownerUid: owners.get(name) ?? null });
+      }
+      return taps;
     },
     async ensureNat(subnet, bridge) {
       checkName(bridge);
+      checkCidr(subnet);
       await runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
       if (await runner.which("nft")) {
         // One table of our own, replaced as a whole: adding it twice is harmless.
@@ -97,6 +198,8 @@ export function createRootOps(runner: CommandRunner): PrivilegedOps {
     },
     async routeResolver(bridge, dnsServer) {
       checkName(bridge);
+      if (!isIpv4(dnsServer))
+        throw new BangerError(ErrorCode.InvalidParams, `"${dnsServer}" is not an IPv4 address`);
       if (!(await resolvedRuns(runner))) return;
       await runChecked(runner, "resolvectl", ["dns", bridge, dnsServer]);
       await runChecked(runner, "resolvectl", ["domain", bridge, "~vm"]);

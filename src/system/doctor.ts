@@ -1,4 +1,5 @@
 import pc from "picocolors";
+import type { PrivilegedProbe } from "../net/privileged-mode.js";
 import { detectAccel, type AccelDeps } from "./accel.js";
 import type { CommandRunner } from "./runner.js";
 
@@ -57,6 +58,10 @@ export interface DoctorDeps {
   describeVmDefaults(): Promise<string>;
   configFile: string;
   configExists(): Promise<boolean>;
+  /** Who would run bridge networking's privileged steps: root in-process, banger-helper, or nobody. */
+  probePrivileged(): Promise<PrivilegedProbe>;
+  /** For the fix line: the user the helper should serve. */
+  userName: string;
 }
 
 /** `mke2fs 1.47.0 (5-Feb-2023)` → [1, 47, 0] */
@@ -174,6 +179,24 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
                 "/dev/net/tun cannot be opened: VMs fall back to user-mode networking (no <name>.vm names)",
               fix: "sudo modprobe tun, or run where /dev/net/tun is available",
             };
+      },
+    },
+    {
+      name: "helper",
+      async run() {
+        const probe = await deps.probePrivileged();
+        if (probe.mode === "root")
+          return { status: "ok", detail: "running as root: privileged steps run in-process" };
+        if (probe.mode === "helper")
+          return {
+            status: "ok",
+            detail: `banger-helper answers at ${probe.socket} (serves uid ${probe.servedUid}): bridge networking is possible`,
+          };
+        return {
+          status: "warn",
+          detail: `${probe.reason}; VMs use user-mode networking (no <name>.vm names)`,
+          fix: `sudo banger-helper --user ${deps.userName}   (see docs/helper.md)`,
+        };
       },
     },
     {

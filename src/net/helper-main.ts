@@ -1,0 +1,103 @@
+import { parseArgs } from "node:util";
+import pino from "pino";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { createCommandRunner, type CommandRunner } from "../system/runner.js";
+import { defaultHelperSocket } from "./helper-protocol.js";
+import { HelperServer } from "./helper-server.js";
+import { createRootOps } from "./privileged.js";
+
+const USAGE = `banger-helper: the narrow root helper that lets an unprivileged bangerd use bridge networking
+
+Usage: sudo banger-helper --user <name|uid> [--socket <path>]
+
+  --user <name|uid>   the one user it serves: owns the socket (mode 0600) and the taps
+  --socket <path>     where to listen (default /run/banger-helper/<uid>.sock; the
+                      daemon finds it there, or via BANGER_HELPER_SOCKET or
+                      [network] helper_socket)
+
+It runs in the foreground and logs JSON lines to stderr; SIGTERM or Ctrl-C stops it
+and removes the socket. It creates and deletes only devices named banger* or bg-*,
+and the nftables table "banger". See docs/helper.md.
+
+Example:
+  $ sudo banger-helper --user "$USER" &
+  $ banger doctor        # helper: reachable at /run/banger-helper/1000.sock
+`;
+
+/** `alice` or `1000` → uid and primary gid, through NSS (getent). */
+export async function resolveUser(
+  spec: string,
+  runner: CommandRunner,
+): Promise<{ uid: number; gid: number }> {
+  const r = await runner.run("getent", ["passwd", spec], { timeoutMs: 10_000 });
+  const fields = r.code === 0 ? (r.stdout.split("\n")[0] ?? "").split(":") : [];
+  if (fields.length >= 4) return { uid: Number(fields[2]), gid: Number(fields[3]) };
+  if (/^\d+$/.test(spec)) return { uid: Number(spec), gid: Number(spec) };
+  throw new BangerError(
+    ErrorCode.InvalidParams,
+    `no user "${spec}"`,
+    "pass --user with an existing user name or a numeric uid",
+  );
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  const fail = (err: unknown): never => {
+    const message = err instanceof Error ? err.message : String(err);
+    const hint = err instanceof BangerError && err.hint ? `\n  hint: ${err.hint}` : "";
+    process.stderr.write(`banger-helper: error: ${message}${hint}\n`);
+    process.exit(1);
+  };
+  let values: { user?: string; socket?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        user: { type: "string" },
+        socket: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    return fail(new BangerError(ErrorCode.InvalidParams, (err as Error).message, "see --help"));
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  if (!values.user)
+    return fail(
+      new BangerError(ErrorCode.InvalidParams, "--user is required", 'e.g. --user "$USER"'),
+    );
+  if (process.geteuid?.() !== 0)
+    return fail(
+      new BangerError(
+        ErrorCode.Precondition,
+        "banger-helper must run as root (it creates bridges, taps and NAT rules)",
+        `sudo banger-helper --user ${values.user}`,
+      ),
+    );
+  // Nothing it creates is ever readable by others; the socket is opened up to one user explicitly.
+  process.umask(0o077);
+  const runner = createCommandRunner();
+  const log = pino({ name: "banger-helper" }, pino.destination(2));
+  let server: HelperServer | null = null;
+  const stop = (signal: string) => {
+    log.info({ signal }, "stopping");
+    void (server?.close() ?? Promise.resolve()).then(() => process.exit(0));
+  };
+  process.on("SIGTERM", () => stop("SIGTERM"));
+  process.on("SIGINT", () => stop("SIGINT"));
+  try {
+    const { uid, gid } = await resolveUser(values.user, runner);
+    server = await HelperServer.start({
+      socketPath: values.socket ?? defaultHelperSocket(uid),
+      ops: createRootOps(runner, { onlyForUid: uid }),
+      uid,
+      gid,
+      log,
+    });
+  } catch (err) {
+    fail(err);
+  }
+}

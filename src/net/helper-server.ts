@@ -1,0 +1,222 @@
+import fs from "node:fs/promises";
+import net from "node:net";
+import path from "node:path";
+import {
+  createMessageConnection,
+  ResponseError,
+  SocketMessageReader,
+  SocketMessageWriter,
+  type MessageConnection,
+} from "vscode-jsonrpc/node.js";
+import { z } from "zod";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import {
+  helperMethodNames,
+  helperMethods,
+  type HelperMethod,
+  type HelperParams,
+  type HelperResult,
+} from "./helper-protocol.js";
+import { HelperClient } from "./helper-client.js";
+import type { PrivilegedOps } from "./privileged.js";
+
+export interface HelperLogger {
+  info(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface HelperServerOptions {
+  socketPath: string;
+  /** What runs the operations: the root implementation in banger-helper, a fake in tests. */
+  ops: PrivilegedOps;
+  /** The one user served: the socket is theirs (mode 0600) and taps are only created for them. */
+  uid: number;
+  gid: number;
+  log: HelperLogger;
+}
+
+type Dispatch = {
+  [M in HelperMethod]: (p: HelperParams<M>) => Promise<HelperResult<M>>;
+};
+
+/**
+ * banger-helper's socket: one JSON-RPC method per privileged operation, params
+ * validated by the protocol's schemas, everything else refused.
+ */
+export class HelperServer {
+  private closing: Promise<void> | null = null;
+  private readonly sockets = new Set<net.Socket>();
+  private readonly connections = new Set<MessageConnection>();
+
+  private constructor(
+    private readonly opts: HelperServerOptions,
+    private readonly server: net.Server,
+  ) {}
+
+  get socketPath(): string {
+    return this.opts.socketPath;
+  }
+
+  static async start(opts: HelperServerOptions): Promise<HelperServer> {
+    const dir = path.dirname(opts.socketPath);
+    // Explicit chmod: the helper runs with umask 077, and the served user must traverse the dir.
+    if (await fs.mkdir(dir, { recursive: true, mode: 0o755 })) await fs.chmod(dir, 0o755);
+    await checkPrivateDir(dir);
+    await removeStaleSocket(opts.socketPath);
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", (err: NodeJS.ErrnoException) =>
+        reject(
+          new BangerError(
+            ErrorCode.Precondition,
+            `cannot listen on ${opts.socketPath}: ${err.message}`,
+          ),
+        ),
+      );
+      server.listen(opts.socketPath, () => resolve());
+    });
+    try {
+      // Private first, then handed to the one user it serves.
+      await fs.chmod(opts.socketPath, 0o600);
+      await fs.chown(opts.socketPath, opts.uid, opts.gid);
+    } catch (err) {
+      server.close();
+      await fs.rm(opts.socketPath, { force: true });
+      throw err;
+    }
+    const helper = new HelperServer(opts, server);
+    server.on("connection", (socket) => helper.accept(socket));
+    opts.log.info({ socket: opts.socketPath, uid: opts.uid }, "banger-helper listening");
+    return helper;
+  }
+
+  private dispatch(): Dispatch {
+    const { ops, uid } = this.opts;
+    const none = async (op: Promise<void>) => {
+      await op;
+      return null;
+    };
+    return {
+      ping: async () => ({ pong: true as const, uid, pid: process.pid }),
+      ensureBridge: (p) => none(ops.ensureBridge(p.name, p.gatewayCidr)),
+      createTap: async (p) => {
+        if (p.ownerUid !== uid) {
+          throw new BangerError(
+            ErrorCode.InvalidParams,
+            `refusing to create tap "${p.name}" for uid ${p.ownerUid}: this helper serves uid ${uid}`,
+          );
+        }
+        await ops.createTap(p.name, p.bridge, p.ownerUid);
+        return null;
+      },
+      deleteTap: (p) => none(ops.deleteTap(p.name)),
+      listTaps: async (p) => ops.listTaps(p.bridge),
+      ensureNat: (p) => none(ops.ensureNat(p.subnet, p.bridge)),
+      removeNat: () => none(ops.removeNat()),
+      routeResolver: (p) => none(ops.routeResolver(p.bridge, p.dnsServer)),
+      unrouteResolver: (p) => none(ops.unrouteResolver(p.bridge)),
+    };
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const conn = createMessageConnection(
+      new SocketMessageReader(socket),
+      new SocketMessageWriter(socket),
+    );
+    const dispatch = this.dispatch();
+    const { log } = this.opts;
+    for (const method of helperMethodNames) {
+      conn.onRequest(method, async (...args: unknown[]) => {
+        // vscode-jsonrpc passes named params as one object, positional ones spread, then a cancellation token.
+        const given = args.slice(0, -1);
+        const raw = given.length === 0 ? {} : given.length === 1 ? given[0] : given;
+        try {
+          const params = helperMethods[method].params.parse(raw);
+          if (method !== "ping") log.info({ method, params }, "operation");
+          const run = dispatch[method] as (p: unknown) => Promise<unknown>;
+          return await run(params);
+        } catch (err) {
+          const response = toResponseError(err);
+          log.error({ method, params: raw, error: response.message }, "refused or failed");
+          throw response;
+        }
+      });
+    }
+    conn.onRequest((method: string) => {
+      log.error({ method }, "unknown method refused");
+      throw new ResponseError(
+        ErrorCode.MethodNotFound,
+        `banger-helper does not do "${method}"; it serves only: ${helperMethodNames.join(", ")}`,
+      );
+    });
+    this.sockets.add(socket);
+    this.connections.add(conn);
+    socket.on("close", () => {
+      this.sockets.delete(socket);
+      this.connections.delete(conn);
+      conn.dispose();
+    });
+    socket.on("error", () => {});
+    conn.listen();
+  }
+
+  /** Stops listening, drops clients and removes the socket. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const socket of this.sockets) socket.destroy();
+      await new Promise<void>((resolve) => this.server.close(() => resolve()));
+      await fs.rm(this.opts.socketPath, { force: true });
+      this.opts.log.info({ socket: this.opts.socketPath }, "banger-helper stopped");
+    })();
+    return this.closing;
+  }
+}
+
+function toResponseError(err: unknown): ResponseError<{ hint?: string }> {
+  if (err instanceof BangerError)
+    return new ResponseError(err.code, err.message, err.hint ? { hint: err.hint } : {});
+  if (err instanceof z.ZodError)
+    return new ResponseError(
+      ErrorCode.InvalidParams,
+      `banger-helper refused: ${z.prettifyError(err)}`,
+      {},
+    );
+  const message = err instanceof Error ? err.message : String(err);
+  return new ResponseError(ErrorCode.Internal, `banger-helper: ${message}`, {
+    hint: "the helper's log (its stderr) has details",
+  });
+}
+
+/** The socket's directory must be ours alone: otherwise someone else could swap the socket. */
+async function checkPrivateDir(dir: string): Promise<void> {
+  const st = await fs.stat(dir);
+  const me = process.geteuid?.() ?? 0;
+  if (st.uid !== me || (st.mode & 0o022) !== 0) {
+    throw new BangerError(
+      ErrorCode.Precondition,
+      `${dir} must be owned by uid ${me} and writable by no one else (it is uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`,
+      "pick a --socket in a directory only root can write, e.g. /run/banger-helper/",
+    );
+  }
+}
+
+/** A socket file nobody answers on is a crashed helper's: remove it. One that answers is refused. */
+async function removeStaleSocket(file: string): Promise<void> {
+  const exists = await fs.lstat(file).then(
+    () => true,
+    () => false,
+  );
+  if (!exists) return;
+  if (await new HelperClient(file, { timeoutMs: 2_000 }).reachable()) {
+    throw new BangerError(
+      ErrorCode.AlreadyExists,
+      `another banger-helper already serves ${file}`,
+      "stop it first, or pick another --socket",
+    );
+  }
+  await fs.rm(file, { force: true });
+}

@@ -1,0 +1,137 @@
+import { randomBytes } from "node:crypto";
+import type { PrivilegedOps } from "./privileged.js";
+
+export interface TapPoolDeps {
+  ops: PrivilegedOps;
+  bridge: string;
+  /** The uid QEMU runs as: taps are created owned by it. */
+  ownerUid: number;
+  /** How many idle taps to keep ready; 0 creates each tap on demand. */
+  size: number;
+  /** Test seam for tap names; defaults to `bg-` + 12 random hex digits (15 characters). */
+  newName?: () => string;
+  log?: { error(obj: object, msg: string): void };
+}
+
+/**
+ * Pre-created taps on the bridge, so a VM start does not wait for the
+ * privileged round trips. Taken on start, given back on stop or delete,
+ * refilled in the background; idle ones are removed when the daemon stops,
+ * taps of running VMs stay with them.
+ */
+export class TapPool {
+  private idle: string[] = [];
+  private readonly inUse = new Set<string>();
+  private filling: Promise<void> | null = null;
+  private closed = false;
+
+  constructor(private readonly deps: TapPoolDeps) {}
+
+  private newName(): string {
+    return this.deps.newName?.() ?? `bg-${randomBytes(6).toString("hex")}`;
+  }
+
+  private async create(): Promise<string> {
+    const name = this.newName();
+    await this.deps.ops.createTap(name, this.deps.bridge, this.deps.ownerUid);
+    return name;
+  }
+
+  /** Idle taps right now (a copy). */
+  get idleTaps(): string[] {
+    return [...this.idle];
+  }
+
+  /** A running VM found at start-up keeps its tap; the pool never hands it out. */
+  markInUse(tap: string): void {
+    this.inUse.add(tap);
+    this.idle = this.idle.filter((t) => t !== tap);
+  }
+
+  /**
+   * After adoption: every other `bg-` tap on the bridge was left by an earlier
+   * daemon. Ours (right owner) become idle pool taps, up to the pool size; the
+   * rest are removed. Then the pool fills up in the background.
+   */
+  async init(): Promise<void> {
+    const found = await this.deps.ops.listTaps(this.deps.bridge);
+    for (const tap of found) {
+      if (this.inUse.has(tap.name) || this.idle.includes(tap.name)) continue;
+      if (tap.ownerUid === this.deps.ownerUid && this.idle.length < this.deps.size) {
+        this.idle.push(tap.name);
+        continue;
+      }
+      await this.deps.ops
+        .deleteTap(tap.name)
+        .catch((err: unknown) =>
+          this.deps.log?.error({ err, tap: tap.name }, "could not remove a leftover tap"),
+        );
+    }
+    this.refill();
+  }
+
+  /** An idle tap, or a new one when the pool is empty. */
+  async take(): Promise<string> {
+    const tap = this.idle.shift() ?? (await this.create());
+    this.inUse.add(tap);
+    this.refill();
+    return tap;
+  }
+
+  /** A VM is done with its tap: keep it for the next one, or remove it when the pool is full. */
+  async give(tap: string): Promise<void> {
+    this.inUse.delete(tap);
+    if (!this.closed && this.idle.length < this.deps.size && !this.idle.includes(tap)) {
+      this.idle.push(tap);
+      return;
+    }
+    if (!this.idle.includes(tap)) await this.deps.ops.deleteTap(tap);
+  }
+
+  /** A tap that failed a VM start is not trusted for the next one: removed, and the pool refilled. */
+  async discard(tap: string): Promise<void> {
+    this.inUse.delete(tap);
+    this.idle = this.idle.filter((t) => t !== tap);
+    await this.deps.ops.deleteTap(tap);
+    this.refill();
+  }
+
+  /** Tops the pool up in the background; failures are logged, the next take creates on demand. */
+  refill(): void {
+    if (this.filling || this.closed) return;
+    this.filling = (async () => {
+      while (!this.closed && this.idle.length < this.deps.size) {
+        let tap: string;
+        try {
+          tap = await this.create();
+        } catch (err) {
+          this.deps.log?.error({ err }, "could not pre-create a tap");
+          return;
+        }
+        if (this.closed || this.idle.length >= this.deps.size) await this.deps.ops.deleteTap(tap);
+        else this.idle.push(tap);
+      }
+    })()
+      .catch((err: unknown) => this.deps.log?.error({ err }, "tap pool refill failed"))
+      .finally(() => {
+        this.filling = null;
+      });
+  }
+
+  /** Resolves once no refill is running. */
+  async settled(): Promise<void> {
+    while (this.filling) await this.filling;
+  }
+
+  /** Daemon shutdown: no more refills; idle taps are removed, taps in use stay with their VMs. */
+  async drain(): Promise<void> {
+    this.closed = true;
+    await this.settled();
+    const idle = this.idle;
+    this.idle = [];
+    for (const tap of idle)
+      await this.deps.ops
+        .deleteTap(tap)
+        .catch((err: unknown) => this.deps.log?.error({ err, tap }, "could not remove a pool tap"));
+  }
+}

@@ -1,0 +1,310 @@
+import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { HelperClient } from "../../src/net/helper-client.js";
+import { ensureBuilt } from "../helpers/build.js";
+import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
+
+// The real path: bin/banger-helper as root on a temp socket, and a daemon that is
+// not root (uid 65534 through setpriv) using it for bridge networking. One VM.
+// Bridge, subnet and DNS port are this file's own: vm-lifecycle uses banger0.
+const run = promisify(execFile);
+const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
+const banger = path.join(root, "bin", "banger");
+const BRIDGE = "banger-t5";
+const VM = "h5-1";
+const NOBODY = 65534;
+const DEV_HOME = "/tmp/banger-dev/state";
+const isRoot = process.getuid?.() === 0;
+
+let home: TempLayout;
+let socketDir: string;
+let socket: string;
+let helper: ChildProcess | null = null;
+let helperLog = "";
+/** The daemon's uid: nobody when it may open /dev/net/tun, else root with the helper forced. */
+let daemonUid = NOBODY;
+
+interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+function asUser(uid: number, cmd: string, args: string[]): [string, string[]] {
+  if (uid === 0) return [cmd, args];
+  return ["setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--", cmd, ...args]];
+}
+
+async function cli(...args: string[]): Promise<CliResult> {
+  const [cmd, argv] = asUser(daemonUid, banger, args);
+  try {
+    const { stdout, stderr } = await run(cmd, argv, { env: home.env, timeout: 600_000 });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    if (typeof e.code !== "number") throw err;
+    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
+  }
+}
+
+async function ok(...args: string[]): Promise<CliResult> {
+  const r = await cli(...args);
+  assert.equal(r.code, 0, `banger ${args.join(" ")} failed:\n${r.stderr}`);
+  return r;
+}
+
+/** banger's taps on this file's bridge, with "idle" when no VM holds them open. */
+async function bridgeTaps(): Promise<Array<{ name: string; idle: boolean }>> {
+  const r = await run("ip", ["-o", "link", "show", "master", BRIDGE]).catch(() => ({
+    stdout: "",
+  }));
+  return r.stdout.split("\n").flatMap((line) => {
+    const name = /^\d+: (bg-[0-9a-f]+)[@:]/.exec(line)?.[1];
+    return name ? [{ name, idle: line.includes("NO-CARRIER") }] : [];
+  });
+}
+
+async function until<T>(what: string, fn: () => Promise<T | null>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await fn();
+    if (value !== null) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms / 1000}s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function pgrep(pattern: string): Promise<number[]> {
+  const r = await run("pgrep", ["-f", pattern]).catch(() => ({ stdout: "" }));
+  return r.stdout.split("\n").filter(Boolean).map(Number);
+}
+
+async function canOpenTunAs(uid: number): Promise<boolean> {
+  const [cmd, args] = asUser(uid, "sh", ["-c", "exec 3<>/dev/net/tun"]);
+  return run(cmd, args).then(
+    () => true,
+    () => false,
+  );
+}
+
+before(async () => {
+  if (!isRoot) return;
+  await ensureBuilt(root);
+  home = await tempLayout("banger-helper-e2e-");
+  await fs.mkdir(home.layout.configDir, { recursive: true });
+  await fs.writeFile(
+    home.layout.configFile,
+    `[network]\nbridge = "${BRIDGE}"\nsubnet = "172.31.55.0/24"\ndns_port = 5354\ntap_pool_size = 2\n`,
+  );
+  // Kernel and image prepared as root in user-mode networking (cheap when the dev home
+  // exists; built from scratch otherwise), then the whole home handed to the daemon's user.
+  const prep = { ...home.env, BANGER_NETWORK: "user" };
+  const bangerAsRoot = (...args: string[]) =>
+    run(banger, args, { env: prep, timeout: 900_000 }).catch((err: { stderr?: string }) => {
+      throw new Error(`banger ${args.join(" ")}: ${err.stderr ?? String(err)}`);
+    });
+  const devImage = path.join(DEV_HOME, "images", "ab199dbb7cbe", "rootfs.ext4");
+  if (
+    await fs.stat(devImage).then(
+      () => true,
+      () => false,
+    )
+  ) {
+    await bangerAsRoot(
+      "kernel",
+      "import",
+      "debian-cloud",
+      "--from",
+      path.join(DEV_HOME, "kernels", "debian-cloud"),
+    );
+    // A registered image stays where it is, and the dev home is root's alone: use a sparse copy.
+    const rootfs = path.join(home.home, "rootfs.ext4");
+    await run("cp", ["--sparse=always", "--reflink=auto", devImage, rootfs]);
+    await bangerAsRoot(
+      "image",
+      "register",
+      "--rootfs",
+      rootfs,
+      "--name",
+      "debian-bookworm",
+      "--kernel-ref",
+      "debian-cloud",
+    );
+  } else {
+    await bangerAsRoot("vm", "create", "--name", "h5-prep", "--no-start", "--disk-size", "1G");
+    await bangerAsRoot("vm", "delete", "h5-prep");
+  }
+  await bangerAsRoot("daemon", "stop");
+
+  if (!(await canOpenTunAs(NOBODY))) {
+    daemonUid = 0;
+    home.env.BANGER_PRIVILEGED = "helper";
+    console.log(
+      "# /dev/net/tun does not open for uid 65534 here: the daemon runs as root with BANGER_PRIVILEGED=helper",
+    );
+  }
+  await run("chown", ["-R", `${daemonUid}:${daemonUid}`, home.home]);
+  await fs.chmod(home.home, 0o700);
+  delete home.env.BANGER_NETWORK;
+  home.env.HOME = home.home;
+
+  // The socket's directory: root's, traversable by the served user.
+  socketDir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-sock-"));
+  await fs.chmod(socketDir, 0o755);
+  // The helper creates the last directory itself, as it does for /run/banger-helper.
+  socket = path.join(socketDir, "run", "helper.sock");
+  home.env.BANGER_HELPER_SOCKET = socket;
+  helper = spawn(
+    path.join(root, "bin", "banger-helper"),
+    ["--user", String(daemonUid), "--socket", socket],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  helper.stderr!.on("data", (c: Buffer) => (helperLog += c.toString("utf8")));
+  await until("banger-helper answers", async () =>
+    (await new HelperClient(socket, { timeoutMs: 2_000 }).reachable()) ? true : null,
+  );
+});
+
+after(async () => {
+  if (!isRoot) return;
+  for (const pid of await pgrep(`qemu-system-x86_64 -name banger-${VM} `))
+    process.kill(pid, "SIGKILL");
+  await cli("daemon", "stop").catch(() => undefined);
+  helper?.kill("SIGKILL");
+  for (const tap of await bridgeTaps()) await run("ip", ["link", "del", tap.name]).catch(() => {});
+  await run("ip", ["link", "del", BRIDGE]).catch(() => {});
+  await fs.rm(socketDir, { recursive: true, force: true }).catch(() => {});
+  await home.cleanup();
+});
+
+test(
+  "a daemon that is not root (where /dev/net/tun allows) boots a bridged VM through banger-helper, with a pool tap",
+  { timeout: 900_000, skip: isRoot ? false : "starting banger-helper needs root" },
+  async () => {
+    const st = await fs.stat(socket);
+    assert.equal(st.mode & 0o777, 0o600);
+    assert.equal(st.uid, daemonUid, "the socket belongs to the user it serves");
+    const [cmd, args] = asUser(65533, process.execPath, [
+      "-e",
+      `require("net").connect(${JSON.stringify(socket)}).on("connect", () => { console.log("connected"); process.exit(0); }).on("error", (e) => { console.log(e.code); process.exit(0); })`,
+    ]);
+    assert.equal((await run(cmd, args)).stdout.trim(), "EACCES", "another user cannot connect");
+
+    // The real helper refuses what is not banger's, and eth0-like devices survive it.
+    const direct = new HelperClient(socket);
+    await assert.rejects(direct.deleteTap("eth0"), /not one of banger's devices/);
+    await assert.rejects(
+      direct.createTap("bg-aaaaaaaaaaaa", BRIDGE, 12345),
+      /this helper serves uid/,
+    );
+    assert.doesNotMatch((await run("ip", ["tuntap", "show"])).stdout, /bg-aaaaaaaaaaaa/);
+    const [asNobody, nobodyArgs] = asUser(NOBODY, path.join(root, "bin", "banger-helper"), [
+      "--user",
+      "nobody",
+      "--socket",
+      path.join(socketDir, "x.sock"),
+    ]);
+    const notRoot = await run(asNobody, nobodyArgs).then(
+      () => "",
+      (err: { stderr?: string }) => err.stderr ?? "",
+    );
+    assert.match(notRoot, /banger-helper must run as root/);
+
+    const doctor = JSON.parse((await cli("doctor", "--json")).stdout) as {
+      checks: Array<{ name: string; status: string; detail: string }>;
+    };
+    const check = doctor.checks.find((c) => c.name === "helper");
+    assert.equal(check?.status, "ok", JSON.stringify(check));
+    assert.match(check!.detail, /banger-helper answers at .*helper\.sock/);
+
+    // Starting the daemon fills the pool before any VM asks for a tap.
+    await ok("vm", "list");
+    const pool = await until("the pool holds 2 idle taps", async () => {
+      const taps = await bridgeTaps();
+      return taps.length === 2 && taps.every((t) => t.idle) ? taps.map((t) => t.name) : null;
+    });
+    const owners = (await run("ip", ["tuntap", "show"])).stdout;
+    for (const tap of pool)
+      assert.match(owners, new RegExp(`^${tap}: tap .*user ${daemonUid}\\b`, "m"));
+
+    await ok("vm", "create", "--name", VM, "--memory", "768M", "--disk-size", "1G");
+    const info = JSON.parse((await ok("vm", "show", VM, "--json")).stdout) as {
+      id: string;
+      ip: string;
+    };
+    assert.match(info.ip, /^172\.31\.55\.\d+$/);
+    const handles = JSON.parse(
+      await fs.readFile(path.join(home.layout.vmsDir, info.id, "handles.json"), "utf8"),
+    ) as { tap: string; sshHost: string; sshPort: number; pid: number };
+    assert.ok(pool.includes(handles.tap), `tap ${handles.tap} came from the pool [${pool}]`);
+    assert.deepEqual(
+      [handles.sshHost, handles.sshPort],
+      [info.ip, 22],
+      "SSH at the bridge address",
+    );
+    const status = await fs.readFile(`/proc/${handles.pid}/status`, "utf8");
+    assert.match(
+      status,
+      new RegExp(`^Uid:\\s+${daemonUid}\\s`, "m"),
+      "QEMU runs as the daemon's user",
+    );
+
+    const inGuest = await ok("vm", "ssh", VM, "--", "sh", "-c", "hostname; ip -4 -o addr show");
+    assert.match(inGuest.stdout, new RegExp(`^${VM}\\n`));
+    assert.ok(inGuest.stdout.includes(`inet ${info.ip}/24`), inGuest.stdout);
+    const log = await fs.readFile(home.layout.daemonLogFile, "utf8");
+    assert.match(log, /privileged steps through banger-helper/);
+    await until("the pool is refilled", async () =>
+      (await bridgeTaps()).filter((t) => t.idle).length === 2 ? true : null,
+    );
+
+    await ok("vm", "delete", VM);
+    assert.deepEqual(await pgrep(`qemu-system-x86_64 -name banger-${VM} `), []);
+    assert.ok(
+      (await bridgeTaps()).every((t) => t.idle),
+      "no tap in use after delete",
+    );
+    await ok("daemon", "stop");
+    await until("the daemon's stop removes its idle taps", async () =>
+      (await bridgeTaps()).length === 0 ? true : null,
+    );
+
+    helper!.kill("SIGTERM");
+    const code = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => resolve(null), 30_000);
+      helper!.once("exit", (c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+    assert.equal(code, 0, `banger-helper exits cleanly on SIGTERM:\n${helperLog}`);
+    helper = null;
+    await assert.rejects(fs.stat(socket), /ENOENT/, "the helper removes its socket");
+    assert.deepEqual(await pgrep(`banger-helper --user ${daemonUid} --socket ${socket}`), []);
+    assert.deepEqual(
+      await pgrep(`bangerd`).then(async (pids) => {
+        const ours: number[] = [];
+        for (const pid of pids) {
+          const env = await fs.readFile(`/proc/${pid}/environ`, "utf8").catch(() => "");
+          if (env.includes(`BANGER_HOME=${home.home}`)) ours.push(pid);
+        }
+        return ours;
+      }),
+      [],
+      "no daemon of this home is left",
+    );
+    // What the helper did, as its log tells: every operation on banger's own devices.
+    assert.match(helperLog, /"method":"createTap"/);
+    assert.equal(
+      (helperLog.match(/refused or failed/g) ?? []).length,
+      2,
+      "only the two refusals above were refused",
+    );
+  },
+);

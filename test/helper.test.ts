@@ -1,0 +1,228 @@
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import fs from "node:fs/promises";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import {
+  createMessageConnection,
+  ResponseError,
+  SocketMessageReader,
+  SocketMessageWriter,
+} from "vscode-jsonrpc/node.js";
+import { BangerError, ErrorCode } from "../src/api/errors.js";
+import { HelperClient } from "../src/net/helper-client.js";
+import { HelperServer } from "../src/net/helper-server.js";
+import { probePrivileged } from "../src/net/privileged-mode.js";
+import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
+
+// A real helper server on a temp socket, in-process, backed by a recording fake.
+const uid = process.getuid?.() ?? 0;
+const gid = process.getgid?.() ?? 0;
+const quiet = { info: () => {}, error: () => {} };
+let dir: string;
+let socket: string;
+let ops: FakeOps;
+let server: HelperServer;
+let client: HelperClient;
+
+before(async () => {
+  dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-test-"));
+  socket = path.join(dir, "helper.sock");
+  ops = fakeOps();
+  server = await HelperServer.start({ socketPath: socket, ops, uid, gid, log: quiet });
+  client = new HelperClient(socket, { timeoutMs: 10_000 });
+});
+
+after(async () => {
+  await server.close();
+  await fs.rm(dir, { recursive: true, force: true });
+});
+
+/** Speaks JSON-RPC to the socket directly, bypassing the typed client. */
+async function rawRequest(method: string, params: unknown): Promise<unknown> {
+  const sock = net.createConnection(socket);
+  await new Promise((resolve, reject) => sock.once("connect", resolve).once("error", reject));
+  const conn = createMessageConnection(
+    new SocketMessageReader(sock),
+    new SocketMessageWriter(sock),
+  );
+  conn.listen();
+  try {
+    return await conn.sendRequest(method, params);
+  } finally {
+    conn.dispose();
+    sock.destroy();
+  }
+}
+
+async function rawError(method: string, params: unknown): Promise<ResponseError<unknown>> {
+  try {
+    await rawRequest(method, params);
+  } catch (err) {
+    assert.ok(err instanceof ResponseError, String(err));
+    return err;
+  }
+  assert.fail(`${method} was not refused`);
+}
+
+test("the socket is mode 0600 and owned by the user it serves", async () => {
+  const st = await fs.stat(socket);
+  assert.ok(st.isSocket());
+  assert.equal(st.mode & 0o777, 0o600);
+  assert.equal(st.uid, uid);
+});
+
+test("the client round-trips every privileged operation", async () => {
+  ops.calls.length = 0;
+  assert.deepEqual(await client.ping(), { pong: true, uid, pid: process.pid });
+  await client.ensureBridge("banger-x", "172.31.77.1/24");
+  await client.createTap("bg-aaaaaaaaaaaa", "banger-x", uid);
+  assert.deepEqual(await client.listTaps("banger-x"), [{ name: "bg-aaaaaaaaaaaa", ownerUid: uid }]);
+  await client.deleteTap("bg-aaaaaaaaaaaa");
+  await client.ensureNat("172.31.77.0/24", "banger-x");
+  await client.removeNat();
+  await client.routeResolver("banger-x", "172.31.77.1");
+  await client.unrouteResolver("banger-x");
+  assert.deepEqual(ops.calls, [
+    "ensureBridge banger-x 172.31.77.1/24",
+    `createTap bg-aaaaaaaaaaaa banger-x ${uid}`,
+    "listTaps banger-x",
+    "deleteTap bg-aaaaaaaaaaaa",
+    "ensureNat 172.31.77.0/24 banger-x",
+    "removeNat",
+    "routeResolver banger-x 172.31.77.1",
+    "unrouteResolver banger-x",
+  ]);
+});
+
+test("names without banger's prefix and malformed params are refused at the boundary", async () => {
+  ops.calls.length = 0;
+  const refused = async (p: Promise<unknown>, pattern: RegExp) =>
+    assert.rejects(
+      p,
+      (err: unknown) =>
+        err instanceof BangerError &&
+        err.code === ErrorCode.InvalidParams &&
+        pattern.test(err.message),
+    );
+  await refused(client.deleteTap("eth0"), /not one of banger's devices/);
+  await refused(client.ensureBridge("docker0", "10.0.0.1/24"), /not one of banger's devices/);
+  await refused(client.createTap("bg-ok", "br0", uid), /not one of banger's devices/);
+  await refused(client.createTap("bg-waytoolongname", "banger0", uid), /not one of banger's/);
+  await refused(client.createTap("bg-ok", "banger0", uid + 1), /this helper serves uid/);
+  // These strings end up in an nft script and resolvectl arguments.
+  await refused(
+    client.ensureNat('10.0.0.0/24 accept; flush ruleset; "', "banger0"),
+    /not an IPv4 CIDR/,
+  );
+  await refused(client.routeResolver("banger0", "1.2.3.4 extra"), /not an IPv4 address/);
+  const extra = await rawError("deleteTap", { name: "bg-a", also: "rm -rf /" });
+  assert.equal(extra.code, ErrorCode.InvalidParams);
+  const positional = await rawError("deleteTap", ["bg-a"]);
+  assert.equal(positional.code, ErrorCode.InvalidParams);
+  assert.deepEqual(ops.calls, [], "nothing refused reached the privileged implementation");
+});
+
+test("unknown methods are refused", async () => {
+  for (const method of ["runShell", "helper.exec", "__proto__"]) {
+    const err = await rawError(method, { cmd: "id" });
+    assert.equal(err.code, ErrorCode.MethodNotFound, method);
+    assert.match(err.message, /banger-helper does not do .*; it serves only: ping, ensureBridge/);
+  }
+});
+
+test("a failing operation comes back as an error, and the helper keeps serving", async () => {
+  ops.failCreates = 1;
+  await assert.rejects(client.createTap("bg-bbbbbbbbbbbb", "banger-x", uid), /no more taps today/);
+  assert.equal((await client.ping()).pong, true);
+});
+
+test("one helper per socket; a dead helper's socket is replaced; close removes it", async () => {
+  await assert.rejects(
+    HelperServer.start({ socketPath: socket, ops: fakeOps(), uid, gid, log: quiet }),
+    /another banger-helper already serves/,
+  );
+  const other = path.join(dir, "stale.sock");
+  // A socket file nobody listens on, as a killed helper leaves it.
+  const child = spawn(
+    process.execPath,
+    [
+      "-e",
+      `require("net").createServer().listen(${JSON.stringify(other)}, () => console.log("up"))`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  await new Promise((resolve) => child.stdout.once("data", resolve));
+  child.kill("SIGKILL");
+  await new Promise((resolve) => child.once("exit", resolve));
+  assert.ok((await fs.lstat(other)).isSocket(), "the killed listener left its socket file");
+  const second = await HelperServer.start({
+    socketPath: other,
+    ops: fakeOps(),
+    uid,
+    gid,
+    log: quiet,
+  });
+  assert.equal((await new HelperClient(other).ping()).pong, true);
+  await second.close();
+  await second.close();
+  await assert.rejects(fs.stat(other), /ENOENT/, "close removes the socket");
+});
+
+test("the socket's directory must not be writable by others", async () => {
+  const open = path.join(dir, "open");
+  await fs.mkdir(open);
+  await fs.chmod(open, 0o777);
+  await assert.rejects(
+    HelperServer.start({
+      socketPath: path.join(open, "h.sock"),
+      ops: fakeOps(),
+      uid,
+      gid,
+      log: quiet,
+    }),
+    /writable by no one else/,
+  );
+});
+
+test("an absent helper is a clear error with a hint, and the probe says why", async () => {
+  const missing = path.join(dir, "nobody-home.sock");
+  await assert.rejects(
+    new HelperClient(missing).deleteTap("bg-x"),
+    (err: unknown) =>
+      err instanceof BangerError &&
+      /banger-helper is not reachable at .*nobody-home\.sock \(ENOENT\)/.test(err.message) &&
+      /sudo banger-helper --user/.test(err.hint ?? ""),
+  );
+  const none = await probePrivileged({
+    env: { BANGER_PRIVILEGED: "helper", BANGER_HELPER_SOCKET: missing },
+    uid,
+    configuredSocket: null,
+  });
+  assert.equal(none.mode, "none");
+  const found = await probePrivileged({
+    env: { BANGER_PRIVILEGED: "helper" },
+    uid,
+    configuredSocket: socket,
+  });
+  assert.deepEqual(found, { mode: "helper", socket, servedUid: uid });
+  const wrongUser = await probePrivileged({
+    env: { BANGER_PRIVILEGED: "helper", BANGER_HELPER_SOCKET: socket },
+    uid: uid + 1,
+    configuredSocket: null,
+  });
+  assert.equal(wrongUser.mode, "none");
+  assert.match(wrongUser.mode === "none" ? wrongUser.reason : "", /serves uid \d+, not \d+/);
+  if (uid === 0)
+    assert.deepEqual(await probePrivileged({ env: {}, uid, configuredSocket: null }), {
+      mode: "root",
+    });
+  const bogus = await probePrivileged({
+    env: { BANGER_PRIVILEGED: "maybe" },
+    uid,
+    configuredSocket: null,
+  });
+  assert.match(bogus.mode === "none" ? bogus.reason : "", /not one of: root, helper/);
+});

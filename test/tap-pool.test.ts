@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { TapPool } from "../src/net/tap-pool.js";
+import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
+
+const BRIDGE = "banger-p";
+const ME = 1000;
+
+function pool(ops: FakeOps, size: number): TapPool {
+  let n = 0;
+  return new TapPool({
+    ops,
+    bridge: BRIDGE,
+    ownerUid: ME,
+    size,
+    newName: () => `bg-t${String(++n).padStart(4, "0")}`,
+    log: { error: () => {} },
+  });
+}
+
+test("tap pool: fills at start-up, take hands out an idle tap and refills behind it", async () => {
+  const ops = fakeOps();
+  const p = pool(ops, 2);
+  await p.init();
+  await p.settled();
+  assert.deepEqual(p.idleTaps, ["bg-t0001", "bg-t0002"]);
+  const tap = await p.take();
+  assert.equal(tap, "bg-t0001", "an idle tap, not a new one");
+  await p.settled();
+  assert.deepEqual(p.idleTaps, ["bg-t0002", "bg-t0003"], "refilled in the background");
+  assert.ok(ops.taps.has(tap), "the taken tap exists");
+  for (const t of ops.taps.values()) assert.deepEqual(t, { bridge: BRIDGE, ownerUid: ME });
+});
+
+test("tap pool: a returned tap is kept when there is room, removed when the pool is full", async () => {
+  const ops = fakeOps();
+  const p = pool(ops, 1);
+  await p.init();
+  await p.settled();
+  const a = await p.take();
+  const b = await p.take();
+  await p.settled();
+  assert.equal(p.idleTaps.length, 1);
+  await p.give(a);
+  assert.ok(!p.idleTaps.includes(a) && !ops.taps.has(a), "pool full: the returned tap is removed");
+  const idle = await p.take();
+  await p.give(b);
+  assert.ok(p.idleTaps.includes(b) && ops.taps.has(b), "room: the returned tap is kept");
+  assert.ok(ops.taps.has(idle));
+});
+
+test("tap pool: a tap that failed a VM start is removed, not reused", async () => {
+  const ops = fakeOps();
+  const p = pool(ops, 2);
+  await p.init();
+  await p.settled();
+  const bad = await p.take();
+  await p.discard(bad);
+  await p.settled();
+  assert.ok(!ops.taps.has(bad) && !p.idleTaps.includes(bad));
+  assert.equal(p.idleTaps.length, 2);
+});
+
+test("tap pool: size 0 creates on demand and removes on return", async () => {
+  const ops = fakeOps();
+  const p = pool(ops, 0);
+  await p.init();
+  await p.settled();
+  assert.equal(ops.taps.size, 0);
+  const tap = await p.take();
+  await p.settled();
+  assert.deepEqual([...ops.taps.keys()], [tap]);
+  await p.give(tap);
+  assert.equal(ops.taps.size, 0);
+});
+
+test("tap pool: take while the pool is empty or refilling never hands out one tap twice", async () => {
+  const ops = fakeOps();
+  ops.createDelayMs = 10;
+  const p = pool(ops, 2);
+  await p.init();
+  const taps = await Promise.all([p.take(), p.take(), p.take(), p.take()]);
+  assert.equal(new Set(taps).size, 4, taps.join(" "));
+  await p.settled();
+  assert.equal(p.idleTaps.length, 2);
+  for (const t of taps) assert.ok(!p.idleTaps.includes(t));
+});
+
+test("tap pool: adopted VMs keep their taps; leftovers are reused when ours, else removed", async () => {
+  const ops = fakeOps();
+  // What a crashed daemon left: a running VM's tap, two idle ones of ours, one of another uid.
+  ops.taps.set("bg-running0001", { bridge: BRIDGE, ownerUid: ME });
+  ops.taps.set("bg-idle0000001", { bridge: BRIDGE, ownerUid: ME });
+  ops.taps.set("bg-idle0000002", { bridge: BRIDGE, ownerUid: ME });
+  ops.taps.set("bg-stranger001", { bridge: BRIDGE, ownerUid: 4242 });
+  ops.taps.set("bg-otherbridge", { bridge: "banger0", ownerUid: ME });
+  const p = pool(ops, 1);
+  p.markInUse("bg-running0001");
+  await p.init();
+  await p.settled();
+  assert.deepEqual(p.idleTaps, ["bg-idle0000001"], "one reused: the pool holds one");
+  assert.deepEqual(
+    [...ops.taps.keys()].sort(),
+    ["bg-idle0000001", "bg-otherbridge", "bg-running0001"],
+    "the surplus and the stranger's are removed; another bridge is not ours to judge",
+  );
+  assert.ok(!ops.calls.some((c) => c.startsWith("createTap")), "no new tap needed");
+  const taken = await p.take();
+  assert.equal(taken, "bg-idle0000001");
+  assert.notEqual(taken, "bg-running0001");
+});
+
+test("tap pool: drain removes idle taps only, and nothing refills afterwards", async () => {
+  const ops = fakeOps();
+  const p = pool(ops, 2);
+  await p.init();
+  const inUse = await p.take();
+  await p.drain();
+  assert.deepEqual([...ops.taps.keys()], [inUse], "the running VM's tap stays");
+  assert.deepEqual(p.idleTaps, []);
+  p.refill();
+  await p.settled();
+  assert.deepEqual([...ops.taps.keys()], [inUse]);
+  await p.give(inUse);
+  assert.equal(ops.taps.size, 0, "after shutdown a returned tap is removed");
+});
+
+test("tap pool: a failing refill is logged and the next take creates on demand", async () => {
+  const ops = fakeOps();
+  ops.failCreates = 1;
+  const p = pool(ops, 1);
+  await p.init();
+  await p.settled();
+  assert.deepEqual(p.idleTaps, []);
+  const tap = await p.take();
+  assert.ok(ops.taps.has(tap));
+  await p.settled();
+  assert.equal(p.idleTaps.length, 1);
+});
