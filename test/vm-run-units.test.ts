@@ -5,8 +5,12 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
-import { BangerError } from "../src/api/errors.js";
-import { remoteCommand, splitRunOperands } from "../src/cli/vm-run.js";
+import { Writable } from "node:stream";
+import { BangerError, ErrorCode } from "../src/api/errors.js";
+import type { DaemonClient } from "../src/cli/client.js";
+import type { CliDeps } from "../src/cli/context.js";
+import { remoteCommand, runVm, splitRunOperands, type RunOptions } from "../src/cli/vm-run.js";
+import { tempLayout } from "./helpers/temp-home.js";
 
 const run = promisify(execFile);
 
@@ -60,4 +64,109 @@ test("a command that cannot start says so and exits 127", async () => {
   assert.match(snippet.stderr, /use: -- sh -c/);
   const missingDir = await sh(remoteCommand("/no/such/dir", ["true"]));
   assert.notEqual(missingDir.code, 0);
+});
+
+/** A daemon stand-in that records calls: the clean-up rules of `vm run` are CLI-side. */
+function fakeDaemon(script: {
+  create: (name: string) => unknown;
+  exists: (name: string) => boolean;
+}) {
+  const calls: Array<[string, Record<string, unknown>]> = [];
+  const client = {
+    async call(method: string, params: Record<string, unknown>) {
+      calls.push([method, params]);
+      if (method === "vm.create") return script.create(params.name as string);
+      if (method === "vm.show") {
+        if (script.exists(params.name as string)) return { name: params.name };
+        throw new BangerError(ErrorCode.NotFound, "no such VM");
+      }
+      if (method === "vm.delete") return { deleted: params.names };
+      throw new Error(`unexpected ${method}`);
+    },
+    close() {},
+  };
+  return { calls, client: client as unknown as DaemonClient };
+}
+
+async function runWith(
+  daemon: ReturnType<typeof fakeDaemon>,
+  opts: RunOptions,
+): Promise<{ err: unknown; stderr: string }> {
+  const home = await tempLayout();
+  let stderr = "";
+  const sink = (fn: (s: string) => void) =>
+    new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        fn(chunk.toString());
+        cb();
+      },
+    });
+  const deps: CliDeps = {
+    out: { stdout: sink(() => {}), stderr: sink((s) => (stderr += s)) },
+    env: home.env,
+    layout: home.layout,
+    version: "test",
+    host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
+    connect: async () => daemon.client,
+    tryConnect: async () => daemon.client,
+    startDaemon: async () => 0,
+  };
+  try {
+    await runVm(deps, { path: null, cmd: ["true"] }, opts, { stdinIsTTY: false });
+    return { err: null, stderr };
+  } catch (err) {
+    return { err, stderr };
+  } finally {
+    await home.cleanup();
+  }
+}
+
+test("--rm keeps a VM whose SSH never came up, for 'vm logs'", async () => {
+  const daemon = fakeDaemon({
+    create: () => {
+      throw new BangerError(ErrorCode.SshTimeout, "VM x did not answer on SSH within 90s");
+    },
+    exists: () => true,
+  });
+  const { err, stderr } = await runWith(daemon, { rm: true, name: "stuck" });
+  assert.ok(err instanceof BangerError && err.code === ErrorCode.SshTimeout);
+  assert.equal(daemon.calls.filter(([m]) => m === "vm.delete").length, 0);
+  assert.match(stderr, /vm stuck is still running/);
+});
+
+test("--rm deletes a VM whose create failed after it existed", async () => {
+  const daemon = fakeDaemon({
+    create: () => {
+      throw new BangerError(ErrorCode.Internal, "VM crashed while booting");
+    },
+    exists: () => true,
+  });
+  const { err } = await runWith(daemon, { rm: true, name: "crashy" });
+  assert.ok(err instanceof BangerError && /crashed/.test(err.message));
+  assert.deepEqual(
+    daemon.calls.filter(([m]) => m === "vm.delete").map(([, p]) => p),
+    [{ names: ["crashy"] }],
+  );
+});
+
+test("a generated name that is taken is replaced; a given one is the user's error", async () => {
+  let creates = 0;
+  const taken = fakeDaemon({
+    create: () => {
+      creates++;
+      throw new BangerError(ErrorCode.AlreadyExists, "taken");
+    },
+    exists: () => true,
+  });
+  const given = await runWith(taken, { rm: true, name: "mine" });
+  assert.ok(given.err instanceof BangerError && given.err.code === ErrorCode.AlreadyExists);
+  assert.equal(creates, 1);
+  // Nothing of someone else's VM "mine" is touched.
+  assert.equal(taken.calls.filter(([m]) => m === "vm.delete" || m === "vm.show").length, 0);
+  creates = 0;
+  const generated = await runWith(taken, { rm: true });
+  assert.ok(generated.err instanceof BangerError);
+  assert.equal(creates, 6, "five retries with fresh names");
+  const names = new Set(taken.calls.filter(([m]) => m === "vm.create").map(([, p]) => p.name));
+  assert.ok(names.size > 1, "each retry picks a new name");
 });

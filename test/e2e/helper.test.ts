@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { HelperClient } from "../../src/net/helper-client.js";
 import { ensureBuilt } from "../helpers/build.js";
+import { sharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 // The real path: bin/banger-helper as root on a temp socket, and a daemon that is
@@ -19,7 +20,6 @@ const banger = path.join(root, "bin", "banger");
 const BRIDGE = "banger-t5";
 const VM = "h5-1";
 const NOBODY = 65534;
-const DEV_HOME = "/tmp/banger-dev/state";
 const isRoot = process.getuid?.() === 0;
 
 let home: TempLayout;
@@ -109,23 +109,12 @@ before(async () => {
     run(banger, args, { env: prep, timeout: 900_000 }).catch((err: { stderr?: string }) => {
       throw new Error(`banger ${args.join(" ")}: ${err.stderr ?? String(err)}`);
     });
-  const devImage = path.join(DEV_HOME, "images", "ab199dbb7cbe", "rootfs.ext4");
-  if (
-    await fs.stat(devImage).then(
-      () => true,
-      () => false,
-    )
-  ) {
-    await bangerAsRoot(
-      "kernel",
-      "import",
-      "debian-cloud",
-      "--from",
-      path.join(DEV_HOME, "kernels", "debian-cloud"),
-    );
-    // A registered image stays where it is, and the dev home is root's alone: use a sparse copy.
+  const shared = await sharedDefaultImage(home.env);
+  if (shared) {
+    await bangerAsRoot("kernel", "import", "debian-cloud", "--from", shared.kernelDir);
+    // A registered image stays where it is, and the shared home is root's alone: use a sparse copy.
     const rootfs = path.join(home.home, "rootfs.ext4");
-    await run("cp", ["--sparse=always", "--reflink=auto", devImage, rootfs]);
+    await run("cp", ["--sparse=always", "--reflink=auto", shared.rootfs, rootfs]);
     await bangerAsRoot(
       "image",
       "register",

@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
+import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 // One real VM under QEMU microvm, driven through the real bin/banger: a repo goes in
@@ -114,30 +115,7 @@ before(async () => {
   home = await tempLayout("banger-e2e-ws-");
   repo = path.join(home.home, "ws repo");
   await makeRepo(repo);
-  // Reuse a dev home's kernel and image when this machine has one; else the first create builds them.
-  const dev = "/tmp/banger-dev/state";
-  const kernel = path.join(dev, "kernels", "debian-cloud");
-  const images = await fs.readdir(path.join(dev, "images")).catch(() => [] as string[]);
-  for (const id of images) {
-    const rootfs = path.join(dev, "images", id, "rootfs.ext4");
-    const usable = await Promise.all([fs.access(kernel), fs.access(rootfs)]).then(
-      () => true,
-      () => false,
-    );
-    if (!usable) continue;
-    await ok("kernel", "import", "debian-cloud", "--from", kernel);
-    await ok(
-      "image",
-      "register",
-      "--rootfs",
-      rootfs,
-      "--name",
-      "debian-bookworm",
-      "--kernel-ref",
-      "debian-cloud",
-    );
-    break;
-  }
+  await useSharedDefaultImage(home);
   await ok("vm", "create", "--name", VM, "--memory", "1G", "--disk-size", "2G");
 });
 
