@@ -2,6 +2,7 @@ import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { readConfigSync } from "../config/config.js";
 import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
+import { formatSizeShort, parseSize } from "../util/size.js";
 import type { CliDeps } from "./context.js";
 
 /** `--help` of create/run shows what a VM gets when no flag is given, and where each value came from. */
@@ -35,4 +36,26 @@ export function parseVcpu(text: string): number {
     );
   }
   return n;
+}
+
+/** The size a new VM gets: the flags given, else the resolved defaults. */
+export interface VmSizing {
+  vcpu: number;
+  memoryBytes: number;
+  diskBytes: number;
+}
+
+/** Resolves --vcpu/--memory/--disk-size against the defaults and prints the `spec:` line on stderr. */
+export function resolveSizing(
+  deps: CliDeps,
+  o: { vcpu?: string | undefined; memory?: string | undefined; diskSize?: string | undefined },
+): VmSizing {
+  const defaults = resolveVmDefaults(readConfigSync(deps.layout.configFile), deps.host);
+  const vcpu = o.vcpu ? parseVcpu(o.vcpu) : defaults.vcpu.value;
+  const memoryBytes = o.memory ? parseSize(o.memory) : defaults.memoryBytes.value;
+  const diskBytes = o.diskSize ? parseSize(o.diskSize) : defaults.diskBytes.value;
+  deps.out.stderr.write(
+    `spec: ${vcpu} vcpu · ${Math.floor(memoryBytes / 2 ** 20)} MiB · ${formatSizeShort(diskBytes)} disk\n`,
+  );
+  return { vcpu, memoryBytes, diskBytes };
 }

@@ -4,14 +4,11 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { randomVmName } from "../api/vm-names.js";
-import { readConfigSync } from "../config/config.js";
-import { resolveVmDefaults } from "../config/vm-defaults.js";
 import { shellQuote, sshOptions } from "../guest/ssh.js";
-import { formatSizeShort, parseSize } from "../util/size.js";
 import type { DaemonClient } from "./client.js";
 import { ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
-import { parseVcpu, resolvedDefaultsHelp, vmSizingOptions } from "./vm-options.js";
+import { resolvedDefaultsHelp, resolveSizing, vmSizingOptions } from "./vm-options.js";
 
 /** The remote command's own exit status: the only status `vm run` passes through as its own. */
 export class RemoteExit extends ExitStatus {}
@@ -187,14 +184,7 @@ export async function runVm(
   }
   const repo = operands.path ? path.resolve(operands.path) : null;
   if (repo) await checkRepo(repo, opts, runGitOnHost);
-  const config = readConfigSync(deps.layout.configFile);
-  const defaults = resolveVmDefaults(config, deps.host);
-  const vcpu = opts.vcpu ? parseVcpu(opts.vcpu) : defaults.vcpu.value;
-  const memoryBytes = opts.memory ? parseSize(opts.memory) : defaults.memoryBytes.value;
-  const diskBytes = opts.diskSize ? parseSize(opts.diskSize) : defaults.diskBytes.value;
-  deps.out.stderr.write(
-    `spec: ${vcpu} vcpu · ${Math.floor(memoryBytes / 2 ** 20)} MiB · ${formatSizeShort(diskBytes)} disk\n`,
-  );
+  const { vcpu, memoryBytes, diskBytes } = resolveSizing(deps, opts);
 
   // Ctrl-C cancels the step in flight (by closing its connection); it never kills us
   // before the clean-up below. OpenSSH in the foreground gets its own SIGINT.

@@ -1,14 +1,12 @@
-import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
+import { Command } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
 import { shellQuote, sshOptions } from "../guest/ssh.js";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import { createInterface } from "node:readline/promises";
-import { formatSizeBytes, formatSizeShort, parseSize } from "../util/size.js";
-import { readConfigSync } from "../config/config.js";
-import { resolveVmDefaults } from "../config/vm-defaults.js";
-import { parseVcpu, resolvedDefaultsHelp, vmSizingOptions } from "./vm-options.js";
+import { formatSizeBytes, parseSize } from "../util/size.js";
+import { parseVcpu, resolvedDefaultsHelp, resolveSizing, vmSizingOptions } from "./vm-options.js";
 import { runCommand } from "./vm-run.js";
 import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
@@ -52,14 +50,7 @@ export function vmCommand(deps: CliDeps): Command {
       nat?: boolean;
       start?: boolean;
     };
-    const config = readConfigSync(deps.layout.configFile);
-    const defaults = resolveVmDefaults(config, deps.host);
-    const vcpu = o.vcpu ? parseVcpu(o.vcpu) : defaults.vcpu.value;
-    const memoryBytes = o.memory ? parseSize(o.memory) : defaults.memoryBytes.value;
-    const diskBytes = o.diskSize ? parseSize(o.diskSize) : defaults.diskBytes.value;
-    deps.out.stderr.write(
-      `spec: ${vcpu} vcpu · ${Math.floor(memoryBytes / 2 ** 20)} MiB · ${formatSizeShort(diskBytes)} disk\n`,
-    );
+    const { vcpu, memoryBytes, diskBytes } = resolveSizing(deps, o);
     const progress = createProgressRenderer(deps.out);
     const info = await withDaemon(deps, (c) =>
       c.call(
