@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { HelperClient } from "../../src/net/helper-client.js";
 import { ensureBuilt } from "../helpers/build.js";
+import { bangerCli } from "../helpers/cli.js";
 import { sharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -23,6 +24,10 @@ const NOBODY = 65534;
 const isRoot = process.getuid?.() === 0;
 
 let home: TempLayout;
+const { cli, ok } = bangerCli(
+  () => home.env,
+  (cmd, args) => asUser(daemonUid, cmd, args),
+);
 let socketDir: string;
 let socket: string;
 let helper: ChildProcess | null = null;
@@ -30,33 +35,9 @@ let helperLog = "";
 /** The daemon's uid: nobody when it may open /dev/net/tun, else root with the helper forced. */
 let daemonUid = NOBODY;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 function asUser(uid: number, cmd: string, args: string[]): [string, string[]] {
   if (uid === 0) return [cmd, args];
   return ["setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--", cmd, ...args]];
-}
-
-async function cli(...args: string[]): Promise<CliResult> {
-  const [cmd, argv] = asUser(daemonUid, banger, args);
-  try {
-    const { stdout, stderr } = await run(cmd, argv, { env: home.env, timeout: 600_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== "number") throw err;
-    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
-
-async function ok(...args: string[]): Promise<CliResult> {
-  const r = await cli(...args);
-  assert.equal(r.code, 0, `banger ${args.join(" ")} failed:\n${r.stderr}`);
-  return r;
 }
 
 /** banger's taps on this file's bridge, with "idle" when no VM holds them open. */

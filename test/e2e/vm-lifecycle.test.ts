@@ -7,36 +7,14 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 import { ensureBuilt } from "../helpers/build.js";
+import { bangerCli } from "../helpers/cli.js";
 
 // Real VMs under QEMU microvm with TCG, driven through the real bin/banger.
 // The first create derives the kernel and builds the default image.
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const banger = path.join(root, "bin", "banger");
 let home: TempLayout;
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(banger, args, { env: home.env, timeout: 600_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== "number") throw err;
-    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
-
-async function ok(...args: string[]): Promise<CliResult> {
-  const r = await cli(...args);
-  assert.equal(r.code, 0, `banger ${args.join(" ")} failed:\n${r.stderr}`);
-  return r;
-}
+const { cli, ok } = bangerCli(() => home.env);
 
 async function qemuPids(name: string): Promise<number[]> {
   const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-${name} `]).catch(() => ({

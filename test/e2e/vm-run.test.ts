@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
+import { bangerCli } from "../helpers/cli.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -14,25 +15,9 @@ const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const banger = path.join(root, "bin", "banger");
 let home: TempLayout;
+const { cli } = bangerCli(() => home.env);
 let repo: string;
 let hostFiles: string;
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(banger, args, { env: home.env, timeout: 600_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== "number") throw err;
-    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
 
 async function vmNames(): Promise<string[]> {
   const r = await cli("vm", "list", "--json");

@@ -6,6 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
+import { bangerCli } from "../helpers/cli.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -17,34 +18,8 @@ const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const banger = path.join(root, "bin", "banger");
 const VM = "wse2e-1";
 let home: TempLayout;
+const { cli, ok } = bangerCli(() => home.env);
 let repo: string;
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(banger, args, {
-      env: home.env,
-      timeout: 600_000,
-      maxBuffer: 64 * 2 ** 20,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== "number") throw err;
-    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
-
-async function ok(...args: string[]): Promise<CliResult> {
-  const r = await cli(...args);
-  assert.equal(r.code, 0, `banger ${args.join(" ")} failed:\n${r.stderr}`);
-  return r;
-}
 
 /** A shell script in the guest; its stdout. */
 async function guest(script: string): Promise<string> {
