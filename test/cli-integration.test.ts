@@ -110,9 +110,9 @@ test("user errors print a message and a hint, and exit 1", async () => {
   assert.match(missing.stderr, /banger: error: no VM named "ghost"/);
   assert.match(missing.stderr, /hint: 'banger vm list' shows what exists/);
 
-  const pendingCmd = await cli(home, "vm", "run", "--rm");
+  const pendingCmd = await cli(home, "system", "install");
   assert.equal(pendingCmd.code, 1);
-  assert.match(pendingCmd.stderr, /banger vm run is not implemented yet/);
+  assert.match(pendingCmd.stderr, /banger system install is not implemented yet/);
 
   const both = await cli(
     home,
