@@ -235,7 +235,7 @@ send)
   session "$1" "$2"
   running
   # Read-write open: never blocks, and the supervisor's own open keeps the command from seeing EOF.
-  cat 1<>"$d/stdin"
+  dd bs=65536 1<>"$d/stdin" 2>/dev/null
   ;;
 stop)
   session "$1" "$2"
@@ -267,7 +267,8 @@ attach)
   exec 4<&0
   follow attached &
   follower=$!
-  cat <&4 1<>"$d/stdin" &
+  # dd, not cat: busybox cat may sendfile(), which holds typed bytes back until EOF.
+  dd bs=4096 <&4 1<>"$d/stdin" 2>/dev/null &
   forwarder=$!
   exec 4<&-
   # Ends when the session ends (follower done) or the client detaches (stdin closed).
