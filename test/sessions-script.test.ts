@@ -37,6 +37,7 @@ function runScript(shell: string[], base: string, v: SessionVerb, input = ""): P
       clearTimeout(timer);
       resolve({ code, stdout: Buffer.concat(out), stderr: err });
     });
+    child.stdin.on("error", () => {}); // a script that fails early never reads its stdin
     child.stdin.end(input);
   });
 }
