@@ -55,7 +55,11 @@ export function displayCommand(argv: string[]): string {
     .map(shellQuote)
     .join(" ")
     .replace(/[\x00-\x1f\x7f]/g, (c) =>
-      c === "\n" ? "\\n" : c === "\t" ? "\\t" : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+      c === "\n"
+        ? "\\n"
+        : c === "\t"
+          ? "\\t"
+          : `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
     );
 }
 
@@ -365,4 +369,73 @@ export function parseSessionRecords(text: string): SessionRecord[] {
 export function parseSessionError(stderr: string): { kind: string; message: string } | null {
   const m = /^banger-session: ([a-z]+): (.*)$/m.exec(stderr);
   return m ? { kind: m[1]!, message: m[2]! } : null;
+}
+
+/** Maps a failed guest call to an error that says what to do next. */
+export function sessionError(
+  vm: string,
+  name: string | null,
+  r: { code: number | null; signal: string | null; stderr: string },
+): BangerError {
+  const explained = r.code === SESSION_ERROR_STATUS ? parseSessionError(r.stderr) : null;
+  const n = name ?? "<name>";
+  if (explained) {
+    const { kind, message } = explained;
+    switch (kind) {
+      case "notfound":
+        return new BangerError(
+          ErrorCode.NotFound,
+          `${message} in VM ${vm}`,
+          `'banger vm session list ${vm}' shows what exists`,
+        );
+      case "exists":
+        return new BangerError(
+          ErrorCode.AlreadyExists,
+          message,
+          `stop it first ('banger vm session stop ${vm} ${n}') or pick another name`,
+        );
+      case "state":
+        return new BangerError(
+          ErrorCode.InvalidState,
+          message,
+          `'banger vm session show ${vm} ${n}' has its exit code; 'banger vm session start ${vm} ${n} -- <cmd>' runs it again`,
+        );
+      case "nocmd":
+        return new BangerError(
+          ErrorCode.InvalidParams,
+          message,
+          "give the full path, or install the command in the image",
+        );
+      case "nocwd":
+        return new BangerError(
+          ErrorCode.InvalidParams,
+          message,
+          `create it first ('banger vm ssh ${vm} -- mkdir -p <dir>') or pick another --cwd`,
+        );
+      case "invalid":
+        return new BangerError(ErrorCode.InvalidParams, message);
+      case "precondition":
+        return new BangerError(
+          ErrorCode.Precondition,
+          message,
+          "sessions need setsid, mkfifo, dd, tail, head and base64 in the guest (util-linux and coreutils, or busybox)",
+        );
+      default:
+        return new BangerError(ErrorCode.Internal, `${message} (VM ${vm})`);
+    }
+  }
+  const tail = r.stderr.trim().split("\n").slice(-5).join("\n");
+  if (r.code === 255)
+    return new BangerError(
+      ErrorCode.Internal,
+      `could not reach VM ${vm} over SSH${tail ? `: ${tail}` : ""}`,
+      `'banger vm health ${vm}' checks it`,
+    );
+  const status = r.signal
+    ? `was killed by ${r.signal} (timed out?)`
+    : `exited with status ${r.code}`;
+  return new BangerError(
+    ErrorCode.Internal,
+    `the session script in VM ${vm} ${status}${tail ? `:\n${tail}` : ""}`,
+  );
 }
