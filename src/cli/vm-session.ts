@@ -279,6 +279,8 @@ async function followLogs(deps: CliDeps, vm: string, name: string): Promise<void
  */
 export class LineEditor {
   private line = "";
+  /** Inside an escape sequence (arrow keys and the like), which are dropped: 1 after ESC, 2 in CSI. */
+  private escape: 0 | 1 | 2 = 0;
 
   /** Feeds typed text; returns the bytes to send to the session and the text to echo. */
   feed(text: string): { send: string; echo: string; detach: boolean } {
@@ -287,6 +289,18 @@ export class LineEditor {
     for (const ch of text) {
       const code = ch.charCodeAt(0);
       if (code === DETACH_KEY) return { send, echo, detach: true };
+      if (this.escape === 1) {
+        this.escape = ch === "[" || ch === "O" ? 2 : 0;
+        continue;
+      }
+      if (this.escape === 2) {
+        if (code >= 0x40 && code <= 0x7e) this.escape = 0;
+        continue;
+      }
+      if (code === 0x1b) {
+        this.escape = 1;
+        continue;
+      }
       if (ch === "\r" || ch === "\n") {
         send += `${this.line}\n`;
         echo += "\n"; // the terminal keeps output processing: "\n" is a new line
