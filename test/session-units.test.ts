@@ -110,7 +110,7 @@ test("script errors become errors with a next step", () => {
   const cases: Array<[ReturnType<typeof fail>, number, RegExp]> = [
     [fail("notfound", "no session named 'x'"), ErrorCode.NotFound, /session list dev/],
     [fail("exists", "session 'x' is already running"), ErrorCode.AlreadyExists, /stop it first/],
-    [fail("state", "session 'x' is not running (exited)"), ErrorCode.InvalidState, /exit code/],
+    [fail("state", "session 'x' is not running (exited)"), ErrorCode.InvalidState, /how it ended/],
     [fail("nocmd", "'y' is not an executable command"), ErrorCode.InvalidParams, /full path/],
     [fail("nocwd", "no directory '/z'"), ErrorCode.InvalidParams, /--cwd/],
     [fail("precondition", "setsid is not installed"), ErrorCode.Precondition, /busybox/],

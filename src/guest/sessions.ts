@@ -398,7 +398,7 @@ export function sessionError(
         return new BangerError(
           ErrorCode.InvalidState,
           message,
-          `'banger vm session show ${vm} ${n}' has its exit code; 'banger vm session start ${vm} ${n} -- <cmd>' runs it again`,
+          `'banger vm session show ${vm} ${n}' says how it ended; 'banger vm session start ${vm} ${n} -- <cmd>' runs it again`,
         );
       case "nocmd":
         return new BangerError(
