@@ -286,8 +286,6 @@ attach)
 esac
 `;
 
-/** The guest script's text (for tests that run it with a local shell). */
-export const SESSION_SCRIPT = SCRIPT;
 
 export type SessionVerb =
   | { verb: "start"; name: string; capBytes: number; cwd: string; command: string[] }
