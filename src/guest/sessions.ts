@@ -119,7 +119,8 @@ state() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then st=running; return; fi
   sup=$(field supervisor)
   if [ -n "$sup" ] && kill -0 "$sup" 2>/dev/null; then st=running; return; fi
-  st=lost
+  # The supervisor writes exit-code before it exits: look again now that it is gone.
+  if [ -f "$d/exit-code" ]; then st=exited; else st=lost; fi
 }
 record() {
   state
@@ -285,7 +286,6 @@ attach)
   ;;
 esac
 `;
-
 
 export type SessionVerb =
   | { verb: "start"; name: string; capBytes: number; cwd: string; command: string[] }
