@@ -11,6 +11,7 @@ import { runCommand } from "./vm-run.js";
 import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
 import { workspaceCommand } from "./vm-workspace.js";
+import { sessionCommand } from "./vm-session.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
 const RUN_ISSUE = "'banger vm run' (issue #6)";
@@ -285,31 +286,7 @@ export function vmCommand(deps: CliDeps): Command {
 
   vm.addCommand(workspaceCommand(deps));
 
-  const session = describeGroup(new Command("session"), {
-    purpose:
-      "Named long-running processes in a VM that outlive the SSH connection that started them.",
-    examples: [
-      "banger vm session start dev server -- npm run dev",
-      "banger vm session logs dev server -f",
-    ],
-    next: "'banger vm session stop <vm> <name>' when done.",
-  });
-  for (const [verb, summary] of [
-    ["start", "Start a named process"],
-    ["list", "List sessions in a VM"],
-    ["show", "Show a session's state, pid and exit code"],
-    ["logs", "Print a session's output"],
-    ["send", "Write text to a session's stdin"],
-    ["attach", "Attach your terminal to a session"],
-    ["stop", "Stop a session (SIGTERM, then SIGKILL)"],
-    ["kill", "Kill a session (SIGKILL)"],
-  ] as const) {
-    const sub = session.command(verb).description(summary).argument("[args...]");
-    if (verb === "list") sub.alias("ls");
-    if (verb === "list" || verb === "show") sub.option("--json", "print JSON");
-    sub.action(pending(`banger vm session ${verb}`, RUN_ISSUE));
-  }
-  vm.addCommand(session);
+  vm.addCommand(sessionCommand(deps));
 
   return vm as unknown as Command;
 }

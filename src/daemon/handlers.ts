@@ -10,6 +10,7 @@ import { FirecrackerDriver } from "../vmm/firecracker/driver.js";
 import { selectVmm } from "../vmm/select.js";
 import { createCommandRunner } from "../system/runner.js";
 import { QemuDriver } from "../vmm/qemu/driver.js";
+import { SessionService } from "./session-service.js";
 import { VmService } from "./vm-service.js";
 import { WorkspaceService } from "./workspace-service.js";
 import type { Handlers } from "./rpc-server.js";
@@ -105,6 +106,8 @@ export function buildHandlers(daemon: Daemon): Handlers {
   })();
   const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
   const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner }));
+  const sessionsReady = ready.then((vms) => new SessionService({ vms, runner }));
+  const withSessions = <T>(fn: (sessions: SessionService) => Promise<T>) => sessionsReady.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -141,6 +144,16 @@ export function buildHandlers(daemon: Daemon): Handlers {
       workspaces.then((w) => w.prepare(p, ctx.progress, ctx.signal)),
     "vm.workspace.export": ({ name, nameOnly }, ctx) =>
       workspaces.then((w) => w.export(name, { nameOnly }, ctx.signal)),
+    "vm.session.start": ({ vm, name, command, cwd }) =>
+      withSessions((s) => s.start(vm, name, command, cwd)),
+    "vm.session.list": ({ vm }) => withSessions((s) => s.list(vm)),
+    "vm.session.show": ({ vm, name }) => withSessions((s) => s.show(vm, name)),
+    "vm.session.logs": ({ vm, name, tailBytes }) =>
+      withSessions((s) => s.logs(vm, name, tailBytes)),
+    "vm.session.send": ({ vm, name, text }) => withSessions((s) => s.send(vm, name, text)),
+    "vm.session.stop": ({ vm, name, timeoutMs }) =>
+      withSessions((s) => s.stop(vm, name, timeoutMs)),
+    "vm.session.kill": ({ vm, name }) => withSessions((s) => s.kill(vm, name)),
 
     "image.list": async () => images.list(),
     "image.show": async ({ name }) => images.show(name),
