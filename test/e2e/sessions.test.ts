@@ -1,45 +1,22 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
+import { bangerCli } from "../helpers/cli.js";
+import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 // `banger vm session` against one real VM (QEMU microvm, TCG), through the real bin/banger.
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const banger = path.join(root, "bin", "banger");
 const VM = "sess-e2e";
 // A dev home with the default kernel and image already built saves ~1 min; without it the
 // first create builds them.
-const DEV_STATE = "/tmp/banger-dev/state";
 let home: TempLayout;
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function cli(...args: string[]): Promise<CliResult> {
-  try {
-    const { stdout, stderr } = await run(banger, args, { env: home.env, timeout: 600_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    if (typeof e.code !== "number") throw err;
-    return { code: e.code, stdout: e.stdout ?? "", stderr: e.stderr ?? "" };
-  }
-}
-
-async function ok(...args: string[]): Promise<CliResult> {
-  const r = await cli(...args);
-  assert.equal(r.code, 0, `banger ${args.join(" ")} failed:\n${r.stderr}`);
-  return r;
-}
+const { cli, ok } = bangerCli(() => home.env);
 
 interface Session {
   name: string;
@@ -54,31 +31,6 @@ interface Session {
 const show = async (name: string): Promise<Session> =>
   JSON.parse((await ok("vm", "session", "show", VM, name, "--json")).stdout) as Session;
 
-async function reuseDevImage(): Promise<void> {
-  const kernel = path.join(DEV_STATE, "kernels", "debian-cloud");
-  const images = await fs.readdir(path.join(DEV_STATE, "images")).catch(() => [] as string[]);
-  for (const id of images) {
-    const rootfs = path.join(DEV_STATE, "images", id, "rootfs.ext4");
-    const usable = await Promise.all([fs.access(kernel), fs.access(rootfs)]).then(
-      () => true,
-      () => false,
-    );
-    if (!usable) continue;
-    await ok("kernel", "import", "debian-cloud", "--from", kernel);
-    await ok(
-      "image",
-      "register",
-      "--rootfs",
-      rootfs,
-      "--name",
-      "debian-bookworm",
-      "--kernel-ref",
-      "debian-cloud",
-    );
-    return;
-  }
-}
-
 async function qemuPids(): Promise<number[]> {
   const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-${VM} `]).catch(() => ({
     stdout: "",
@@ -89,7 +41,7 @@ async function qemuPids(): Promise<number[]> {
 before(async () => {
   await ensureBuilt(root);
   home = await tempLayout("banger-e2e-sessions-");
-  await reuseDevImage();
+  await useSharedDefaultImage(home);
   await ok("vm", "create", "--name", VM, "--memory", "1G", "--disk-size", "1G");
 });
 
