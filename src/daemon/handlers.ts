@@ -106,8 +106,9 @@ export function buildHandlers(daemon: Daemon): Handlers {
   })();
   const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
   const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner }));
-  const sessionsReady = ready.then((vms) => new SessionService({ vms, runner }));
-  const withSessions = <T>(fn: (sessions: SessionService) => Promise<T>) => sessionsReady.then(fn);
+  const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) => workspaces.then(fn);
+  const sessions = ready.then((vms) => new SessionService({ vms, runner }));
+  const withSessions = <T>(fn: (s: SessionService) => Promise<T>) => sessions.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -141,9 +142,9 @@ export function buildHandlers(daemon: Daemon): Handlers {
     "vm.logs": ({ name }) => withVms((vms) => vms.logPath(name)),
     "vm.ssh": ({ name }) => withVms((vms) => vms.sshTarget(name)),
     "vm.workspace.prepare": (p, ctx) =>
-      workspaces.then((w) => w.prepare(p, ctx.progress, ctx.signal)),
+      withWorkspaces((w) => w.prepare(p, ctx.progress, ctx.signal)),
     "vm.workspace.export": ({ name, nameOnly }, ctx) =>
-      workspaces.then((w) => w.export(name, { nameOnly }, ctx.signal)),
+      withWorkspaces((w) => w.export(name, { nameOnly }, ctx.signal)),
     "vm.session.start": ({ vm, name, command, cwd }) =>
       withSessions((s) => s.start(vm, name, command, cwd)),
     "vm.session.list": ({ vm }) => withSessions((s) => s.list(vm)),
