@@ -10,6 +10,7 @@ import { VmService } from "../src/daemon/vm-service.js";
 import { WorkspaceService, type GuestExec } from "../src/daemon/workspace-service.js";
 import {
   checkBranchName,
+  COMMIT_MARKER,
   exportScript,
   findRepo,
   gnuTarSource,
@@ -443,6 +444,41 @@ test("bad host input fails before the guest is touched", async () => {
     );
     await assert.rejects(ws.prepare({ name: "ghost", path: repo }), /no VM named "ghost"/);
     assert.equal(touched, false);
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+});
+
+test("a large import reaches the guest whole, marker last, even when tar finishes before the guest reads", async () => {
+  // Regression: the commit marker was written as soon as every tar had exited, while
+  // their output still sat in the stream's buffer; a 40 MiB repo arrived cut short.
+  const home = await tempLayout();
+  const { store, vms } = await vmFixture(home);
+  try {
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const total = 16 * 2 ** 20;
+    const source: TarSourceFactory = () => {
+      const stream = new PassThrough();
+      for (let sent = 0; sent < total; sent += chunk.length) stream.write(chunk);
+      stream.end();
+      return { stream, done: Promise.resolve(), kill: () => stream.destroy() };
+    };
+    let received = Buffer.alloc(0);
+    const slowGuest: GuestExec = async (_target, _command, opts) => {
+      const parts: Buffer[] = [];
+      for await (const c of opts.stdin as Readable) {
+        parts.push(c as Buffer);
+        await new Promise((r) => setImmediate(r)); // a guest slower than the host
+      }
+      received = Buffer.concat(parts);
+      return { code: 0, signal: null, stdout: Buffer.from("base 1234\n"), stderr: "" };
+    };
+    const ws = new WorkspaceService({ vms, runner, tarSource: source, guestExec: slowGuest });
+    assert.equal((await ws.prepare({ name: "ws", path: repo })).base, "1234");
+    assert.equal(received.length, total + `${COMMIT_MARKER}\n`.length);
+    assert.equal(received.subarray(total).toString(), `${COMMIT_MARKER}\n`);
+    assert.ok(received.subarray(0, total).every((b) => b === 0x61));
   } finally {
     store.close();
     await home.cleanup();

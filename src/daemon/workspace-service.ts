@@ -192,8 +192,11 @@ export class WorkspaceService {
         });
       });
       let sourceError: unknown = null;
+      // Every tar has exited once `done` resolves, but their output may still sit in the
+      // stream's buffer: the marker goes after the stream has ended, i.e. after its last byte.
+      const drained = new Promise<void>((resolve) => source.stream.once("end", resolve));
       source.done.then(
-        () => feed.end(`${COMMIT_MARKER}\n`),
+        () => drained.then(() => feed.end(`${COMMIT_MARKER}\n`)),
         (err: unknown) => {
           sourceError = err;
           abort.abort();

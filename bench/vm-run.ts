@@ -1,0 +1,99 @@
+// Benchmark: `banger vm run` against baselines measured in the same run.
+// 1. `vm run --rm -- true` against the same job done by hand: `vm create`,
+//    `vm ssh -- true`, `vm delete`. Target: <= 1.05x (orchestration adds nothing).
+// 2. `vm workspace prepare` of a generated repo (2,000 files, ~40 MiB) against
+//    `git ls-files | tar -c | ssh tar -x` into the same VM. Target: <= 1.5x
+//    (prepare also sends .git, stages, swaps and records the base).
+// Not a test: run `make bench`.
+import { execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { promisify } from "node:util";
+import { connectOrStart } from "../src/cli/client.js";
+import { sshOptions } from "../src/guest/ssh.js";
+import { bangerBin as banger } from "../test/helpers/cli.js";
+import { useSharedDefaultImage } from "../test/helpers/shared-image.js";
+import { tempLayout } from "../test/helpers/temp-home.js";
+
+const run = promisify(execFile);
+const home = await tempLayout("banger-bench-run-");
+const env = home.env;
+const b = (...args: string[]) =>
+  run(banger, args, { env, timeout: 600_000, maxBuffer: 64 * 2 ** 20 });
+
+async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const start = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+try {
+  await fs.mkdir(path.dirname(home.layout.configFile), { recursive: true });
+  await fs.writeFile(home.layout.configFile, '[vm_defaults]\ndisk_size = "2G"\n');
+  console.log("preparing the default kernel and image ...");
+  await useSharedDefaultImage(home);
+  // Build kernel and image (when not shared) outside the measurement.
+  await b("vm", "create", "--name", "warm", "--no-start");
+  await b("vm", "delete", "warm");
+
+  const byHand = await timed(async () => {
+    await b("vm", "create", "--name", "hand");
+    await b("vm", "ssh", "hand", "--", "true");
+    await b("vm", "delete", "hand");
+  });
+  const viaRun = await timed(() => b("vm", "run", "--rm", "--name", "auto", "--", "true"));
+  console.log(
+    `vm run --rm -- true: ${viaRun.toFixed(1)} s; by hand (create, ssh, delete): ${byHand.toFixed(1)} s; ratio ${(viaRun / byHand).toFixed(2)}x (target <= 1.05x)`,
+  );
+
+  // A repo of 2,000 files in 20 dirs, ~40 MiB of incompressible data, one commit.
+  const repo = path.join(home.home, "bench-repo");
+  for (let d = 0; d < 20; d++) {
+    await fs.mkdir(path.join(repo, `dir${d}`), { recursive: true });
+    for (let f = 0; f < 100; f++) {
+      await fs.writeFile(path.join(repo, `dir${d}`, `file${f}.bin`), randomBytes(20 * 1024));
+    }
+  }
+  await run("git", ["init", "-q", repo]);
+  await run("git", ["-C", repo, "add", "-A"]);
+  await run("git", ["-C", repo, "-c", "user.name=b", "-c", "user.email=b@b", "commit", "-qm", "x"]);
+  await b("vm", "create", "--name", "ws");
+  const sshArgs = await sshArgsFor("ws");
+  const baseline = await timed(
+    () =>
+      new Promise<void>((resolve, reject) => {
+        const tar = spawn("sh", ["-c", `cd "${repo}" && git ls-files -z | tar --null -T - -cf -`]);
+        const ssh = spawn(
+          "ssh",
+          [...sshArgs, "mkdir -p /root/baseline && tar -x -C /root/baseline"],
+          {
+            stdio: ["pipe", "ignore", "inherit"],
+          },
+        );
+        tar.stdout.pipe(ssh.stdin);
+        ssh.on("error", reject);
+        ssh.on("close", (code) => (code === 0 ? resolve() : reject(new Error(`ssh ${code}`))));
+      }),
+  );
+  const prepare = await timed(() => b("vm", "workspace", "prepare", "ws", repo));
+  console.log(
+    `workspace prepare (2,000 files, 40 MiB): ${prepare.toFixed(1)} s; tar | ssh tar -x: ${baseline.toFixed(1)} s; ratio ${(prepare / baseline).toFixed(2)}x (target <= 1.5x)`,
+  );
+  await b("vm", "delete", "ws");
+} finally {
+  await b("daemon", "stop").catch(() => undefined);
+  await home.cleanup();
+}
+
+/** OpenSSH arguments for a VM, the way `banger vm ssh` builds them, from the daemon's vm.ssh answer. */
+async function sshArgsFor(name: string): Promise<string[]> {
+  const client = await connectOrStart({ layout: home.layout, env, notice: () => {} });
+  try {
+    const t = await client.call("vm.ssh", { name });
+    const identity = { privateKey: t.identityFile, publicKey: "", knownHosts: t.knownHostsFile };
+    return [...sshOptions(identity, name, t.port), "-o", "BatchMode=yes", `${t.user}@${t.host}`];
+  } finally {
+    client.close();
+  }
+}
