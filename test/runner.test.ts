@@ -1,4 +1,7 @@
 import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { createCommandRunner, runChecked } from "../src/system/runner.js";
@@ -11,6 +14,12 @@ test("runs commands and reports status and output", async () => {
   const r = await runner.run("sh", ["-c", "echo out; echo err >&2; exit 3"]);
   assert.deepEqual([r.code, r.stdout, r.stderr], [3, "out\n", "err\n"]);
   assert.equal((await runner.run("cat", [], { input: "piped" })).stdout, "piped");
+});
+
+test("large output arrives whole", async () => {
+  const r = await runner.run("seq", ["1", "200000"]);
+  const lines = r.stdout.trim().split("\n");
+  assert.deepEqual([lines.length, lines.at(-1)], [200000, "200000"]);
 });
 
 test("a timeout kills the child promptly", async () => {
@@ -41,3 +50,119 @@ test("runChecked names the command, status and stderr tail", async () => {
     /sh exited with status 4:\nnope/,
   );
 });
+
+// Generous bounds: each case would take the full 30 s sleep if the runner waited for it.
+const PROMPT_MS = 15_000;
+
+test("a child that exits leaving a background grandchild on its pipes settles promptly", async () => {
+  const started = Date.now();
+  const r = await runner.run("sh", ["-c", "echo before; sleep 30 & echo $!; exit 0"]);
+  const [before, grandchild] = r.stdout.trim().split("\n");
+  process.kill(Number(grandchild), "SIGKILL");
+  assert.ok(Date.now() - started < PROMPT_MS, `took ${Date.now() - started} ms`);
+  assert.deepEqual([r.code, r.timedOut, before], [0, false, "before"]);
+});
+
+// The shell writes its background sleep's pid to a file, then waits for it: the sleep is a
+// grandchild holding the pipes, which only a kill of the whole process group ends.
+const SLEEPING_GRANDCHILD = 'sleep 30 & echo $! >"$1.tmp" && mv "$1.tmp" "$1"; wait';
+
+test("a timeout kills the child's whole process group and settles promptly", async () => {
+  await withTempDir(async (dir) => {
+    const pidFile = path.join(dir, "pid");
+    const started = Date.now();
+    const r = await runner.run("sh", ["-c", SLEEPING_GRANDCHILD, "sh", pidFile], {
+      timeoutMs: 1000,
+    });
+    assert.ok(Date.now() - started < PROMPT_MS, `took ${Date.now() - started} ms`);
+    assert.deepEqual([r.timedOut, r.signal], [true, "SIGKILL"]);
+    const grandchild = Number(await fs.readFile(pidFile, "utf8"));
+    assert.equal(await processGone(grandchild), true, "the grandchild outlived the timeout");
+  });
+});
+
+test("an abort kills the child's whole process group", async () => {
+  await withTempDir(async (dir) => {
+    const pidFile = path.join(dir, "pid");
+    const abort = new AbortController();
+    const pending = runner.run("sh", ["-c", SLEEPING_GRANDCHILD, "sh", pidFile], {
+      signal: abort.signal,
+    });
+    const grandchild = Number(await waitForFile(pidFile));
+    abort.abort();
+    const r = await pending;
+    assert.deepEqual([r.timedOut, r.signal], [false, "SIGKILL"]);
+    assert.equal(await processGone(grandchild), true, "the grandchild outlived the abort");
+  });
+});
+
+test("a missing working directory is a clear error naming it", async () => {
+  await assert.rejects(
+    runner.run("true", [], { cwd: "/nonexistent/banger-cwd" }),
+    (err: unknown) => {
+      assert.ok(err instanceof BangerError);
+      assert.match(err.message, /\/nonexistent\/banger-cwd/);
+      assert.doesNotMatch(err.message, /ENOENT/);
+      return true;
+    },
+  );
+});
+
+test("runChecked reports a timeout as a timeout, not as a kill", async () => {
+  await assert.rejects(runChecked(runner, "sleep", ["30"], { timeoutMs: 200 }), (err: unknown) => {
+    assert.ok(err instanceof BangerError);
+    assert.match(err.message, /^sleep timed out after 0\.2 s/);
+    assert.doesNotMatch(err.message, /SIGKILL/);
+    return true;
+  });
+});
+
+test("an already-aborted signal does not start the command", async () => {
+  await withTempDir(async (dir) => {
+    const marker = path.join(dir, "ran");
+    const abort = new AbortController();
+    abort.abort();
+    await assert.rejects(
+      runner.run("touch", [marker], { signal: abort.signal }),
+      (err: unknown) => err instanceof BangerError && err.code === ErrorCode.Cancelled,
+    );
+    await assert.rejects(fs.access(marker));
+  });
+});
+
+test("every stderr line reaches onStderrLine, including a last one without a newline", async () => {
+  const lines: string[] = [];
+  await runner.run("sh", ["-c", "printf 'one\\ntwo\\nlast' >&2"], {
+    onStderrLine: (line) => lines.push(line),
+  });
+  assert.deepEqual(lines, ["one", "two", "last"]);
+});
+
+/** Polls (bounded) until the process is gone; a zombie awaiting its reaper counts as gone. */
+async function processGone(pid: number): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    // The state is the first field after the ')' that ends the command name.
+    if (!stat || stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-runner-"));
+  try {
+    await fn(dir);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function waitForFile(file: string): Promise<string> {
+  for (let i = 0; i < 300; i++) {
+    const text = await fs.readFile(file, "utf8").catch(() => undefined);
+    if (text !== undefined) return text;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${file} never appeared`);
+}
