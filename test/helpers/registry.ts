@@ -72,9 +72,9 @@ export async function startRegistry(): Promise<TestRegistry> {
   };
 }
 
-const digestOf = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
+export const digestOf = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
-async function pushBlob(url: string, repo: string, blob: Buffer): Promise<string> {
+export async function pushBlob(url: string, repo: string, blob: Buffer): Promise<string> {
   const digest = digestOf(blob);
   const start = await fetch(`${url}/v2/${repo}/blobs/uploads/`, { method: "POST" });
   if (start.status !== 202) throw new Error(`upload start: HTTP ${start.status}`);
@@ -89,7 +89,7 @@ async function pushBlob(url: string, repo: string, blob: Buffer): Promise<string
   return digest;
 }
 
-async function pushManifest(
+export async function pushManifest(
   url: string,
   repo: string,
   reference: string,
@@ -106,7 +106,10 @@ async function pushManifest(
 }
 
 export interface PushOptions {
-  /** Push an OCI index with these platforms pointing at the image (amd64 gets the real one). */
+  /**
+   * Push an OCI index with these platforms ("os/arch" or "os/arch/variant"), each its
+   * own manifest over the same layers, with a config naming its platform.
+   */
   indexPlatforms?: string[];
 }
 
@@ -118,15 +121,7 @@ export async function pushImage(
   layers: Buffer[],
   opts: PushOptions = {},
 ): Promise<string> {
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      rootfs: { type: "layers", diff_ids: [] },
-      config: {},
-    }),
-  );
-  const layerDescriptors = [];
+  const layerDescriptors: Array<{ mediaType: string; digest: string; size: number }> = [];
   for (const layer of layers) {
     const gz = layer[0] === 0x1f && layer[1] === 0x8b;
     layerDescriptors.push({
@@ -137,40 +132,59 @@ export async function pushImage(
       size: layer.length,
     });
   }
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: "application/vnd.oci.image.manifest.v1+json",
-      config: {
-        mediaType: "application/vnd.oci.image.config.v1+json",
-        digest: await pushBlob(url, repo, config),
-        size: config.length,
-      },
-      layers: layerDescriptors,
-    }),
-  );
+  const pushPlatform = async (os: string, architecture: string, variant?: string) => {
+    const config = Buffer.from(
+      JSON.stringify({
+        architecture,
+        os,
+        ...(variant ? { variant } : {}),
+        rootfs: { type: "layers", diff_ids: [] },
+        config: {},
+      }),
+    );
+    return Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: "application/vnd.oci.image.manifest.v1+json",
+        config: {
+          mediaType: "application/vnd.oci.image.config.v1+json",
+          digest: await pushBlob(url, repo, config),
+          size: config.length,
+        },
+        layers: layerDescriptors,
+      }),
+    );
+  };
   if (!opts.indexPlatforms)
-    return pushManifest(url, repo, tag, manifest, "application/vnd.oci.image.manifest.v1+json");
-  const manifestDigest = await pushManifest(
-    url,
-    repo,
-    `${tag}-single`,
-    manifest,
-    "application/vnd.oci.image.manifest.v1+json",
-  );
+    return pushManifest(
+      url,
+      repo,
+      tag,
+      await pushPlatform("linux", "amd64"),
+      "application/vnd.oci.image.manifest.v1+json",
+    );
+  const manifests = [];
+  for (const p of opts.indexPlatforms) {
+    const [os, architecture, variant] = p.split("/") as [string, string, string | undefined];
+    const manifest = await pushPlatform(os, architecture, variant);
+    manifests.push({
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      digest: await pushManifest(
+        url,
+        repo,
+        `${tag}-${p.replaceAll("/", "-")}`,
+        manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+      ),
+      size: manifest.length,
+      platform: { os, architecture, ...(variant ? { variant } : {}) },
+    });
+  }
   const index = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType: "application/vnd.oci.image.index.v1+json",
-      manifests: opts.indexPlatforms.map((p) => {
-        const [os, architecture] = p.split("/");
-        return {
-          mediaType: "application/vnd.oci.image.manifest.v1+json",
-          digest: manifestDigest,
-          size: manifest.length,
-          platform: { os, architecture },
-        };
-      }),
+      manifests,
     }),
   );
   return pushManifest(url, repo, tag, index, "application/vnd.oci.image.index.v1+json");

@@ -6,8 +6,8 @@ import { BangerError, ErrorCode } from "../../api/errors.js";
 
 /**
  * Content-addressed blobs at `<dir>/<hex>`. A blob enters only after its
- * sha256 matched: it is written to a temp file beside its final name, then
- * renamed. Pure re-download avoidance: safe to delete at any time.
+ * size and sha256 matched: it is written to a temp file beside its final
+ * name, then renamed. Pure re-download avoidance: safe to delete at any time.
  */
 export class BlobCache {
   constructor(readonly dir: string) {}
@@ -26,10 +26,12 @@ export class BlobCache {
     return fs.existsSync(this.pathOf(digest));
   }
 
+  /** Stores `source` as `digest`; with `size`, reading stops as soon as the source runs past it. */
   async put(
     digest: string,
     source: AsyncIterable<Uint8Array>,
     onBytes?: (total: number) => void,
+    size?: number,
   ): Promise<string> {
     const final = this.pathOf(digest);
     await fsp.mkdir(this.dir, { recursive: true });
@@ -39,12 +41,27 @@ export class BlobCache {
     const out = await fsp.open(tmp, "w");
     try {
       for await (const chunk of source) {
-        hash.update(chunk);
         total += chunk.length;
+        // Leaving the loop cancels the source: an oversized blob is never read to its end.
+        if (size !== undefined && total > size) {
+          throw new BangerError(
+            ErrorCode.InvalidParams,
+            `blob ${digest} is larger than the ${size} bytes its descriptor declares`,
+            "the registry served wrong data; nothing was cached, try again",
+          );
+        }
+        hash.update(chunk);
         await out.write(chunk);
         onBytes?.(total);
       }
       await out.close();
+      if (size !== undefined && total !== size) {
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `blob ${digest} ended after ${total} of the ${size} bytes its descriptor declares`,
+          "the registry served a truncated blob; nothing was cached, try again",
+        );
+      }
       const got = `sha256:${hash.digest("hex")}`;
       if (got !== digest) {
         throw new BangerError(

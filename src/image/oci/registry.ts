@@ -7,6 +7,7 @@ import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { BlobCache } from "./blob-cache.js";
 import { formatReference, type ImageReference } from "./reference.js";
+import { explainNetworkFailure, RegistryTimeout } from "./registry-errors.js";
 
 export const MEDIA = {
   ociIndex: "application/vnd.oci.image.index.v1+json",
@@ -38,7 +39,15 @@ export interface RegistryDeps {
   dockerConfigFile?: string;
   /** Registries reached over plain HTTP besides localhost ones. */
   insecureRegistries?: string[];
+  /** A request fails when the registry sends nothing for this long (connecting, headers, between body chunks). */
+  idleTimeoutMs?: number;
 }
+
+const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+/** Registries must accept manifests up to 4 MiB (distribution spec); anything larger is not one. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** Token responses are a few KiB; this only bounds a misbehaving token service. */
+const MAX_TOKEN_BYTES = 1024 * 1024;
 
 type Json = Record<string, unknown>;
 
@@ -49,6 +58,83 @@ function isLocal(registry: string): boolean {
   return (
     host === "localhost" || host === "127.0.0.1" || host === "[::1]" || host.startsWith("127.")
   );
+}
+
+/** A JSON object from a body, or a clear error naming what it was meant to be. */
+function parseJson(body: Buffer, what: string): Json {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString("utf8"));
+  } catch {
+    value = undefined;
+  }
+  if (!value || typeof value !== "object" || Array.isArray(value)) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${what} is not a JSON object`,
+      "the registry served something else; check the reference, or try again",
+    );
+  }
+  return value as Json;
+}
+
+function statusHint(status: number): string | undefined {
+  if (status >= 500) return "the registry is failing; try again later";
+  if (status === 429)
+    return "the registry is rate-limiting you; wait a while, or log in for a higher limit";
+  return undefined;
+}
+
+/** `source` with its errors replaced by `wrap(err)`; a consumer that stops early still cancels it. */
+async function* mapErrors<T>(
+  source: AsyncIterable<T>,
+  wrap: (err: unknown) => Error,
+): AsyncGenerator<T> {
+  try {
+    yield* source;
+  } catch (err) {
+    throw wrap(err);
+  }
+}
+
+/** A descriptor's size is what every byte count is checked against, so it must be a real count. */
+function validDescriptor(d: unknown): d is Descriptor {
+  const { digest, size } = (d ?? {}) as { digest?: unknown; size?: unknown };
+  return typeof digest === "string" && Number.isSafeInteger(size) && (size as number) >= 0;
+}
+
+/** Rank of an index entry's variant: none and v1 are the baseline, then the lowest level (amd64 v2..v4). */
+function variantRank(variant: string | undefined): number {
+  if (!variant) return 1;
+  const level = /^v(\d+)$/.exec(variant);
+  return level ? Number(level[1]) : Number.MAX_SAFE_INTEGER;
+}
+
+const describePlatform = (p: Descriptor["platform"]) =>
+  [p?.os ?? "?", p?.architecture ?? "?", ...(p?.variant ? [p.variant] : [])].join("/");
+
+/**
+ * The index entry for `platform`. Among several (amd64 may list v1..v4 levels),
+ * the one without a variant or with v1 wins, else the lowest level offered.
+ */
+export function choosePlatform(
+  entries: Descriptor[],
+  platform: { os: string; architecture: string },
+): Descriptor | null {
+  const matching = entries.filter(
+    (m) => m.platform?.os === platform.os && m.platform?.architecture === platform.architecture,
+  );
+  // sort is stable: equal ranks keep the index's order, which is the publisher's preference.
+  matching.sort((a, b) => variantRank(a.platform?.variant) - variantRank(b.platform?.variant));
+  return matching[0] ?? null;
+}
+
+/** The platforms an index offers, for error messages; attestation entries (unknown/unknown) are not images. */
+export function listPlatforms(entries: Descriptor[]): string[] {
+  const names = entries
+    .filter((m) => !(m.platform?.os === "unknown" && m.platform?.architecture === "unknown"))
+    .map((m) => describePlatform(m.platform));
+  return [...new Set(names)];
 }
 
 /** key=value pairs of a WWW-Authenticate challenge (values may be quoted). */
@@ -70,10 +156,23 @@ export class RegistryClient {
     this.fetchFn = deps.fetch ?? fetch;
   }
 
+  private plainHttp(ref: ImageReference): boolean {
+    return isLocal(ref.registry) || (this.deps.insecureRegistries ?? []).includes(ref.registry);
+  }
+
   private base(ref: ImageReference): string {
-    const plain =
-      isLocal(ref.registry) || (this.deps.insecureRegistries ?? []).includes(ref.registry);
-    return `${plain ? "http" : "https"}://${ref.registry}`;
+    return `${this.plainHttp(ref) ? "http" : "https"}://${ref.registry}`;
+  }
+
+  /** A network failure talking to `host` (default: the registry) as an error that says what to do. */
+  private failure(err: unknown, ref: ImageReference, host = ref.registry, during?: string) {
+    return explainNetworkFailure(err, {
+      host,
+      registry: ref.registry,
+      plainHttp: this.plainHttp(ref),
+      local: isLocal(ref.registry),
+      ...(during ? { during } : {}),
+    });
   }
 
   /** `user:pass` for a registry from ~/.docker/config.json, if any. */
@@ -98,20 +197,68 @@ export class RegistryClient {
     return null;
   }
 
+  /**
+   * fetch under an idle deadline: the request is aborted when the server sends
+   * nothing for `idleTimeoutMs` while connecting, before the headers, or
+   * between body chunks. A slow but steady download never times out.
+   */
   private async send(url: string, init: RequestInit, ref: ImageReference): Promise<Response> {
+    const ms = this.deps.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(new RegistryTimeout(ms)), ms);
+    // A body abandoned by cancel() leaves the timer: it must not hold the process, and firing is harmless.
+    timer.unref();
+    let response: Response;
     try {
-      return await this.fetchFn(url, init);
+      response = await this.fetchFn(url, { ...init, signal: controller.signal });
     } catch (err) {
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      const detail = cause?.code ?? cause?.message ?? (err as Error).message;
-      throw new BangerError(
-        ErrorCode.Precondition,
-        `cannot reach registry ${ref.registry}: ${detail}`,
-        isLocal(ref.registry)
-          ? "is the registry running?"
-          : "check the name and your network; for a plain-HTTP registry add --insecure-registry",
-      );
+      clearTimeout(timer);
+      throw this.failure(err, ref, new URL(url).host);
     }
+    if (!response.body) {
+      clearTimeout(timer);
+      return response;
+    }
+    const watched = response.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, out) {
+          timer.refresh();
+          out.enqueue(chunk);
+        },
+        flush() {
+          clearTimeout(timer);
+        },
+      }),
+    );
+    return new Response(watched, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }
+
+  /** A whole small body; reading stops as soon as it runs past `limit` bytes. */
+  private async readBody(
+    response: Response,
+    ref: ImageReference,
+    limit: number,
+    tooLarge: string,
+  ): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    if (!response.body) return Buffer.alloc(0);
+    try {
+      for await (const chunk of Readable.fromWeb(
+        response.body as WebReadableStream<Uint8Array>,
+      ) as AsyncIterable<Buffer>) {
+        total += chunk.length;
+        if (total > limit) throw new BangerError(ErrorCode.InvalidParams, tooLarge);
+        chunks.push(chunk);
+      }
+    } catch (err) {
+      throw this.failure(err, ref, ref.registry, "while reading its answer");
+    }
+    return Buffer.concat(chunks);
   }
 
   /** GET with the auth dance: anonymous first, then whatever the 401 challenge asks for. */
@@ -198,9 +345,17 @@ export class RegistryClient {
           : `the image may be private: 'docker login ${ref.registry}'`,
       );
     }
-    const body = (await response.json()) as { token?: string; access_token?: string };
+    const body = parseJson(
+      await this.readBody(
+        response,
+        ref,
+        MAX_TOKEN_BYTES,
+        `registry ${ref.registry}: the token service's answer is larger than ${MAX_TOKEN_BYTES} bytes`,
+      ),
+      `registry ${ref.registry}: the token service's answer`,
+    ) as { token?: unknown; access_token?: unknown };
     const token = body.token ?? body.access_token;
-    if (!token)
+    if (typeof token !== "string" || !token)
       throw new BangerError(
         ErrorCode.Precondition,
         `registry ${ref.registry}: the token service returned no token`,
@@ -211,8 +366,8 @@ export class RegistryClient {
   private async fetchManifest(
     ref: ImageReference,
     reference: string,
-    expected: string | null,
-  ): Promise<{ body: Buffer; digest: string; mediaType: string }> {
+    expected: { digest: string; size?: number } | null,
+  ): Promise<{ digest: string; mediaType: string; json: Json }> {
     const response = await this.get(ref, `/v2/${ref.repository}/manifests/${reference}`, {
       accept: ACCEPT,
     });
@@ -229,23 +384,41 @@ export class RegistryClient {
       throw new BangerError(
         ErrorCode.Precondition,
         `registry ${ref.registry} answered HTTP ${response.status} for ${formatReference(ref)}`,
+        statusHint(response.status),
       );
     }
-    const body = Buffer.from(await response.arrayBuffer());
+    const what = expected
+      ? `manifest ${expected.digest} of ${formatReference(ref)}`
+      : `the manifest of ${formatReference(ref)}`;
+    const limit = expected?.size ?? MAX_MANIFEST_BYTES;
+    const body = await this.readBody(
+      response,
+      ref,
+      limit,
+      expected?.size !== undefined
+        ? `${what} is larger than the ${limit} bytes its descriptor declares`
+        : `${what} is larger than ${limit} bytes, too large to be a manifest`,
+    );
+    if (expected?.size !== undefined && body.length !== expected.size) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `${what} has ${body.length} bytes, but its descriptor declares ${expected.size}`,
+      );
+    }
     const digest = sha256(body);
-    const claimed = expected ?? response.headers.get("docker-content-digest");
+    const claimed = expected?.digest ?? response.headers.get("docker-content-digest");
     if (claimed && claimed !== digest) {
       throw new BangerError(
         ErrorCode.InvalidParams,
         `manifest digest mismatch for ${formatReference(ref)}: expected ${claimed}, got ${digest}`,
       );
     }
-    const json = JSON.parse(body.toString("utf8")) as Json;
+    const json = parseJson(body, what);
     const mediaType =
       (json.mediaType as string | undefined) ??
       response.headers.get("content-type")?.split(";")[0] ??
       "";
-    return { body, digest, mediaType };
+    return { digest, mediaType, json };
   }
 
   /** The linux/amd64 (or `platform`) image manifest for a reference, every byte verified. */
@@ -253,44 +426,75 @@ export class RegistryClient {
     ref: ImageReference,
     platform = { os: "linux", architecture: "amd64" },
   ): Promise<ResolvedManifest> {
-    let fetched = await this.fetchManifest(ref, ref.digest ?? ref.tag ?? "latest", ref.digest);
-    let json = JSON.parse(fetched.body.toString("utf8")) as Json;
-    if ((json.schemaVersion as number | undefined) === 1) {
+    const top = ref.digest ? { digest: ref.digest } : null;
+    let fetched = await this.fetchManifest(ref, ref.digest ?? ref.tag ?? "latest", top);
+    if ((fetched.json.schemaVersion as number | undefined) === 1) {
       throw new BangerError(
         ErrorCode.InvalidParams,
         `${formatReference(ref)} uses the obsolete schema 1 manifest format`,
         "push it again with a current tool",
       );
     }
-    if (Array.isArray(json.manifests)) {
-      const entries = json.manifests as Descriptor[];
-      const match = entries.find(
-        (m) => m.platform?.os === platform.os && m.platform?.architecture === platform.architecture,
-      );
+    if (Array.isArray(fetched.json.manifests)) {
+      const entries = fetched.json.manifests as Descriptor[];
+      const match = choosePlatform(entries, platform);
       if (!match) {
-        const have = entries
-          .map((m) => `${m.platform?.os ?? "?"}/${m.platform?.architecture ?? "?"}`)
-          .join(", ");
+        const have = listPlatforms(entries).join(", ");
         throw new BangerError(
           ErrorCode.NotFound,
           `${formatReference(ref)} has no ${platform.os}/${platform.architecture} image (it has: ${have || "none"})`,
+          `banger's VMs are ${platform.os}/${platform.architecture}: pick a tag built for it`,
         );
       }
-      fetched = await this.fetchManifest(ref, match.digest, match.digest);
-      json = JSON.parse(fetched.body.toString("utf8")) as Json;
+      const chosen = describePlatform(match.platform);
+      if (!validDescriptor(match)) {
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `${formatReference(ref)}: the index entry for ${chosen} lacks a digest or a valid size`,
+        );
+      }
+      fetched = await this.fetchManifest(ref, match.digest, match);
     }
-    const config = json.config as Descriptor | undefined;
-    const layers = json.layers as Descriptor[] | undefined;
-    if (!config || !Array.isArray(layers)) {
+    const config = fetched.json.config;
+    const layers = fetched.json.layers;
+    if (!validDescriptor(config) || !Array.isArray(layers)) {
       throw new BangerError(
         ErrorCode.InvalidParams,
         `${formatReference(ref)}: unsupported manifest (${fetched.mediaType || "unknown type"})`,
       );
     }
+    if (!layers.every(validDescriptor)) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `${formatReference(ref)}: a layer descriptor lacks a digest or a valid size`,
+      );
+    }
     return { digest: fetched.digest, mediaType: fetched.mediaType, manifest: { config, layers } };
   }
 
-  /** A blob through the cache: no request at all when it is already there; verified before it enters. */
+  /** A blob's response, or a clear error for its HTTP status (never an error page taken for data). */
+  private async fetchBlobResponse(
+    ref: ImageReference,
+    descriptor: Descriptor,
+    kind: string,
+  ): Promise<Response> {
+    const response = await this.get(ref, `/v2/${ref.repository}/blobs/${descriptor.digest}`);
+    if (!response.ok) {
+      await response.body?.cancel();
+      throw new BangerError(
+        response.status === 404 ? ErrorCode.NotFound : ErrorCode.Precondition,
+        `registry ${ref.registry} answered HTTP ${response.status} for ${kind} ${descriptor.digest} of ${formatReference(ref)}`,
+        statusHint(response.status),
+      );
+    }
+    return response;
+  }
+
+  /**
+   * A blob through the cache: no request at all when it is already there.
+   * It enters only with exactly `descriptor.size` bytes and the right digest;
+   * reading stops as soon as it runs past the size.
+   */
   async fetchBlob(
     ref: ImageReference,
     descriptor: Descriptor,
@@ -298,30 +502,38 @@ export class RegistryClient {
     onBytes?: (total: number) => void,
   ): Promise<string> {
     if (cache.has(descriptor.digest)) return cache.pathOf(descriptor.digest);
-    const response = await this.get(ref, `/v2/${ref.repository}/blobs/${descriptor.digest}`);
-    if (!response.ok || !response.body) {
-      await response.body?.cancel();
-      throw new BangerError(
-        response.status === 404 ? ErrorCode.NotFound : ErrorCode.Precondition,
-        `registry ${ref.registry} answered HTTP ${response.status} for blob ${descriptor.digest} of ${formatReference(ref)}`,
-      );
-    }
-    return cache.put(
-      descriptor.digest,
-      Readable.fromWeb(response.body as WebReadableStream<Uint8Array>),
-      onBytes,
+    const response = await this.fetchBlobResponse(ref, descriptor, "blob");
+    const body = response.body
+      ? (Readable.fromWeb(response.body as WebReadableStream<Uint8Array>) as AsyncIterable<Buffer>)
+      : (Readable.from([]) as AsyncIterable<Buffer>);
+    // Only the download's errors are network failures; the cache's own (disk full, ...) pass as they are.
+    const download = mapErrors(body, (err) =>
+      this.failure(err, ref, ref.registry, `while downloading blob ${descriptor.digest}`),
     );
+    return cache.put(descriptor.digest, download, onBytes, descriptor.size);
   }
 
-  /** The image config (env, entrypoint, ...) as JSON. */
+  /** The image config (env, entrypoint, ...) as JSON, its size and digest verified. */
   async fetchConfig(ref: ImageReference, descriptor: Descriptor): Promise<Json> {
-    const response = await this.get(ref, `/v2/${ref.repository}/blobs/${descriptor.digest}`);
-    const body = Buffer.from(await response.arrayBuffer());
+    const response = await this.fetchBlobResponse(ref, descriptor, "config");
+    const what = `config ${descriptor.digest} of ${formatReference(ref)}`;
+    const body = await this.readBody(
+      response,
+      ref,
+      descriptor.size,
+      `${what} is larger than the ${descriptor.size} bytes its descriptor declares`,
+    );
+    if (body.length !== descriptor.size) {
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `${what} has ${body.length} bytes, but its descriptor declares ${descriptor.size}`,
+      );
+    }
     if (sha256(body) !== descriptor.digest)
       throw new BangerError(
         ErrorCode.InvalidParams,
-        `digest mismatch for config ${descriptor.digest}`,
+        `digest mismatch for config ${descriptor.digest}: got ${sha256(body)}`,
       );
-    return JSON.parse(body.toString("utf8")) as Json;
+    return parseJson(body, what);
   }
 }
