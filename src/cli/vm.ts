@@ -8,13 +8,11 @@ import { createInterface } from "node:readline/promises";
 import { formatSizeBytes, parseSize } from "../util/size.js";
 import { parseVcpu, resolvedDefaultsHelp, resolveSizing, vmSizingOptions } from "./vm-options.js";
 import { runCommand } from "./vm-run.js";
-import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
+import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
 import { workspaceCommand } from "./vm-workspace.js";
 import { sessionCommand } from "./vm-session.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
-
-const RUN_ISSUE = "'banger vm run' (issue #6)";
 
 export function vmCommand(deps: CliDeps): Command {
   const vm = describeGroup(new Command("vm").enablePositionalOptions(), {
