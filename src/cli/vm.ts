@@ -8,7 +8,7 @@ import { createInterface } from "node:readline/promises";
 import { formatSizeBytes, parseSize } from "../util/size.js";
 import { parseVcpu, resolvedDefaultsHelp, resolveSizing, vmSizingOptions } from "./vm-options.js";
 import { runCommand } from "./vm-run.js";
-import { describeGroup, ExitStatus, pending, withDaemon, type CliDeps } from "./context.js";
+import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
 import { workspaceCommand } from "./vm-workspace.js";
 import { sessionCommand } from "./vm-session.js";
