@@ -117,9 +117,7 @@ export function systemCommand(deps: CliDeps): Command {
   });
   system
     .command("install")
-    .description(
-      "Write, enable and start banger-helper-<user>.service (root) and bangerd.service (user unit)",
-    )
+    .description("Write, enable and start the root helper's system unit and bangerd's user unit")
     .option("--user <name>", "the user who runs banger (default: the user who ran sudo)")
     .option("--no-start", "write (and, with systemd, enable) the units but start nothing")
     .addHelpText(

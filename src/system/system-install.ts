@@ -96,7 +96,7 @@ function requireRoot(deps: SystemDeps, command: string): void {
  * hand a root helper to the wrong account.
  */
 async function targetUser(deps: SystemDeps, command: string, explicit?: string): Promise<UserInfo> {
-  const spec = explicit ?? deps.env.SUDO_USER;
+  const spec = explicit || deps.env.SUDO_USER;
   if (!spec) {
     throw new BangerError(
       ErrorCode.InvalidParams,
@@ -430,7 +430,7 @@ export async function systemStatus(
 ): Promise<SystemStatus> {
   const running = await systemdRunning(deps);
   let users: UserInfo[];
-  const spec = opts.user ?? deps.env.SUDO_USER ?? (deps.euid !== 0 ? String(deps.euid) : null);
+  const spec = opts.user || deps.env.SUDO_USER || (deps.euid !== 0 ? String(deps.euid) : null);
   if (spec !== null) {
     const user = await deps.lookupUser(spec);
     if (!user)
