@@ -97,8 +97,10 @@ function formatStatus(status: SystemStatus): string {
       ).trimEnd(),
       `helper socket: ${install.helper.socket}: ${install.helper.detail}`,
       `daemon socket: ${install.daemon.socket}: ${install.daemon.detail}`,
-      "",
     );
+    if (!install.helper.installed || !install.daemon.installed)
+      lines.push(`install with: sudo banger system install --user ${install.user}`);
+    lines.push("");
   }
   return `${lines.join("\n").trimEnd()}\n`;
 }
