@@ -110,9 +110,18 @@ test("user errors print a message and a hint, and exit 1", async () => {
   assert.match(missing.stderr, /banger: error: no VM named "ghost"/);
   assert.match(missing.stderr, /hint: 'banger vm list' shows what exists/);
 
-  const pendingCmd = await cli(home, "system", "install");
-  assert.equal(pendingCmd.code, 1);
-  assert.match(pendingCmd.stderr, /banger system install is not implemented yet/);
+  // Without sudo's SUDO_USER nothing says whose units to install: refused before anything is written.
+  const noSudo = { ...home, env: { ...home.env, SUDO_USER: "" } };
+  const guess = await cli(noSudo, "system", "install");
+  assert.equal(guess.code, 1);
+  assert.match(guess.stderr, /does not know which user to install for|must run as root/);
+  assert.match(guess.stderr, /hint: .*sudo banger system install/);
+  const status = await cli(noSudo, "system", "status", "--json");
+  assert.equal(status.code, 0, status.stderr);
+  assert.equal(
+    typeof (JSON.parse(status.stdout) as { systemdRunning: unknown }).systemdRunning,
+    "boolean",
+  );
 
   const both = await cli(
     home,

@@ -136,6 +136,7 @@ test("doctor: an unreachable helper is a warning that says how to start it", asy
   const helper = report.checks.find((c) => c.name === "helper")!;
   assert.equal(helper.status, "warn");
   assert.match(helper.detail, /not reachable at \/run\/banger-helper\/1000\.sock.*user-mode/);
+  assert.match(helper.fix ?? "", /sudo banger system install/);
   assert.match(helper.fix ?? "", /sudo banger-helper --user you/);
   const reachable = await runChecks(
     defaultChecks(

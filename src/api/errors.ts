@@ -29,14 +29,6 @@ export class BangerError extends Error {
   }
 }
 
-export function notImplemented(what: string, issue: string): BangerError {
-  return new BangerError(
-    ErrorCode.NotImplemented,
-    `${what} is not implemented yet`,
-    `it arrives with ${issue}; see 'banger --help' for what works today`,
-  );
-}
-
 export function codeName(code: number): string {
   for (const [name, value] of Object.entries(ErrorCode)) if (value === code) return name;
   return String(code);

@@ -1,5 +1,4 @@
 import type { CommandUnknownOpts } from "@commander-js/extra-typings";
-import { notImplemented } from "../api/errors.js";
 import type { Layout } from "../paths/layout.js";
 import type { DaemonClient } from "./client.js";
 import type { Out } from "./output.js";
@@ -49,13 +48,6 @@ export function describeGroup<C extends CommandUnknownOpts>(cmd: C, help: GroupH
     `\nExamples:\n${help.examples.map((e) => `  $ ${e}`).join("\n")}\n\nNext: ${help.next}\n`,
   );
   return cmd;
-}
-
-/** Marks a command that a later issue fills in: it fails clearly, never silently succeeds. */
-export function pending(what: string, arrivesWith: string): () => never {
-  return () => {
-    throw notImplemented(what, arrivesWith);
-  };
 }
 
 /** Raised by commands that must exit with a specific status (doctor, a remote command's status). */

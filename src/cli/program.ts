@@ -37,7 +37,7 @@ Every group has its own help: banger vm --help, banger image --help, ...
   program.addCommand(vmCommand(deps));
   program.addCommand(imageCommand(deps));
   program.addCommand(kernelCommand(deps));
-  program.addCommand(systemCommand());
+  program.addCommand(systemCommand(deps));
   program.addCommand(daemonCommand(deps));
   program.addCommand(sshConfigCommand(deps));
   program.addCommand(doctorCommand(deps));

@@ -1,27 +1,159 @@
+import fs from "node:fs/promises";
+import net from "node:net";
+import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
-import { describeGroup, pending } from "./context.js";
+import { HelperClient } from "../net/helper-client.js";
+import { createCommandRunner, type CommandRunner } from "../system/runner.js";
+import {
+  installSystem,
+  systemStatus,
+  uninstallSystem,
+  type SystemDeps,
+  type SystemStatus,
+  type UnitStatus,
+  type UserInfo,
+} from "../system/system-install.js";
+import { describeGroup, type CliDeps } from "./context.js";
+import { formatTable, printJson } from "./output.js";
 
-const SYSTEM_WORK = "the systemd install work (not scheduled yet)";
+/** `alice` or `1000` → the passwd entry, through NSS (getent). */
+async function lookupUser(runner: CommandRunner, spec: string): Promise<UserInfo | null> {
+  const r = await runner.run("getent", ["passwd", spec], { timeoutMs: 10_000 });
+  const fields = r.code === 0 ? (r.stdout.split("\n")[0] ?? "").split(":") : [];
+  if (fields.length < 6) return null;
+  return {
+    name: fields[0] ?? spec,
+    uid: Number(fields[2]),
+    gid: Number(fields[3]),
+    home: fields[5] ?? "",
+  };
+}
 
-export function systemCommand(): Command {
+function socketAnswers(socket: string, timeoutMs = 2_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const conn = net.createConnection(socket);
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      conn.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    conn.once("connect", () => done(true));
+    conn.once("error", () => done(false));
+  });
+}
+
+function realSystemDeps(deps: CliDeps): SystemDeps {
+  const runner = createCommandRunner(deps.env);
+  return {
+    root: "/",
+    runner,
+    env: deps.env,
+    euid: process.geteuid?.() ?? 0,
+    nodePath: process.execPath,
+    installDir: fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, ""),
+    lookupUser: (spec) => lookupUser(runner, spec),
+    chown: (file, uid, gid) => fs.chown(file, uid, gid),
+    async probeHelper(socket, uid) {
+      try {
+        const who = await new HelperClient(socket, { timeoutMs: 5_000 }).ping();
+        return who.uid === uid
+          ? { answers: true, detail: `banger-helper answers (pid ${who.pid})` }
+          : { answers: false, detail: `the helper there serves uid ${who.uid}, not ${uid}` };
+      } catch (err) {
+        return { answers: false, detail: err instanceof Error ? err.message : String(err) };
+      }
+    },
+    daemonAnswers: (socket) => socketAnswers(socket),
+    say: (line) => deps.out.stdout.write(`${line}\n`),
+  };
+}
+
+const yesNo = (v: boolean | null) => (v === null ? "-" : v ? "yes" : "no");
+
+function formatStatus(status: SystemStatus): string {
+  const lines: string[] = [];
+  if (!status.systemdRunning)
+    lines.push("systemd is not running here: units cannot be enabled or started", "");
+  if (status.installs.length === 0) {
+    lines.push("no banger units are installed; install with: sudo banger system install");
+    return `${lines.join("\n")}\n`;
+  }
+  for (const install of status.installs) {
+    const row = (u: UnitStatus) => [
+      u.unit,
+      u.scope,
+      u.installed ? "yes" : "no",
+      yesNo(u.enabled),
+      yesNo(u.active),
+      u.answers ? "yes" : "no",
+      u.installed ? u.path : `(not installed) ${u.path}`,
+    ];
+    lines.push(
+      `user ${install.user} (uid ${install.uid})`,
+      formatTable(
+        ["UNIT", "SCOPE", "INSTALLED", "ENABLED", "ACTIVE", "ANSWERS", "FILE"],
+        [row(install.helper), row(install.daemon)],
+      ).trimEnd(),
+      `helper socket: ${install.helper.socket}: ${install.helper.detail}`,
+      `daemon socket: ${install.daemon.socket}: ${install.daemon.detail}`,
+    );
+    if (!install.helper.installed || !install.daemon.installed)
+      lines.push(`install with: sudo banger system install --user ${install.user}`);
+    lines.push("");
+  }
+  return `${lines.join("\n").trimEnd()}\n`;
+}
+
+export function systemCommand(deps: CliDeps): Command {
   const system = describeGroup(new Command("system"), {
     purpose:
       "Install banger as a service: bangerd as a systemd user unit and banger-helper as a narrow root helper for bridge networking.",
-    examples: ["sudo banger system install", "banger system status"],
-    next: "'banger doctor' confirms the helper is reachable.",
+    examples: [
+      "sudo banger system install            # for the user who ran sudo",
+      "banger system status",
+      "sudo banger system install --user alice --no-start",
+      "sudo banger system uninstall",
+    ],
+    next: "'banger doctor' confirms the helper is reachable; 'banger system status' shows the units. See docs/system.md.",
   });
   system
     .command("install")
-    .description("Install the systemd units")
-    .action(pending("banger system install", SYSTEM_WORK));
+    .description("Write, enable and start the root helper's system unit and bangerd's user unit")
+    .option("--user <name>", "the user who runs banger (default: the user who ran sudo)")
+    .option("--no-start", "write (and, with systemd, enable) the units but start nothing")
+    .addHelpText(
+      "after",
+      "\nRun it with sudo. Running it again changes nothing unless banger's paths changed.\n\nExamples:\n  $ sudo banger system install\n  $ sudo banger system install --user alice --no-start\n",
+    )
+    .action(async (opts) => {
+      await installSystem(realSystemDeps(deps), { user: opts.user, noStart: !opts.start });
+    });
   system
     .command("uninstall")
-    .description("Remove the systemd units")
-    .action(pending("banger system uninstall", SYSTEM_WORK));
+    .description(
+      "Stop, disable and remove the units 'banger system install' wrote (VMs keep running)",
+    )
+    .option("--user <name>", "whose units (default: the user who ran sudo)")
+    .addHelpText("after", "\nExamples:\n  $ sudo banger system uninstall\n")
+    .action(async (opts) => {
+      await uninstallSystem(realSystemDeps(deps), { user: opts.user });
+    });
   system
     .command("status")
-    .description("Show the installed units' state")
+    .description(
+      "Installed, enabled and active state of the units, and whether their sockets answer",
+    )
+    .option("--user <name>", "whose units (default: you, or the user who ran sudo)")
     .option("--json", "print JSON")
-    .action(pending("banger system status", SYSTEM_WORK));
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ banger system status\n  $ banger system status --json | jq '.installs[].helper'\n",
+    )
+    .action(async (opts) => {
+      const status = await systemStatus(realSystemDeps(deps), { user: opts.user });
+      if (opts.json) printJson(deps.out, status);
+      else deps.out.stdout.write(formatStatus(status));
+    });
   return system as unknown as Command;
 }

@@ -195,7 +195,7 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
         return {
           status: "warn",
           detail: `${probe.reason}; VMs use user-mode networking (no <name>.vm names)`,
-          fix: `sudo banger-helper --user ${deps.userName}   (see docs/helper.md)`,
+          fix: `sudo banger system install   (or once, by hand: sudo banger-helper --user ${deps.userName}; see docs/system.md)`,
         };
       },
     },

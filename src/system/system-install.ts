@@ -1,0 +1,495 @@
+import fs from "node:fs/promises";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { defaultHelperSocket } from "../net/helper-protocol.js";
+import { resolveLayout } from "../paths/layout.js";
+import type { CommandRunner } from "./runner.js";
+import {
+  DAEMON_UNIT,
+  daemonUnit,
+  helperUnit,
+  helperUnitName,
+  isUnitSafeUserName,
+  UNIT_MARKER,
+  type UnitPaths,
+} from "./systemd-units.js";
+
+export interface UserInfo {
+  name: string;
+  uid: number;
+  gid: number;
+  home: string;
+}
+
+/** Everything `banger system` touches outside itself; tests install into a temp root with a fake systemctl. */
+export interface SystemDeps extends UnitPaths {
+  /** Prefix of every file path: "/" for real, a temp dir in tests. */
+  root: string;
+  /** Runs systemctl. */
+  runner: CommandRunner;
+  env: Readonly<Record<string, string | undefined>>;
+  euid: number;
+  lookupUser(spec: string): Promise<UserInfo | null>;
+  chown(file: string, uid: number, gid: number): Promise<void>;
+  /** Whether banger-helper answers on this socket for this uid, and what it said. */
+  probeHelper(socket: string, uid: number): Promise<{ answers: boolean; detail: string }>;
+  /** Whether a bangerd answers on this socket. */
+  daemonAnswers(socket: string): Promise<boolean>;
+  /** One line of what was done, for the user. */
+  say(line: string): void;
+}
+
+export interface UnitStatus {
+  unit: string;
+  scope: "system" | "user";
+  path: string;
+  installed: boolean;
+  /** null when systemd is not running or could not be asked. */
+  enabled: boolean | null;
+  active: boolean | null;
+  socket: string;
+  answers: boolean;
+  detail: string;
+}
+
+export interface SystemStatus {
+  systemdRunning: boolean;
+  installs: Array<{ user: string; uid: number; helper: UnitStatus; daemon: UnitStatus }>;
+}
+
+const SYSTEMCTL_TIMEOUT_MS = 60_000;
+
+async function systemdRunning(deps: SystemDeps): Promise<boolean> {
+  const st = await fs.stat(path.join(deps.root, "run/systemd/system")).catch(() => null);
+  return st?.isDirectory() === true;
+}
+
+function systemUnitDir(deps: SystemDeps): string {
+  return path.join(deps.root, "etc/systemd/system");
+}
+
+function userUnitDir(deps: SystemDeps, user: UserInfo): string {
+  return path.join(deps.root, user.home, ".config/systemd/user");
+}
+
+/** The socket the unit's bangerd listens on: the user manager sets XDG_RUNTIME_DIR=/run/user/<uid>. */
+function unitDaemonSocket(user: UserInfo): string {
+  return resolveLayout({ XDG_RUNTIME_DIR: `/run/user/${user.uid}` }, user.home).socketFile;
+}
+
+/** `systemctl --user` for that user: directly when we are them, through their manager when root. */
+function userScope(deps: SystemDeps, user: UserInfo): string[] {
+  return deps.euid === user.uid ? ["--user"] : ["--user", "-M", `${user.name}@`];
+}
+
+function requireRoot(deps: SystemDeps, command: string): void {
+  if (deps.euid === 0) return;
+  throw new BangerError(
+    ErrorCode.Precondition,
+    `banger system ${command} must run as root: it writes to /etc/systemd/system and manages a root service`,
+    `run it with sudo: sudo banger system ${command}`,
+  );
+}
+
+/**
+ * --user, else the user who ran sudo. Plain root without --user is refused: guessing would
+ * hand a root helper to the wrong account.
+ */
+async function targetUser(deps: SystemDeps, command: string, explicit?: string): Promise<UserInfo> {
+  const spec = explicit || deps.env.SUDO_USER;
+  if (!spec) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `banger system ${command} does not know which user to ${command === "install" ? "install for" : "act for"}`,
+      `name the user who runs banger: sudo banger system ${command} --user <name>`,
+    );
+  }
+  const user = await deps.lookupUser(spec);
+  if (!user) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `no user "${spec}"`,
+      "pass --user with an existing user name or uid",
+    );
+  }
+  if (user.uid === 0) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      "banger needs no units for root: a root bangerd runs the privileged steps itself",
+      `install for the user who runs banger: sudo banger system ${command} --user <name>`,
+    );
+  }
+  if (!isUnitSafeUserName(user.name)) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `the user name "${user.name}" cannot be used in a systemd unit name`,
+      "run banger-helper by hand instead: sudo banger-helper --user <uid> (see docs/helper.md)",
+    );
+  }
+  return user;
+}
+
+function notRunningError(user: UserInfo): BangerError {
+  return new BangerError(
+    ErrorCode.Precondition,
+    "systemd is not running on this machine (no /run/systemd/system), so there is no service manager to start banger's units",
+    `run the helper by hand instead: sudo banger-helper --user ${user.name} &   (bangerd starts on demand); or write the unit files anyway with: sudo banger system install --user ${user.name} --no-start`,
+  );
+}
+
+/**
+ * Make each missing directory of `dir` below `home` (owned by the user), and refuse a path the
+ * user could have pointed elsewhere: root writes here, so no component may be a symlink.
+ */
+async function ensureUserDir(deps: SystemDeps, user: UserInfo, dir: string): Promise<void> {
+  const home = path.join(deps.root, user.home);
+  const homeStat = await fs.stat(home).catch(() => null);
+  if (!homeStat?.isDirectory()) {
+    throw new BangerError(
+      ErrorCode.Precondition,
+      `${user.name}'s home directory ${home} does not exist`,
+      "create it first, or install for another user with --user",
+    );
+  }
+  let current = home;
+  for (const part of path.relative(home, dir).split(path.sep)) {
+    current = path.join(current, part);
+    const st = await fs.lstat(current).catch(() => null);
+    if (!st) {
+      await fs.mkdir(current, { mode: 0o755 });
+      await deps.chown(current, user.uid, user.gid);
+      continue;
+    }
+    if (!st.isDirectory() || (st.uid !== user.uid && st.uid !== 0)) {
+      throw new BangerError(
+        ErrorCode.Precondition,
+        `${current} is not a plain directory owned by ${user.name}`,
+        "fix or remove it, then run the install again",
+      );
+    }
+  }
+}
+
+async function readIfExists(file: string): Promise<string | null> {
+  return fs.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return null;
+    throw err;
+  });
+}
+
+/** Write only when the content differs; a temp file renamed over the target, never a half-written unit. */
+async function writeUnit(
+  deps: SystemDeps,
+  file: string,
+  content: string,
+  owner?: UserInfo,
+): Promise<boolean> {
+  const current = await fs.lstat(file).catch(() => null);
+  if (current?.isFile() && (await readIfExists(file)) === content) return false;
+  if (current && !current.isFile()) {
+    throw new BangerError(
+      ErrorCode.Precondition,
+      `${file} exists and is not a regular file`,
+      "remove it, then run the install again",
+    );
+  }
+  if (current && !(await readIfExists(file))?.startsWith(UNIT_MARKER)) {
+    throw new BangerError(
+      ErrorCode.AlreadyExists,
+      `${file} exists and was not written by banger`,
+      "move it away (banger will not overwrite it), then run the install again",
+    );
+  }
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.banger-${process.pid}`);
+  try {
+    await fs.writeFile(tmp, content, { mode: 0o644, flag: "wx" });
+    if (owner) await deps.chown(tmp, owner.uid, owner.gid);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true });
+    throw err;
+  }
+  return true;
+}
+
+async function systemctl(deps: SystemDeps, args: string[]) {
+  return deps.runner.run("systemctl", args, { timeoutMs: SYSTEMCTL_TIMEOUT_MS });
+}
+
+/** Run a systemctl verb that must work; the error carries systemctl's own words. */
+async function systemctlChecked(deps: SystemDeps, args: string[]): Promise<void> {
+  const r = await systemctl(deps, args);
+  if (r.code === 0) return;
+  throw new BangerError(
+    ErrorCode.Internal,
+    `systemctl ${args.join(" ")} failed: ${(r.stderr || r.stdout).trim() || `status ${r.code}`}`,
+    "see 'banger system status' and 'journalctl -u <unit>'",
+  );
+}
+
+/** enabled/active from systemctl; null when it could not say (manager unreachable). */
+async function unitState(
+  deps: SystemDeps,
+  scope: string[],
+  unit: string,
+): Promise<{ enabled: boolean | null; active: boolean | null }> {
+  const word = async (verb: string) =>
+    (await systemctl(deps, [...scope, verb, unit])).stdout.trim().split("\n")[0] ?? "";
+  const enabled = await word("is-enabled");
+  const active = await word("is-active");
+  const known = (w: string, yes: string[], no: string[]) =>
+    yes.includes(w) ? true : no.includes(w) ? false : null;
+  return {
+    enabled: known(
+      enabled,
+      ["enabled", "enabled-runtime", "linked", "linked-runtime", "alias"],
+      ["disabled", "static", "indirect", "masked", "masked-runtime", "generated", "transient"],
+    ),
+    active: known(
+      active,
+      ["active", "reloading", "activating"],
+      ["inactive", "failed", "deactivating", "maintenance"],
+    ),
+  };
+}
+
+export interface InstallOptions {
+  user?: string;
+  /** Write (and, with systemd, enable) the units but start nothing. */
+  noStart?: boolean;
+}
+
+/**
+ * Write both units, reload, enable and start. Running it again with nothing changed writes
+ * nothing and asks systemctl only questions.
+ */
+export async function installSystem(deps: SystemDeps, opts: InstallOptions = {}): Promise<void> {
+  requireRoot(deps, "install");
+  const user = await targetUser(deps, "install", opts.user);
+  const running = await systemdRunning(deps);
+  if (!running && !opts.noStart) throw notRunningError(user);
+
+  const helperName = helperUnitName(user.name);
+  const helperFile = path.join(systemUnitDir(deps), helperName);
+  const userDir = userUnitDir(deps, user);
+  const daemonFile = path.join(userDir, DAEMON_UNIT);
+
+  await fs.mkdir(systemUnitDir(deps), { recursive: true, mode: 0o755 });
+  const helperChanged = await writeUnit(deps, helperFile, helperUnit(user.name, deps));
+  deps.say(`${helperChanged ? "wrote" : "unchanged"} ${helperFile}`);
+  await ensureUserDir(deps, user, userDir);
+  const daemonChanged = await writeUnit(deps, daemonFile, daemonUnit(user.name, deps), user);
+  deps.say(`${daemonChanged ? "wrote" : "unchanged"} ${daemonFile}`);
+
+  if (!running) {
+    deps.say(
+      `systemd is not running: nothing enabled or started. Run the helper by hand meanwhile: sudo banger-helper --user ${user.name} &`,
+    );
+    return;
+  }
+
+  // The helper first: a daemon picks its networking when it starts.
+  if (helperChanged) await systemctlChecked(deps, ["daemon-reload"]);
+  await bringUp(deps, [], helperName, { changed: helperChanged, start: !opts.noStart });
+
+  const scope = userScope(deps, user);
+  const manual = `systemctl --user daemon-reload && systemctl --user enable ${opts.noStart ? "" : "--now "}${DAEMON_UNIT}`;
+  const reload = daemonChanged ? await systemctl(deps, [...scope, "daemon-reload"]) : null;
+  if (reload && reload.code !== 0) {
+    deps.say(
+      `could not reach ${user.name}'s systemd user manager (${(reload.stderr || reload.stdout).trim() || `status ${reload.code}`}).`,
+    );
+    deps.say(`As ${user.name}, run: ${manual}`);
+    return;
+  }
+  let start = !opts.noStart;
+  if (start && (await deps.daemonAnswers(unitDaemonSocket(user)))) {
+    const state = await unitState(deps, scope, DAEMON_UNIT);
+    if (state.active !== true) {
+      // A bangerd started on demand holds the lock: the unit's would fail and retry.
+      start = false;
+      deps.say(
+        `a bangerd started on demand is running for ${user.name}; the unit takes over at next login, or now after: banger daemon stop && systemctl --user start ${DAEMON_UNIT}`,
+      );
+    }
+  }
+  try {
+    await bringUp(deps, scope, DAEMON_UNIT, { changed: daemonChanged, start }, `for ${user.name}`);
+  } catch (err) {
+    deps.say(err instanceof Error ? err.message : String(err));
+    deps.say(`As ${user.name}, run: ${manual}`);
+  }
+}
+
+/** Enable (and start) a unit only when it is not already; restart it when its file changed. */
+async function bringUp(
+  deps: SystemDeps,
+  scope: string[],
+  unit: string,
+  opts: { changed: boolean; start: boolean },
+  suffix = "",
+): Promise<void> {
+  const state = await unitState(deps, scope, unit);
+  const label = suffix ? `${unit} ${suffix}` : unit;
+  if (state.enabled !== true) {
+    await systemctlChecked(deps, [...scope, "enable", ...(opts.start ? ["--now"] : []), unit]);
+    deps.say(opts.start ? `enabled and started ${label}` : `enabled ${label} (not started)`);
+    return;
+  }
+  if (!opts.start) return;
+  if (state.active !== true) {
+    await systemctlChecked(deps, [...scope, "start", unit]);
+    deps.say(`started ${label}`);
+  } else if (opts.changed) {
+    await systemctlChecked(deps, [...scope, "restart", unit]);
+    deps.say(`restarted ${label} (its unit changed)`);
+  }
+}
+
+export interface UninstallOptions {
+  user?: string;
+}
+
+/** Stop, disable and remove exactly the files install wrote; a second run finds nothing to do. */
+export async function uninstallSystem(
+  deps: SystemDeps,
+  opts: UninstallOptions = {},
+): Promise<void> {
+  requireRoot(deps, "uninstall");
+  const user = await targetUser(deps, "uninstall", opts.user);
+  const running = await systemdRunning(deps);
+  const helperName = helperUnitName(user.name);
+  const helperFile = path.join(systemUnitDir(deps), helperName);
+  const userDir = userUnitDir(deps, user);
+  const daemonFile = path.join(userDir, DAEMON_UNIT);
+  let removed = 0;
+
+  // The daemon first: it uses the helper. Its VMs keep running (KillMode=process).
+  if (await isOurs(daemonFile)) {
+    const scope = userScope(deps, user);
+    if (running) {
+      const r = await systemctl(deps, [...scope, "disable", "--now", DAEMON_UNIT]);
+      if (r.code !== 0)
+        deps.say(
+          `could not reach ${user.name}'s systemd user manager; a bangerd it started keeps running until: banger daemon stop`,
+        );
+    }
+    await removeWantsLink(path.join(userDir, "default.target.wants", DAEMON_UNIT), daemonFile);
+    await fs.rm(daemonFile);
+    deps.say(`removed ${daemonFile}`);
+    removed++;
+    if (running) await systemctl(deps, [...scope, "daemon-reload"]);
+  } else {
+    await reportForeign(deps, daemonFile);
+  }
+
+  if (await isOurs(helperFile)) {
+    if (running) await systemctlChecked(deps, ["disable", "--now", helperName]);
+    await removeWantsLink(
+      path.join(systemUnitDir(deps), "multi-user.target.wants", helperName),
+      helperFile,
+    );
+    await fs.rm(helperFile);
+    deps.say(`removed ${helperFile}`);
+    removed++;
+    if (running) await systemctlChecked(deps, ["daemon-reload"]);
+  } else {
+    await reportForeign(deps, helperFile);
+  }
+  if (removed === 0) deps.say(`nothing to remove: no banger units are installed for ${user.name}`);
+}
+
+async function isOurs(file: string): Promise<boolean> {
+  const st = await fs.lstat(file).catch(() => null);
+  return st?.isFile() === true && (await readIfExists(file))?.startsWith(UNIT_MARKER) === true;
+}
+
+async function reportForeign(deps: SystemDeps, file: string): Promise<void> {
+  if (await fs.lstat(file).catch(() => null))
+    deps.say(`left ${file} alone: banger did not write it`);
+}
+
+/** The enable symlink, when systemctl could not remove it (no systemd, unreachable user manager). */
+async function removeWantsLink(link: string, target: string): Promise<void> {
+  const dest = await fs.readlink(link).catch(() => null);
+  if (dest !== null && path.resolve(path.dirname(link), dest) === path.resolve(target))
+    await fs.rm(link);
+}
+
+export interface StatusOptions {
+  user?: string;
+}
+
+/**
+ * For one user (--user, the sudo user, or whoever runs it), or, for plain root, every user
+ * with an installed helper unit.
+ */
+export async function systemStatus(
+  deps: SystemDeps,
+  opts: StatusOptions = {},
+): Promise<SystemStatus> {
+  const running = await systemdRunning(deps);
+  let users: UserInfo[];
+  const spec = opts.user || deps.env.SUDO_USER || (deps.euid !== 0 ? String(deps.euid) : null);
+  if (spec !== null) {
+    const user = await deps.lookupUser(spec);
+    if (!user)
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `no user "${spec}"`,
+        "pass --user with an existing user name or uid",
+      );
+    users = [user];
+  } else {
+    users = await installedUsers(deps);
+  }
+  const installs = [];
+  for (const user of users) {
+    const helperName = helperUnitName(user.name);
+    const helperFile = path.join(systemUnitDir(deps), helperName);
+    const daemonFile = path.join(userUnitDir(deps, user), DAEMON_UNIT);
+    const helperSocket = defaultHelperSocket(user.uid);
+    const daemonSocket = unitDaemonSocket(user);
+    const helperProbe = await deps.probeHelper(helperSocket, user.uid);
+    const daemonUp = await deps.daemonAnswers(daemonSocket);
+    const none = { enabled: null, active: null };
+    installs.push({
+      user: user.name,
+      uid: user.uid,
+      helper: {
+        unit: helperName,
+        scope: "system" as const,
+        path: helperFile,
+        installed: await isOurs(helperFile),
+        ...(running ? await unitState(deps, [], helperName) : none),
+        socket: helperSocket,
+        answers: helperProbe.answers,
+        detail: helperProbe.detail,
+      },
+      daemon: {
+        unit: DAEMON_UNIT,
+        scope: "user" as const,
+        path: daemonFile,
+        installed: await isOurs(daemonFile),
+        ...(running ? await unitState(deps, userScope(deps, user), DAEMON_UNIT) : none),
+        socket: daemonSocket,
+        answers: daemonUp,
+        detail: daemonUp ? "bangerd answers" : "no bangerd answers",
+      },
+    });
+  }
+  return { systemdRunning: running, installs };
+}
+
+/** Users named by the helper units banger wrote. */
+async function installedUsers(deps: SystemDeps): Promise<UserInfo[]> {
+  const names = await fs.readdir(systemUnitDir(deps)).catch(() => [] as string[]);
+  const users: UserInfo[] = [];
+  for (const name of names.sort()) {
+    const m = /^banger-helper-(.+)\.service$/.exec(name);
+    if (!m?.[1] || !(await isOurs(path.join(systemUnitDir(deps), name)))) continue;
+    const user = await deps.lookupUser(m[1]);
+    if (user) users.push(user);
+  }
+  return users;
+}

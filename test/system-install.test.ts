@@ -1,0 +1,480 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { BangerError } from "../src/api/errors.js";
+import type { CommandResult, CommandRunner } from "../src/system/runner.js";
+import {
+  installSystem,
+  systemStatus,
+  uninstallSystem,
+  type SystemDeps,
+  type UserInfo,
+} from "../src/system/system-install.js";
+import { daemonUnit, execWord, helperUnit } from "../src/system/systemd-units.js";
+
+const checkout = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
+const alice: UserInfo = { name: "alice", uid: 1000, gid: 1000, home: "/home/alice" };
+const users: Record<string, UserInfo> = { alice, "1000": alice };
+
+/** systemctl as a recorder with just enough state for is-enabled/is-active to tell the truth. */
+class FakeSystemctl implements CommandRunner {
+  calls: string[] = [];
+  enabled = new Set<string>();
+  active = new Set<string>();
+  /** Answer for --user calls: false simulates an unreachable user manager. */
+  userManager = true;
+
+  async which(cmd: string): Promise<string | null> {
+    return cmd;
+  }
+
+  async run(cmd: string, args: string[]): Promise<CommandResult> {
+    assert.equal(cmd, "systemctl");
+    this.calls.push(args.join(" "));
+    const ok = (stdout = ""): CommandResult => ({ code: 0, signal: null, stdout, stderr: "" });
+    const fail = (stdout: string, stderr = ""): CommandResult => ({
+      code: 1,
+      signal: null,
+      stdout,
+      stderr,
+    });
+    const user = args[0] === "--user";
+    if (user && !this.userManager) return fail("", "Failed to connect to bus: No medium found");
+    const rest = args.filter((a, i) => a !== "--user" && a !== "-M" && args[i - 1] !== "-M");
+    const key = (unit: string) => `${user ? "user" : "system"}:${unit}`;
+    const [verb, ...more] = rest;
+    const unit = more[more.length - 1] ?? "";
+    switch (verb) {
+      case "daemon-reload":
+        return ok();
+      case "is-enabled":
+        return this.enabled.has(key(unit)) ? ok("enabled\n") : fail("disabled\n");
+      case "is-active":
+        return this.active.has(key(unit)) ? ok("active\n") : fail("inactive\n");
+      case "enable":
+        this.enabled.add(key(unit));
+        if (more.includes("--now")) this.active.add(key(unit));
+        return ok();
+      case "disable":
+        this.enabled.delete(key(unit));
+        if (more.includes("--now")) this.active.delete(key(unit));
+        return ok();
+      case "start":
+      case "restart":
+        this.active.add(key(unit));
+        return ok();
+      default:
+        throw new Error(`unexpected systemctl ${args.join(" ")}`);
+    }
+  }
+
+  /** The calls that change something, i.e. everything but questions. */
+  mutations(): string[] {
+    return this.calls.filter((c) => !/ ?is-(enabled|active) /.test(` ${c} `));
+  }
+}
+
+let tmp: string;
+
+before(async () => {
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "banger-system-"));
+});
+after(async () => {
+  await fs.rm(tmp, { recursive: true, force: true });
+});
+
+async function makeRoot(opts: { systemd: boolean }): Promise<string> {
+  const root = await fs.mkdtemp(path.join(tmp, "root-"));
+  await fs.mkdir(path.join(root, "home/alice"), { recursive: true });
+  if (opts.systemd) await fs.mkdir(path.join(root, "run/systemd/system"), { recursive: true });
+  return root;
+}
+
+function makeDeps(
+  root: string,
+  overrides: Partial<SystemDeps> = {},
+): SystemDeps & { said: string[]; systemctl: FakeSystemctl; chowned: string[] } {
+  const said: string[] = [];
+  const chowned: string[] = [];
+  const systemctl = new FakeSystemctl();
+  return {
+    root,
+    runner: systemctl,
+    env: { SUDO_USER: "alice" },
+    euid: 0,
+    nodePath: "/opt/node 20/bin/node",
+    installDir: "/srv/banger",
+    lookupUser: async (spec) => users[spec] ?? null,
+    chown: async (file, uid, gid) => {
+      chowned.push(`${path.relative(root, file)} ${uid}:${gid}`);
+    },
+    probeHelper: async () => ({ answers: true, detail: "banger-helper answers (pid 42)" }),
+    daemonAnswers: async () => false,
+    say: (line) => said.push(line),
+    said,
+    systemctl,
+    chowned,
+    ...overrides,
+  };
+}
+
+const helperPath = (root: string) =>
+  path.join(root, "etc/systemd/system/banger-helper-alice.service");
+const daemonPath = (root: string) =>
+  path.join(root, "home/alice/.config/systemd/user/bangerd.service");
+
+async function rejectsWith(p: Promise<unknown>, message: RegExp, hint?: RegExp): Promise<void> {
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof BangerError, String(err));
+    assert.match(err.message, message);
+    if (hint) assert.match(err.hint ?? "", hint);
+    return true;
+  });
+}
+
+test("units: absolute paths, the user, hardening and restart policy", () => {
+  const paths = { nodePath: "/usr/bin/node", installDir: "/srv/banger" };
+  const helper = helperUnit("alice", paths);
+  assert.match(helper, /^# Written by 'banger system install'/);
+  assert.match(
+    helper,
+    /^ExecStart=\/usr\/bin\/node \/srv\/banger\/bin\/banger-helper --user alice$/m,
+  );
+  for (const line of [
+    "Restart=on-failure",
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ReadWritePaths=/run/banger-helper",
+    "ProtectHome=read-only",
+    "RuntimeDirectory=banger-helper",
+    "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
+    "WantedBy=multi-user.target",
+  ])
+    assert.ok(helper.split("\n").includes(line), `helper unit lacks ${line}`);
+  assert.match(helper, /^CapabilityBoundingSet=CAP_NET_ADMIN( CAP_[A-Z_]+)*$/m);
+  assert.doesNotMatch(helper, /^User=/m);
+
+  const daemon = daemonUnit("alice", paths);
+  assert.match(daemon, /^ExecStart=\/usr\/bin\/node \/srv\/banger\/bin\/bangerd$/m);
+  for (const line of ["Restart=on-failure", "KillMode=process", "WantedBy=default.target"])
+    assert.ok(daemon.split("\n").includes(line), `daemon unit lacks ${line}`);
+});
+
+test("ExecStart words with spaces, quotes, % and $ are quoted for systemd", () => {
+  assert.equal(execWord("/usr/bin/node"), "/usr/bin/node");
+  assert.equal(execWord("/opt/node 20/node"), '"/opt/node 20/node"');
+  assert.equal(execWord('/a"b\\c'), '"/a\\"b\\\\c"');
+  assert.equal(execWord("/100%/$HOME"), '"/100%%/$$HOME"');
+  assert.throws(() => execWord("/a\nb"), /control character/);
+});
+
+test("install writes both units, reloads, enables and starts; a second run changes nothing", async () => {
+  const root = await makeRoot({ systemd: true });
+  const deps = makeDeps(root);
+  await installSystem(deps);
+
+  const helper = await fs.readFile(helperPath(root), "utf8");
+  assert.match(
+    helper,
+    /^ExecStart="\/opt\/node 20\/bin\/node" \/srv\/banger\/bin\/banger-helper --user alice$/m,
+  );
+  const daemon = await fs.readFile(daemonPath(root), "utf8");
+  assert.match(daemon, /^ExecStart="\/opt\/node 20\/bin\/node" \/srv\/banger\/bin\/bangerd$/m);
+  assert.equal((await fs.stat(helperPath(root))).mode & 0o777, 0o644);
+  // Root created the directories in alice's home, so they and the unit are handed to her.
+  assert.deepEqual(
+    deps.chowned.map((c) => c.replace(/\.bangerd\.service\.banger-\d+/, "TMP")),
+    [
+      "home/alice/.config 1000:1000",
+      "home/alice/.config/systemd 1000:1000",
+      "home/alice/.config/systemd/user 1000:1000",
+      "home/alice/.config/systemd/user/TMP 1000:1000",
+    ],
+  );
+  assert.deepEqual(deps.systemctl.mutations(), [
+    "daemon-reload",
+    "enable --now banger-helper-alice.service",
+    "--user -M alice@ daemon-reload",
+    "--user -M alice@ enable --now bangerd.service",
+  ]);
+  const stamp = (await fs.stat(helperPath(root))).mtimeMs;
+
+  const again = makeDeps(root);
+  again.systemctl.enabled = deps.systemctl.enabled;
+  again.systemctl.active = deps.systemctl.active;
+  await installSystem(again);
+  assert.deepEqual(again.systemctl.mutations(), []);
+  assert.deepEqual(again.chowned, []);
+  assert.equal((await fs.stat(helperPath(root))).mtimeMs, stamp);
+  assert.ok(again.said.some((l) => l.startsWith("unchanged ")));
+  assert.deepEqual(
+    (await fs.readdir(path.dirname(daemonPath(root)))).sort(),
+    ["bangerd.service"],
+    "no temp files left behind",
+  );
+});
+
+test("install after banger moved rewrites the units and restarts what runs", async () => {
+  const root = await makeRoot({ systemd: true });
+  const first = makeDeps(root);
+  await installSystem(first);
+  const moved = makeDeps(root, { installDir: "/srv/banger-2" });
+  moved.systemctl.enabled = first.systemctl.enabled;
+  moved.systemctl.active = first.systemctl.active;
+  await installSystem(moved);
+  assert.match(await fs.readFile(helperPath(root), "utf8"), /\/srv\/banger-2\/bin\/banger-helper/);
+  assert.deepEqual(moved.systemctl.mutations(), [
+    "daemon-reload",
+    "restart banger-helper-alice.service",
+    "--user -M alice@ daemon-reload",
+    "--user -M alice@ restart bangerd.service",
+  ]);
+});
+
+test("install refuses to guess the user, and needs root", async () => {
+  const root = await makeRoot({ systemd: true });
+  await rejectsWith(
+    installSystem(makeDeps(root, { env: {} })),
+    /does not know which user/,
+    /--user <name>/,
+  );
+  await rejectsWith(
+    installSystem(makeDeps(root, { env: {}, euid: 1000 })),
+    /must run as root/,
+    /sudo banger system install/,
+  );
+  await rejectsWith(installSystem(makeDeps(root), { user: "mallory" }), /no user "mallory"/);
+  await rejectsWith(
+    installSystem(makeDeps(root, { lookupUser: async () => ({ ...alice, name: "root", uid: 0 }) })),
+    /no units for root/,
+  );
+  assert.deepEqual(
+    await fs.readdir(root).then((d) => d.sort()),
+    ["home", "run"],
+    "nothing written",
+  );
+});
+
+test("without systemd, install fails with how to run the helper by hand, unless --no-start", async () => {
+  const root = await makeRoot({ systemd: false });
+  const deps = makeDeps(root);
+  await rejectsWith(
+    installSystem(deps, { user: "alice" }),
+    /systemd is not running/,
+    /sudo banger-helper --user alice &/,
+  );
+  assert.equal(await fs.stat(helperPath(root)).catch(() => null), null);
+
+  await installSystem(deps, { noStart: true });
+  assert.ok(await fs.stat(helperPath(root)));
+  assert.ok(await fs.stat(daemonPath(root)));
+  assert.deepEqual(deps.systemctl.calls, [], "systemctl is never asked without systemd");
+});
+
+test("--no-start with systemd enables but starts nothing", async () => {
+  const root = await makeRoot({ systemd: true });
+  const deps = makeDeps(root);
+  await installSystem(deps, { noStart: true });
+  assert.deepEqual(deps.systemctl.mutations(), [
+    "daemon-reload",
+    "enable banger-helper-alice.service",
+    "--user -M alice@ daemon-reload",
+    "--user -M alice@ enable bangerd.service",
+  ]);
+  assert.equal(deps.systemctl.active.size, 0);
+});
+
+test("an unreachable user manager gets the exact command to run as that user", async () => {
+  const root = await makeRoot({ systemd: true });
+  const deps = makeDeps(root);
+  deps.systemctl.userManager = false;
+  await installSystem(deps);
+  assert.ok(await fs.stat(daemonPath(root)));
+  assert.ok(
+    deps.said.includes(
+      "As alice, run: systemctl --user daemon-reload && systemctl --user enable --now bangerd.service",
+    ),
+    deps.said.join("\n"),
+  );
+});
+
+test("a bangerd started on demand is not fought: the unit is enabled, not started", async () => {
+  const root = await makeRoot({ systemd: true });
+  const deps = makeDeps(root, { daemonAnswers: async () => true });
+  await installSystem(deps);
+  assert.ok(deps.systemctl.mutations().includes("--user -M alice@ enable bangerd.service"));
+  assert.ok(deps.said.some((l) => /banger daemon stop && systemctl --user start/.test(l)));
+});
+
+test("install will not overwrite a unit it did not write", async () => {
+  const root = await makeRoot({ systemd: true });
+  await fs.mkdir(path.dirname(helperPath(root)), { recursive: true });
+  await fs.writeFile(helperPath(root), "[Service]\nExecStart=/bin/true\n");
+  await rejectsWith(installSystem(makeDeps(root)), /was not written by banger/);
+  assert.equal(await fs.readFile(helperPath(root), "utf8"), "[Service]\nExecStart=/bin/true\n");
+});
+
+test("install refuses a symlinked unit directory in the user's home", async () => {
+  const root = await makeRoot({ systemd: true });
+  await fs.mkdir(path.join(root, "elsewhere"));
+  await fs.symlink(path.join(root, "elsewhere"), path.join(root, "home/alice/.config"));
+  await rejectsWith(installSystem(makeDeps(root)), /not a plain directory/);
+  assert.deepEqual(await fs.readdir(path.join(root, "elsewhere")), []);
+});
+
+test("uninstall removes only banger's units and their enable links; a second run does nothing", async () => {
+  const root = await makeRoot({ systemd: true });
+  const deps = makeDeps(root);
+  await installSystem(deps);
+  const unitDir = path.dirname(helperPath(root));
+  const foreign = path.join(unitDir, "banger-helper-bob.service");
+  await fs.writeFile(foreign, "[Service]\nExecStart=/bin/true\n");
+  const userForeign = path.join(path.dirname(daemonPath(root)), "other.service");
+  await fs.writeFile(userForeign, "[Service]\nExecStart=/bin/true\n");
+  // What `systemctl enable` would have made, had systemd not been a fake.
+  await fs.mkdir(path.join(unitDir, "multi-user.target.wants"));
+  await fs.symlink(
+    helperPath(root),
+    path.join(unitDir, "multi-user.target.wants/banger-helper-alice.service"),
+  );
+
+  const un = makeDeps(root);
+  un.systemctl.enabled = deps.systemctl.enabled;
+  un.systemctl.active = deps.systemctl.active;
+  await uninstallSystem(un);
+  assert.deepEqual(un.systemctl.mutations(), [
+    "--user -M alice@ disable --now bangerd.service",
+    "--user -M alice@ daemon-reload",
+    "disable --now banger-helper-alice.service",
+    "daemon-reload",
+  ]);
+  assert.equal(un.systemctl.active.size, 0);
+  assert.equal(await fs.stat(helperPath(root)).catch(() => null), null);
+  assert.equal(await fs.stat(daemonPath(root)).catch(() => null), null);
+  assert.deepEqual(await fs.readdir(path.join(unitDir, "multi-user.target.wants")), []);
+  assert.ok(await fs.stat(foreign), "a foreign unit next to ours survives");
+  assert.ok(await fs.stat(userForeign), "a foreign user unit survives");
+
+  const again = makeDeps(root);
+  await uninstallSystem(again);
+  assert.deepEqual(again.systemctl.calls, []);
+  assert.ok(again.said.some((l) => /nothing to remove/.test(l)));
+});
+
+test("uninstall leaves a same-named unit banger did not write", async () => {
+  const root = await makeRoot({ systemd: false });
+  await fs.mkdir(path.dirname(helperPath(root)), { recursive: true });
+  await fs.writeFile(helperPath(root), "[Service]\nExecStart=/bin/true\n");
+  const deps = makeDeps(root);
+  await uninstallSystem(deps);
+  assert.ok(await fs.stat(helperPath(root)));
+  assert.ok(deps.said.some((l) => /left .* alone/.test(l)));
+});
+
+test("status --json: installed, enabled, active and sockets for each unit", async () => {
+  const root = await makeRoot({ systemd: true });
+  const before = await systemStatus(
+    makeDeps(root, { probeHelper: async () => ({ answers: false, detail: "no answer" }) }),
+  );
+  assert.equal(before.systemdRunning, true);
+  assert.equal(before.installs[0]?.helper.installed, false);
+  assert.equal(before.installs[0]?.helper.enabled, false);
+
+  const deps = makeDeps(root);
+  await installSystem(deps);
+  const st = makeDeps(root, {
+    daemonAnswers: async (s) => s === "/run/user/1000/banger/bangerd.sock",
+  });
+  st.systemctl.enabled = deps.systemctl.enabled;
+  st.systemctl.active = deps.systemctl.active;
+  const status = JSON.parse(JSON.stringify(await systemStatus(st))) as typeof before;
+  assert.deepEqual(status, {
+    systemdRunning: true,
+    installs: [
+      {
+        user: "alice",
+        uid: 1000,
+        helper: {
+          unit: "banger-helper-alice.service",
+          scope: "system",
+          path: helperPath(root),
+          installed: true,
+          enabled: true,
+          active: true,
+          socket: "/run/banger-helper/1000.sock",
+          answers: true,
+          detail: "banger-helper answers (pid 42)",
+        },
+        daemon: {
+          unit: "bangerd.service",
+          scope: "user",
+          path: daemonPath(root),
+          installed: true,
+          enabled: true,
+          active: true,
+          socket: "/run/user/1000/banger/bangerd.sock",
+          answers: true,
+          detail: "bangerd answers",
+        },
+      },
+    ],
+  });
+
+  // Plain root without --user: every user with a banger helper unit.
+  const asRoot = makeDeps(root, { env: {} });
+  assert.deepEqual(
+    (await systemStatus(asRoot)).installs.map((i) => i.user),
+    ["alice"],
+  );
+  // The user themselves: --user scope without -M.
+  const asAlice = makeDeps(root, { env: {}, euid: 1000 });
+  await systemStatus(asAlice);
+  assert.ok(asAlice.systemctl.calls.includes("--user is-enabled bangerd.service"));
+});
+
+test("status without systemd reports unknown enabled/active and asks no systemctl", async () => {
+  const root = await makeRoot({ systemd: false });
+  const deps = makeDeps(root);
+  await installSystem(deps, { noStart: true });
+  const status = await systemStatus(deps);
+  assert.equal(status.systemdRunning, false);
+  assert.equal(status.installs[0]?.helper.installed, true);
+  assert.equal(status.installs[0]?.helper.enabled, null);
+  assert.equal(status.installs[0]?.daemon.active, null);
+  assert.deepEqual(deps.systemctl.calls, []);
+});
+
+test("systemd-analyze verify accepts the generated units", async (t) => {
+  const probe = spawnSync("systemd-analyze", ["--version"], { encoding: "utf8" });
+  if (probe.error || probe.status !== 0) {
+    t.skip("systemd-analyze is not installed");
+    console.log("# skipped systemd-analyze verify: systemd-analyze is not installed");
+    return;
+  }
+  const dir = await fs.mkdtemp(path.join(tmp, "verify-"));
+  const runtime = path.join(dir, "runtime");
+  await fs.mkdir(runtime, { mode: 0o700 });
+  const paths = { nodePath: process.execPath, installDir: checkout };
+  const helper = path.join(dir, "banger-helper-alice.service");
+  const daemon = path.join(dir, "bangerd.service");
+  await fs.writeFile(helper, helperUnit("alice", paths));
+  await fs.writeFile(daemon, daemonUnit("alice", paths));
+  for (const [args, file] of [
+    [["verify", helper], helper],
+    [["--user", "verify", daemon], daemon],
+  ] as const) {
+    // --user needs a runtime dir of its own; warnings about our file are failures too.
+    const r = spawnSync("systemd-analyze", args, {
+      encoding: "utf8",
+      env: { ...process.env, XDG_RUNTIME_DIR: runtime },
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, `systemd-analyze ${args.join(" ")}: ${r.stderr}`);
+    const ours = r.stderr.split("\n").filter((l) => l.includes(path.basename(file)));
+    assert.deepEqual(ours, [], `systemd-analyze complained:\n${r.stderr}`);
+  }
+});
