@@ -117,12 +117,14 @@ export function parseConfig(text: string, source: string): Config {
   if (raw.vm_defaults !== undefined) {
     const t = table(raw.vm_defaults, "vm_defaults", fail);
     checkKeys(t, VM_DEFAULT_KEYS, "vm_defaults.", fail);
-    if (t.vcpu !== undefined) {
-      if (typeof t.vcpu !== "number" || !Number.isInteger(t.vcpu) || t.vcpu < 1 || t.vcpu > 64) {
-        fail("vm_defaults.vcpu", `${JSON.stringify(t.vcpu)} must be a whole number from 1 to 64`);
-      }
-      config.vmDefaults.vcpu = t.vcpu as number;
-    }
+    if (t.vcpu !== undefined)
+      config.vmDefaults.vcpu = wholeNumber(
+        t.vcpu,
+        [1, 64],
+        "vm_defaults.vcpu",
+        "must be a whole number from 1 to 64",
+        fail,
+      );
     if (t.memory !== undefined)
       config.vmDefaults.memoryBytes = size(t.memory, "vm_defaults.memory", fail);
     if (t.disk_size !== undefined)
@@ -143,34 +145,22 @@ export function parseConfig(text: string, source: string): Config {
       config.network.bridge = bridge;
     }
     if (t.subnet !== undefined) config.network.subnet = subnet(t.subnet, fail);
-    if (t.dns_port !== undefined) {
-      if (
-        typeof t.dns_port !== "number" ||
-        !Number.isInteger(t.dns_port) ||
-        t.dns_port < 1 ||
-        t.dns_port > 65535
-      ) {
-        fail(
-          "network.dns_port",
-          `${JSON.stringify(t.dns_port)} must be a port number from 1 to 65535`,
-        );
-      }
-      config.network.dnsPort = t.dns_port as number;
-    }
-    if (t.tap_pool_size !== undefined) {
-      if (
-        typeof t.tap_pool_size !== "number" ||
-        !Number.isInteger(t.tap_pool_size) ||
-        t.tap_pool_size < 0 ||
-        t.tap_pool_size > 64
-      ) {
-        fail(
-          "network.tap_pool_size",
-          `${JSON.stringify(t.tap_pool_size)} must be a whole number from 0 (no pool) to 64`,
-        );
-      }
-      config.network.tapPoolSize = t.tap_pool_size as number;
-    }
+    if (t.dns_port !== undefined)
+      config.network.dnsPort = wholeNumber(
+        t.dns_port,
+        [1, 65535],
+        "network.dns_port",
+        "must be a port number from 1 to 65535",
+        fail,
+      );
+    if (t.tap_pool_size !== undefined)
+      config.network.tapPoolSize = wholeNumber(
+        t.tap_pool_size,
+        [0, 64],
+        "network.tap_pool_size",
+        "must be a whole number from 0 (no pool) to 64",
+        fail,
+      );
     if (t.helper_socket !== undefined) {
       const socket = nonEmptyString(t.helper_socket, "network.helper_socket", fail);
       if (!socket.startsWith("/"))
@@ -215,6 +205,19 @@ export function parseConfig(text: string, source: string): Config {
 }
 
 type Fail = (where: string, why: string) => never;
+
+/** A whole number within [min, max], or a config error naming the key and the value given. */
+function wholeNumber(
+  v: unknown,
+  [min, max]: [number, number],
+  key: string,
+  rule: string,
+  fail: Fail,
+): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
+    fail(key, `${JSON.stringify(v)} ${rule}`);
+  return v as number;
+}
 
 function checkKeys(t: Table, allowed: string[], prefix: string, fail: Fail): void {
   for (const key of Object.keys(t)) {
