@@ -366,9 +366,13 @@ Examples:
   $ banger vm run ./repo                       # a shell in /root/repo; the VM stays
   $ banger vm run --rm ./repo --branch fix --from origin/main -- ./test.sh
 
-Exit status: the remote command's; 1 when banger itself fails (its message says why).
-With --rm the VM is deleted afterwards, even on Ctrl-C; when SSH never came up it is
-kept so 'banger vm logs <name>' can show why.
+Exit status: the remote command's (127 when it could not be started, 130 on Ctrl-C);
+1 when banger itself fails, with a message saying why. With --rm the VM is deleted
+afterwards, even on Ctrl-C; when SSH never came up it is kept so 'banger vm logs <name>'
+can show why.
+
+Next: without --rm, 'banger vm workspace export <name> -o changes.patch' brings the
+guest's changes back; 'banger vm delete <name>' when done.
 ${resolvedDefaultsHelp(deps)}`,
   );
   const beforeDash = trackDash(run);
