@@ -12,7 +12,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { promisify } from "node:util";
 import { connectOrStart } from "../src/cli/client.js";
-import { sshOptions } from "../src/guest/ssh.js";
+import { endpointSshArgs } from "../src/guest/ssh.js";
 import { bangerBin as banger } from "../test/helpers/cli.js";
 import { useSharedDefaultImage } from "../test/helpers/shared-image.js";
 import { tempLayout } from "../test/helpers/temp-home.js";
@@ -100,8 +100,7 @@ async function sshArgsFor(name: string): Promise<string[]> {
   const client = await connectOrStart({ layout: home.layout, env, notice: () => {} });
   try {
     const t = await client.call("vm.ssh", { name });
-    const identity = { privateKey: t.identityFile, publicKey: "", knownHosts: t.knownHostsFile };
-    return [...sshOptions(identity, name, t.port), "-o", "BatchMode=yes", `${t.user}@${t.host}`];
+    return endpointSshArgs(name, t, ["-o", "BatchMode=yes"]);
   } finally {
     client.close();
   }

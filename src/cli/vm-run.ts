@@ -4,7 +4,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { randomVmName } from "../api/vm-names.js";
-import { shellQuote, sshOptions } from "../guest/ssh.js";
+import { endpointSshArgs, shellQuote } from "../guest/ssh.js";
 import type { DaemonClient } from "./client.js";
 import { ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
@@ -264,16 +264,9 @@ export async function runVm(
     }
 
     const target = await step((c) => c.call("vm.ssh", { name: info.name }));
-    const identity = {
-      privateKey: target.identityFile,
-      publicKey: "",
-      knownHosts: target.knownHostsFile,
-    };
     const tty = opts.tty ?? (operands.cmd.length === 0 && env.stdinIsTTY);
     const args = [
-      ...sshOptions(identity, info.name, target.port),
-      ...(tty ? ["-t"] : ["-T"]),
-      `${target.user}@${target.host}`,
+      ...endpointSshArgs(info.name, target, [tty ? "-t" : "-T"]),
       "--",
       remoteCommand(dir, operands.cmd),
     ];

@@ -4,7 +4,7 @@ import { StringDecoder } from "node:string_decoder";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { SessionInfo } from "../api/methods.js";
 import { sessionError, sessionRemoteCommand, type SessionVerb } from "../guest/sessions.js";
-import { sshOptions } from "../guest/ssh.js";
+import { endpointSshArgs } from "../guest/ssh.js";
 import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
@@ -214,16 +214,8 @@ async function spawnSessionScript(
   verb: SessionVerb,
 ): Promise<ChildProcessWithoutNullStreams> {
   const target = await withDaemon(deps, (c) => c.call("vm.ssh", { name: vm }));
-  const identity = {
-    privateKey: target.identityFile,
-    publicKey: "",
-    knownHosts: target.knownHostsFile,
-  };
   const args = [
-    ...sshOptions(identity, vm, target.port),
-    "-o",
-    "BatchMode=yes",
-    `${target.user}@${target.host}`,
+    ...endpointSshArgs(vm, target, ["-o", "BatchMode=yes"]),
     sessionRemoteCommand(verb),
   ];
   const child = spawn("ssh", args, { stdio: ["pipe", "pipe", "pipe"] });

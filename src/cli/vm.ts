@@ -1,7 +1,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { shellQuote, sshOptions } from "../guest/ssh.js";
+import { endpointSshArgs, shellQuote } from "../guest/ssh.js";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import { createInterface } from "node:readline/promises";
@@ -181,12 +181,7 @@ export function vmCommand(deps: CliDeps): Command {
     .argument("[cmd...]", "command to run after --")
     .action(async (name: string, cmd: string[]) => {
       const target = await withDaemon(deps, (c) => c.call("vm.ssh", { name }));
-      const identity = {
-        privateKey: target.identityFile,
-        publicKey: "",
-        knownHosts: target.knownHostsFile,
-      };
-      const args = [...sshOptions(identity, name, target.port), `${target.user}@${target.host}`];
+      const args = endpointSshArgs(name, target);
       if (cmd.length > 0) args.push("--", cmd.map(shellQuote).join(" "));
       else if (process.stdin.isTTY) args.unshift("-t");
       // OpenSSH owns the terminal; its exit status becomes ours.

@@ -61,6 +61,33 @@ export function guestSshArgs(target: GuestTarget): string[] {
   ];
 }
 
+/** The daemon's `vm.ssh` answer: where a VM's sshd listens, and banger's key and known_hosts. */
+export interface SshEndpoint {
+  host: string;
+  port: number;
+  user: string;
+  identityFile: string;
+  knownHostsFile: string;
+}
+
+/** OpenSSH arguments up to and including the destination, CLI side; `extra` goes before the destination. */
+export function endpointSshArgs(
+  vmName: string,
+  endpoint: SshEndpoint,
+  extra: string[] = [],
+): string[] {
+  const identity = {
+    privateKey: endpoint.identityFile,
+    publicKey: "",
+    knownHosts: endpoint.knownHostsFile,
+  };
+  return [
+    ...sshOptions(identity, vmName, endpoint.port),
+    ...extra,
+    `${endpoint.user}@${endpoint.host}`,
+  ];
+}
+
 /** The alias a VM's host key is pinned under in banger's known_hosts. */
 export const hostKeyAlias = (vmName: string) => `${vmName}.vm`;
 
