@@ -14,6 +14,7 @@ import { ensureSshIdentity, waitForSsh } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { tcgKernelArgs } from "../src/system/accel.js";
 import { createCommandRunner } from "../src/system/runner.js";
+import { deleteEveryVm } from "../test/helpers/cli.js";
 import { tempLayout } from "../test/helpers/temp-home.js";
 import { imageServices, noOci } from "../test/helpers/services.js";
 
@@ -138,6 +139,7 @@ try {
   );
   await run(banger, ["vm", "prune", "--force"], { env });
 } finally {
+  await deleteEveryVm(home.env).catch(() => undefined);
   await run(banger, ["daemon", "stop"], { env: home.env }).catch(() => undefined);
   await home.cleanup();
 }

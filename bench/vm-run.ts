@@ -13,7 +13,7 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { connectOrStart } from "../src/cli/client.js";
 import { endpointSshArgs } from "../src/guest/ssh.js";
-import { bangerBin as banger } from "../test/helpers/cli.js";
+import { bangerBin as banger, deleteEveryVm } from "../test/helpers/cli.js";
 import { useSharedDefaultImage } from "../test/helpers/shared-image.js";
 import { tempLayout } from "../test/helpers/temp-home.js";
 
@@ -91,6 +91,7 @@ try {
   );
   await b("vm", "delete", "ws");
 } finally {
+  await deleteEveryVm(env).catch(() => undefined);
   await b("daemon", "stop").catch(() => undefined);
   await home.cleanup();
 }

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
-import { bangerCli } from "../helpers/cli.js";
+import { bangerCli, deleteEveryVm } from "../helpers/cli.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -80,8 +80,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const name of await vmNames().catch(() => [])) await cli("vm", "kill", name);
-  await cli("vm", "prune", "--force");
+  await deleteEveryVm(home.env);
   await cli("daemon", "stop");
   await home.cleanup();
 });

@@ -52,3 +52,16 @@ export function bangerCli(
   };
   return { cli, ok };
 }
+
+/**
+ * Kills and deletes every VM of a home. VMs outlive their daemon by design, so a
+ * test or benchmark that fails half-way must do this before removing its home.
+ */
+export async function deleteEveryVm(env: NodeJS.ProcessEnv): Promise<void> {
+  const { cli } = bangerCli(() => env);
+  const list = await cli("vm", "list", "--json");
+  if (list.code !== 0) return;
+  const names = (JSON.parse(list.stdout) as Array<{ name: string }>).map((v) => v.name);
+  for (const name of names) await cli("vm", "kill", name);
+  if (names.length > 0) await cli("vm", "delete", ...names);
+}
