@@ -124,3 +124,33 @@ test("parallel starts get distinct addresses; a stopped VM keeps its own", async
     await home.cleanup();
   }
 });
+
+test("a start whose NAT set-up fails gives its tap and address back", async () => {
+  const home = await tempLayout();
+  const store = Store.open(home.layout.dbFile);
+  const ops = fakeOps();
+  ops.ensureNat = async () => {
+    throw new Error("nft: no such file or directory");
+  };
+  try {
+    const net = new BridgeNetwork(
+      ops,
+      {
+        bridge: "banger9",
+        subnet: "172.31.9.0/24",
+        dnsPort: 53,
+        tapPoolSize: 0,
+        helperSocket: null,
+      },
+      store,
+      0,
+    );
+    await assert.rejects(net.attach({ id: "aaaaaaaaaaaaaa", ip: null, nat: true }), /nft/);
+    assert.equal(ops.taps.size, 0, "no tap is left behind");
+    const next = await net.attach({ id: "bbbbbbbbbbbbbb", ip: null, nat: false });
+    assert.equal(next.ip, "172.31.9.2", "the address was given back");
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+});

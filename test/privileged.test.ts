@@ -131,3 +131,27 @@ test("NAT refuses a subnet that is not a plain CIDR (it goes into an nft script)
   await ops.ensureNat("172.31.55.0/24", "banger-t5");
   assert.match(s.calls.at(-1) ?? "", /^nft -f -/);
 });
+
+test("only taps are ever removed: a bridge with a tap's name survives deleteTap and createTap", async () => {
+  const s = hostWithTaps();
+  const ops = createRootOps(s.runner, { onlyForUid: 1000 });
+  // banger-p exists (link show answers) but is not in `ip tuntap show`: it is a bridge.
+  await assert.rejects(ops.deleteTap("banger-p"), /is not a tap/);
+  await assert.rejects(ops.createTap("banger-p", "banger-p", 1000), /is not a tap/);
+  await assert.rejects(createRootOps(s.runner).deleteTap("banger-p"), /is not a tap/);
+  assert.ok(!s.calls.some((c) => c.startsWith("ip link del")), s.calls.join("\n"));
+});
+
+test("a tap that cannot join the bridge is removed again", async () => {
+  const s = scriptedRunner(["ip"], (cmd, args) => {
+    const a = args.join(" ");
+    if (a.startsWith("link show dev ")) return { code: 1 };
+    if (a.endsWith("master banger-p")) return { code: 2, stderr: "RTNETLINK answers: busy" };
+    return {};
+  });
+  await assert.rejects(createRootOps(s.runner).createTap("bg-x", "banger-p", 0), /busy/);
+  assert.deepEqual(
+    s.calls.filter((c) => /^ip (link del|tuntap add)/.test(c)),
+    ["ip tuntap add dev bg-x mode tap user 0", "ip link del bg-x"],
+  );
+});

@@ -137,3 +137,16 @@ test("tap pool: a failing refill is logged and the next take creates on demand",
   await p.settled();
   assert.equal(p.idleTaps.length, 1);
 });
+
+test("tap pool: a tap given back for a VM that did not survive a reboot is not handed out", async () => {
+  // Reconcile gives back the taps of VMs whose QEMU is gone; after a host reboot those taps
+  // are gone too. init() must not keep them idle.
+  const ops = fakeOps();
+  const p = pool(ops, 2);
+  await p.give("bg-deadbeef0000");
+  await p.init();
+  await p.settled();
+  assert.ok(!p.idleTaps.includes("bg-deadbeef0000"));
+  const tap = await p.take();
+  assert.ok(ops.taps.has(tap), "the tap handed out exists");
+});

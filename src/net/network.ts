@@ -95,7 +95,14 @@ export class BridgeNetwork {
       throw err;
     }
     this.leases.set(vm.id, { tap, ip });
-    await this.adopt(vm, null);
+    try {
+      await this.adopt(vm, null);
+    } catch (err) {
+      // The caller never learns this tap's name: give it and the address back here.
+      this.leases.delete(vm.id);
+      await this.pool.discard(tap).catch(() => undefined);
+      throw err;
+    }
     return { tap, mac: macFor(vm.id), ip, prefix: this.subnet.prefix, gateway: this.gateway };
   }
 

@@ -98,11 +98,15 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
     (await runner.run("ip", ["link", "show", "dev", name])).code === 0;
   const tapOwners = async () =>
     parseTuntapOwners((await runChecked(runner, "ip", ["tuntap", "show"])).stdout);
-  const checkOwner = async (name: string) => {
-    if (opts.onlyForUid === undefined) return;
+  /** An existing device banger is about to remove must be a tap, and, for a helper, its user's. */
+  const checkTap = async (name: string) => {
     const owners = await tapOwners();
-    if (!owners.has(name)) return;
-    if (owners.get(name) !== opts.onlyForUid) {
+    if (!owners.has(name))
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `refusing to remove "${name}": it is not a tap (a bridge or another device keeps its name)`,
+      );
+    if (opts.onlyForUid !== undefined && owners.get(name) !== opts.onlyForUid) {
       throw new BangerError(
         ErrorCode.InvalidParams,
         `refusing to touch tap "${name}": it belongs to uid ${owners.get(name) ?? "none"}, not ${opts.onlyForUid}`,
@@ -131,17 +135,23 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
         );
       }
       if (await linkExists(name)) {
-        await checkOwner(name);
+        await checkTap(name);
         await ip("link", "del", name);
       }
       await ip("tuntap", "add", "dev", name, "mode", "tap", "user", String(ownerUid));
-      await ip("link", "set", name, "master", bridge);
-      await ip("link", "set", name, "up");
+      try {
+        await ip("link", "set", name, "master", bridge);
+        await ip("link", "set", name, "up");
+      } catch (err) {
+        // A tap off the bridge is invisible to the pool's leftover sweep: never leave one.
+        await runner.run("ip", ["link", "del", name]).catch(() => undefined);
+        throw err;
+      }
     },
     async deleteTap(name) {
       checkName(name);
       if (!(await linkExists(name))) return;
-      await checkOwner(name);
+      await checkTap(name);
       await ip("link", "del", name);
     },
     async listTaps(bridge) {

@@ -55,6 +55,10 @@ export class TapPool {
    */
   async init(): Promise<void> {
     const found = await this.deps.ops.listTaps(this.deps.bridge);
+    // Taps given back by reconcile for VMs that did not survive (a host reboot) may no
+    // longer exist: only what is on the bridge now, and ours, stays idle.
+    const ours = new Set(found.filter((t) => t.ownerUid === this.deps.ownerUid).map((t) => t.name));
+    this.idle = this.idle.filter((t) => ours.has(t));
     for (const tap of found) {
       if (this.inUse.has(tap.name) || this.idle.includes(tap.name)) continue;
       if (tap.ownerUid === this.deps.ownerUid && this.idle.length < this.deps.size) {

@@ -390,6 +390,12 @@ export class RegistryClient {
     const what = expected
       ? `manifest ${expected.digest} of ${formatReference(ref)}`
       : `the manifest of ${formatReference(ref)}`;
+    // A declared size comes from an untrusted index: it narrows the cap, never widens it.
+    if (expected?.size !== undefined && expected.size > MAX_MANIFEST_BYTES)
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `${what} declares ${expected.size} bytes, more than the ${MAX_MANIFEST_BYTES} a manifest may have`,
+      );
     const limit = expected?.size ?? MAX_MANIFEST_BYTES;
     const body = await this.readBody(
       response,
@@ -517,6 +523,12 @@ export class RegistryClient {
   async fetchConfig(ref: ImageReference, descriptor: Descriptor): Promise<Json> {
     const response = await this.fetchBlobResponse(ref, descriptor, "config");
     const what = `config ${descriptor.digest} of ${formatReference(ref)}`;
+    // Held in memory: a declared size is not a licence to buffer gigabytes.
+    if (descriptor.size > MAX_MANIFEST_BYTES)
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `${what} declares ${descriptor.size} bytes, more than the ${MAX_MANIFEST_BYTES} an image config may have`,
+      );
     const body = await this.readBody(
       response,
       ref,
