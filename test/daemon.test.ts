@@ -264,3 +264,27 @@ test("a client that connects while the daemon is still starting is answered", as
     await daemon.close();
   }
 });
+
+test("a start-up that fails after a client connected early still undoes everything", async () => {
+  const home = await freshHome();
+  let early: DaemonClient | null = null;
+  const opened = Daemon.open(
+    deps(home, {
+      afterStep: async (step) => {
+        if (step === "listen") early = await connect(home);
+        if (step === "pidfile") throw new Error("injected failure after pidfile");
+      },
+    }),
+  );
+  const outcome = await Promise.race([
+    opened.then(
+      () => "opened",
+      (err: Error) => err.message,
+    ),
+    new Promise<string>((resolve) => setTimeout(() => resolve("still pending after 10 s"), 10_000)),
+  ]);
+  (early as DaemonClient | null)?.close();
+  assert.equal(outcome, "injected failure after pidfile");
+  assert.equal(await exists(home.layout.socketFile), false, "socket removed");
+  assert.equal(await exists(home.layout.lockFile), false, "lock released");
+});

@@ -81,11 +81,10 @@ export class Daemon {
       let accept: ((socket: net.Socket) => void) | null = null;
       const early: net.Socket[] = [];
       const server = net.createServer((socket) => (accept ? accept(socket) : early.push(socket)));
-      undo.push(() => {
-        for (const socket of early.splice(0)) socket.destroy();
-      });
       await listen(server, layout.socketFile);
       undo.push(async () => {
+        // close() waits for every connection to end: a held one never would.
+        for (const socket of early.splice(0)) socket.destroy();
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await fs.rm(layout.socketFile, { force: true });
       });
