@@ -1,9 +1,10 @@
 import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { spawn } from "node:child_process";
-import fs from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { randomVmName } from "../api/vm-names.js";
+import { checkBranchName, findRepo, guestDirFor, resolveCommit } from "../guest/workspace.js";
+import { createCommandRunner } from "../system/runner.js";
 import { endpointSshArgs, shellQuote } from "../guest/ssh.js";
 import type { DaemonClient } from "./client.js";
 import { ExitStatus, withDaemon, type CliDeps } from "./context.js";
@@ -68,75 +69,13 @@ export function remoteCommand(dir: string, cmd: string[]): string {
   ].join("; ");
 }
 
-/** Git facts checked on the host before any VM exists, so a typo costs nothing. */
-async function checkRepo(
-  repo: string,
-  opts: RunOptions,
-  runGit: (args: string[]) => Promise<{ code: number; stdout: string; stderr: string }>,
-): Promise<void> {
-  const st = await fs.stat(repo).catch(() => null);
-  if (!st?.isDirectory()) {
-    throw new BangerError(
-      ErrorCode.InvalidParams,
-      `${repo} is not a directory`,
-      "give the path of a git checkout, or no path to get a VM with an empty /root",
-    );
-  }
-  const top = await runGit(["-C", repo, "rev-parse", "--show-toplevel"]);
-  if (top.code !== 0) {
-    throw new BangerError(
-      ErrorCode.InvalidParams,
-      `${repo} is not inside a git repository`,
-      "'git init' it first, or run without a path",
-    );
-  }
-  if (opts.from) {
-    const ref = await runGit([
-      "-C",
-      repo,
-      "rev-parse",
-      "--verify",
-      "--quiet",
-      `${opts.from}^{commit}`,
-    ]);
-    if (ref.code !== 0) {
-      throw new BangerError(
-        ErrorCode.InvalidParams,
-        `--from ${opts.from}: no such commit in ${repo}`,
-        "'git log --oneline' or 'git branch -a' shows what exists",
-      );
-    }
-  }
-  if (opts.branch) {
-    const ok = await runGit(["check-ref-format", "--branch", opts.branch]);
-    if (ok.code !== 0) {
-      throw new BangerError(
-        ErrorCode.InvalidParams,
-        `--branch ${opts.branch} is not a valid branch name`,
-        "see 'git check-ref-format --help'",
-      );
-    }
-  }
-}
-
-function runGitOnHost(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn("git", args, { stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    child.on("error", (err) =>
-      reject(
-        new BangerError(
-          ErrorCode.Precondition,
-          `could not run git on this host: ${err.message}`,
-          "install git: 'sudo apt-get install git'",
-        ),
-      ),
-    );
-    child.on("close", (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
+/** Git facts checked on the host before any VM exists, with the daemon's own checks, so a typo costs nothing. */
+async function checkRepo(repo: string, opts: RunOptions): Promise<void> {
+  const runner = createCommandRunner();
+  const { top } = await findRepo(runner, repo);
+  guestDirFor(top);
+  if (opts.from) await resolveCommit(runner, top, opts.from);
+  if (opts.branch) await checkBranchName(runner, top, opts.branch);
 }
 
 /** Exit status of the local ssh: the remote command's, 255 for ssh's own failure, 128+n for a signal. */
@@ -183,7 +122,7 @@ export async function runVm(
     );
   }
   const repo = operands.path ? path.resolve(operands.path) : null;
-  if (repo) await checkRepo(repo, opts, runGitOnHost);
+  if (repo) await checkRepo(repo, opts);
   const { vcpu, memoryBytes, diskBytes } = resolveSizing(deps, opts);
 
   // Ctrl-C cancels the step in flight (by closing its connection); it never kills us
@@ -198,6 +137,10 @@ export async function runVm(
   const step = async <T>(fn: (c: DaemonClient) => Promise<T>): Promise<T> => {
     if (interrupted) throw new BangerError(ErrorCode.Cancelled, "interrupted");
     const client = await deps.connect();
+    if (interrupted) {
+      client.close();
+      throw new BangerError(ErrorCode.Cancelled, "interrupted");
+    }
     inFlight = client;
     try {
       return await fn(client);
@@ -292,30 +235,32 @@ export async function runVm(
     }
     throw err;
   } finally {
+    // Held against a second Ctrl-C until the clean-up is done: it would leave the VM behind.
+    const hold = () => deps.out.stderr.write(`banger: cleaning up, please wait\n`);
+    process.on("SIGINT", hold);
     process.off("SIGINT", onSigint);
-    if (name !== null) await finish(deps, name, keep);
+    try {
+      if (name !== null) await finish(deps, name, keep);
+    } finally {
+      process.off("SIGINT", hold);
+    }
   }
 }
 
 /** After the command: delete the VM (--rm) on a fresh connection, or say how to get rid of it. */
 async function finish(deps: CliDeps, name: string, keep: boolean): Promise<void> {
-  const exists = await withDaemon(deps, (c) => c.call("vm.show", { name })).then(
-    () => true,
+  const gone = await withDaemon(deps, (c) => c.call("vm.show", { name })).then(
     () => false,
+    (err: unknown) => err instanceof BangerError && err.code === ErrorCode.NotFound,
   );
-  if (!exists) return;
+  if (gone) return;
   if (!keep) {
-    // Held against a second Ctrl-C: an interrupted delete would leave the VM behind.
-    const hold = () => deps.out.stderr.write(`banger: deleting VM ${name}, please wait\n`);
-    process.on("SIGINT", hold);
     try {
       await withDaemon(deps, (c) => c.call("vm.delete", { names: [name] }));
     } catch (err) {
       deps.out.stderr.write(
         `banger: could not delete VM ${name}: ${(err as Error).message}; remove it with 'banger vm delete ${name}'\n`,
       );
-    } finally {
-      process.off("SIGINT", hold);
     }
     return;
   }

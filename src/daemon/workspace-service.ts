@@ -141,6 +141,21 @@ export class WorkspaceService {
     this.guestExec = deps.guestExec ?? sshGuestExec;
   }
 
+  /**
+   * The VM's SSH target once this call's turn has come: while it queued behind another
+   * import the VM may have restarted (new port) or been replaced under the same name.
+   */
+  private async currentTarget(name: string, vmId: string): Promise<GuestTarget> {
+    const target = await this.deps.vms.guestTarget(name);
+    if (target.vmId !== vmId)
+      throw new BangerError(
+        ErrorCode.InvalidState,
+        `VM ${name} was deleted and created again while this request waited`,
+        "run the command again",
+      );
+    return target;
+  }
+
   async prepare(
     req: PrepareRequest,
     progress: Progress = () => {},
@@ -158,9 +173,10 @@ export class WorkspaceService {
     if (req.branch !== undefined) await checkBranchName(runner, repo.top, req.branch);
     const from =
       req.from !== undefined ? await resolveCommit(runner, repo.top, req.from) : undefined;
-    const target = await this.deps.vms.guestTarget(req.name);
+    const queued = await this.deps.vms.guestTarget(req.name);
 
-    return this.deps.vms.exclusive("workspace", target.vmId, async () => {
+    return this.deps.vms.exclusive("workspace", queued.vmId, async () => {
+      const target = await this.currentTarget(req.name, queued.vmId);
       if (signal.aborted) throw new BangerError(ErrorCode.Cancelled, "cancelled");
       progress({ stage: "list", message: repo.top });
       // Listed under the lock, so a queued import sends the tree as it is when its turn comes.
@@ -244,8 +260,9 @@ export class WorkspaceService {
     opts: { nameOnly?: boolean | undefined } = {},
     signal: AbortSignal = new AbortController().signal,
   ): Promise<ResultOf<"vm.workspace.export">> {
-    const target = await this.deps.vms.guestTarget(name);
-    return this.deps.vms.exclusive("workspace", target.vmId, async () => {
+    const queued = await this.deps.vms.guestTarget(name);
+    return this.deps.vms.exclusive("workspace", queued.vmId, async () => {
+      const target = await this.currentTarget(name, queued.vmId);
       const nameOnly = opts.nameOnly ?? false;
       const r = await this.guestExec(target, shCommand(exportScript({ nameOnly })), {
         signal,

@@ -24,7 +24,8 @@ export async function createWorkDisk(opts: {
 }): Promise<FileSyncResult> {
   const staging = await fsp.mkdtemp(path.join(os.tmpdir(), "banger-work-"));
   try {
-    await fsp.chmod(staging, 0o755);
+    // The staging tree stays 0700 (mkdtemp's mode): synced secrets pass through /tmp.
+    // Every mode the guest sees, / included, comes from the metadata below.
     await fsp.mkdir(path.join(staging, ".ssh"), { mode: 0o700 });
     await fsp.writeFile(
       path.join(staging, ".ssh", "authorized_keys"),

@@ -130,7 +130,7 @@ async function makeParents(
       );
     }
     if (!have) {
-      await fsp.mkdir(full);
+      await fsp.mkdir(full, { mode: 0o700 });
       meta.set(dir, { uid: 0, gid: 0, mode: S_IFDIR | 0o755 });
     }
   }
@@ -144,7 +144,7 @@ async function copyTree(
   meta: Map<string, EntryMeta>,
   label: string,
 ): Promise<number> {
-  await fsp.mkdir(to);
+  await fsp.mkdir(to, { mode: 0o700 });
   let files = 0;
   for (const dirent of await fsp.readdir(from, { withFileTypes: true })) {
     const src = path.join(from, dirent.name);

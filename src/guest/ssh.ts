@@ -57,6 +57,11 @@ export function guestSshArgs(target: GuestTarget): string[] {
     ...sshOptions(target.identity, target.vmName, target.port),
     "-o",
     "BatchMode=yes",
+    // A VM deleted under a running import must not leave ssh waiting for its deadline.
+    "-o",
+    "ServerAliveInterval=15",
+    "-o",
+    "ServerAliveCountMax=4",
     `root@${target.host}`,
   ];
 }

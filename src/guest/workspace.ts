@@ -148,6 +148,14 @@ export function guestDirFor(top: string): string {
       `the repository directory name ${JSON.stringify(name)} cannot be used in the guest`,
       "rename the checkout's directory (no control characters or newlines)",
     );
+  // /root/.ssh, /root/.config, /root/.banger hold banger's key, synced files and its own
+  // state: an import replaces its directory whole, so a dot-name would wipe one of them.
+  if (name.startsWith("."))
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `the repository directory name "${name}" starts with a dot: importing it would replace /root/${name} in the guest`,
+      "clone or move the checkout to a directory whose name does not start with '.'",
+    );
   return `/root/${name}`;
 }
 

@@ -161,7 +161,7 @@ test("bad vm run input fails before any VM exists", { timeout: 120_000 }, async 
     [["vm", "run", repo, "make", "test"], /put the command after --/],
     [["vm", "run", "--branch", "x", "--", "true"], /--branch needs a repository path/],
     [["vm", "run", home.home, "--", "true"], /not inside a git repository/],
-    [["vm", "run", repo, "--from", "no-such-ref", "--", "true"], /no such commit/],
+    [["vm", "run", repo, "--from", "no-such-ref", "--", "true"], /unknown ref "no-such-ref"/],
     [["vm", "run", "--name", "Bad_Name", "--", "true"], /invalid VM name/],
   ];
   for (const [args, message] of cases) {
