@@ -388,7 +388,10 @@ export function prepareScript(opts: PrepareScriptOptions): string {
     `dir=${q(opts.dir)}`,
     `state=${q(GUEST_STATE_DIR)}`,
     'mkdir -p "$state"',
-    // Left over by an import that was killed: every import runs under banger's workspace lock.
+    // The daemon's workspace lock ends when its ssh ends, but a cancelled import's script may
+    // still run here: a lock in the guest keeps the next one from sweeping its temp dir.
+    'if command -v flock >/dev/null 2>&1; then exec 9>"$state/workspace.lock"; flock 9; fi',
+    // Left over by an import that was killed (none runs now: we hold the lock).
     'rm -rf "$state"/workspace-import.* "$state"/workspace-old.*',
     'tmp=$(mktemp -d "$state/workspace-import.XXXXXX")',
     'chmod 755 "$tmp"',
