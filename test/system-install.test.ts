@@ -14,7 +14,10 @@ import {
   type SystemDeps,
   type UserInfo,
 } from "../src/system/system-install.js";
+import { whyNotRootOwned } from "../src/system/root-owned.js";
+import { createCommandRunner } from "../src/system/runner.js";
 import { daemonUnit, execWord, helperUnit } from "../src/system/systemd-units.js";
+import { directFiles, userFilesVia, type UserFiles } from "../src/system/user-files.js";
 
 const checkout = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const alice: UserInfo = { name: "alice", uid: 1000, gid: 1000, home: "/home/alice" };
@@ -97,10 +100,27 @@ async function makeRoot(opts: { systemd: boolean }): Promise<string> {
 function makeDeps(
   root: string,
   overrides: Partial<SystemDeps> = {},
-): SystemDeps & { said: string[]; systemctl: FakeSystemctl; chowned: string[] } {
+): SystemDeps & { said: string[]; systemctl: FakeSystemctl; userSteps: string[] } {
   const said: string[] = [];
-  const chowned: string[] = [];
+  const userSteps: string[] = [];
   const systemctl = new FakeSystemctl();
+  // Direct file steps (the test is not root, or is and may write as it likes), recorded so tests
+  // see what install did in the user's home.
+  const recorded: UserFiles = {
+    ...directFiles,
+    async mkdirs(dir) {
+      userSteps.push(`mkdirs ${path.relative(root, dir)}`);
+      await directFiles.mkdirs(dir);
+    },
+    async write(file, content) {
+      userSteps.push(`write ${path.relative(root, file)}`);
+      await directFiles.write(file, content);
+    },
+    async remove(file) {
+      userSteps.push(`remove ${path.relative(root, file)}`);
+      await directFiles.remove(file);
+    },
+  };
   return {
     root,
     runner: systemctl,
@@ -109,15 +129,14 @@ function makeDeps(
     nodePath: "/opt/node 20/bin/node",
     installDir: "/srv/banger",
     lookupUser: async (spec) => users[spec] ?? null,
-    chown: async (file, uid, gid) => {
-      chowned.push(`${path.relative(root, file)} ${uid}:${gid}`);
-    },
+    userFiles: () => recorded,
+    whyNotRootOwned: async () => null,
     probeHelper: async () => ({ answers: true, detail: "banger-helper answers (pid 42)" }),
     daemonAnswers: async () => false,
     say: (line) => said.push(line),
     said,
     systemctl,
-    chowned,
+    userSteps,
     ...overrides,
   };
 }
@@ -148,7 +167,8 @@ test("units: absolute paths, the user, hardening and restart policy", () => {
     "Restart=on-failure",
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
-    "ReadWritePaths=/run/banger-helper",
+    "ReadWritePaths=/run/banger-helper /proc/sys/net/ipv4/ip_forward",
+    "ProtectKernelTunables=yes",
     "ProtectHome=read-only",
     "RuntimeDirectory=banger-helper",
     "RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6",
@@ -185,16 +205,11 @@ test("install writes both units, reloads, enables and starts; a second run chang
   const daemon = await fs.readFile(daemonPath(root), "utf8");
   assert.match(daemon, /^ExecStart="\/opt\/node 20\/bin\/node" \/srv\/banger\/bin\/bangerd$/m);
   assert.equal((await fs.stat(helperPath(root))).mode & 0o777, 0o644);
-  // Root created the directories in alice's home, so they and the unit are handed to her.
-  assert.deepEqual(
-    deps.chowned.map((c) => c.replace(/\.bangerd\.service\.banger-\d+/, "TMP")),
-    [
-      "home/alice/.config 1000:1000",
-      "home/alice/.config/systemd 1000:1000",
-      "home/alice/.config/systemd/user 1000:1000",
-      "home/alice/.config/systemd/user/TMP 1000:1000",
-    ],
-  );
+  // Everything in alice's home goes through the steps done as alice; root writes only /etc.
+  assert.deepEqual(deps.userSteps, [
+    "mkdirs home/alice/.config/systemd/user",
+    "write home/alice/.config/systemd/user/bangerd.service",
+  ]);
   assert.deepEqual(deps.systemctl.mutations(), [
     "daemon-reload",
     "enable --now banger-helper-alice.service",
@@ -208,7 +223,7 @@ test("install writes both units, reloads, enables and starts; a second run chang
   again.systemctl.active = deps.systemctl.active;
   await installSystem(again);
   assert.deepEqual(again.systemctl.mutations(), []);
-  assert.deepEqual(again.chowned, []);
+  assert.deepEqual(again.userSteps, ["mkdirs home/alice/.config/systemd/user"]);
   assert.equal((await fs.stat(helperPath(root))).mtimeMs, stamp);
   assert.ok(again.said.some((l) => l.startsWith("unchanged ")));
   assert.deepEqual(
@@ -318,12 +333,140 @@ test("install will not overwrite a unit it did not write", async () => {
   assert.equal(await fs.readFile(helperPath(root), "utf8"), "[Service]\nExecStart=/bin/true\n");
 });
 
-test("install refuses a symlinked unit directory in the user's home", async () => {
+/** A real unprivileged account for the setpriv tests, or why they cannot run here. */
+function setprivUser(): UserInfo | string {
+  if (process.geteuid?.() !== 0) return "not root";
+  if (spawnSync("setpriv", ["--version"]).status !== 0) return "setpriv is not installed";
+  const r = spawnSync("getent", ["passwd", "nobody"], { encoding: "utf8" });
+  const f = (r.stdout ?? "").split(":");
+  if (r.status !== 0 || f.length < 6) return "no user nobody";
+  return { name: "nobody", uid: Number(f[2]), gid: Number(f[3]), home: "/home/nobody" };
+}
+
+/** A temp root the given user can reach, with their home owned by them. */
+async function rootFor(user: UserInfo): Promise<string> {
   const root = await makeRoot({ systemd: true });
-  await fs.mkdir(path.join(root, "elsewhere"));
-  await fs.symlink(path.join(root, "elsewhere"), path.join(root, "home/alice/.config"));
-  await rejectsWith(installSystem(makeDeps(root)), /not a plain directory/);
-  assert.deepEqual(await fs.readdir(path.join(root, "elsewhere")), []);
+  const home = path.join(root, user.home);
+  await fs.mkdir(home, { recursive: true });
+  await fs.chown(home, user.uid, user.gid);
+  for (let dir = path.dirname(home); dir.startsWith(tmp); dir = path.dirname(dir))
+    await fs.chmod(dir, 0o755);
+  return root;
+}
+
+function realUserDeps(root: string, user: UserInfo) {
+  return makeDeps(root, {
+    env: { SUDO_USER: user.name },
+    lookupUser: async (spec) => (spec === user.name ? user : null),
+    userFiles: (u) => userFilesVia(createCommandRunner(), 0, u),
+  });
+}
+
+test("as root, the user unit is written and removed by the user through setpriv", async (t) => {
+  const user = setprivUser();
+  if (typeof user === "string") return t.skip(user);
+  const root = await rootFor(user);
+  const unitDir = path.join(root, user.home, ".config/systemd/user");
+  const unit = path.join(unitDir, "bangerd.service");
+  await installSystem(realUserDeps(root, user));
+  for (const p of [unit, unitDir, path.dirname(unitDir)]) {
+    const st = await fs.lstat(p);
+    assert.equal(st.uid, user.uid, `${p} belongs to ${user.name}`);
+  }
+  assert.equal((await fs.stat(unit)).mode & 0o777, 0o644);
+  assert.equal(await fs.readFile(unit, "utf8"), daemonUnit(user.name, makeDeps(root)));
+  assert.deepEqual(await fs.readdir(unitDir), ["bangerd.service"], "no temp file left");
+  assert.equal((await fs.stat(helperPath(root).replace("alice", user.name))).uid, 0);
+
+  const again = realUserDeps(root, user);
+  await installSystem(again);
+  assert.ok(again.said.includes(`unchanged ${unit}`), again.said.join("\n"));
+
+  await uninstallSystem(realUserDeps(root, user));
+  assert.deepEqual(await fs.readdir(unitDir), []);
+});
+
+test("as root, symlinks in the user's home lead nowhere the user could not write", async (t) => {
+  const user = setprivUser();
+  if (typeof user === "string") return t.skip(user);
+  const root = await rootFor(user);
+  const victim = path.join(root, "victim");
+  await fs.mkdir(victim, { mode: 0o755 });
+  const secret = path.join(victim, "secret");
+  await fs.writeFile(secret, "root's\n", { mode: 0o600 });
+
+  // The unit directory swapped for a link to a root-owned directory: the user cannot write there.
+  const config = path.join(root, user.home, ".config");
+  await fs.symlink(victim, config);
+  await rejectsWith(installSystem(realUserDeps(root, user)), /could not create .* as nobody/);
+  assert.deepEqual(await fs.readdir(victim), ["secret"]);
+
+  // The unit file a link to a root-only file: refused, and the file stays root's.
+  await fs.rm(config);
+  const unitDir = path.join(config, "systemd/user");
+  await fs.mkdir(unitDir, { recursive: true });
+  await fs.chown(config, user.uid, user.gid);
+  await fs.chown(path.join(config, "systemd"), user.uid, user.gid);
+  await fs.chown(unitDir, user.uid, user.gid);
+  await fs.symlink(secret, path.join(unitDir, "bangerd.service"));
+  await rejectsWith(installSystem(realUserDeps(root, user)), /not a regular file/);
+  const st = await fs.stat(secret);
+  assert.equal(st.uid, 0);
+  assert.equal(st.mode & 0o777, 0o600);
+  assert.equal(await fs.readFile(secret, "utf8"), "root's\n");
+});
+
+test("install refuses node or a checkout that anyone but root can change", async () => {
+  const root = await makeRoot({ systemd: true });
+  const deps = makeDeps(root, {
+    whyNotRootOwned: async (p) =>
+      p === "/srv/banger" ? "/srv/banger is owned by uid 1000, not root" : null,
+  });
+  await rejectsWith(
+    installSystem(deps),
+    /must be changeable by root only: \/srv\/banger is owned by uid 1000/,
+    /sudo git clone .* \/opt\/banger && cd \/opt\/banger && sudo make build.*root-owned node/,
+  );
+  assert.equal(await fs.stat(helperPath(root)).catch(() => null), null, "nothing written");
+  assert.equal(await fs.stat(daemonPath(root)).catch(() => null), null);
+  assert.deepEqual(deps.systemctl.calls, []);
+});
+
+test("whyNotRootOwned: a path its user can write is refused", async () => {
+  const dir = await fs.mkdtemp(path.join(tmp, "owned-"));
+  const node = path.join(dir, "node");
+  await fs.writeFile(node, "", { mode: 0o755 });
+  if (process.geteuid?.() !== 0) {
+    assert.match((await whyNotRootOwned(node)) ?? "", /is owned by uid \d+, not root/);
+    return;
+  }
+  await fs.chmod(tmp, 0o755);
+  await fs.chmod(dir, 0o755);
+  assert.equal(await whyNotRootOwned(node), null, "root-owned, 0755 all the way up");
+  assert.equal(await whyNotRootOwned(dir), null);
+
+  await fs.chmod(dir, 0o775);
+  assert.match(
+    (await whyNotRootOwned(node)) ?? "",
+    /owned-.* \(above .*\) is writable by its group/,
+  );
+  await fs.chmod(dir, 0o755);
+  await fs.chmod(node, 0o757);
+  assert.match((await whyNotRootOwned(node)) ?? "", /node is writable by others/);
+  await fs.chmod(node, 0o755);
+
+  // A user's file behind a root-owned link, and a root-owned file behind a link in a user's dir.
+  const theirs = path.join(dir, "theirs");
+  await fs.mkdir(theirs);
+  await fs.chown(theirs, 65534, 65534);
+  const theirNode = path.join(theirs, "node");
+  await fs.writeFile(theirNode, "", { mode: 0o755 });
+  await fs.symlink(theirNode, path.join(dir, "link"));
+  assert.match((await whyNotRootOwned(path.join(dir, "link"))) ?? "", /owned by uid 65534/);
+  await fs.chown(theirs, 0, 0);
+  await fs.symlink(node, path.join(theirs, "link"));
+  await fs.chown(theirs, 65534, 65534);
+  assert.match((await whyNotRootOwned(path.join(theirs, "link"))) ?? "", /owned by uid 65534/);
 });
 
 test("uninstall removes only banger's units and their enable links; a second run does nothing", async () => {

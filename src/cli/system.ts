@@ -1,4 +1,3 @@
-import fs from "node:fs/promises";
 import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
@@ -13,6 +12,8 @@ import {
   type UnitStatus,
   type UserInfo,
 } from "../system/system-install.js";
+import { whyNotRootOwned } from "../system/root-owned.js";
+import { userFilesVia } from "../system/user-files.js";
 import { describeGroup, type CliDeps } from "./context.js";
 import { formatTable, printJson } from "./output.js";
 
@@ -45,15 +46,17 @@ function socketAnswers(socket: string, timeoutMs = 2_000): Promise<boolean> {
 
 function realSystemDeps(deps: CliDeps): SystemDeps {
   const runner = createCommandRunner(deps.env);
+  const euid = process.geteuid?.() ?? 0;
   return {
     root: "/",
     runner,
     env: deps.env,
-    euid: process.geteuid?.() ?? 0,
+    euid,
     nodePath: process.execPath,
     installDir: fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, ""),
     lookupUser: (spec) => lookupUser(runner, spec),
-    chown: (file, uid, gid) => fs.chown(file, uid, gid),
+    userFiles: (user) => userFilesVia(runner, euid, user),
+    whyNotRootOwned,
     async probeHelper(socket, uid) {
       try {
         const who = await new HelperClient(socket, { timeoutMs: 5_000 }).ping();

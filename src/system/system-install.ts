@@ -13,6 +13,7 @@ import {
   UNIT_MARKER,
   type UnitPaths,
 } from "./systemd-units.js";
+import { directFiles, type UserFiles } from "./user-files.js";
 
 export interface UserInfo {
   name: string;
@@ -30,7 +31,10 @@ export interface SystemDeps extends UnitPaths {
   env: Readonly<Record<string, string | undefined>>;
   euid: number;
   lookupUser(spec: string): Promise<UserInfo | null>;
-  chown(file: string, uid: number, gid: number): Promise<void>;
+  /** File steps in the user's home, done as that user: root never writes where they can swap paths. */
+  userFiles(user: UserInfo): UserFiles;
+  /** Why root must not run code from this path (someone else can change it), or null when it may. */
+  whyNotRootOwned(path: string): Promise<string | null>;
   /** Whether banger-helper answers on this socket for this uid, and what it said. */
   probeHelper(socket: string, uid: number): Promise<{ answers: boolean; detail: string }>;
   /** Whether a bangerd answers on this socket. */
@@ -137,10 +141,7 @@ function notRunningError(user: UserInfo): BangerError {
   );
 }
 
-/**
- * Make each missing directory of `dir` below `home` (owned by the user), and refuse a path the
- * user could have pointed elsewhere: root writes here, so no component may be a symlink.
- */
+/** The unit directory in the user's home, made by the user: root only looks at the home itself. */
 async function ensureUserDir(deps: SystemDeps, user: UserInfo, dir: string): Promise<void> {
   const home = path.join(deps.root, user.home);
   const homeStat = await fs.stat(home).catch(() => null);
@@ -151,65 +152,48 @@ async function ensureUserDir(deps: SystemDeps, user: UserInfo, dir: string): Pro
       "create it first, or install for another user with --user",
     );
   }
-  let current = home;
-  for (const part of path.relative(home, dir).split(path.sep)) {
-    current = path.join(current, part);
-    const st = await fs.lstat(current).catch(() => null);
-    if (!st) {
-      await fs.mkdir(current, { mode: 0o755 });
-      await deps.chown(current, user.uid, user.gid);
-      continue;
-    }
-    if (!st.isDirectory() || (st.uid !== user.uid && st.uid !== 0)) {
-      throw new BangerError(
-        ErrorCode.Precondition,
-        `${current} is not a plain directory owned by ${user.name}`,
-        "fix or remove it, then run the install again",
-      );
-    }
-  }
-}
-
-async function readIfExists(file: string): Promise<string | null> {
-  return fs.readFile(file, "utf8").catch((err: NodeJS.ErrnoException) => {
-    if (err.code === "ENOENT") return null;
-    throw err;
-  });
+  await deps.userFiles(user).mkdirs(dir);
 }
 
 /** Write only when the content differs; a temp file renamed over the target, never a half-written unit. */
-async function writeUnit(
-  deps: SystemDeps,
-  file: string,
-  content: string,
-  owner?: UserInfo,
-): Promise<boolean> {
-  const current = await fs.lstat(file).catch(() => null);
-  if (current?.isFile() && (await readIfExists(file)) === content) return false;
-  if (current && !current.isFile()) {
+async function writeUnit(files: UserFiles, file: string, content: string): Promise<boolean> {
+  const current = await files.read(file);
+  if (current.kind === "file" && current.content === content) return false;
+  if (current.kind === "other") {
     throw new BangerError(
       ErrorCode.Precondition,
       `${file} exists and is not a regular file`,
       "remove it, then run the install again",
     );
   }
-  if (current && !(await readIfExists(file))?.startsWith(UNIT_MARKER)) {
+  if (current.kind === "file" && !current.content.startsWith(UNIT_MARKER)) {
     throw new BangerError(
       ErrorCode.AlreadyExists,
       `${file} exists and was not written by banger`,
       "move it away (banger will not overwrite it), then run the install again",
     );
   }
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.banger-${process.pid}`);
-  try {
-    await fs.writeFile(tmp, content, { mode: 0o644, flag: "wx" });
-    if (owner) await deps.chown(tmp, owner.uid, owner.gid);
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true });
-    throw err;
-  }
+  await files.write(file, content);
   return true;
+}
+
+/**
+ * Refuse to point a root service at code its user (or anyone but root) can edit: node, the
+ * checkout and their parents must all be root-owned and not group- or world-writable.
+ */
+async function requireRootOwnedCode(deps: SystemDeps): Promise<void> {
+  const problems: string[] = [];
+  for (const p of [deps.nodePath, deps.installDir]) {
+    const why = await deps.whyNotRootOwned(p);
+    if (why) problems.push(why);
+  }
+  if (problems.length === 0) return;
+  throw new BangerError(
+    ErrorCode.Precondition,
+    `banger-helper runs as root, so node and the banger checkout must be changeable by root only: ${problems.join("; ")}`,
+    "install banger under a root-owned prefix, e.g. `sudo git clone <banger repo> /opt/banger && cd /opt/banger && sudo make build`, " +
+      "and use a root-owned node (e.g. /usr/bin/node from your distribution, not one from nvm in your home); then run: sudo /opt/banger/bin/banger system install",
+  );
 }
 
 async function systemctl(deps: SystemDeps, args: string[]) {
@@ -268,6 +252,7 @@ export async function installSystem(deps: SystemDeps, opts: InstallOptions = {})
   const user = await targetUser(deps, "install", opts.user);
   const running = await systemdRunning(deps);
   if (!running && !opts.noStart) throw notRunningError(user);
+  await requireRootOwnedCode(deps);
 
   const helperName = helperUnitName(user.name);
   const helperFile = path.join(systemUnitDir(deps), helperName);
@@ -275,10 +260,14 @@ export async function installSystem(deps: SystemDeps, opts: InstallOptions = {})
   const daemonFile = path.join(userDir, DAEMON_UNIT);
 
   await fs.mkdir(systemUnitDir(deps), { recursive: true, mode: 0o755 });
-  const helperChanged = await writeUnit(deps, helperFile, helperUnit(user.name, deps));
+  const helperChanged = await writeUnit(directFiles, helperFile, helperUnit(user.name, deps));
   deps.say(`${helperChanged ? "wrote" : "unchanged"} ${helperFile}`);
   await ensureUserDir(deps, user, userDir);
-  const daemonChanged = await writeUnit(deps, daemonFile, daemonUnit(user.name, deps), user);
+  const daemonChanged = await writeUnit(
+    deps.userFiles(user),
+    daemonFile,
+    daemonUnit(user.name, deps),
+  );
   deps.say(`${daemonChanged ? "wrote" : "unchanged"} ${daemonFile}`);
 
   if (!running) {
@@ -362,10 +351,11 @@ export async function uninstallSystem(
   const helperFile = path.join(systemUnitDir(deps), helperName);
   const userDir = userUnitDir(deps, user);
   const daemonFile = path.join(userDir, DAEMON_UNIT);
+  const userFiles = deps.userFiles(user);
   let removed = 0;
 
   // The daemon first: it uses the helper. Its VMs keep running (KillMode=process).
-  if (await isOurs(daemonFile)) {
+  if (await isOurs(userFiles, daemonFile)) {
     const scope = userScope(deps, user);
     if (running) {
       const r = await systemctl(deps, [...scope, "disable", "--now", DAEMON_UNIT]);
@@ -374,46 +364,51 @@ export async function uninstallSystem(
           `could not reach ${user.name}'s systemd user manager; a bangerd it started keeps running until: banger daemon stop`,
         );
     }
-    await removeWantsLink(path.join(userDir, "default.target.wants", DAEMON_UNIT), daemonFile);
-    await fs.rm(daemonFile);
+    await removeWantsLink(
+      userFiles,
+      path.join(userDir, "default.target.wants", DAEMON_UNIT),
+      daemonFile,
+    );
+    await userFiles.remove(daemonFile);
     deps.say(`removed ${daemonFile}`);
     removed++;
     if (running) await systemctl(deps, [...scope, "daemon-reload"]);
   } else {
-    await reportForeign(deps, daemonFile);
+    await reportForeign(deps, userFiles, daemonFile);
   }
 
-  if (await isOurs(helperFile)) {
+  if (await isOurs(directFiles, helperFile)) {
     if (running) await systemctlChecked(deps, ["disable", "--now", helperName]);
     await removeWantsLink(
+      directFiles,
       path.join(systemUnitDir(deps), "multi-user.target.wants", helperName),
       helperFile,
     );
-    await fs.rm(helperFile);
+    await directFiles.remove(helperFile);
     deps.say(`removed ${helperFile}`);
     removed++;
     if (running) await systemctlChecked(deps, ["daemon-reload"]);
   } else {
-    await reportForeign(deps, helperFile);
+    await reportForeign(deps, directFiles, helperFile);
   }
   if (removed === 0) deps.say(`nothing to remove: no banger units are installed for ${user.name}`);
 }
 
-async function isOurs(file: string): Promise<boolean> {
-  const st = await fs.lstat(file).catch(() => null);
-  return st?.isFile() === true && (await readIfExists(file))?.startsWith(UNIT_MARKER) === true;
+async function isOurs(files: UserFiles, file: string): Promise<boolean> {
+  const current = await files.read(file);
+  return current.kind === "file" && current.content.startsWith(UNIT_MARKER);
 }
 
-async function reportForeign(deps: SystemDeps, file: string): Promise<void> {
-  if (await fs.lstat(file).catch(() => null))
+async function reportForeign(deps: SystemDeps, files: UserFiles, file: string): Promise<void> {
+  if ((await files.read(file)).kind !== "none")
     deps.say(`left ${file} alone: banger did not write it`);
 }
 
 /** The enable symlink, when systemctl could not remove it (no systemd, unreachable user manager). */
-async function removeWantsLink(link: string, target: string): Promise<void> {
-  const dest = await fs.readlink(link).catch(() => null);
+async function removeWantsLink(files: UserFiles, link: string, target: string): Promise<void> {
+  const dest = await files.readlink(link);
   if (dest !== null && path.resolve(path.dirname(link), dest) === path.resolve(target))
-    await fs.rm(link);
+    await files.remove(link);
 }
 
 export interface StatusOptions {
@@ -460,7 +455,7 @@ export async function systemStatus(
         unit: helperName,
         scope: "system" as const,
         path: helperFile,
-        installed: await isOurs(helperFile),
+        installed: await isOurs(directFiles, helperFile),
         ...(running ? await unitState(deps, [], helperName) : none),
         socket: helperSocket,
         answers: helperProbe.answers,
@@ -470,7 +465,8 @@ export async function systemStatus(
         unit: DAEMON_UNIT,
         scope: "user" as const,
         path: daemonFile,
-        installed: await isOurs(daemonFile),
+        // Someone else's home may be unreadable to us: then we cannot tell.
+        installed: await isOurs(deps.userFiles(user), daemonFile).catch(() => false),
         ...(running ? await unitState(deps, userScope(deps, user), DAEMON_UNIT) : none),
         socket: daemonSocket,
         answers: daemonUp,
@@ -487,7 +483,7 @@ async function installedUsers(deps: SystemDeps): Promise<UserInfo[]> {
   const users: UserInfo[] = [];
   for (const name of names.sort()) {
     const m = /^banger-helper-(.+)\.service$/.exec(name);
-    if (!m?.[1] || !(await isOurs(path.join(systemUnitDir(deps), name)))) continue;
+    if (!m?.[1] || !(await isOurs(directFiles, path.join(systemUnitDir(deps), name)))) continue;
     const user = await deps.lookupUser(m[1]);
     if (user) users.push(user);
   }

@@ -71,15 +71,18 @@ RuntimeDirectoryPreserve=yes
 UMask=0077
 NoNewPrivileges=yes
 # ip and nft need CAP_NET_ADMIN, the iptables fallback also CAP_NET_RAW; CAP_CHOWN hands the
-# socket to the user; CAP_DAC_READ_SEARCH lets root read node and the checkout in a private home.
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_DAC_READ_SEARCH
+# socket to the user. No CAP_DAC_*: node and the checkout are root's own ('banger system install'
+# refuses anything else).
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 ProtectSystem=strict
-ReadWritePaths=/run/banger-helper
+# /proc/sys is read-only but for the one sysctl NAT turns on.
+ProtectKernelTunables=yes
+ReadWritePaths=/run/banger-helper /proc/sys/net/ipv4/ip_forward
 ProtectHome=read-only
 PrivateTmp=yes
-# Not ProtectKernelTunables: NAT writes /proc/sys/net/ipv4/ip_forward. Not PrivateDevices: taps
-# are made through /dev/net/tun. Not MemoryDenyWriteExecute: node's JIT needs it.
+# Not PrivateDevices: taps are made through /dev/net/tun. Not MemoryDenyWriteExecute: node's JIT
+# needs it.
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
