@@ -82,7 +82,7 @@ test("the client round-trips every privileged operation", async () => {
   assert.deepEqual(await client.listTaps("banger-x"), [{ name: "bg-aaaaaaaaaaaa", ownerUid: uid }]);
   await client.deleteTap("bg-aaaaaaaaaaaa");
   await client.ensureNat("172.31.77.0/24", "banger-x");
-  await client.removeNat();
+  await client.removeNat("banger-x");
   await client.routeResolver("banger-x", "172.31.77.1");
   await client.unrouteResolver("banger-x");
   assert.deepEqual(ops.calls, [
@@ -91,7 +91,7 @@ test("the client round-trips every privileged operation", async () => {
     "listTaps banger-x",
     "deleteTap bg-aaaaaaaaaaaa",
     "ensureNat 172.31.77.0/24 banger-x",
-    "removeNat",
+    "removeNat banger-x",
     "routeResolver banger-x 172.31.77.1",
     "unrouteResolver banger-x",
   ]);

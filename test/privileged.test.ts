@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createRootOps, parseTuntapOwners } from "../src/net/privileged.js";
+import { createRootOps, parseTuntapOwners, natTable } from "../src/net/privileged.js";
 import type { CommandResult, CommandRunner, RunOptions } from "../src/system/runner.js";
 
 // The root implementation's exact commands, against a scripted runner: resolver
@@ -154,4 +154,17 @@ test("a tap that cannot join the bridge is removed again", async () => {
     s.calls.filter((c) => /^ip (link del|tuntap add)/.test(c)),
     ["ip tuntap add dev bg-x mode tap user 0", "ip link del bg-x"],
   );
+});
+
+test("NAT is per bridge: two daemons' tables never replace or remove each other", async () => {
+  const s = scriptedRunner(["nft", "sysctl"]);
+  const ops = createRootOps(s.runner);
+  await ops.ensureNat("172.30.0.0/24", "banger0");
+  await ops.ensureNat("172.31.55.0/24", "banger-t5");
+  const scripts = s.calls.filter((c) => c.startsWith("nft -f"));
+  assert.equal(scripts.length, 2);
+  assert.equal(natTable("banger0"), "banger_banger0");
+  assert.equal(natTable("banger-t5"), "banger_banger_t5");
+  await ops.removeNat("banger-t5");
+  assert.equal(s.calls.at(-1), "nft delete table ip banger_banger_t5");
 });

@@ -135,8 +135,8 @@ export class HelperClient implements PrivilegedOps {
   async ensureNat(subnet: string, bridge: string): Promise<void> {
     await this.call("ensureNat", { subnet, bridge });
   }
-  async removeNat(): Promise<void> {
-    await this.call("removeNat", {});
+  async removeNat(bridge: string): Promise<void> {
+    await this.call("removeNat", { bridge });
   }
   async routeResolver(bridge: string, dnsServer: string): Promise<void> {
     await this.call("routeResolver", { bridge, dnsServer });

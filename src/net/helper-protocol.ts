@@ -34,7 +34,7 @@ export const helperMethods = {
     result: z.array(z.object({ name: device, ownerUid: z.number().int().nullable() })),
   },
   ensureNat: { params: z.object({ subnet: cidr, bridge: device }).strict(), result: done },
-  removeNat: { params: z.object({}).strict(), result: done },
+  removeNat: { params: z.object({ bridge: device }).strict(), result: done },
   routeResolver: { params: z.object({ bridge: device, dnsServer: ipv4 }).strict(), result: done },
   unrouteResolver: { params: z.object({ bridge: device }).strict(), result: done },
 } as const;

@@ -112,7 +112,7 @@ export class HelperServer {
       deleteTap: (p) => none(ops.deleteTap(p.name)),
       listTaps: async (p) => ops.listTaps(p.bridge),
       ensureNat: (p) => none(ops.ensureNat(p.subnet, p.bridge)),
-      removeNat: () => none(ops.removeNat()),
+      removeNat: (p) => none(ops.removeNat(p.bridge)),
       routeResolver: (p) => none(ops.routeResolver(p.bridge, p.dnsServer)),
       unrouteResolver: (p) => none(ops.unrouteResolver(p.bridge)),
     };

@@ -68,7 +68,7 @@ export class BridgeNetwork {
     // Idle taps go with the daemon; taps of running VMs stay with them.
     await this.pool.drain();
     // NAT rules go with the daemon; the next daemon restores them for adopted VMs.
-    if (this.natReady) await this.ops.removeNat().catch(() => undefined);
+    if (this.natReady) await this.ops.removeNat(this.config.bridge).catch(() => undefined);
     this.natReady = false;
     await this.ops.unrouteResolver(this.config.bridge).catch(() => undefined);
     await this.dns.stop();

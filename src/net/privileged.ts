@@ -20,7 +20,7 @@ export interface PrivilegedOps {
   /** banger's taps (`bg-`) enslaved to the bridge: what a crashed daemon may have left. */
   listTaps(bridge: string): Promise<TapInfo[]>;
   ensureNat(subnet: string, bridge: string): Promise<void>;
-  removeNat(): Promise<void>;
+  removeNat(bridge: string): Promise<void>;
   /** Per-link DNS routing for ~vm in systemd-resolved; a no-op where it does not run. */
   routeResolver(bridge: string, dnsServer: string): Promise<void>;
   unrouteResolver(bridge: string): Promise<void>;
@@ -81,7 +81,14 @@ export function parseTuntapOwners(text: string): Map<string, number | null> {
   return owners;
 }
 
-const NFT_TABLE = "banger";
+/**
+ * NAT is per bridge: each daemon (one per user, with the helper) owns the table or
+ * rules of its own bridge, so one daemon's stop never removes another's NAT.
+ */
+export function natTable(bridge: string): string {
+  return `banger_${bridge.replace(/[^A-Za-z0-9_]/g, "_")}`;
+}
+const natComment = (bridge: string) => `banger:${bridge}`;
 
 export interface RootOpsOptions {
   /**
@@ -172,11 +179,12 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
       checkCidr(subnet);
       await runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
       if (await runner.which("nft")) {
-        // One table of our own, replaced as a whole: adding it twice is harmless.
+        // One table of this bridge's, replaced as a whole: adding it twice is harmless.
+        const table = natTable(bridge);
         const script = [
-          `table ip ${NFT_TABLE}`,
-          `delete table ip ${NFT_TABLE}`,
-          `table ip ${NFT_TABLE} {`,
+          `table ip ${table}`,
+          `delete table ip ${table}`,
+          `table ip ${table} {`,
           "  chain postrouting { type nat hook postrouting priority 100; policy accept;",
           `    ip saddr ${subnet} oifname != "${bridge}" masquerade`,
           "  }",
@@ -200,7 +208,7 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
         "-m",
         "comment",
         "--comment",
-        "banger",
+        natComment(bridge),
       ];
       if ((await runner.run("iptables", ["-t", "nat", "-C", "POSTROUTING", ...rule])).code !== 0) {
         await runChecked(runner, "iptables", ["-t", "nat", "-A", "POSTROUTING", ...rule]);
@@ -218,14 +226,17 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
       checkName(bridge);
       if (await resolvedRuns(runner)) await runner.run("resolvectl", ["revert", bridge]);
     },
-    async removeNat() {
+    async removeNat(bridge) {
+      checkName(bridge);
       if (await runner.which("nft")) {
-        await runner.run("nft", ["delete", "table", "ip", NFT_TABLE]);
+        await runner.run("nft", ["delete", "table", "ip", natTable(bridge)]);
         return;
       }
       for (let i = 0; i < 10; i++) {
         const rules = await runner.run("iptables", ["-t", "nat", "-S", "POSTROUTING"]);
-        const ours = rules.stdout.split("\n").find((l) => l.includes("--comment banger"));
+        const ours = rules.stdout
+          .split("\n")
+          .find((l) => l.includes(`--comment ${natComment(bridge)}`));
         if (!ours) break;
         await runner.run("iptables", ["-t", "nat", ...ours.replace(/^-A /, "-D ").split(" ")]);
       }

@@ -204,8 +204,8 @@ test(
       ok("vm", "create", "--name", "peer-a", "--memory", "768M", "--disk-size", "1G", "--nat"),
       ok("vm", "create", "--name", "peer-b", "--memory", "768M", "--disk-size", "1G"),
     ]);
-    // --nat: banger's own nftables table masquerades the subnet (egress itself is not tested: no internet here).
-    const nat = await run("nft", ["list", "table", "ip", "banger"]).catch(
+    // --nat: the bridge's own nftables table masquerades the subnet (egress itself is not tested: no internet here).
+    const nat = await run("nft", ["list", "table", "ip", "banger_banger0"]).catch(
       (err: { stderr?: string }) => ({
         stdout: err.stderr ?? "",
       }),

@@ -41,8 +41,8 @@ export function fakeOps(): FakeOps {
     async ensureNat(subnet, bridge) {
       ops.calls.push(`ensureNat ${subnet} ${bridge}`);
     },
-    async removeNat() {
-      ops.calls.push("removeNat");
+    async removeNat(bridge) {
+      ops.calls.push(`removeNat ${bridge}`);
     },
     async routeResolver(bridge, dnsServer) {
       ops.calls.push(`routeResolver ${bridge} ${dnsServer}`);
