@@ -2,7 +2,7 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
 import { HelperClient } from "../net/helper-client.js";
-import { createCommandRunner, type CommandRunner } from "../system/runner.js";
+import { createCommandRunner } from "../system/runner.js";
 import {
   installSystem,
   systemStatus,
@@ -10,26 +10,14 @@ import {
   type SystemDeps,
   type SystemStatus,
   type UnitStatus,
-  type UserInfo,
 } from "../system/system-install.js";
 import { whyNotRootOwned } from "../system/root-owned.js";
+import { lookupUser } from "../system/users.js";
 import { userFilesVia } from "../system/user-files.js";
 import { describeGroup, type CliDeps } from "./context.js";
 import { formatTable, printJson } from "./output.js";
 
 /** `alice` or `1000` → the passwd entry, through NSS (getent). */
-async function lookupUser(runner: CommandRunner, spec: string): Promise<UserInfo | null> {
-  const r = await runner.run("getent", ["passwd", spec], { timeoutMs: 10_000 });
-  const fields = r.code === 0 ? (r.stdout.split("\n")[0] ?? "").split(":") : [];
-  if (fields.length < 6) return null;
-  return {
-    name: fields[0] ?? spec,
-    uid: Number(fields[2]),
-    gid: Number(fields[3]),
-    home: fields[5] ?? "",
-  };
-}
-
 function socketAnswers(socket: string, timeoutMs = 2_000): Promise<boolean> {
   return new Promise((resolve) => {
     const conn = net.createConnection(socket);

@@ -2,6 +2,7 @@ import { parseArgs } from "node:util";
 import pino from "pino";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { createCommandRunner, type CommandRunner } from "../system/runner.js";
+import { lookupUser } from "../system/users.js";
 import { defaultHelperSocket } from "./helper-protocol.js";
 import { HelperServer } from "./helper-server.js";
 import { createRootOps } from "./privileged.js";
@@ -29,9 +30,8 @@ export async function resolveUser(
   spec: string,
   runner: CommandRunner,
 ): Promise<{ uid: number; gid: number }> {
-  const r = await runner.run("getent", ["passwd", spec], { timeoutMs: 10_000 });
-  const fields = r.code === 0 ? (r.stdout.split("\n")[0] ?? "").split(":") : [];
-  if (fields.length >= 4) return { uid: Number(fields[2]), gid: Number(fields[3]) };
+  const user = await lookupUser(runner, spec);
+  if (user) return { uid: user.uid, gid: user.gid };
   if (/^\d+$/.test(spec)) return { uid: Number(spec), gid: Number(spec) };
   throw new BangerError(
     ErrorCode.InvalidParams,

@@ -15,12 +15,9 @@ import {
 } from "./systemd-units.js";
 import { directFiles, type UserFiles } from "./user-files.js";
 
-export interface UserInfo {
-  name: string;
-  uid: number;
-  gid: number;
-  home: string;
-}
+import type { UserInfo } from "./users.js";
+
+export type { UserInfo };
 
 /** Everything `banger system` touches outside itself; tests install into a temp root with a fake systemctl. */
 export interface SystemDeps extends UnitPaths {
