@@ -8,7 +8,7 @@ import { BridgeNetwork } from "../src/net/network.js";
 import { createRootOps } from "../src/net/privileged.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
-import { fakeOps } from "./helpers/fake-ops.js";
+import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 import { tempLayout } from "./helpers/temp-home.js";
 
 test("addresses: gateway .1, lowest free guest address, stable MACs", () => {
@@ -86,6 +86,16 @@ test("privileged ops refuse devices without banger's prefix", async () => {
   await assert.rejects(ops.createTap("bg-x", "br0", 0), /not one of banger's/);
 });
 
+/** Bridge networking on banger9 / 172.31.9.0/24 without a tap pool, over fake privileged ops. */
+function unpooledNetwork(ops: FakeOps, store: Store): BridgeNetwork {
+  return new BridgeNetwork(
+    ops,
+    { bridge: "banger9", subnet: "172.31.9.0/24", dnsPort: 53, tapPoolSize: 0, helperSocket: null },
+    store,
+    0,
+  );
+}
+
 test("parallel starts get distinct addresses; a stopped VM keeps its own", async () => {
   const home = await tempLayout();
   const store = Store.open(home.layout.dbFile);
@@ -93,18 +103,7 @@ test("parallel starts get distinct addresses; a stopped VM keeps its own", async
   ops.createDelayMs = 20;
   const calls = ops.calls;
   try {
-    const net = new BridgeNetwork(
-      ops,
-      {
-        bridge: "banger9",
-        subnet: "172.31.9.0/24",
-        dnsPort: 53,
-        tapPoolSize: 0,
-        helperSocket: null,
-      },
-      store,
-      0,
-    );
+    const net = unpooledNetwork(ops, store);
     const [a, b] = await Promise.all([
       net.attach({ id: "aaaaaaaaaaaaaa", ip: null, nat: false }),
       net.attach({ id: "bbbbbbbbbbbbbb", ip: null, nat: true }),
@@ -133,18 +132,7 @@ test("a start whose NAT set-up fails gives its tap and address back", async () =
     throw new Error("nft: no such file or directory");
   };
   try {
-    const net = new BridgeNetwork(
-      ops,
-      {
-        bridge: "banger9",
-        subnet: "172.31.9.0/24",
-        dnsPort: 53,
-        tapPoolSize: 0,
-        helperSocket: null,
-      },
-      store,
-      0,
-    );
+    const net = unpooledNetwork(ops, store);
     await assert.rejects(net.attach({ id: "aaaaaaaaaaaaaa", ip: null, nat: true }), /nft/);
     assert.equal(ops.taps.size, 0, "no tap is left behind");
     const next = await net.attach({ id: "bbbbbbbbbbbbbb", ip: null, nat: false });
