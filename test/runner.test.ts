@@ -4,7 +4,13 @@ import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
-import { createCommandRunner, runChecked } from "../src/system/runner.js";
+import {
+  createCommandRunner,
+  MAX_OUTPUT_BYTES_CEILING,
+  OutputTooLargeError,
+  outputCap,
+  runChecked,
+} from "../src/system/runner.js";
 
 const runner = createCommandRunner();
 
@@ -136,6 +142,58 @@ test("every stderr line reaches onStderrLine, including a last one without a new
     onStderrLine: (line) => lines.push(line),
   });
   assert.deepEqual(lines, ["one", "two", "last"]);
+});
+
+test("output past the default cap kills the command and rejects clearly, without crashing", async () => {
+  // 600 MB: buffered whole, toString would throw inside the close handler and take the process down.
+  const started = Date.now();
+  await assert.rejects(runner.run("head", ["-c", "600000000", "/dev/zero"]), (err: unknown) => {
+    assert.ok(err instanceof OutputTooLargeError);
+    assert.equal(err.stream, "stdout");
+    assert.match(err.message, /^head printed more than 8 MiB on stdout: output too large/);
+    return true;
+  });
+  assert.ok(Date.now() - started < PROMPT_MS, `took ${Date.now() - started} ms`);
+});
+
+test("a per-call cap applies to stderr too, and kills the whole process group", async () => {
+  await withTempDir(async (dir) => {
+    const pidFile = path.join(dir, "pid");
+    const script = `${SLEEPING_GRANDCHILD.replace("; wait", "")}; yes banger >&2`;
+    await assert.rejects(
+      runner.run("sh", ["-c", script, "sh", pidFile], { maxOutputBytes: 64 * 1024 }),
+      (err: unknown) =>
+        err instanceof OutputTooLargeError &&
+        err.stream === "stderr" &&
+        /more than 64 KiB on stderr/.test(err.message),
+    );
+    const grandchild = Number(await fs.readFile(pidFile, "utf8"));
+    assert.equal(await processGone(grandchild), true, "the grandchild outlived the cap");
+  });
+});
+
+test("output within the cap arrives whole; caps are bounded", async () => {
+  const r = await runner.run("head", ["-c", "65536", "/dev/zero"], { maxOutputBytes: 65536 });
+  assert.equal(r.stdout.length, 65536);
+  assert.equal(outputCap(2 ** 40), MAX_OUTPUT_BYTES_CEILING);
+  assert.equal(outputCap(0), 1);
+  assert.equal(outputCap(Number.NaN), 1);
+});
+
+test("onStderrLine gets an endless line in pieces, and its own failure does not escape", async () => {
+  const lengths: number[] = [];
+  const r = await runner.run("sh", ["-c", "head -c 300000 /dev/zero | tr '\\0' x >&2; echo ok"], {
+    onStderrLine: (line) => {
+      lengths.push(line.length);
+      throw new Error("a broken progress callback");
+    },
+  });
+  assert.equal(r.stdout, "ok\n");
+  assert.ok(Math.max(...lengths) <= 64 * 1024, `a line of ${Math.max(...lengths)} chars`);
+  assert.equal(
+    lengths.reduce((a, b) => a + b, 0),
+    300000,
+  );
 });
 
 /** Polls (bounded) until the process is gone; a zombie awaiting its reaper counts as gone. */

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { EntryMeta } from "../image/oci/flatten.js";
-import { runChecked, type CommandRunner } from "../system/runner.js";
+import { MAX_OUTPUT_BYTES_CEILING, runChecked, type CommandRunner } from "../system/runner.js";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -92,6 +92,8 @@ export async function applyMetadata(
     const result = await runner.run("debugfs", ["-w", "-f", "-", image], {
       input: `${lines.join("\n")}\n`,
       timeoutMs: 30 * 60_000,
+      // debugfs echoes every command of the script: an image of many files says a lot.
+      maxOutputBytes: MAX_OUTPUT_BYTES_CEILING,
     });
     // debugfs exits 0 even when a command fails; its complaints are on stderr.
     const errors = result.stderr
@@ -134,7 +136,9 @@ export async function catInImage(
   image: string,
   file: string,
 ): Promise<string | null> {
-  const result = await runner.run("debugfs", ["-R", `cat "${file}"`, image]);
+  const result = await runner.run("debugfs", ["-R", `cat "${file}"`, image], {
+    maxOutputBytes: MAX_OUTPUT_BYTES_CEILING,
+  });
   if (result.code !== 0 || /File not found/.test(result.stderr)) return null;
   return result.stdout;
 }

@@ -3,7 +3,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import type { CommandRunner } from "../system/runner.js";
+import { MAX_OUTPUT_BYTES_CEILING, type CommandRunner } from "../system/runner.js";
 import { shellQuote } from "./ssh.js";
 
 /**
@@ -69,7 +69,11 @@ async function git(
   cwd: string,
   args: string[],
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return runner.run("git", ["-C", cwd, ...args], { timeoutMs: 120_000 });
+  // The host's own repo: `ls-files` of a huge one may well pass the runner's default cap.
+  return runner.run("git", ["-C", cwd, ...args], {
+    timeoutMs: 120_000,
+    maxOutputBytes: MAX_OUTPUT_BYTES_CEILING,
+  });
 }
 
 /** The repo that holds `dir`; a clear error when there is none. */

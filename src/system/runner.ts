@@ -1,7 +1,9 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
+import { StringDecoder } from "node:string_decoder";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { formatSizeBytes } from "../util/size.js";
 
 export interface RunOptions {
   input?: string | Buffer;
@@ -13,6 +15,12 @@ export interface RunOptions {
   onStderrLine?: (line: string) => void;
   /** Kills the child's whole process group when aborted; an already-aborted signal runs nothing. */
   signal?: AbortSignal;
+  /**
+   * Most bytes kept of stdout, and of stderr, each (default DEFAULT_MAX_OUTPUT_BYTES, at most
+   * MAX_OUTPUT_BYTES_CEILING). Past it the child's process group is killed and the call rejects
+   * with an OutputTooLargeError: what a command prints never grows our memory without bound.
+   */
+  maxOutputBytes?: number;
 }
 
 export interface CommandResult {
@@ -31,6 +39,69 @@ export interface CommandRunner {
 }
 
 export const DEFAULT_TIMEOUT_MS = 60_000;
+/** Per-stream cap on buffered output for a call that does not set its own. */
+export const DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024;
+/** Larger caps are lowered to this: a string near 512 MiB cannot even be made in Node. */
+export const MAX_OUTPUT_BYTES_CEILING = 256 * 1024 * 1024;
+// onStderrLine gets a line at most this long; a longer one arrives in pieces.
+const MAX_LINE_CHARS = 64 * 1024;
+
+/** A command printed more than its call's cap; it was killed and its output dropped. */
+export class OutputTooLargeError extends BangerError {
+  constructor(
+    readonly command: string,
+    readonly stream: "stdout" | "stderr",
+    readonly limit: number,
+  ) {
+    super(
+      ErrorCode.Internal,
+      `${command} printed more than ${formatSizeBytes(limit)} on ${stream}: output too large, so banger stopped it`,
+    );
+    this.name = "OutputTooLargeError";
+  }
+}
+
+/** The cap a call asked for, within bounds. */
+export function outputCap(requested: number | undefined): number {
+  const n = requested ?? DEFAULT_MAX_OUTPUT_BYTES;
+  return Math.max(1, Math.min(Number.isFinite(n) ? Math.floor(n) : 0, MAX_OUTPUT_BYTES_CEILING));
+}
+
+/**
+ * Keeps a stream's chunks up to `limit` bytes. The chunk that would pass it drops everything
+ * kept so far and calls `onOverflow` once; later chunks are ignored.
+ */
+export class BoundedBuffer {
+  private chunks: Buffer[] = [];
+  private bytes = 0;
+  overflowed = false;
+
+  constructor(
+    private readonly limit: number,
+    private readonly onOverflow: () => void,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.overflowed) return;
+    if (this.bytes + chunk.length > this.limit) {
+      this.overflowed = true;
+      this.chunks = [];
+      this.bytes = 0;
+      this.onOverflow();
+      return;
+    }
+    this.chunks.push(chunk);
+    this.bytes += chunk.length;
+  }
+
+  get length(): number {
+    return this.bytes;
+  }
+
+  buffer(): Buffer {
+    return Buffer.concat(this.chunks, this.bytes);
+  }
+}
 
 // A background grandchild can hold stdout/stderr open long after the command exits; once it has
 // exited, output still in flight gets this long to arrive before the pipes are closed on our side.
@@ -87,8 +158,11 @@ function spawnAndCollect(
       stdio: ["pipe", "pipe", "pipe"],
       detached: true,
     });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
+    const cap = outputCap(opts.maxOutputBytes);
+    let overflow: "stdout" | "stderr" | null = null;
+    const stdout = new BoundedBuffer(cap, () => tooMuch("stdout"));
+    const stderr = new BoundedBuffer(cap, () => tooMuch("stderr"));
+    const decoder = new StringDecoder("utf8");
     let partial = "";
     let timedOut = false;
     let exited: { code: number | null; signal: string | null } | undefined;
@@ -106,6 +180,14 @@ function spawnAndCollect(
         EXIT_GRACE_MS,
       );
     };
+    // The callback is the caller's: whatever it throws must not escape from an event handler.
+    const emitLine = (line: string) => {
+      try {
+        opts.onStderrLine?.(line);
+      } catch {
+        // a progress callback's failure is not the command's
+      }
+    };
     child.stdout.on("data", (c: Buffer) => {
       stdout.push(c);
       if (exited) armGrace();
@@ -113,15 +195,20 @@ function spawnAndCollect(
     child.stderr.on("data", (c: Buffer) => {
       stderr.push(c);
       if (exited) armGrace();
-      if (!opts.onStderrLine) return;
-      const lines = (partial + c.toString("utf8")).split("\n");
+      if (!opts.onStderrLine || overflow) return;
+      const lines = (partial + decoder.write(c)).split("\n");
       partial = lines.pop() ?? "";
-      for (const line of lines) opts.onStderrLine(line);
+      for (const line of lines) emitLine(line);
+      // A "line" that never ends arrives in pieces rather than piling up here.
+      while (partial.length > MAX_LINE_CHARS) {
+        emitLine(partial.slice(0, MAX_LINE_CHARS));
+        partial = partial.slice(MAX_LINE_CHARS);
+      }
     });
 
     // Once the command itself has exited, what is left of its group may be a tool's own daemon:
     // stop waiting for it, but leave it be.
-    const stop = (why: "timeout" | "abort") => {
+    const stop = (why: "timeout" | "abort" | "overflow") => {
       if (exited) return finish();
       if (child.pid === undefined) return; // never started: 'error' settles the promise
       if (why === "timeout") timedOut = true;
@@ -130,6 +217,10 @@ function spawnAndCollect(
       } catch {
         child.kill("SIGKILL");
       }
+    };
+    const tooMuch = (stream: "stdout" | "stderr") => {
+      overflow ??= stream;
+      stop("overflow");
     };
     const onAbort = () => stop("abort");
     const timer = setTimeout(() => stop("timeout"), opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
@@ -146,13 +237,23 @@ function spawnAndCollect(
       // Whatever still holds the pipes (a background grandchild) no longer keeps us waiting.
       child.stdout.destroy();
       child.stderr.destroy();
-      if (partial && opts.onStderrLine) opts.onStderrLine(partial);
-      resolve({
-        ...exited,
-        stdout: Buffer.concat(stdout).toString("utf8"),
-        stderr: Buffer.concat(stderr).toString("utf8"),
-        timedOut,
-      });
+      if (overflow) {
+        reject(new OutputTooLargeError(path.basename(file), overflow, cap));
+        return;
+      }
+      partial += decoder.end();
+      if (partial && opts.onStderrLine) emitLine(partial);
+      try {
+        resolve({
+          ...exited,
+          stdout: stdout.buffer().toString("utf8"),
+          stderr: stderr.buffer().toString("utf8"),
+          timedOut,
+        });
+      } catch (err) {
+        // Within the cap this cannot happen; if it ever does, it is this call's error, not a crash.
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
     };
     child.on("error", (err) => {
       if (settled) return;

@@ -62,6 +62,7 @@ export async function bootstrapDebian(opts: DebianBuildOptions): Promise<void> {
   ];
   const result = await opts.runner.run("mmdebstrap", args, {
     timeoutMs: 30 * 60_000,
+    maxOutputBytes: 64 * 1024 * 1024,
     onStderrLine: (line) => {
       const m = /^I: (.*)/.exec(line);
       if (m) opts.progress?.(m[1]!);
