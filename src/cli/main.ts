@@ -3,6 +3,7 @@ import pc from "picocolors";
 import { BangerError } from "../api/errors.js";
 import { hostResources } from "../config/vm-defaults.js";
 import { resolveLayout } from "../paths/layout.js";
+import { visibleLines } from "../util/terminal-text.js";
 import { bangerVersion } from "../version.js";
 import { connectOrStart, startDaemon, tryConnect } from "./client.js";
 import { ExitStatus, type CliDeps } from "./context.js";
@@ -41,10 +42,11 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
     const color = deps.out.stderr.isTTY === true;
     const red = color ? pc.red : (s: string) => s;
     const dim = color ? pc.dim : (s: string) => s;
-    const message = err instanceof Error ? err.message : String(err);
+    // Messages may quote a guest's stderr: its control characters are shown, not obeyed.
+    const message = visibleLines(err instanceof Error ? err.message : String(err));
     deps.out.stderr.write(`${red("banger: error:")} ${message}\n`);
     if (err instanceof BangerError && err.hint)
-      deps.out.stderr.write(`${dim("  hint:")} ${err.hint}\n`);
+      deps.out.stderr.write(`${dim("  hint:")} ${visibleLines(err.hint)}\n`);
     else if (!(err instanceof BangerError) && err instanceof Error && deps.env.BANGER_DEBUG) {
       deps.out.stderr.write(`${err.stack ?? ""}\n`);
     }

@@ -1,5 +1,6 @@
 import type { ProgressReport } from "../api/methods.js";
 import { formatSizeBytes } from "../util/size.js";
+import { visible } from "../util/terminal-text.js";
 import type { Out } from "./output.js";
 
 /**
@@ -20,14 +21,15 @@ export function createProgressRenderer(out: Out): {
   return {
     report(r) {
       if (!tty) return;
-      if (stage !== null && r.stage !== stage) {
+      if (stage !== null && visible(r.stage) !== stage) {
         clear();
         out.stderr.write(`  ✓ ${stage}\n`);
       }
-      stage = r.stage;
+      // What a stage names (an image, a registry's words) is shown, never obeyed by the terminal.
+      stage = visible(r.stage);
       clear();
-      let line = `  … ${r.stage}`;
-      if (r.message) line += `: ${r.message}`;
+      let line = `  … ${stage}`;
+      if (r.message) line += `: ${visible(r.message)}`;
       if (r.total && r.current !== undefined) {
         const fraction = Math.min(1, r.current / r.total);
         const filled = Math.round(fraction * 20);

@@ -6,6 +6,7 @@ import type { SessionInfo } from "../api/methods.js";
 import { sessionError, sessionRemoteCommand, type SessionVerb } from "../guest/sessions.js";
 import { endpointSshArgs } from "../guest/ssh.js";
 import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
+import { visible } from "../util/terminal-text.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
 /** Ctrl-]: the key `attach` detaches on (telnet's escape; nothing else uses it). */
@@ -44,13 +45,13 @@ export function sessionCommand(deps: CliDeps): Command {
         c.call("vm.session.start", { vm, name, command: cmd, cwd: opts.cwd }),
       );
       if (s.state === "running") {
-        deps.out.stdout.write(`${s.name} started (pid ${orDash(s.pid)})\n`);
+        deps.out.stdout.write(`${visible(s.name)} started (pid ${orDash(s.pid)})\n`);
         deps.out.stderr.write(
-          `watch it: 'banger vm session logs ${vm} ${s.name} -f'; stop it: 'banger vm session stop ${vm} ${s.name}'\n`,
+          `watch it: 'banger vm session logs ${vm} ${visible(s.name)} -f'; stop it: 'banger vm session stop ${vm} ${visible(s.name)}'\n`,
         );
       } else {
-        deps.out.stdout.write(`${s.name} ${describeEnd(s)}\n`);
-        deps.out.stderr.write(`its output: 'banger vm session logs ${vm} ${s.name}'\n`);
+        deps.out.stdout.write(`${visible(s.name)} ${describeEnd(s)}\n`);
+        deps.out.stderr.write(`its output: 'banger vm session logs ${vm} ${visible(s.name)}'\n`);
       }
     });
 
@@ -160,7 +161,7 @@ export function sessionCommand(deps: CliDeps): Command {
     .action(async (vm: string, name: string, opts: { timeout: string }) => {
       const timeoutMs = parseTimeout(opts.timeout);
       const s = await withDaemon(deps, (c) => c.call("vm.session.stop", { vm, name, timeoutMs }));
-      deps.out.stdout.write(`${s.name} ${describeEnd(s)}\n`);
+      deps.out.stdout.write(`${visible(s.name)} ${describeEnd(s)}\n`);
     });
 
   session
@@ -170,7 +171,7 @@ export function sessionCommand(deps: CliDeps): Command {
     .argument("<name>")
     .action(async (vm: string, name: string) => {
       const s = await withDaemon(deps, (c) => c.call("vm.session.kill", { vm, name }));
-      deps.out.stdout.write(`${s.name} ${describeEnd(s)}\n`);
+      deps.out.stdout.write(`${visible(s.name)} ${describeEnd(s)}\n`);
     });
 
   return session as unknown as Command;
@@ -228,8 +229,9 @@ async function spawnSessionScript(
 function finished(
   child: ChildProcessWithoutNullStreams,
 ): Promise<{ code: number | null; signal: string | null; stderr: string }> {
+  // Only the end matters (an error quotes its last lines): a chatty guest cannot fill memory.
   let stderr = "";
-  child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+  child.stderr.on("data", (c: Buffer) => (stderr = (stderr + c.toString("utf8")).slice(-65536)));
   return new Promise((resolve, reject) => {
     child.on("error", reject);
     child.on("close", (code, signal) => resolve({ code, signal, stderr }));

@@ -1,24 +1,29 @@
 import { Command } from "@commander-js/extra-typings";
 import { randomBytes } from "node:crypto";
+import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
+import { endpointSshArgs } from "../guest/ssh.js";
+import { exportScript, shCommand } from "../guest/workspace.js";
 import { formatSizeBytes } from "../util/size.js";
-import { describeGroup, withDaemon, type CliDeps } from "./context.js";
+import { visible } from "../util/terminal-text.js";
+import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
+import { streamExport } from "./workspace-export.js";
 
-/** Write all of `data` to `file` or not at all: a temp file beside it, then a rename. */
-async function writeWhole(file: string, data: Buffer | string): Promise<void> {
-  const tmp = path.join(
+/** A temp file beside `file` that becomes `file` only once the export succeeded. */
+function tempBeside(file: string): string {
+  return path.join(
     path.dirname(file),
     `.${path.basename(file)}.${randomBytes(4).toString("hex")}.tmp`,
   );
-  try {
-    await fsp.writeFile(tmp, data, { mode: 0o644 });
-    await fsp.rename(tmp, file);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
+}
+
+function closeStream(stream: fs.WriteStream): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.once("error", reject);
+    stream.end(() => resolve());
+  });
 }
 
 /** `banger vm workspace`: a git repo into a VM, and the guest's changes back as a patch. */
@@ -56,9 +61,9 @@ export function workspaceCommand(deps: CliDeps): Command {
           { onProgress: progress.report },
         ),
       ).finally(() => progress.done());
-      deps.out.stdout.write(`${r.dir}\n`);
+      deps.out.stdout.write(`${visible(r.dir)}\n`);
       deps.out.stderr.write(
-        `imported ${r.files} files (${formatSizeBytes(r.bytes)} streamed) into ${r.vm}:${r.dir}; 'banger vm workspace export ${r.vm}' gets the changes back\n`,
+        `imported ${r.files} files (${formatSizeBytes(r.bytes)} streamed) into ${r.vm}:${visible(r.dir)}; 'banger vm workspace export ${r.vm}' gets the changes back\n`,
       );
     });
 
@@ -69,23 +74,47 @@ export function workspaceCommand(deps: CliDeps): Command {
     .option("--name-only", "list the changed paths only, one per line")
     .option("-o, --output <file>", "write to this file instead of stdout")
     .action(async (vm: string, opts: { nameOnly?: boolean; output?: string }) => {
-      const r = await withDaemon(deps, (c) =>
-        c.call("vm.workspace.export", { name: vm, nameOnly: opts.nameOnly === true }),
-      );
-      const data: Buffer | string = opts.nameOnly
-        ? (r.names ?? []).map((n) => `${n}\n`).join("")
-        : Buffer.from(r.patch ?? "", "base64");
-      if (opts.output) {
-        await writeWhole(path.resolve(opts.output), data);
-        if (!opts.nameOnly)
-          deps.out.stderr.write(
-            data.length === 0
-              ? `no changes in ${vm}:${r.dir}; wrote an empty ${opts.output}\n`
-              : `wrote ${opts.output}: 'git apply ${opts.output}' in your checkout applies it\n`,
-          );
-      } else {
-        deps.out.stdout.write(data);
+      const nameOnly = opts.nameOnly === true;
+      const endpoint = await withDaemon(deps, (c) => c.call("vm.ssh", { name: vm }));
+      const file = opts.output === undefined ? null : path.resolve(opts.output);
+      const tmp = file ? tempBeside(file) : null;
+      const sink = tmp ? fs.createWriteStream(tmp, { mode: 0o644 }) : deps.out.stdout;
+      // Ctrl-C stops ssh and removes the temp file; nothing half-written is left behind.
+      const abort = new AbortController();
+      const onSignal = () => abort.abort();
+      process.once("SIGINT", onSignal);
+      process.once("SIGTERM", onSignal);
+      let r: { dir: string; bytes: number };
+      try {
+        r = await streamExport({
+          vm,
+          sshArgs: endpointSshArgs(vm, endpoint, ["-o", "BatchMode=yes"]),
+          command: shCommand(exportScript({ nameOnly })),
+          nameOnly,
+          out: sink,
+          signal: abort.signal,
+        });
+        if (tmp && file && sink instanceof fs.WriteStream) {
+          await closeStream(sink);
+          await fsp.rename(tmp, file);
+        }
+      } catch (err) {
+        if (tmp && sink instanceof fs.WriteStream) {
+          sink.destroy();
+          await fsp.rm(tmp, { force: true });
+        }
+        if (abort.signal.aborted) throw new ExitStatus(130);
+        throw err;
+      } finally {
+        process.removeListener("SIGINT", onSignal);
+        process.removeListener("SIGTERM", onSignal);
       }
+      if (opts.output && !nameOnly)
+        deps.out.stderr.write(
+          r.bytes === 0
+            ? `no changes in ${vm}:${visible(r.dir)}; wrote an empty ${opts.output}\n`
+            : `wrote ${opts.output}: 'git apply ${opts.output}' in your checkout applies it\n`,
+        );
     });
 
   return workspace as unknown as Command;

@@ -13,6 +13,7 @@ import { createProgressRenderer } from "./progress.js";
 import { workspaceCommand } from "./vm-workspace.js";
 import { sessionCommand } from "./vm-session.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
+import { visibleLines } from "../util/terminal-text.js";
 
 export function vmCommand(deps: CliDeps): Command {
   const vm = describeGroup(new Command("vm").enablePositionalOptions(), {
@@ -273,7 +274,7 @@ export function vmCommand(deps: CliDeps): Command {
     .action(async (name: string, opts: { json?: boolean }) => {
       const h = await withDaemon(deps, (c) => c.call("vm.health", { name }));
       if (opts.json) printJson(deps.out, h);
-      else deps.out.stdout.write(`${h.name}: ${h.detail}\n`);
+      else deps.out.stdout.write(`${h.name}: ${visibleLines(h.detail)}\n`);
       if (!h.vmm || !h.ssh) throw new ExitStatus(1);
     });
 

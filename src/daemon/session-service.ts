@@ -10,8 +10,10 @@ import {
   type SessionRecord,
   type SessionVerb,
 } from "../guest/sessions.js";
+import { GUEST_REPLY_MAX_BYTES, rethrowGuestOutput } from "../guest/output.js";
 import { guestSshArgs, type GuestTarget } from "../guest/ssh.js";
 import type { CommandResult, CommandRunner } from "../system/runner.js";
+import { tailLines } from "../util/terminal-text.js";
 
 export interface SessionServiceDeps {
   /** Validates that a VM runs and snapshots its SSH target; serialises guest work per VM. */
@@ -99,11 +101,13 @@ export class SessionService {
   ): Promise<{ name: string; data: string; bytes: number }> {
     validateSessionName(name);
     const target = await this.deps.vms.guestTarget(vm);
-    const r = await this.exec(target, name, {
-      verb: "logs",
+    // The guest keeps at most capBytes per session: its base64 is all an honest guest sends.
+    const r = await this.exec(
+      target,
       name,
-      tailBytes: Math.min(tailBytes ?? this.capBytes, this.capBytes),
-    });
+      { verb: "logs", name, tailBytes: Math.min(tailBytes ?? this.capBytes, this.capBytes) },
+      { maxOutputBytes: base64Bytes(this.capBytes) + 64 * 1024 },
+    );
     const bytes = Buffer.from(r.stdout.replace(/\s/g, ""), "base64");
     return { name, data: bytes.toString("base64"), bytes: bytes.length };
   }
@@ -149,7 +153,7 @@ export class SessionService {
     if (!record)
       throw new BangerError(
         ErrorCode.Internal,
-        `session ${name} in ${target.vmName} gave no state: ${r.stderr.trim()}`,
+        `session ${name} in ${target.vmName} gave no state: ${tailLines(r.stderr)}`,
       );
     return record;
   }
@@ -159,17 +163,22 @@ export class SessionService {
     target: GuestTarget,
     name: string | null,
     verb: SessionVerb,
-    opts: { input?: Buffer; timeoutMs?: number } = {},
+    opts: { input?: Buffer; timeoutMs?: number; maxOutputBytes?: number } = {},
   ): Promise<CommandResult> {
-    const r = await this.deps.runner.run(
-      "ssh",
-      [...guestSshArgs(target), sessionRemoteCommand(verb, this.guestDir)],
-      {
+    const r = await this.deps.runner
+      .run("ssh", [...guestSshArgs(target), sessionRemoteCommand(verb, this.guestDir)], {
         timeoutMs: opts.timeoutMs ?? this.deps.callTimeoutMs ?? 60_000,
+        maxOutputBytes: opts.maxOutputBytes ?? GUEST_REPLY_MAX_BYTES,
         ...(opts.input ? { input: opts.input } : {}),
-      },
-    );
+      })
+      .catch(rethrowGuestOutput(target.vmName, `'session ${verb.verb}'`));
     if (r.code === 0) return r;
     throw sessionError(target.vmName, name, r);
   }
+}
+
+/** Length of `base64` output for n bytes, with its newline every 76 characters. */
+function base64Bytes(n: number): number {
+  const chars = Math.ceil(n / 3) * 4;
+  return chars + Math.ceil(chars / 76);
 }

@@ -27,6 +27,12 @@ import {
   type AccelDeps,
 } from "../system/accel.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
+import { tailLines } from "../util/terminal-text.js";
+import {
+  GUEST_REPLY_MAX_BYTES,
+  GuestOutputTooLargeError,
+  rethrowGuestOutput,
+} from "../guest/output.js";
 import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
 import { BridgeNetwork } from "../net/network.js";
 import { KeyedLock } from "./locks.js";
@@ -646,7 +652,8 @@ export class VmService {
     };
   }
 
-  private async sshRun(row: VmRow, command: string, timeoutMs = 15_000) {
+  /** One command in the guest; `what` names it in the error when its output passes the cap. */
+  private async sshRun(row: VmRow, command: string, what: string, timeoutMs = 15_000) {
     const handles = row.state === "running" ? await this.handlesOf(row) : null;
     if (!handles)
       throw new BangerError(
@@ -654,17 +661,19 @@ export class VmService {
         `VM ${row.name} is not running`,
         `'banger vm start ${row.name}' boots it`,
       );
-    return this.deps.runner.run(
-      "ssh",
-      [
-        ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
-        "-o",
-        "BatchMode=yes",
-        `root@${handles.sshHost}`,
-        command,
-      ],
-      { timeoutMs },
-    );
+    return this.deps.runner
+      .run(
+        "ssh",
+        [
+          ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+          "-o",
+          "BatchMode=yes",
+          `root@${handles.sshHost}`,
+          command,
+        ],
+        { timeoutMs, maxOutputBytes: GUEST_REPLY_MAX_BYTES },
+      )
+      .catch(rethrowGuestOutput(row.name, what));
   }
 
   async health(
@@ -680,15 +689,19 @@ export class VmService {
         ssh: false,
         detail: row.state === "running" ? "the VMM process is gone" : `the VM is ${row.state}`,
       };
-    const r = await this.sshRun(row, "true", 10_000).catch(() => null);
-    const ssh = r?.code === 0;
+    const r = await this.sshRun(row, "true", "the health probe", 10_000).catch((err: unknown) =>
+      err instanceof Error ? err : new Error(String(err)),
+    );
+    const ssh = !(r instanceof Error) && r.code === 0;
     return {
       name,
       vmm,
       ssh,
       detail: ssh
         ? "VMM running, SSH answers"
-        : `VMM running, SSH does not answer: see 'banger vm logs ${name}'`,
+        : r instanceof GuestOutputTooLargeError
+          ? `VMM running, SSH answers with far too much output: ${r.message}`
+          : `VMM running, SSH does not answer: see 'banger vm logs ${name}'`,
     };
   }
 
@@ -696,11 +709,15 @@ export class VmService {
   async ports(
     name: string,
   ): Promise<Array<{ proto: string; address: string; port: number; process: string | null }>> {
-    const r = await this.sshRun(this.row(name), "ss -Htuln -p 2>/dev/null || ss -Htuln");
+    const r = await this.sshRun(
+      this.row(name),
+      "ss -Htuln -p 2>/dev/null || ss -Htuln",
+      "'ss' (vm ports)",
+    );
     if (r.code !== 0)
       throw new BangerError(
         ErrorCode.Internal,
-        `could not list sockets in ${name}: ${r.stderr.trim()}`,
+        `could not list sockets in ${name}: ${tailLines(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
       );
     return parseSsListening(r.stdout);
   }

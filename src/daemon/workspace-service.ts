@@ -8,7 +8,10 @@ import {
   checkBranchName,
   COMMIT_MARKER,
   exportScript,
+  exportError,
   findRepo,
+  guestStderrTail,
+  noGitError,
   gnuTarSource,
   GuestStatus,
   planWorkspace,
@@ -18,7 +21,8 @@ import {
   type TarSourceFactory,
 } from "../guest/workspace.js";
 import type { Progress } from "../image/service.js";
-import type { CommandRunner } from "../system/runner.js";
+import { GUEST_REPLY_MAX_BYTES, GuestOutputTooLargeError } from "../guest/output.js";
+import { BoundedBuffer, outputCap, type CommandRunner } from "../system/runner.js";
 import type { VmService } from "./vm-service.js";
 
 export interface GuestExecResult {
@@ -33,6 +37,10 @@ export interface GuestExecOptions {
   stdin?: Readable;
   signal: AbortSignal;
   timeoutMs: number;
+  /** Most stdout kept (stderr keeps GUEST_REPLY_MAX_BYTES); past it ssh is killed. */
+  maxStdoutBytes?: number;
+  /** Names the call in the error when the guest prints past the cap. */
+  what: string;
 }
 
 /** Runs one command in the guest over SSH; stdout stays bytes (patches need not be UTF-8). */
@@ -62,7 +70,14 @@ export interface PrepareRequest {
   from?: string | undefined;
 }
 
-/** OpenSSH as a child process; killed on abort or at the deadline. */
+/**
+ * The most patch the daemon hands back in one `vm.workspace.export` answer. The CLI never asks
+ * the daemon for a patch: it streams it from the guest over its own SSH connection, whatever
+ * its size (src/cli/vm-workspace.ts).
+ */
+export const EXPORT_RPC_MAX_BYTES = 64 * 1024 * 1024;
+
+/** OpenSSH as a child process; killed on abort, at the deadline or past its output caps. */
 export const sshGuestExec: GuestExec = (target, command, opts) =>
   new Promise((resolve, reject) => {
     if (opts.signal.aborted) {
@@ -72,10 +87,19 @@ export const sshGuestExec: GuestExec = (target, command, opts) =>
     const child = spawn("ssh", [...guestSshArgs(target), command], {
       stdio: ["pipe", "pipe", "pipe"],
     });
-    const stdout: Buffer[] = [];
-    let stderr = "";
+    let overflow: { stream: "stdout" | "stderr"; limit: number } | null = null;
+    const tooMuch = (stream: "stdout" | "stderr", limit: number) => () => {
+      overflow ??= { stream, limit };
+      child.kill("SIGKILL");
+    };
+    const stdoutCap = outputCap(opts.maxStdoutBytes ?? GUEST_REPLY_MAX_BYTES);
+    const stdout = new BoundedBuffer(stdoutCap, tooMuch("stdout", stdoutCap));
+    const stderr = new BoundedBuffer(
+      GUEST_REPLY_MAX_BYTES,
+      tooMuch("stderr", GUEST_REPLY_MAX_BYTES),
+    );
     child.stdout.on("data", (c: Buffer) => stdout.push(c));
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString("utf8")));
+    child.stderr.on("data", (c: Buffer) => stderr.push(c));
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -96,7 +120,11 @@ export const sshGuestExec: GuestExec = (target, command, opts) =>
       clearTimeout(timer);
       opts.signal.removeEventListener("abort", onAbort);
       opts.stdin?.unpipe(child.stdin);
-      if (timedOut)
+      if (overflow)
+        reject(
+          new GuestOutputTooLargeError(target.vmName, opts.what, overflow.limit, overflow.stream),
+        );
+      else if (timedOut)
         reject(
           new BangerError(
             ErrorCode.Internal,
@@ -104,27 +132,19 @@ export const sshGuestExec: GuestExec = (target, command, opts) =>
             `see 'banger vm health ${target.vmName}'`,
           ),
         );
-      else resolve({ code, signal, stdout: Buffer.concat(stdout), stderr });
+      else
+        try {
+          resolve({
+            code,
+            signal,
+            stdout: stdout.buffer(),
+            stderr: stderr.buffer().toString("utf8"),
+          });
+        } catch (err) {
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
     });
   });
-
-/** The end of a guest script's stderr, without ssh noise, for an error message. */
-function stderrTail(stderr: string): string {
-  return stderr
-    .trim()
-    .split("\n")
-    .slice(-6)
-    .map((l) => l.replace(/^banger: /, ""))
-    .join("\n");
-}
-
-function noGitError(vm: string): BangerError {
-  return new BangerError(
-    ErrorCode.Precondition,
-    `git is not installed in VM ${vm}`,
-    `use an image with git (the default debian-bookworm has it), or install it: 'banger vm ssh ${vm} -- apt-get install -y git' (needs --nat)`,
-  );
-}
 
 /**
  * `vm workspace prepare|export`. The VM's lifecycle lock is held only while
@@ -228,6 +248,7 @@ export class WorkspaceService {
           stdin: feed,
           signal: abort.signal,
           timeoutMs: this.deps.prepareTimeoutMs ?? 30 * 60_000,
+          what: "the workspace import",
         }).catch((err: unknown) => {
           throw sourceError ?? err;
         });
@@ -238,7 +259,7 @@ export class WorkspaceService {
         if (r.code !== 0 || !base)
           throw new BangerError(
             ErrorCode.Internal,
-            `could not prepare the workspace in ${target.vmName}: ${stderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
+            `could not prepare the workspace in ${target.vmName}: ${guestStderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
             r.code === 255
               ? `SSH failed: 'banger vm health ${target.vmName}' checks the VM`
               : "the previous workspace (if any) was left as it was",
@@ -267,20 +288,11 @@ export class WorkspaceService {
       const r = await this.guestExec(target, shCommand(exportScript({ nameOnly })), {
         signal,
         timeoutMs: this.deps.exportTimeoutMs ?? 10 * 60_000,
+        maxStdoutBytes: EXPORT_RPC_MAX_BYTES,
+        what: "the workspace export",
       });
       if (signal.aborted) throw new BangerError(ErrorCode.Cancelled, "cancelled");
-      if (r.code === GuestStatus.NoGit) throw noGitError(target.vmName);
-      if (r.code === GuestStatus.NoWorkspace)
-        throw new BangerError(
-          ErrorCode.InvalidState,
-          `no workspace in VM ${target.vmName}: ${stderrTail(r.stderr)}`,
-          `import one first: 'banger vm workspace prepare ${target.vmName} <path>'`,
-        );
-      if (r.code !== 0)
-        throw new BangerError(
-          ErrorCode.Internal,
-          `could not export the workspace of ${target.vmName}: ${stderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
-        );
+      if (r.code !== 0) throw exportError(target.vmName, r);
       // Two header lines (dir, base), then the patch or the names, as bytes.
       const first = r.stdout.indexOf(0x0a);
       const second = first < 0 ? -1 : r.stdout.indexOf(0x0a, first + 1);

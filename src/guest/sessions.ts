@@ -1,4 +1,5 @@
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { tailLines } from "../util/terminal-text.js";
 import { shellQuote } from "./ssh.js";
 
 /**
@@ -338,7 +339,7 @@ export function parseSessionRecords(text: string): SessionRecord[] {
   for (const line of text.split("\n")) {
     if (line.trim() === "") continue;
     const cols = line.split("\t");
-    if (cols.length < 7) throw new Error(`unexpected session record: ${JSON.stringify(line)}`);
+    if (cols.length < 7) throw malformed(`a record of ${cols.length} fields`, line);
     const [name, state, pid, exit, startedAt, cwd] = cols as [
       string,
       string,
@@ -348,8 +349,9 @@ export function parseSessionRecords(text: string): SessionRecord[] {
       string,
     ];
     if (state !== "running" && state !== "exited" && state !== "lost")
-      throw new Error(`unexpected session state "${state}"`);
-    const int = (s: string) => (/^\d+$/.test(s) ? Number(s) : null);
+      throw malformed("an unknown state", line);
+    // Longer digit strings are no pid or exit code (and would not even be safe integers).
+    const int = (s: string) => (/^\d{1,10}$/.test(s) ? Number(s) : null);
     out.push({
       name,
       state,
@@ -361,6 +363,16 @@ export function parseSessionRecords(text: string): SessionRecord[] {
     });
   }
   return out;
+}
+
+/** A session record the script would never print: the guest is not running banger's script as sent. */
+function malformed(what: string, line: string): BangerError {
+  const shown = line.length > 200 ? `${line.slice(0, 200)}...` : line;
+  return new BangerError(
+    ErrorCode.Internal,
+    `the guest answered with ${what} where a session record belongs: ${JSON.stringify(shown)}`,
+    "the guest's sh or coreutils do not behave as expected; 'banger vm ssh <vm>' to look",
+  );
 }
 
 /** `banger-session: <kind>: <message>` from the script's stderr, or null for anything else. */
@@ -422,7 +434,7 @@ export function sessionError(
         return new BangerError(ErrorCode.Internal, `${message} (VM ${vm})`);
     }
   }
-  const tail = r.stderr.trim().split("\n").slice(-5).join("\n");
+  const tail = tailLines(r.stderr);
   if (r.code === 255)
     return new BangerError(
       ErrorCode.Internal,

@@ -4,6 +4,7 @@ import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { MAX_OUTPUT_BYTES_CEILING, type CommandRunner } from "../system/runner.js";
+import { tailLines } from "../util/terminal-text.js";
 import { shellQuote } from "./ssh.js";
 
 /**
@@ -456,6 +457,9 @@ export function exportScript(opts: { nameOnly: boolean }): string {
     SNAPSHOT_FN,
     `record=${shellQuote(GUEST_WORKSPACE_RECORD)}`,
     `[ -f "$record" ] || { echo "banger: no workspace has been prepared in this VM" >&2; exit ${GuestStatus.NoWorkspace}; }`,
+    // The CLI streams exports over its own SSH connection, outside the daemon's workspace lock:
+    // the guest's own lock keeps an import from swapping the workspace away under it.
+    `if command -v flock >/dev/null 2>&1; then exec 9>${shellQuote(`${GUEST_STATE_DIR}/workspace.lock`)} && flock 9; fi`,
     'dir=$(cat "$record")',
     `[ -f "$dir/.git/banger/base" ] || { echo "banger: the workspace $dir is gone" >&2; exit ${GuestStatus.NoWorkspace}; }`,
     'cd "$dir"',
@@ -469,6 +473,44 @@ export function exportScript(opts: { nameOnly: boolean }): string {
       : 'GIT_INDEX_FILE="$idx" g diff-index --cached -p --binary "$base"',
   ].join("\n");
 }
+
+/** The end of a guest script's stderr, without its "banger: " prefixes, for an error message. */
+export function guestStderrTail(stderr: string): string {
+  return tailLines(stderr, 6)
+    .split("\n")
+    .map((l) => l.replace(/^banger: /, ""))
+    .join("\n");
+}
+
+export function noGitError(vm: string): BangerError {
+  return new BangerError(
+    ErrorCode.Precondition,
+    `git is not installed in VM ${vm}`,
+    `use an image with git (the default debian-bookworm has it), or install it: 'banger vm ssh ${vm} -- apt-get install -y git' (needs --nat)`,
+  );
+}
+
+/** What a failed export script run means (the daemon's and the CLI's streaming export share it). */
+export function exportError(
+  vm: string,
+  r: { code: number | null; signal: string | null; stderr: string },
+): BangerError {
+  if (r.code === GuestStatus.NoGit) return noGitError(vm);
+  if (r.code === GuestStatus.NoWorkspace)
+    return new BangerError(
+      ErrorCode.InvalidState,
+      `no workspace in VM ${vm}: ${guestStderrTail(r.stderr)}`,
+      `import one first: 'banger vm workspace prepare ${vm} <path>'`,
+    );
+  return new BangerError(
+    ErrorCode.Internal,
+    `could not export the workspace of ${vm}: ${guestStderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
+    r.code === 255 ? `SSH failed: 'banger vm health ${vm}' checks the VM` : undefined,
+  );
+}
+
+/** The export script's two header lines (workspace dir, base) are at most this long together. */
+export const EXPORT_HEADER_MAX_BYTES = 64 * 1024;
 
 /** The remote command for a script: ssh hands one string to the login shell. */
 export function shCommand(script: string): string {

@@ -4,6 +4,7 @@ import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { formatSizeBytes } from "../util/size.js";
+import { tailLines } from "../util/terminal-text.js";
 
 export interface RunOptions {
   input?: string | Buffer;
@@ -308,7 +309,7 @@ export async function runChecked(
       : result.signal
         ? `was killed by ${result.signal}`
         : `exited with status ${result.code}`;
-    const tail = result.stderr.trim().split("\n").slice(-5).join("\n");
+    const tail = tailLines(result.stderr);
     throw new BangerError(ErrorCode.Internal, `${cmd} ${status}${tail ? `:\n${tail}` : ""}`);
   }
   return result;
