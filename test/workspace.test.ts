@@ -169,6 +169,100 @@ test("the tar stream carries modes, symlinks, odd names and .git; locks and work
   }
 });
 
+test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no FETCH_HEAD, no modules", async () => {
+  const dir = path.join(scratch, "secret-repo");
+  await fs.mkdir(dir);
+  await gitIn(dir, "init", "-q", "-b", "main");
+  await fs.writeFile(path.join(dir, "a.txt"), "a\n");
+  await gitIn(dir, "add", "-A");
+  await gitIn(dir, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "a");
+  const include = path.join(scratch, "SECRET-included.gitconfig");
+  await fs.writeFile(include, "[user]\n\tsigningkey = SECRET-INCLUDED\n");
+  const set = (...kv: string[]) => gitIn(dir, "config", "--add", ...kv);
+  await set("http.extraheader", "AUTHORIZATION: bearer SECRET-EXTRAHEADER");
+  await set("http.https://host.example/.extraheader", "AUTHORIZATION: basic SECRET-SCOPED");
+  await set("remote.origin.url", "https://user:SECRET-TOKEN@host.example/repo.git");
+  await set("remote.origin.pushurl", "ssh://git:SECRET-PASSWORD@host.example/repo.git");
+  await set("remote.origin.fetch", "+refs/heads/*:refs/remotes/origin/*");
+  await set("remote.origin.uploadpack", "SECRET-UPLOADPACK");
+  await set("remote.tok.url", "https://SECRET-ASUSER@host.example/x.git");
+  await set("branch.main.remote", "origin");
+  await set("branch.main.merge", "refs/heads/main");
+  await set("credential.helper", "store --file /tmp/SECRET-HELPER");
+  await set("include.path", include);
+  await set("core.sshCommand", "ssh -i SECRET-SSHCOMMAND");
+  await set("core.fsmonitor", "SECRET-FSMONITOR");
+  await set("core.hooksPath", "/tmp/SECRET-HOOKSPATH");
+  await set("url.https://SECRET-INSTEADOF@host.example/.insteadOf", "https://host.example/");
+  await set("filter.x.process", "SECRET-FILTER");
+  await set("user.name", 'a "quoted" \\ name');
+  const gitDir = path.join(dir, ".git");
+  await fs.writeFile(path.join(gitDir, "hooks", "pre-commit"), "#!/bin/sh\n# SECRET-HOOK\n", {
+    mode: 0o755,
+  });
+  await fs.writeFile(
+    path.join(gitDir, "FETCH_HEAD"),
+    "0000000000000000000000000000000000000000\t\tbranch 'main' of https://u:SECRET-FETCHHEAD@host.example/repo\n",
+  );
+  await fs.writeFile(path.join(gitDir, "config.worktree"), "[core]\n\tsshCommand = SECRET-WT\n");
+  await fs.writeFile(path.join(gitDir, "credentials"), "https://u:SECRET-STORE@host.example\n");
+  await fs.mkdir(path.join(gitDir, "modules", "sub"), { recursive: true });
+  await fs.writeFile(path.join(gitDir, "modules", "sub", "config"), "# SECRET-MODULE\n");
+  await fs.mkdir(path.join(gitDir, "remotes"));
+  await fs.writeFile(path.join(gitDir, "remotes", "old"), "URL: https://u:SECRET-REMOTES@h/\n");
+
+  const plan = await planWorkspace(runner, await findRepo(runner, dir), { withWorkTree: true });
+  const script = prepareScript({
+    dir: plan.dir,
+    dests: plan.parts.map((p) => p.dest),
+    gitConfig: plan.gitConfig,
+  });
+  // Everything that crosses to the guest: the script (it carries the config) and the tar stream.
+  const source = gnuTarSource(plan.parts);
+  const chunks: Buffer[] = [];
+  source.stream.on("data", (c: Buffer) => chunks.push(c));
+  await source.done;
+  const wire = Buffer.concat([Buffer.from(script), ...chunks]).toString("latin1");
+  assert.deepEqual(wire.match(/SECRET-[A-Z]+/g) ?? [], [], "secrets on the wire");
+  const gitNames = plan.parts[1]!.names;
+  for (const gone of ["config", "hooks", "FETCH_HEAD", "modules", "remotes", "credentials"])
+    assert.ok(!gitNames.some((n) => n === gone || n.startsWith(`${gone}/`)), gone);
+
+  assert.equal(
+    plan.gitConfig,
+    [
+      "[core]",
+      '\trepositoryformatversion = "0"',
+      '\tfilemode = "true"',
+      '\tlogallrefupdates = "true"',
+      '[remote "origin"]',
+      '\turl = "https://host.example/repo.git"',
+      '\tpushurl = "ssh://git@host.example/repo.git"',
+      '\tfetch = "+refs/heads/*:refs/remotes/origin/*"',
+      '[remote "tok"]',
+      '\turl = "https://host.example/x.git"',
+      '[branch "main"]',
+      '\tremote = "origin"',
+      '\tmerge = "refs/heads/main"',
+      "[user]",
+      '\tname = "a \\"quoted\\" \\\\ name"',
+      "",
+    ].join("\n"),
+  );
+  // What the guest script does: extract, write the config. The copy is a working clone.
+  const out = path.join(scratch, "secret-extracted");
+  await extractAll(
+    plan.parts.map((p) => p.dest),
+    gnuTarSource(plan.parts),
+    out,
+  );
+  await fs.writeFile(path.join(out, ".git", "config"), plan.gitConfig);
+  assert.equal(await gitIn(out, "config", "remote.origin.url"), "https://host.example/repo.git\n");
+  assert.equal(await gitIn(out, "config", "user.name"), 'a "quoted" \\ name\n');
+  assert.equal(await gitIn(out, "rev-parse", "HEAD"), await gitIn(dir, "rev-parse", "HEAD"));
+  assert.equal(await gitIn(out, "status", "--porcelain"), "");
+});
+
 /** What the guest script does with the stream: one `tar -x` per archive, in order. */
 async function extractAll(dests: string[], source: ReturnType<TarSourceFactory>, into: string) {
   await fs.mkdir(path.join(into, ".git"), { recursive: true });

@@ -206,6 +206,7 @@ export class WorkspaceService {
         dests: plan.parts.map((p) => p.dest),
         from,
         branch: req.branch,
+        gitConfig: plan.gitConfig,
       });
 
       const abort = new AbortController();
