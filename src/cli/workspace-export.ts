@@ -3,7 +3,7 @@ import type { Writable } from "node:stream";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { GUEST_REPLY_MAX_BYTES, GuestOutputTooLargeError } from "../guest/output.js";
 import { EXPORT_HEADER_MAX_BYTES, exportError } from "../guest/workspace.js";
-import { BoundedBuffer } from "../system/runner.js";
+import { BoundedBuffer, killGroup } from "../system/runner.js";
 import { visible } from "../util/terminal-text.js";
 
 /**
@@ -111,15 +111,17 @@ export function streamExport(
   opts: StreamExportOptions,
 ): Promise<{ dir: string; base: string; bytes: number }> {
   return new Promise((resolve, reject) => {
+    // Its own process group, killed whole: nothing it started may keep the pipes open.
     const child = spawn("ssh", [...opts.sshArgs, opts.command], {
       stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
     });
     const parser = new ExportStreamParser(opts.vm, opts.nameOnly);
     let failure: unknown = null;
     let bytes = 0;
     const fail = (err: unknown) => {
       failure ??= err;
-      child.kill("SIGKILL");
+      killGroup(child);
     };
     const stderr = new BoundedBuffer(GUEST_REPLY_MAX_BYTES, () =>
       fail(

@@ -714,6 +714,12 @@ export class VmService {
       "ss -Htuln -p 2>/dev/null || ss -Htuln",
       "'ss' (vm ports)",
     );
+    if (r.timedOut)
+      throw new BangerError(
+        ErrorCode.Internal,
+        `VM ${name} did not answer 'ss' (vm ports) within 15 s`,
+        `'banger vm health ${name}' checks the VM`,
+      );
     if (r.code !== 0)
       throw new BangerError(
         ErrorCode.Internal,

@@ -22,7 +22,7 @@ import {
 } from "../guest/workspace.js";
 import type { Progress } from "../image/service.js";
 import { GUEST_REPLY_MAX_BYTES, GuestOutputTooLargeError } from "../guest/output.js";
-import { BoundedBuffer, outputCap, type CommandRunner } from "../system/runner.js";
+import { BoundedBuffer, killGroup, outputCap, type CommandRunner } from "../system/runner.js";
 import type { VmService } from "./vm-service.js";
 
 export interface GuestExecResult {
@@ -84,13 +84,16 @@ export const sshGuestExec: GuestExec = (target, command, opts) =>
       reject(new BangerError(ErrorCode.Cancelled, "cancelled"));
       return;
     }
+    // Its own process group: whatever it starts (a ProxyCommand) goes with it.
     const child = spawn("ssh", [...guestSshArgs(target), command], {
       stdio: ["pipe", "pipe", "pipe"],
+      detached: true,
     });
+    const kill = () => killGroup(child);
     let overflow: { stream: "stdout" | "stderr"; limit: number } | null = null;
     const tooMuch = (stream: "stdout" | "stderr", limit: number) => () => {
       overflow ??= { stream, limit };
-      child.kill("SIGKILL");
+      kill();
     };
     const stdoutCap = outputCap(opts.maxStdoutBytes ?? GUEST_REPLY_MAX_BYTES);
     const stdout = new BoundedBuffer(stdoutCap, tooMuch("stdout", stdoutCap));
@@ -103,9 +106,9 @@ export const sshGuestExec: GuestExec = (target, command, opts) =>
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill("SIGKILL");
+      kill();
     }, opts.timeoutMs);
-    const onAbort = () => child.kill("SIGKILL");
+    const onAbort = () => kill();
     opts.signal.addEventListener("abort", onAbort, { once: true });
     // A guest that exits without reading everything must not crash the daemon with EPIPE.
     child.stdin.on("error", () => {});

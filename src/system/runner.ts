@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { StringDecoder } from "node:string_decoder";
@@ -213,11 +213,7 @@ function spawnAndCollect(
       if (exited) return finish();
       if (child.pid === undefined) return; // never started: 'error' settles the promise
       if (why === "timeout") timedOut = true;
-      try {
-        process.kill(-child.pid, "SIGKILL");
-      } catch {
-        child.kill("SIGKILL");
-      }
+      killGroup(child);
     };
     const tooMuch = (stream: "stdout" | "stderr") => {
       overflow ??= stream;
@@ -270,6 +266,16 @@ function spawnAndCollect(
     child.stdin.on("error", () => {});
     child.stdin.end(opts.input ?? "");
   });
+}
+
+/** SIGKILL to a child spawned `detached` and to its whole process group. */
+export function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, "SIGKILL");
+  } catch {
+    child.kill("SIGKILL");
+  }
 }
 
 function cancelled(cmd: string): BangerError {
