@@ -61,6 +61,11 @@ async function makeRepo(dir: string): Promise<void> {
   await git(dir, "init", "-q", "-b", "main");
   await git(dir, "config", "user.email", "host@example.com");
   await git(dir, "config", "user.name", "host");
+  // Secrets of the host's .git that must not reach the guest.
+  await git(dir, "config", "http.extraheader", "AUTHORIZATION: bearer E2E-SECRET-HEADER");
+  await git(dir, "config", "remote.origin.url", "https://u:E2E-SECRET-TOKEN@git.example/r.git");
+  await git(dir, "config", "credential.helper", "store --file /tmp/E2E-SECRET-HELPER");
+  await write(".git/hooks/post-checkout", "#!/bin/sh\necho E2E-SECRET-HOOK\n", 0o755);
   await write(".gitignore", "*.log\nbuild/\n");
   await write("README.md", "hello\n");
   await write("run.sh", "#!/bin/sh\necho hi\n", 0o755);
@@ -143,6 +148,19 @@ test(
       `cd ${dir} && git rev-parse HEAD && git symbolic-ref HEAD && git status --porcelain`;
     assert.equal(await guest(status("'/root/ws repo'")), await hostSh(repo, status(".")));
     assert.equal(await guest("ls /root/.banger | grep -c workspace-import || true"), "0\n");
+    // The guest's .git holds a scrubbed config and no hooks: nothing of the host's secrets.
+    assert.equal(
+      await guest("grep -rc E2E-SECRET '/root/ws repo/.git' | grep -vc ':0$' || true"),
+      "0\n",
+    );
+    assert.equal(
+      await guest("test -e '/root/ws repo/.git/hooks' && echo hooks || echo none"),
+      "none\n",
+    );
+    assert.equal(
+      await guest("git -C '/root/ws repo' config remote.origin.url"),
+      "https://git.example/r.git\n",
+    );
   },
 );
 
