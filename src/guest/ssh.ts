@@ -3,6 +3,7 @@ import net from "node:net";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
+import { GUEST_REPLY_MAX_BYTES, rethrowGuestOutput } from "./output.js";
 
 export interface SshIdentity {
   privateKey: string;
@@ -169,17 +170,19 @@ export async function waitForSsh(opts: {
       );
     }
     if (await portOpen(opts.host, opts.port)) {
-      const r = await opts.runner.run(
-        "ssh",
-        [
-          ...sshOptions(opts.identity, opts.vmName, opts.port),
-          "-o",
-          "BatchMode=yes",
-          `root@${opts.host}`,
-          "true",
-        ],
-        { timeoutMs: 15_000 },
-      );
+      const r = await opts.runner
+        .run(
+          "ssh",
+          [
+            ...sshOptions(opts.identity, opts.vmName, opts.port),
+            "-o",
+            "BatchMode=yes",
+            `root@${opts.host}`,
+            "true",
+          ],
+          { timeoutMs: 15_000, maxOutputBytes: GUEST_REPLY_MAX_BYTES },
+        )
+        .catch(rethrowGuestOutput(opts.vmName, "the SSH readiness probe"));
       if (r.code === 0) return;
     }
     await new Promise((r) => setTimeout(r, 500));
