@@ -14,6 +14,7 @@ import {
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { HelperClient } from "../src/net/helper-client.js";
 import { HelperServer } from "../src/net/helper-server.js";
+import { makePin } from "../src/net/pin.js";
 import { probePrivileged } from "../src/net/privileged-mode.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 
@@ -21,6 +22,8 @@ import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 const uid = process.getuid?.() ?? 0;
 const gid = process.getgid?.() ?? 0;
 const quiet = { info: () => {}, error: () => {} };
+const pin = makePin("banger-x", "172.31.77.0/24");
+const otherPin = makePin("banger-y", "172.31.78.0/24");
 let dir: string;
 let socket: string;
 let ops: FakeOps;
@@ -31,7 +34,7 @@ before(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-test-"));
   socket = path.join(dir, "helper.sock");
   ops = fakeOps();
-  server = await HelperServer.start({ socketPath: socket, ops, uid, gid, log: quiet });
+  server = await HelperServer.start({ socketPath: socket, ops, uid, gid, pin, log: quiet });
   client = new HelperClient(socket, { timeoutMs: 10_000 });
 });
 
@@ -76,7 +79,13 @@ test("the socket is mode 0600 and owned by the user it serves", async () => {
 
 test("the client round-trips every privileged operation", async () => {
   ops.calls.length = 0;
-  assert.deepEqual(await client.ping(), { pong: true, uid, pid: process.pid });
+  assert.deepEqual(await client.ping(), {
+    pong: true,
+    uid,
+    pid: process.pid,
+    bridge: "banger-x",
+    subnet: "172.31.77.0/24",
+  });
   await client.ensureBridge("banger-x", "172.31.77.1/24");
   await client.createTap("bg-aaaaaaaaaaaa", "banger-x", uid);
   assert.deepEqual(await client.listTaps("banger-x"), [{ name: "bg-aaaaaaaaaaaa", ownerUid: uid }]);
@@ -141,7 +150,7 @@ test("a failing operation comes back as an error, and the helper keeps serving",
 
 test("one helper per socket; a dead helper's socket is replaced; close removes it", async () => {
   await assert.rejects(
-    HelperServer.start({ socketPath: socket, ops: fakeOps(), uid, gid, log: quiet }),
+    HelperServer.start({ socketPath: socket, ops: fakeOps(), uid, gid, pin, log: quiet }),
     /another banger-helper already serves/,
   );
   const other = path.join(dir, "stale.sock");
@@ -163,6 +172,7 @@ test("one helper per socket; a dead helper's socket is replaced; close removes i
     ops: fakeOps(),
     uid,
     gid,
+    pin: otherPin,
     log: quiet,
   });
   assert.equal((await new HelperClient(other).ping()).pong, true);
@@ -181,6 +191,7 @@ test("the socket's directory must not be writable by others", async () => {
       ops: fakeOps(),
       uid,
       gid,
+      pin,
       log: quiet,
     }),
     /writable by no one else/,
@@ -207,7 +218,13 @@ test("an absent helper is a clear error with a hint, and the probe says why", as
     uid,
     configuredSocket: socket,
   });
-  assert.deepEqual(found, { mode: "helper", socket, servedUid: uid });
+  assert.deepEqual(found, {
+    mode: "helper",
+    socket,
+    servedUid: uid,
+    bridge: "banger-x",
+    subnet: "172.31.77.0/24",
+  });
   const wrongUser = await probePrivileged({
     env: { BANGER_PRIVILEGED: "helper", BANGER_HELPER_SOCKET: socket },
     uid: uid + 1,

@@ -18,6 +18,7 @@ import {
   type HelperResult,
 } from "./helper-protocol.js";
 import { HelperClient } from "./helper-client.js";
+import type { NetworkPin } from "./pin.js";
 import type { PrivilegedOps } from "./privileged.js";
 
 export interface HelperLogger {
@@ -31,6 +32,8 @@ export interface HelperServerOptions {
   ops: PrivilegedOps;
   /** The one user served: the socket is theirs (mode 0600) and taps are only created for them. */
   uid: number;
+  /** The bridge and subnet served (told to the daemon by ping; `ops` enforces them). */
+  pin: NetworkPin;
   gid: number;
   log: HelperLogger;
 }
@@ -91,13 +94,19 @@ export class HelperServer {
   }
 
   private dispatch(): Dispatch {
-    const { ops, uid } = this.opts;
+    const { ops, uid, pin } = this.opts;
     const none = async (op: Promise<void>) => {
       await op;
       return null;
     };
     return {
-      ping: async () => ({ pong: true as const, uid, pid: process.pid }),
+      ping: async () => ({
+        pong: true as const,
+        uid,
+        pid: process.pid,
+        bridge: pin.bridge,
+        subnet: pin.subnet,
+      }),
       ensureBridge: (p) => none(ops.ensureBridge(p.name, p.gatewayCidr)),
       createTap: async (p) => {
         if (p.ownerUid !== uid) {
