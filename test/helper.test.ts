@@ -243,3 +243,66 @@ test("an absent helper is a clear error with a hint, and the probe says why", as
   });
   assert.match(bogus.mode === "none" ? bogus.reason : "", /not one of: root, helper/);
 });
+
+// Issue #10 item 13: --socket must never make root delete, chmod or chown someone else's file.
+test("a regular file, a symlink or a directory at --socket is kept, and the helper refuses to start", async () => {
+  const victim = path.join(dir, "victim");
+  await fs.writeFile(victim, "precious\n", { mode: 0o640 });
+  const before = await fs.stat(victim);
+  const regular = path.join(dir, "regular.sock");
+  await fs.writeFile(regular, "not a socket\n");
+  const link = path.join(dir, "link.sock");
+  await fs.symlink(victim, link);
+  const sub = path.join(dir, "dir.sock");
+  await fs.mkdir(sub);
+  for (const [file, kind] of [
+    [regular, "a regular file"],
+    [link, "a symlink"],
+    [sub, "a directory"],
+  ] as const) {
+    await assert.rejects(
+      HelperServer.start({
+        socketPath: file,
+        ops: fakeOps(),
+        uid: 4321,
+        gid: 4321,
+        pin: makePin("banger-z", "172.31.79.0/24"),
+        log: quiet,
+      }),
+      (err: unknown) =>
+        err instanceof BangerError &&
+        err.message.includes(`is ${kind}, not a helper socket`) &&
+        /pick another --socket/.test(err.hint ?? ""),
+      kind,
+    );
+  }
+  assert.equal(await fs.readFile(regular, "utf8"), "not a socket\n");
+  assert.equal(await fs.readlink(link), victim);
+  assert.ok((await fs.stat(sub)).isDirectory());
+  const after = await fs.stat(victim);
+  assert.deepEqual(
+    [after.mode, after.uid, after.gid, await fs.readFile(victim, "utf8")],
+    [before.mode, before.uid, before.gid, "precious\n"],
+    "the symlink's target was not touched",
+  );
+});
+
+test("a second helper on the same bridge or an overlapping subnet in the same directory is refused", async () => {
+  for (const clash of [
+    makePin("banger-x", "172.31.90.0/24"),
+    makePin("banger-w", "172.31.76.0/23"),
+  ]) {
+    await assert.rejects(
+      HelperServer.start({
+        socketPath: path.join(dir, "sibling.sock"),
+        ops: fakeOps(),
+        uid,
+        gid,
+        pin: clash,
+        log: quiet,
+      }),
+      /already serves bridge banger-x with subnet 172\.31\.77\.0\/24/,
+    );
+  }
+  await assert.rejects(fs.lstat(path.join(dir, "sibling.sock")), /ENOENT/);
+});
