@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import {
   createMessageConnection,
   ResponseError,
@@ -16,7 +18,10 @@ import { HelperClient } from "../src/net/helper-client.js";
 import { HelperServer } from "../src/net/helper-server.js";
 import { makePin } from "../src/net/pin.js";
 import { probePrivileged } from "../src/net/privileged-mode.js";
+import { ensureBuilt } from "./helpers/build.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
+
+const run = promisify(execFile);
 
 // A real helper server on a temp socket, in-process, backed by a recording fake.
 const uid = process.getuid?.() ?? 0;
@@ -306,3 +311,47 @@ test("a second helper on the same bridge or an overlapping subnet in the same di
   }
   await assert.rejects(fs.lstat(path.join(dir, "sibling.sock")), /ENOENT/);
 });
+
+// The real binary, as root: it must refuse a pin it cannot honour before it listens or touches
+// anything. A bridge of this test's own stands in for a network the host already has.
+test(
+  "bin/banger-helper refuses a public subnet, a non-network address and a subnet the host already uses",
+  { skip: uid === 0 ? false : "starting banger-helper needs root", timeout: 300_000 },
+  async () => {
+    const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
+    await ensureBuilt(root);
+    const bin = path.join(root, "bin", "banger-helper");
+    const sock = path.join(dir, "real", "h.sock");
+    const start = (...flags: string[]) =>
+      run(process.execPath, [bin, "--user", "0", "--socket", sock, ...flags], {
+        timeout: 30_000,
+      }).then(
+        () => "started",
+        (err: { stderr?: string }) => err.stderr ?? String(err),
+      );
+    assert.match(
+      await start("--bridge", "banger-t6", "--subnet", "8.0.0.0/16"),
+      /subnet 8\.0\.0\.0\/16 is not a private \(RFC 1918\) range[\s\S]*hint: use a subnet inside 10\.0\.0\.0\/8/,
+    );
+    assert.match(
+      await start("--bridge", "banger-t6", "--subnet", "0.0.0.0/0"),
+      /prefix \/0 must be between \/16 and \/29/,
+    );
+    assert.match(
+      await start("--bridge", "eth0", "--subnet", "172.31.56.0/24"),
+      /bridge "eth0" is not a banger bridge name/,
+    );
+    await run("ip", ["link", "add", "banger-t6d", "type", "bridge"]);
+    try {
+      await run("ip", ["addr", "add", "172.31.56.1/24", "dev", "banger-t6d"]);
+      assert.match(
+        await start("--bridge", "banger-t6", "--subnet", "172.31.56.0/25"),
+        /subnet 172\.31\.56\.0\/25 overlaps a network this host already uses \(.*address 172\.31\.56\.1\/24 on banger-t6d/,
+      );
+    } finally {
+      await run("ip", ["link", "del", "banger-t6d"]);
+    }
+    await assert.rejects(fs.lstat(sock), /ENOENT/, "it never listened");
+    await assert.rejects(run("ip", ["link", "show", "dev", "banger-t6"]), "no bridge was made");
+  },
+);
