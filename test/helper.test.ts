@@ -17,7 +17,7 @@ import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { HelperClient } from "../src/net/helper-client.js";
 import { HelperServer } from "../src/net/helper-server.js";
 import { makePin } from "../src/net/pin.js";
-import { probePrivileged } from "../src/net/privileged-mode.js";
+import { pinnedNetwork, privilegedOpsFor, probePrivileged } from "../src/net/privileged-mode.js";
 import { ensureBuilt } from "./helpers/build.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 
@@ -355,3 +355,61 @@ test(
     await assert.rejects(run("ip", ["link", "show", "dev", "banger-t6"]), "no bridge was made");
   },
 );
+
+test("the daemon follows the helper's pin when its config keeps the defaults, and refuses a helper that disagrees", async () => {
+  const env = { BANGER_PRIVILEGED: "helper", BANGER_HELPER_SOCKET: socket };
+  const defaults = { bridge: "banger0", subnet: "172.30.0.0/24", dnsPort: 53 };
+  const follows = await probePrivileged({ env, uid, configuredSocket: null, network: defaults });
+  assert.equal(follows.mode, "helper");
+  assert.deepEqual(pinnedNetwork(follows, defaults), {
+    bridge: "banger-x",
+    subnet: "172.31.77.0/24",
+    dnsPort: 53,
+  });
+  const same = { bridge: "banger-x", subnet: "172.31.77.9/24" };
+  assert.equal(
+    (await probePrivileged({ env, uid, configuredSocket: null, network: same })).mode,
+    "helper",
+  );
+  const other = { bridge: "banger-q", subnet: "172.31.99.0/24" };
+  const refused = await probePrivileged({ env, uid, configuredSocket: null, network: other });
+  assert.equal(refused.mode, "none");
+  assert.match(
+    refused.mode === "none" ? refused.reason : "",
+    /serves bridge banger-x with subnet 172\.31\.77\.0\/24, but \[network\] in the config says bridge banger-q, subnet 172\.31\.99\.0\/24/,
+  );
+});
+
+test("a root daemon pins its in-process ops to its config, checked like the helper's flags", async () => {
+  const calls: string[] = [];
+  const runner = {
+    which: async () => null,
+    run: async (cmd: string, args: string[]) => {
+      calls.push([cmd, ...args].join(" "));
+      const json = args.includes("route") ? '[{"dst":"10.8.0.0/16","dev":"tun0"}]' : "[]";
+      return { code: 0, signal: null, stdout: json, stderr: "" };
+    },
+  };
+  const root = { mode: "root" } as const;
+  await assert.rejects(
+    privilegedOpsFor(root, runner, { bridge: "banger0", subnet: "8.8.8.0/24" }, 0),
+    /not a private \(RFC 1918\) range/,
+  );
+  await assert.rejects(
+    privilegedOpsFor(root, runner, { bridge: "banger0", subnet: "10.8.1.0/24" }, 0),
+    /overlaps a network this host already uses \(route 10\.8\.0\.0\/16 via tun0\)/,
+  );
+  const ops = await privilegedOpsFor(
+    root,
+    runner,
+    { bridge: "banger0", subnet: "172.30.0.0/24" },
+    0,
+  );
+  assert.ok(ops);
+  await assert.rejects(ops.ensureNat("0.0.0.0/0", "banger0"), /serves only bridge banger0/);
+  await assert.rejects(ops.removeNat("banger-other"), /serves only bridge banger0/);
+  assert.ok(
+    calls.every((c) => / show$/.test(c)),
+    calls.join("\n"),
+  );
+});
