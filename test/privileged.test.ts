@@ -152,7 +152,7 @@ test("only taps are ever removed: a bridge with a tap's name survives deleteTap 
   const ops = rootOps(s.runner, PIN_P);
   // banger-p exists (link show answers) but is not in `ip tuntap show`: it is a bridge.
   await assert.rejects(ops.deleteTap("banger-p"), /is not a tap/);
-  await assert.rejects(ops.createTap("banger-p", "banger-p", 1000), /is not a tap/);
+  await assert.rejects(ops.createTap("banger-p", "banger-p", 1000), /taps are named bg-/);
   await assert.rejects(rootOps(s.runner, PIN_P, 0).deleteTap("banger-p"), /is not a tap/);
   assert.ok(!s.calls.some((c) => c.startsWith("ip link del")), s.calls.join("\n"));
 });
@@ -301,4 +301,21 @@ test("a pin that overlaps a network the host has on another interface is refused
     host.calls.every((c) => / show$/.test(c)),
     "it only reads",
   );
+});
+
+test("no tap may squat on a bridge name, and a bridge name held by a non-bridge is not used", async () => {
+  const s = scriptedRunner(["ip"], (cmd, args) => {
+    const a = args.join(" ");
+    if (a === "-j -d link show dev banger-p")
+      return { stdout: '[{"ifname":"banger-p","linkinfo":{"info_kind":"tun"}}]' };
+    return { code: 1 };
+  });
+  const ops = rootOps(s.runner, PIN_P);
+  // Another user's future bridge, made a tap of the served user's: their gateway would land on it.
+  await assert.rejects(ops.createTap("banger-other", "banger-p", 1000), /taps are named bg-/);
+  await assert.rejects(
+    ops.ensureBridge("banger-p", "172.31.66.1/24"),
+    /refusing to use "banger-p" as banger's bridge: it exists and is not a bridge \(tun\)/,
+  );
+  assert.deepEqual(s.calls, ["ip -j -d link show dev banger-p"], "only asked");
 });

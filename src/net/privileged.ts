@@ -66,6 +66,16 @@ export function parseTuntapOwners(text: string): Map<string, number | null> {
   return owners;
 }
 
+/** `ip -j -d link show` → the link's kind (bridge, tun, veth...), or null for a plain device. */
+function linkKind(json: string): string | null {
+  try {
+    const links = JSON.parse(json) as Array<{ linkinfo?: { info_kind?: string } }>;
+    return links[0]?.linkinfo?.info_kind ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * NAT is per bridge: each daemon (one per user, with the helper) owns the table or
  * rules of its own bridge, so one daemon's stop never removes another's NAT.
@@ -121,7 +131,15 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
       checkCidr(gatewayCidr);
       requirePinnedBridge(pin, name, "to set up a bridge");
       requirePinnedGateway(pin, gatewayCidr);
-      if (!(await linkExists(name))) await ip("link", "add", name, "type", "bridge");
+      const shown = await runner.run("ip", ["-j", "-d", "link", "show", "dev", name]);
+      if (shown.code !== 0) await ip("link", "add", name, "type", "bridge");
+      else if (linkKind(shown.stdout) !== "bridge")
+        // e.g. a tap someone named like this bridge: it must not get the gateway address.
+        throw new BangerError(
+          ErrorCode.Precondition,
+          `refusing to use "${name}" as banger's bridge: it exists and is not a bridge (${linkKind(shown.stdout) ?? "unknown kind"})`,
+          `remove it (sudo ip link del ${name}) or pin another bridge name`,
+        );
       const addrs = await runner.run("ip", ["-o", "-4", "addr", "show", "dev", name]);
       if (!addrs.stdout.includes(` ${gatewayCidr} `))
         await ip("addr", "add", gatewayCidr, "dev", name);
@@ -131,6 +149,12 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
       checkName(name);
       checkName(bridge);
       requirePinnedBridge(pin, bridge, `to attach tap "${name}"`);
+      // banger* names are bridges: a tap named like another user's bridge would squat on it.
+      if (!name.startsWith("bg-"))
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `refusing to create tap "${name}": banger's taps are named bg-<something>`,
+        );
       if (!Number.isInteger(ownerUid) || ownerUid < 0)
         throw new BangerError(ErrorCode.InvalidParams, `invalid tap owner uid ${ownerUid}`);
       if (ownerUid !== opts.onlyForUid) {

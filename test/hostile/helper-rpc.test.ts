@@ -175,6 +175,11 @@ const rows: Array<HostileRow<Call>> = [
     expect: ZOD,
   },
   { name: "tap named eth0", input: tap("eth0"), expect: NOT_OURS },
+  {
+    name: "tap named like another user's bridge",
+    input: tap("banger-other"),
+    expect: /taps are named bg-/,
+  },
   { name: "tap replacing another uid's", input: tap("bg-theirs"), expect: /belongs to uid/ },
   {
     name: "tap replacing mine on another bridge",
