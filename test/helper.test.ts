@@ -413,3 +413,26 @@ test("a root daemon pins its in-process ops to its config, checked like the help
     calls.join("\n"),
   );
 });
+
+test("a root daemon whose [network] cannot be pinned is told so by the probe (and doctor)", async () => {
+  const probe = await probePrivileged({
+    env: {},
+    uid: 0,
+    configuredSocket: null,
+    network: { bridge: "banger0", subnet: "8.8.8.0/24" },
+  });
+  assert.equal(probe.mode, "none");
+  assert.match(
+    probe.mode === "none" ? probe.reason : "",
+    /\[network\] cannot be served: subnet 8\.8\.8\.0\/24 is not a private \(RFC 1918\) range/,
+  );
+  assert.deepEqual(
+    await probePrivileged({
+      env: {},
+      uid: 0,
+      configuredSocket: null,
+      network: { bridge: "banger0", subnet: "172.30.0.9/24" },
+    }),
+    { mode: "root" },
+  );
+});

@@ -54,7 +54,21 @@ export async function probePrivileged(deps: PrivilegedModeDeps): Promise<Privile
       reason: `BANGER_PRIVILEGED="${forced}" is not one of: root, helper`,
     };
   }
-  if (deps.uid === 0 && forced !== "helper") return { mode: "root" };
+  if (deps.uid === 0 && forced !== "helper") {
+    // A root daemon pins itself to its config: one it could not pin is said here, not at start-up.
+    if (deps.network) {
+      try {
+        makePin(deps.network.bridge, canonicalSubnet(deps.network.subnet));
+      } catch (err) {
+        return {
+          mode: "none",
+          socket: null,
+          reason: `[network] cannot be served: ${err instanceof Error ? err.message : String(err)}`,
+        };
+      }
+    }
+    return { mode: "root" };
+  }
   if (forced === "root")
     return { mode: "none", socket: null, reason: "BANGER_PRIVILEGED=root but bangerd is not root" };
   const socket = helperSocketFor(deps.env, deps.configuredSocket, deps.uid);
