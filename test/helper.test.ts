@@ -17,6 +17,8 @@ import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { HelperClient } from "../src/net/helper-client.js";
 import { HelperServer } from "../src/net/helper-server.js";
 import { makePin } from "../src/net/pin.js";
+import { createRootOps } from "../src/net/privileged.js";
+import { createCommandRunner } from "../src/system/runner.js";
 import { pinnedNetwork, privilegedOpsFor, probePrivileged } from "../src/net/privileged-mode.js";
 import { ensureBuilt } from "./helpers/build.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
@@ -436,3 +438,42 @@ test("a root daemon whose [network] cannot be pinned is told so by the probe (an
     { mode: "root" },
   );
 });
+
+// The pinned root ops against the real `ip`, on a bridge of this test's own (removed after).
+test(
+  "real ip: the pinned bridge is made once, its taps come and go, a squatting tap or non-bridge is refused",
+  { skip: uid === 0 ? false : "needs root" },
+  async () => {
+    const real = createCommandRunner();
+    const pin = makePin("banger-t6b", "172.31.57.0/24");
+    const ops = createRootOps(real, { pin, onlyForUid: 0 });
+    try {
+      await ops.ensureBridge("banger-t6b", "172.31.57.1/24");
+      await ops.ensureBridge("banger-t6b", "172.31.57.1/24");
+      const addrs = (await run("ip", ["-o", "-4", "addr", "show", "dev", "banger-t6b"])).stdout;
+      assert.equal(addrs.match(/inet 172\.31\.57\.1\/24/g)?.length, 1, addrs);
+      await ops.createTap("bg-t6test00001", "banger-t6b", 0);
+      assert.deepEqual(await ops.listTaps("banger-t6b"), [{ name: "bg-t6test00001", ownerUid: 0 }]);
+      await ops.deleteTap("bg-t6test00001");
+      await assert.rejects(ops.createTap("banger-t6c", "banger-t6b", 0), /taps are named bg-/);
+      await assert.rejects(ops.ensureBridge("banger-t6b", "8.8.8.8/1"), /serves only bridge/);
+      assert.doesNotMatch((await run("ip", ["-4", "route", "show"])).stdout, /^0\.0\.0\.0\/1 /m);
+    } finally {
+      await run("ip", ["link", "del", "bg-t6test00001"]).catch(() => {});
+      await run("ip", ["link", "del", "banger-t6b"]).catch(() => {});
+    }
+    await run("ip", ["tuntap", "add", "dev", "banger-t6b", "mode", "tap"]);
+    try {
+      await assert.rejects(
+        ops.ensureBridge("banger-t6b", "172.31.57.1/24"),
+        /it exists and is not a bridge \(tun\)/,
+      );
+      assert.doesNotMatch(
+        (await run("ip", ["-o", "-4", "addr", "show", "dev", "banger-t6b"])).stdout,
+        /172\.31\.57\.1/,
+      );
+    } finally {
+      await run("ip", ["link", "del", "banger-t6b"]).catch(() => {});
+    }
+  },
+);
