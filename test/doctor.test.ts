@@ -141,13 +141,19 @@ test("doctor: an unreachable helper is a warning that says how to start it", asy
   const reachable = await runChecks(
     defaultChecks(
       doctorDeps({
-        probePrivileged: async () => ({ mode: "helper", socket: "/run/h.sock", servedUid: 1000 }),
+        probePrivileged: async () => ({
+          mode: "helper",
+          socket: "/run/h.sock",
+          servedUid: 1000,
+          bridge: "banger1",
+          subnet: "172.30.1.0/24",
+        }),
       }),
     ),
   );
   assert.match(
     reachable.checks.find((c) => c.name === "helper")!.detail,
-    /banger-helper answers at \/run\/h\.sock \(serves uid 1000\)/,
+    /banger-helper answers at \/run\/h\.sock \(serves uid 1000, bridge banger1, subnet 172\.30\.1\.0\/24\)/,
   );
 });
 

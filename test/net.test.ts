@@ -5,6 +5,7 @@ import dnsPacket from "dns-packet";
 import { allocateAddress, gatewayOf, macFor, parseSubnet } from "../src/net/addresses.js";
 import { DnsResponder } from "../src/net/dns.js";
 import { BridgeNetwork } from "../src/net/network.js";
+import { makePin } from "../src/net/pin.js";
 import { createRootOps } from "../src/net/privileged.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
@@ -80,7 +81,10 @@ test("DNS responder: A for known .vm names, NXDOMAIN for unknown, REFUSED outsid
 });
 
 test("privileged ops refuse devices without banger's prefix", async () => {
-  const ops = createRootOps(createCommandRunner());
+  const ops = createRootOps(createCommandRunner(), {
+    pin: makePin("banger0", "172.30.0.0/24"),
+    onlyForUid: 0,
+  });
   await assert.rejects(ops.deleteTap("eth0"), /not one of banger's/);
   await assert.rejects(ops.ensureBridge("docker0", "10.0.0.1/24"), /not one of banger's/);
   await assert.rejects(ops.createTap("bg-x", "br0", 0), /not one of banger's/);

@@ -21,7 +21,8 @@ import { directFiles, userFilesVia, type UserFiles } from "../src/system/user-fi
 
 const checkout = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 const alice: UserInfo = { name: "alice", uid: 1000, gid: 1000, home: "/home/alice" };
-const users: Record<string, UserInfo> = { alice, "1000": alice };
+const bob: UserInfo = { name: "bob", uid: 1001, gid: 1001, home: "/home/bob" };
+const users: Record<string, UserInfo> = { alice, "1000": alice, bob, "1001": bob };
 
 /** systemctl as a recorder with just enough state for is-enabled/is-active to tell the truth. */
 class FakeSystemctl implements CommandRunner {
@@ -93,6 +94,7 @@ after(async () => {
 async function makeRoot(opts: { systemd: boolean }): Promise<string> {
   const root = await fs.mkdtemp(path.join(tmp, "root-"));
   await fs.mkdir(path.join(root, "home/alice"), { recursive: true });
+  await fs.mkdir(path.join(root, "home/bob"), { recursive: true });
   if (opts.systemd) await fs.mkdir(path.join(root, "run/systemd/system"), { recursive: true });
   return root;
 }
@@ -157,11 +159,11 @@ async function rejectsWith(p: Promise<unknown>, message: RegExp, hint?: RegExp):
 
 test("units: absolute paths, the user, hardening and restart policy", () => {
   const paths = { nodePath: "/usr/bin/node", installDir: "/srv/banger" };
-  const helper = helperUnit("alice", paths);
+  const helper = helperUnit("alice", paths, { bridge: "banger3", subnet: "172.30.3.0/24" });
   assert.match(helper, /^# Written by 'banger system install'/);
   assert.match(
     helper,
-    /^ExecStart=\/usr\/bin\/node \/srv\/banger\/bin\/banger-helper --user alice$/m,
+    /^ExecStart=\/usr\/bin\/node \/srv\/banger\/bin\/banger-helper --user alice --bridge banger3 --subnet 172\.30\.3\.0\/24$/m,
   );
   for (const line of [
     "Restart=on-failure",
@@ -200,7 +202,7 @@ test("install writes both units, reloads, enables and starts; a second run chang
   const helper = await fs.readFile(helperPath(root), "utf8");
   assert.match(
     helper,
-    /^ExecStart="\/opt\/node 20\/bin\/node" \/srv\/banger\/bin\/banger-helper --user alice$/m,
+    /^ExecStart="\/opt\/node 20\/bin\/node" \/srv\/banger\/bin\/banger-helper --user alice --bridge banger0 --subnet 172\.30\.0\.0\/24$/m,
   );
   const daemon = await fs.readFile(daemonPath(root), "utf8");
   assert.match(daemon, /^ExecStart="\/opt\/node 20\/bin\/node" \/srv\/banger\/bin\/bangerd$/m);
@@ -604,7 +606,10 @@ test("systemd-analyze verify accepts the generated units", async (t) => {
   const paths = { nodePath: process.execPath, installDir: checkout };
   const helper = path.join(dir, "banger-helper-alice.service");
   const daemon = path.join(dir, "bangerd.service");
-  await fs.writeFile(helper, helperUnit("alice", paths));
+  await fs.writeFile(
+    helper,
+    helperUnit("alice", paths, { bridge: "banger0", subnet: "172.30.0.0/24" }),
+  );
   await fs.writeFile(daemon, daemonUnit("alice", paths));
   for (const [args, file] of [
     [["verify", helper], helper],
@@ -620,4 +625,41 @@ test("systemd-analyze verify accepts the generated units", async (t) => {
     const ours = r.stderr.split("\n").filter((l) => l.includes(path.basename(file)));
     assert.deepEqual(ours, [], `systemd-analyze complained:\n${r.stderr}`);
   }
+});
+
+test("each user's helper gets its own bridge and subnet; a clash is refused; a re-install keeps them", async () => {
+  const root = await makeRoot({ systemd: true });
+  await installSystem(makeDeps(root));
+  const bobDeps = makeDeps(root, { env: { SUDO_USER: "bob" } });
+  await installSystem(bobDeps);
+  const bobUnit = path.join(root, "etc/systemd/system/banger-helper-bob.service");
+  assert.match(
+    await fs.readFile(bobUnit, "utf8"),
+    / --user bob --bridge banger1 --subnet 172\.30\.1\.0\/24$/m,
+  );
+  assert.ok(bobDeps.said.includes("helper for bob: bridge banger1, subnet 172.30.1.0/24"));
+  // Asking for alice's bridge, or a subnet overlapping hers, is refused before anything is written.
+  const carol = makeDeps(root, { env: { SUDO_USER: "bob" } });
+  await rejectsWith(
+    installSystem(carol, { bridge: "banger0", subnet: "172.30.9.0/24" }),
+    /alice's banger-helper already has bridge banger0 with subnet 172\.30\.0\.0\/24/,
+    /pass another --bridge and --subnet/,
+  );
+  await rejectsWith(
+    installSystem(carol, { bridge: "banger9", subnet: "172.30.0.0/16" }),
+    /alice's banger-helper already has/,
+  );
+  await rejectsWith(installSystem(carol, { subnet: "8.8.8.0/24" }), /not a private \(RFC 1918\)/);
+  assert.deepEqual(carol.systemctl.mutations(), []);
+  // Running it again keeps bob's values; asking for new free ones rewrites the unit.
+  await installSystem(makeDeps(root, { env: { SUDO_USER: "bob" } }));
+  assert.match(await fs.readFile(bobUnit, "utf8"), /--bridge banger1 --subnet 172\.30\.1\.0\/24$/m);
+  await installSystem(makeDeps(root, { env: { SUDO_USER: "bob" } }), {
+    bridge: "banger-bob",
+    subnet: "10.77.0.0/24",
+  });
+  assert.match(
+    await fs.readFile(bobUnit, "utf8"),
+    /--bridge banger-bob --subnet 10\.77\.0\.0\/24$/m,
+  );
 });

@@ -33,12 +33,15 @@ export function doctorCommand(deps: CliDeps): Command {
         // A broken config is itself worth reporting: the check fails with the parse error.
         describeVmDefaults: async () =>
           describeVmDefaults(resolveVmDefaults(readConfigSync(deps.layout.configFile), deps.host)),
-        probePrivileged: async () =>
-          probePrivileged({
+        probePrivileged: async () => {
+          const network = readConfigSync(deps.layout.configFile).network;
+          return probePrivileged({
             env: deps.env,
             uid: process.getuid?.() ?? 0,
-            configuredSocket: readConfigSync(deps.layout.configFile).network.helperSocket,
-          }),
+            configuredSocket: network.helperSocket,
+            network,
+          });
+        },
         userName: os.userInfo().username,
       });
       const report = await runChecks(checks);

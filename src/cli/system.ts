@@ -113,12 +113,25 @@ export function systemCommand(deps: CliDeps): Command {
     .description("Write, enable and start the root helper's system unit and bangerd's user unit")
     .option("--user <name>", "the user who runs banger (default: the user who ran sudo)")
     .option("--no-start", "write (and, with systemd, enable) the units but start nothing")
+    .option(
+      "--bridge <name>",
+      "the helper's one bridge (default: the unit's current one, else the first free banger<N>)",
+    )
+    .option(
+      "--subnet <cidr>",
+      "the helper's one private subnet (default: the unit's current one, else 172.30.<N>.0/24)",
+    )
     .addHelpText(
       "after",
-      "\nRun it with sudo. Running it again changes nothing unless banger's paths changed.\n\nExamples:\n  $ sudo banger system install\n  $ sudo banger system install --user alice --no-start\n",
+      "\nRun it with sudo. Running it again changes nothing unless banger's paths changed.\n\nExamples:\n  $ sudo banger system install\n  $ sudo banger system install --user alice --no-start\n  $ sudo banger system install --user bob --bridge banger1 --subnet 172.30.1.0/24\n",
     )
     .action(async (opts) => {
-      await installSystem(realSystemDeps(deps), { user: opts.user, noStart: !opts.start });
+      await installSystem(realSystemDeps(deps), {
+        user: opts.user,
+        noStart: !opts.start,
+        ...(opts.bridge !== undefined ? { bridge: opts.bridge } : {}),
+        ...(opts.subnet !== undefined ? { subnet: opts.subnet } : {}),
+      });
     });
   system
     .command("uninstall")

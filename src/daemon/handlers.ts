@@ -4,7 +4,7 @@ import { ImageService } from "../image/service.js";
 import { loadConfig } from "../config/config.js";
 import { hostResources } from "../config/vm-defaults.js";
 import { BridgeNetwork } from "../net/network.js";
-import { privilegedOpsFor, probePrivileged } from "../net/privileged-mode.js";
+import { pinnedNetwork, privilegedOpsFor, probePrivileged } from "../net/privileged-mode.js";
 import { canOpenReadWrite, detectAccel, realAccelDeps, resolveAccel } from "../system/accel.js";
 import { FirecrackerDriver } from "../vmm/firecracker/driver.js";
 import { selectVmm } from "../vmm/select.js";
@@ -47,8 +47,11 @@ export function buildHandlers(daemon: Daemon): Handlers {
           env,
           uid,
           configuredSocket: config.network.helperSocket,
+          network: config.network,
         });
-        const ops = privilegedOpsFor(probe, runner);
+        // The helper's pinned bridge and subnet (or, as root, the config's, pinned here).
+        const pinned = pinnedNetwork(probe, config.network);
+        const ops = await privilegedOpsFor(probe, runner, pinned, uid);
         if (!ops) {
           log.info(
             { reason: probe.mode === "none" ? probe.reason : "" },
@@ -60,7 +63,7 @@ export function buildHandlers(daemon: Daemon): Handlers {
             "bridge networking: privileged steps " +
               (probe.mode === "root" ? "in-process (root)" : "through banger-helper"),
           );
-          network = new BridgeNetwork(ops, config.network, store, uid, log);
+          network = new BridgeNetwork(ops, pinned, store, uid, log);
           await network.setUp();
           const up = network;
           daemon.addCloser(() => up.tearDown());

@@ -5,20 +5,26 @@ import { createCommandRunner, type CommandRunner } from "../system/runner.js";
 import { lookupUser } from "../system/users.js";
 import { defaultHelperSocket } from "./helper-protocol.js";
 import { HelperServer } from "./helper-server.js";
+import { checkPinAgainstHost, DEFAULT_BRIDGE, DEFAULT_SUBNET, makePin } from "./pin.js";
 import { createRootOps } from "./privileged.js";
 
 const USAGE = `banger-helper: the narrow root helper that lets an unprivileged bangerd use bridge networking
 
-Usage: sudo banger-helper --user <name|uid> [--socket <path>]
+Usage: sudo banger-helper --user <name|uid> [--bridge <name>] [--subnet <cidr>] [--socket <path>]
 
   --user <name|uid>   the one user it serves: owns the socket (mode 0600) and the taps
+  --bridge <name>     the one bridge it manages (default ${DEFAULT_BRIDGE}; prefix banger)
+  --subnet <cidr>     the one private (RFC 1918) subnet on it, /16 to /29
+                      (default ${DEFAULT_SUBNET}); it must not overlap a network
+                      this host already has on another interface
   --socket <path>     where to listen (default /run/banger-helper/<uid>.sock; the
                       daemon finds it there, or via BANGER_HELPER_SOCKET or
                       [network] helper_socket)
 
 It runs in the foreground and logs JSON lines to stderr; SIGTERM or Ctrl-C stops it
-and removes the socket. It creates and deletes only devices named banger* or bg-*,
-and the nftables table "banger". See docs/helper.md.
+and removes the socket. It touches only its bridge, taps named bg-* owned by its
+user, and the bridge's nftables table banger_<bridge>; everything else is refused.
+Each user's helper needs its own bridge and subnet. See docs/helper.md.
 
 Example:
   $ sudo banger-helper --user "$USER" &
@@ -47,13 +53,15 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     process.stderr.write(`banger-helper: error: ${message}${hint}\n`);
     process.exit(1);
   };
-  let values: { user?: string; socket?: string; help?: boolean };
+  let values: { user?: string; socket?: string; bridge?: string; subnet?: string; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         user: { type: "string" },
         socket: { type: "string" },
+        bridge: { type: "string" },
+        subnet: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
       strict: true,
@@ -77,6 +85,12 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         `sudo banger-helper --user ${values.user}`,
       ),
     );
+  let pin: ReturnType<typeof makePin>;
+  try {
+    pin = makePin(values.bridge ?? DEFAULT_BRIDGE, values.subnet ?? DEFAULT_SUBNET);
+  } catch (err) {
+    return fail(err);
+  }
   // Nothing it creates is ever readable by others; the socket is opened up to one user explicitly.
   process.umask(0o077);
   const runner = createCommandRunner();
@@ -90,11 +104,13 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   process.on("SIGINT", () => stop("SIGINT"));
   try {
     const { uid, gid } = await resolveUser(values.user, runner);
+    await checkPinAgainstHost(runner, pin);
     server = await HelperServer.start({
       socketPath: values.socket ?? defaultHelperSocket(uid),
-      ops: createRootOps(runner, { onlyForUid: uid }),
+      ops: createRootOps(runner, { pin, onlyForUid: uid }),
       uid,
       gid,
+      pin,
       log,
     });
   } catch (err) {

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { isBangerDevice, isIpv4, isIpv4Cidr } from "./privileged.js";
+import { isBangerDevice, isIpv4, isIpv4Cidr } from "./names.js";
 
 /**
  * The banger-helper socket protocol: JSON-RPC 2.0 (vscode-jsonrpc framing), one
@@ -16,7 +16,14 @@ const done = z.null();
 export const helperMethods = {
   ping: {
     params: z.object({}).strict(),
-    result: z.object({ pong: z.literal(true), uid: z.number().int(), pid: z.number().int() }),
+    result: z.object({
+      pong: z.literal(true),
+      uid: z.number().int(),
+      pid: z.number().int(),
+      /** What the helper was pinned to at start: the daemon uses exactly these. */
+      bridge: device,
+      subnet: cidr,
+    }),
   },
   ensureBridge: {
     params: z.object({ name: device, gatewayCidr: cidr }).strict(),

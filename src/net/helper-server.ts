@@ -18,6 +18,7 @@ import {
   type HelperResult,
 } from "./helper-protocol.js";
 import { HelperClient } from "./helper-client.js";
+import { cidrsOverlap, type NetworkPin } from "./pin.js";
 import type { PrivilegedOps } from "./privileged.js";
 
 export interface HelperLogger {
@@ -31,6 +32,8 @@ export interface HelperServerOptions {
   ops: PrivilegedOps;
   /** The one user served: the socket is theirs (mode 0600) and taps are only created for them. */
   uid: number;
+  /** The bridge and subnet served (told to the daemon by ping; `ops` enforces them). */
+  pin: NetworkPin;
   gid: number;
   log: HelperLogger;
 }
@@ -62,6 +65,7 @@ export class HelperServer {
     // Explicit chmod: the helper runs with umask 077, and the served user must traverse the dir.
     if (await fs.mkdir(dir, { recursive: true, mode: 0o755 })) await fs.chmod(dir, 0o755);
     await checkPrivateDir(dir);
+    await checkSiblings(dir, opts.socketPath, opts.pin);
     await removeStaleSocket(opts.socketPath);
     const server = net.createServer();
     await new Promise<void>((resolve, reject) => {
@@ -73,31 +77,52 @@ export class HelperServer {
           ),
         ),
       );
-      server.listen(opts.socketPath, () => resolve());
+      // The socket is born 0600 (bind applies the umask synchronously): no chmod, which would
+      // follow a symlink, is ever needed.
+      const umask = process.umask(0o177);
+      try {
+        server.listen(opts.socketPath, () => resolve());
+      } finally {
+        process.umask(umask);
+      }
     });
     try {
-      // Private first, then handed to the one user it serves.
-      await fs.chmod(opts.socketPath, 0o600);
-      await fs.chown(opts.socketPath, opts.uid, opts.gid);
+      // Still the socket we bound (the dir is root's alone, so this is belt and braces), then
+      // handed to the one user it serves without following links.
+      const st = await fs.lstat(opts.socketPath);
+      if (!st.isSocket() || st.uid !== (process.geteuid?.() ?? 0) || (st.mode & 0o777) !== 0o600)
+        throw new BangerError(
+          ErrorCode.Precondition,
+          `${opts.socketPath} changed under banger-helper while it started; refusing to serve it`,
+        );
+      await fs.lchown(opts.socketPath, opts.uid, opts.gid);
     } catch (err) {
       server.close();
-      await fs.rm(opts.socketPath, { force: true });
       throw err;
     }
     const helper = new HelperServer(opts, server);
     server.on("connection", (socket) => helper.accept(socket));
-    opts.log.info({ socket: opts.socketPath, uid: opts.uid }, "banger-helper listening");
+    opts.log.info(
+      { socket: opts.socketPath, uid: opts.uid, bridge: opts.pin.bridge, subnet: opts.pin.subnet },
+      "banger-helper listening",
+    );
     return helper;
   }
 
   private dispatch(): Dispatch {
-    const { ops, uid } = this.opts;
+    const { ops, uid, pin } = this.opts;
     const none = async (op: Promise<void>) => {
       await op;
       return null;
     };
     return {
-      ping: async () => ({ pong: true as const, uid, pid: process.pid }),
+      ping: async () => ({
+        pong: true as const,
+        uid,
+        pid: process.pid,
+        bridge: pin.bridge,
+        subnet: pin.subnet,
+      }),
       ensureBridge: (p) => none(ops.ensureBridge(p.name, p.gatewayCidr)),
       createTap: async (p) => {
         if (p.ownerUid !== uid) {
@@ -193,24 +218,41 @@ function toResponseError(err: unknown): ResponseError<{ hint?: string }> {
 
 /** The socket's directory must be ours alone: otherwise someone else could swap the socket. */
 async function checkPrivateDir(dir: string): Promise<void> {
-  const st = await fs.stat(dir);
+  const st = await fs.lstat(dir);
   const me = process.geteuid?.() ?? 0;
-  if (st.uid !== me || (st.mode & 0o022) !== 0) {
+  if (!st.isDirectory() || st.uid !== me || (st.mode & 0o022) !== 0) {
     throw new BangerError(
       ErrorCode.Precondition,
-      `${dir} must be owned by uid ${me} and writable by no one else (it is uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`,
+      `${dir} must be a directory (not a symlink) owned by uid ${me} and writable by no one else (it is ${st.isSymbolicLink() ? "a symlink" : st.isDirectory() ? "a directory" : "not a directory"}, uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)})`,
       "pick a --socket in a directory only root can write, e.g. /run/banger-helper/",
     );
   }
 }
 
-/** A socket file nobody answers on is a crashed helper's: remove it. One that answers is refused. */
+/**
+ * Only a socket file nobody answers on (a crashed helper's) is removed. A live helper, or
+ * anything that is not a socket (a file, a symlink, a directory), is refused and kept.
+ */
 async function removeStaleSocket(file: string): Promise<void> {
-  const exists = await fs.lstat(file).then(
-    () => true,
-    () => false,
-  );
-  if (!exists) return;
+  const st = await fs.lstat(file).catch((err: NodeJS.ErrnoException) => {
+    if (err.code === "ENOENT") return null;
+    throw err;
+  });
+  if (!st) return;
+  if (!st.isSocket()) {
+    const kind = st.isSymbolicLink()
+      ? "a symlink"
+      : st.isDirectory()
+        ? "a directory"
+        : st.isFile()
+          ? "a regular file"
+          : "not a socket";
+    throw new BangerError(
+      ErrorCode.Precondition,
+      `${file} exists and is ${kind}, not a helper socket: banger-helper will not remove it`,
+      "remove it yourself if it is not needed, or pick another --socket",
+    );
+  }
   if (await new HelperClient(file, { timeoutMs: 2_000 }).reachable()) {
     throw new BangerError(
       ErrorCode.AlreadyExists,
@@ -218,5 +260,28 @@ async function removeStaleSocket(file: string): Promise<void> {
       "stop it first, or pick another --socket",
     );
   }
-  await fs.rm(file, { force: true });
+  await fs.unlink(file);
+}
+
+/**
+ * Two users' helpers on one bridge or overlapping subnets would manage each other's
+ * network: every other live helper socket in the directory is asked what it serves.
+ */
+async function checkSiblings(dir: string, own: string, pin: NetworkPin): Promise<void> {
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    const file = path.join(dir, name);
+    if (file === own || !name.endsWith(".sock")) continue;
+    const st = await fs.lstat(file).catch(() => null);
+    if (!st?.isSocket()) continue;
+    const who = await new HelperClient(file, { timeoutMs: 2_000 }).ping().catch(() => null);
+    if (!who) continue;
+    if (who.bridge === pin.bridge || cidrsOverlap(who.subnet, pin.subnet)) {
+      throw new BangerError(
+        ErrorCode.AlreadyExists,
+        `the banger-helper at ${file} (uid ${who.uid}) already serves bridge ${who.bridge} with subnet ${who.subnet}, which ${who.bridge === pin.bridge ? "is" : "overlaps"} this helper's ${pin.bridge} ${pin.subnet}`,
+        "give each user's helper its own --bridge and --subnet ('banger system install' picks free ones)",
+      );
+    }
+  }
 }

@@ -1,5 +1,13 @@
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
+import { isBangerDevice, isIpv4, isIpv4Cidr } from "./names.js";
+import {
+  requirePinnedBridge,
+  requirePinnedDns,
+  requirePinnedGateway,
+  requirePinnedSubnet,
+  type NetworkPin,
+} from "./pin.js";
 
 /** A tap on banger's bridge and the uid that may open it (null when the kernel names no owner). */
 export interface TapInfo {
@@ -11,7 +19,8 @@ export interface TapInfo {
  * The privileged operations banger needs, as one typed interface. Run
  * in-process when the daemon is root, and by `banger-helper` (src/net/helper-*.ts)
  * over its own socket otherwise. Every device and table carries banger's
- * prefix, and nothing without it is touched.
+ * prefix, and nothing without it is touched; the root implementation serves
+ * one pinned bridge and subnet only (src/net/pin.ts).
  */
 export interface PrivilegedOps {
   ensureBridge(name: string, gatewayCidr: string): Promise<void>;
@@ -26,12 +35,7 @@ export interface PrivilegedOps {
   unrouteResolver(bridge: string): Promise<void>;
 }
 
-const PREFIXES = ["banger", "bg-"];
-
-/** A network device banger may touch: its prefix and a valid interface name (at most 15 characters). */
-export function isBangerDevice(name: string): boolean {
-  return PREFIXES.some((p) => name.startsWith(p)) && /^[A-Za-z0-9_.-]{1,15}$/.test(name);
-}
+export { isBangerDevice, isIpv4, isIpv4Cidr } from "./names.js";
 
 function checkName(name: string): void {
   if (!isBangerDevice(name)) {
@@ -40,25 +44,6 @@ function checkName(name: string): void {
       `refusing to touch network device "${name}": not one of banger's (prefix banger or bg-)`,
     );
   }
-}
-
-const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
-
-export function isIpv4(text: string): boolean {
-  return IPV4.test(text);
-}
-
-/** `a.b.c.d/n`: these strings end up in `ip` arguments and an nft script, so nothing else passes. */
-export function isIpv4Cidr(text: string): boolean {
-  const [addr, prefix, ...rest] = text.split("/");
-  return (
-    rest.length === 0 &&
-    addr !== undefined &&
-    isIpv4(addr) &&
-    prefix !== undefined &&
-    /^\d{1,2}$/.test(prefix) &&
-    Number(prefix) <= 32
-  );
 }
 
 function checkCidr(text: string): void {
@@ -81,6 +66,16 @@ export function parseTuntapOwners(text: string): Map<string, number | null> {
   return owners;
 }
 
+/** `ip -j -d link show` → the link's kind (bridge, tun, veth...), or null for a plain device. */
+function linkKind(json: string): string | null {
+  try {
+    const links = JSON.parse(json) as Array<{ linkinfo?: { info_kind?: string } }>;
+    return links[0]?.linkinfo?.info_kind ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * NAT is per bridge: each daemon (one per user, with the helper) owns the table or
  * rules of its own bridge, so one daemon's stop never removes another's NAT.
@@ -91,18 +86,21 @@ export function natTable(bridge: string): string {
 const natComment = (bridge: string) => `banger:${bridge}`;
 
 export interface RootOpsOptions {
+  /** The one bridge and subnet served, fixed at start (helper flags, or a root daemon's config). */
+  pin: NetworkPin;
   /**
    * The helper serves one user: taps are only created for that uid, and an
    * existing tap owned by someone else is never deleted or replaced.
    */
-  onlyForUid?: number;
+  onlyForUid: number;
 }
 
 /** The root implementation: `ip` for links, nftables (iptables as fallback) for NAT. */
-export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}): PrivilegedOps {
+export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): PrivilegedOps {
+  const { pin } = opts;
   const ip = (...args: string[]) => runChecked(runner, "ip", args);
-  const linkExists = async (name: string) =>
-    (await runner.run("ip", ["link", "show", "dev", name])).code === 0;
+  const showLink = (name: string) => runner.run("ip", ["link", "show", "dev", name]);
+  const linkExists = async (name: string) => (await showLink(name)).code === 0;
   const tapOwners = async () =>
     parseTuntapOwners((await runChecked(runner, "ip", ["tuntap", "show"])).stdout);
   /** An existing device banger is about to remove must be a tap, and, for a helper, its user's. */
@@ -113,18 +111,35 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
         ErrorCode.InvalidParams,
         `refusing to remove "${name}": it is not a tap (a bridge or another device keeps its name)`,
       );
-    if (opts.onlyForUid !== undefined && owners.get(name) !== opts.onlyForUid) {
+    if (owners.get(name) !== opts.onlyForUid) {
       throw new BangerError(
         ErrorCode.InvalidParams,
         `refusing to touch tap "${name}": it belongs to uid ${owners.get(name) ?? "none"}, not ${opts.onlyForUid}`,
       );
     }
+    // On another bridge it is another daemon's, whoever owns it.
+    const master = / master (\S+) /.exec((await showLink(name)).stdout)?.[1];
+    if (master !== undefined && master !== pin.bridge)
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `refusing to touch tap "${name}": it is on bridge ${master}, and this helper serves only ${pin.bridge}`,
+      );
   };
   return {
     async ensureBridge(name, gatewayCidr) {
       checkName(name);
       checkCidr(gatewayCidr);
-      if (!(await linkExists(name))) await ip("link", "add", name, "type", "bridge");
+      requirePinnedBridge(pin, name, "to set up a bridge");
+      requirePinnedGateway(pin, gatewayCidr);
+      const shown = await runner.run("ip", ["-j", "-d", "link", "show", "dev", name]);
+      if (shown.code !== 0) await ip("link", "add", name, "type", "bridge");
+      else if (linkKind(shown.stdout) !== "bridge")
+        // e.g. a tap someone named like this bridge: it must not get the gateway address.
+        throw new BangerError(
+          ErrorCode.Precondition,
+          `refusing to use "${name}" as banger's bridge: it exists and is not a bridge (${linkKind(shown.stdout) ?? "unknown kind"})`,
+          `remove it (sudo ip link del ${name}) or pin another bridge name`,
+        );
       const addrs = await runner.run("ip", ["-o", "-4", "addr", "show", "dev", name]);
       if (!addrs.stdout.includes(` ${gatewayCidr} `))
         await ip("addr", "add", gatewayCidr, "dev", name);
@@ -133,9 +148,16 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
     async createTap(name, bridge, ownerUid) {
       checkName(name);
       checkName(bridge);
+      requirePinnedBridge(pin, bridge, `to attach tap "${name}"`);
+      // banger* names are bridges: a tap named like another user's bridge would squat on it.
+      if (!name.startsWith("bg-"))
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `refusing to create tap "${name}": banger's taps are named bg-<something>`,
+        );
       if (!Number.isInteger(ownerUid) || ownerUid < 0)
         throw new BangerError(ErrorCode.InvalidParams, `invalid tap owner uid ${ownerUid}`);
-      if (opts.onlyForUid !== undefined && ownerUid !== opts.onlyForUid) {
+      if (ownerUid !== opts.onlyForUid) {
         throw new BangerError(
           ErrorCode.InvalidParams,
           `refusing to create tap "${name}" for uid ${ownerUid}: this helper serves uid ${opts.onlyForUid}`,
@@ -163,6 +185,7 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
     },
     async listTaps(bridge) {
       checkName(bridge);
+      requirePinnedBridge(pin, bridge, "to list taps");
       if (!(await linkExists(bridge))) return [];
       const enslaved = await runChecked(runner, "ip", ["-o", "link", "show", "master", bridge]);
       const owners = await tapOwners();
@@ -177,6 +200,8 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
     async ensureNat(subnet, bridge) {
       checkName(bridge);
       checkCidr(subnet);
+      requirePinnedBridge(pin, bridge, "to set up NAT");
+      requirePinnedSubnet(pin, subnet);
       await runner.run("sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
       if (await runner.which("nft")) {
         // One table of this bridge's, replaced as a whole: adding it twice is harmless.
@@ -218,16 +243,20 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions = {}):
       checkName(bridge);
       if (!isIpv4(dnsServer))
         throw new BangerError(ErrorCode.InvalidParams, `"${dnsServer}" is not an IPv4 address`);
+      requirePinnedBridge(pin, bridge, "to route the resolver");
+      requirePinnedDns(pin, dnsServer);
       if (!(await resolvedRuns(runner))) return;
       await runChecked(runner, "resolvectl", ["dns", bridge, dnsServer]);
       await runChecked(runner, "resolvectl", ["domain", bridge, "~vm"]);
     },
     async unrouteResolver(bridge) {
       checkName(bridge);
+      requirePinnedBridge(pin, bridge, "to unroute the resolver");
       if (await resolvedRuns(runner)) await runner.run("resolvectl", ["revert", bridge]);
     },
     async removeNat(bridge) {
       checkName(bridge);
+      requirePinnedBridge(pin, bridge, "to remove NAT");
       if (await runner.which("nft")) {
         await runner.run("nft", ["delete", "table", "ip", natTable(bridge)]);
         return;

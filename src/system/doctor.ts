@@ -190,7 +190,7 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
         if (probe.mode === "helper")
           return {
             status: "ok",
-            detail: `banger-helper answers at ${probe.socket} (serves uid ${probe.servedUid}): bridge networking is possible`,
+            detail: `banger-helper answers at ${probe.socket} (serves uid ${probe.servedUid}, bridge ${probe.bridge}, subnet ${probe.subnet}): bridge networking is possible`,
           };
         return {
           status: "warn",

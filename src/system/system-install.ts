@@ -2,6 +2,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { defaultHelperSocket } from "../net/helper-protocol.js";
+import { cidrsOverlap, makePin } from "../net/pin.js";
 import { resolveLayout } from "../paths/layout.js";
 import type { CommandRunner } from "./runner.js";
 import {
@@ -9,6 +10,7 @@ import {
   daemonUnit,
   helperUnit,
   helperUnitName,
+  helperUnitPin,
   isUnitSafeUserName,
   UNIT_MARKER,
   type UnitPaths,
@@ -236,6 +238,10 @@ async function unitState(
 
 export interface InstallOptions {
   user?: string;
+  /** The helper's one bridge; default: what this user's unit has, else the first free banger<N>. */
+  bridge?: string;
+  /** The helper's one subnet; default: what this user's unit has, else the first free 172.30.<N>.0/24. */
+  subnet?: string;
   /** Write (and, with systemd, enable) the units but start nothing. */
   noStart?: boolean;
 }
@@ -256,8 +262,10 @@ export async function installSystem(deps: SystemDeps, opts: InstallOptions = {})
   const userDir = userUnitDir(deps, user);
   const daemonFile = path.join(userDir, DAEMON_UNIT);
 
+  const pin = await choosePin(deps, user, opts);
+  deps.say(`helper for ${user.name}: bridge ${pin.bridge}, subnet ${pin.subnet}`);
   await fs.mkdir(systemUnitDir(deps), { recursive: true, mode: 0o755 });
-  const helperChanged = await writeUnit(directFiles, helperFile, helperUnit(user.name, deps));
+  const helperChanged = await writeUnit(directFiles, helperFile, helperUnit(user.name, deps, pin));
   deps.say(`${helperChanged ? "wrote" : "unchanged"} ${helperFile}`);
   await ensureUserDir(deps, user, userDir);
   const daemonChanged = await writeUnit(
@@ -305,6 +313,65 @@ export async function installSystem(deps: SystemDeps, opts: InstallOptions = {})
     deps.say(err instanceof Error ? err.message : String(err));
     deps.say(`As ${user.name}, run: ${manual}`);
   }
+}
+
+/** The bridges and subnets of the other users' helper units banger wrote. */
+async function otherPins(
+  deps: SystemDeps,
+  user: UserInfo,
+): Promise<Array<{ user: string; bridge: string; subnet: string }>> {
+  const names = await fs.readdir(systemUnitDir(deps)).catch(() => [] as string[]);
+  const pins: Array<{ user: string; bridge: string; subnet: string }> = [];
+  for (const name of names.sort()) {
+    const m = /^banger-helper-(.+)\.service$/.exec(name);
+    if (!m?.[1] || m[1] === user.name) continue;
+    const file = await directFiles.read(path.join(systemUnitDir(deps), name));
+    if (file.kind !== "file" || !file.content.startsWith(UNIT_MARKER)) continue;
+    pins.push({ user: m[1], ...helperUnitPin(file.content) });
+  }
+  return pins;
+}
+
+/**
+ * Each user's helper gets its own bridge and subnet: the ones asked for (refused when another
+ * user's helper has them), else the ones this user's unit already has, else the first free
+ * banger<N> / 172.30.<N>.0/24.
+ */
+async function choosePin(
+  deps: SystemDeps,
+  user: UserInfo,
+  opts: InstallOptions,
+): Promise<{ bridge: string; subnet: string }> {
+  const others = await otherPins(deps, user);
+  const clash = (bridge: string, subnet: string) =>
+    others.find((o) => o.bridge === bridge || cidrsOverlap(o.subnet, subnet));
+  const own = await directFiles.read(path.join(systemUnitDir(deps), helperUnitName(user.name)));
+  const current =
+    own.kind === "file" && own.content.startsWith(UNIT_MARKER) ? helperUnitPin(own.content) : null;
+  if (opts.bridge !== undefined || opts.subnet !== undefined || current) {
+    const pin = makePin(
+      opts.bridge ?? current?.bridge ?? "banger0",
+      opts.subnet ?? current?.subnet ?? "172.30.0.0/24",
+    );
+    const taken = clash(pin.bridge, pin.subnet);
+    if (taken)
+      throw new BangerError(
+        ErrorCode.AlreadyExists,
+        `${taken.user}'s banger-helper already has bridge ${taken.bridge} with subnet ${taken.subnet}; ${user.name}'s helper needs its own (asked: ${pin.bridge} ${pin.subnet})`,
+        "pass another --bridge and --subnet, or leave both out and install picks free ones",
+      );
+    return { bridge: pin.bridge, subnet: pin.subnet };
+  }
+  for (let n = 0; n < 256; n++) {
+    const bridge = `banger${n}`;
+    const subnet = `172.30.${n}.0/24`;
+    if (!clash(bridge, subnet)) return { bridge, subnet };
+  }
+  throw new BangerError(
+    ErrorCode.Busy,
+    "no free banger<N> bridge with a 172.30.<N>.0/24 subnet is left for another helper",
+    "pass --bridge and --subnet yourself",
+  );
 }
 
 /** Enable (and start) a unit only when it is not already; restart it when its file changed. */

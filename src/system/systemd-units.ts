@@ -1,5 +1,6 @@
 import { pathToFileURL } from "node:url";
 import path from "node:path";
+import { DEFAULT_BRIDGE, DEFAULT_SUBNET } from "../net/pin.js";
 
 /** The first line of every unit banger writes: uninstall removes only files that carry it. */
 export const UNIT_MARKER = "# Written by 'banger system install'";
@@ -51,8 +52,22 @@ function docUrl(paths: UnitPaths, page: string): string {
  * The root helper for one user, as a system unit. Hardened down to what `ip`, `nft`/`iptables`
  * and handing the socket to the user need; everything else about the host is read-only.
  */
-export function helperUnit(user: string, paths: UnitPaths): string {
+export function helperUnit(
+  user: string,
+  paths: UnitPaths,
+  pin: { bridge: string; subnet: string },
+): string {
   const bin = path.join(paths.installDir, "bin", "banger-helper");
+  const args = [
+    paths.nodePath,
+    bin,
+    "--user",
+    user,
+    "--bridge",
+    pin.bridge,
+    "--subnet",
+    pin.subnet,
+  ];
   return `${UNIT_MARKER} for user ${user}; 'banger system uninstall' removes it.
 [Unit]
 Description=banger-helper for ${user}: bridge, tap and NAT steps for banger's unprivileged daemon
@@ -61,7 +76,8 @@ After=network.target
 
 [Service]
 Type=simple
-ExecStart=${execLine([paths.nodePath, bin, "--user", user])}
+# The one bridge and subnet this user's helper may manage; another user's helper gets others.
+ExecStart=${execLine(args)}
 Restart=on-failure
 RestartSec=2s
 # Every user's helper socket lives in /run/banger-helper: stopping one must not remove the others'.
@@ -97,6 +113,15 @@ SystemCallArchitectures=native
 [Install]
 WantedBy=multi-user.target
 `;
+}
+
+/** The `--bridge`/`--subnet` a helper unit passes; banger's defaults for units written before them. */
+export function helperUnitPin(content: string): { bridge: string; subnet: string } {
+  const exec = /^ExecStart=(.*)$/m.exec(content)?.[1] ?? "";
+  return {
+    bridge: / --bridge (\S+)/.exec(exec)?.[1] ?? DEFAULT_BRIDGE,
+    subnet: / --subnet (\S+)/.exec(exec)?.[1] ?? DEFAULT_SUBNET,
+  };
 }
 
 /** bangerd as a user unit: starts at login (or boot, with lingering) and comes back after a crash. */

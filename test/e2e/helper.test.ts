@@ -132,7 +132,16 @@ before(async () => {
   home.env.BANGER_HELPER_SOCKET = socket;
   helper = spawn(
     path.join(root, "bin", "banger-helper"),
-    ["--user", String(daemonUid), "--socket", socket],
+    [
+      "--user",
+      String(daemonUid),
+      "--bridge",
+      BRIDGE,
+      "--subnet",
+      "172.31.55.0/24",
+      "--socket",
+      socket,
+    ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   helper.stderr!.on("data", (c: Buffer) => (helperLog += c.toString("utf8")));
@@ -174,6 +183,17 @@ test(
       /this helper serves uid/,
     );
     assert.doesNotMatch((await run("ip", ["tuntap", "show"])).stdout, /bg-aaaaaaaaaaaa/);
+    // It serves only its pinned bridge and subnet: no host route, no masquerading the world.
+    await assert.rejects(
+      direct.ensureBridge(BRIDGE, "8.8.8.8/1"),
+      /serves only bridge banger-t5 with subnet 172\.31\.55\.0\/24/,
+    );
+    await assert.rejects(direct.ensureNat("0.0.0.0/0", BRIDGE), /serves only bridge banger-t5/);
+    await assert.rejects(direct.removeNat("banger-other"), /serves only bridge banger-t5/);
+    assert.doesNotMatch(
+      (await run("ip", ["-4", "route", "show"])).stdout,
+      /^0\.0\.0\.0\/1 |8\.8\.8\.8/m,
+    );
     const [asNobody, nobodyArgs] = asUser(NOBODY, path.join(root, "bin", "banger-helper"), [
       "--user",
       "nobody",
@@ -191,7 +211,10 @@ test(
     };
     const check = doctor.checks.find((c) => c.name === "helper");
     assert.equal(check?.status, "ok", JSON.stringify(check));
-    assert.match(check!.detail, /banger-helper answers at .*helper\.sock/);
+    assert.match(
+      check!.detail,
+      /banger-helper answers at .*helper\.sock \(serves uid \d+, bridge banger-t5, subnet 172\.31\.55\.0\/24\)/,
+    );
 
     // Starting the daemon fills the pool before any VM asks for a tap.
     await ok("vm", "list");
@@ -256,7 +279,7 @@ test(
     assert.equal(code, 0, `banger-helper exits cleanly on SIGTERM:\n${helperLog}`);
     helper = null;
     await assert.rejects(fs.stat(socket), /ENOENT/, "the helper removes its socket");
-    assert.deepEqual(await pgrep(`banger-helper --user ${daemonUid} --socket ${socket}`), []);
+    assert.deepEqual(await pgrep(`banger-helper --user ${daemonUid} --bridge`), []);
     assert.deepEqual(
       await pgrep(`bangerd`).then(async (pids) => {
         const ours: number[] = [];
@@ -273,8 +296,8 @@ test(
     assert.match(helperLog, /"method":"createTap"/);
     assert.equal(
       (helperLog.match(/refused or failed/g) ?? []).length,
-      2,
-      "only the two refusals above were refused",
+      5,
+      "only the five refusals above were refused",
     );
   },
 );
