@@ -1,7 +1,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { endpointSshArgs, shellQuote } from "../guest/ssh.js";
+import { endpointSshArgs, guestSshEnv, shellQuote } from "../guest/ssh.js";
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import { createInterface } from "node:readline/promises";
@@ -186,7 +186,7 @@ export function vmCommand(deps: CliDeps): Command {
       else if (process.stdin.isTTY) args.unshift("-t");
       // OpenSSH owns the terminal; its exit status becomes ours.
       const status = await new Promise<number>((resolve, reject) => {
-        const child = spawn("ssh", args, { stdio: "inherit" });
+        const child = spawn("ssh", args, { stdio: "inherit", env: guestSshEnv(process.env) });
         child.on("error", reject);
         child.on("close", (code, signal) => resolve(code ?? (signal ? 137 : 1)));
       });

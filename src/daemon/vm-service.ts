@@ -8,9 +8,9 @@ import { loadConfig } from "../config/config.js";
 import { MIN_MEMORY_BYTES, resolveVmDefaults } from "../config/vm-defaults.js";
 import { createRootOverlay, createWorkDisk } from "../disk/work-disk.js";
 import {
+  daemonSshOptions,
   ensureSshIdentity,
   forgetHostKey,
-  sshOptions,
   waitForSsh,
   type GuestTarget,
   type SshIdentity,
@@ -438,7 +438,7 @@ export class VmService {
             .run(
               "ssh",
               [
-                ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+                ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
                 "-o",
                 "BatchMode=yes",
                 `root@${handles.sshHost}`,
@@ -657,7 +657,7 @@ export class VmService {
     return this.deps.runner.run(
       "ssh",
       [
-        ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+        ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
         "-o",
         "BatchMode=yes",
         `root@${handles.sshHost}`,
