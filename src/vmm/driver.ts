@@ -17,7 +17,13 @@ export interface VmSpec {
   /** Per-VM directory for sockets, pid file and console log. */
   dir: string;
   network:
-    { mode: "user"; sshPort: number } | { mode: "tap"; tap: string; mac: string; ip: string };
+    | {
+        mode: "user";
+        sshPort: number;
+        /** With egress (--nat): the stream socket of banger's filter in front of passt. Without: QEMU's slirp, restricted. */
+        stream?: string;
+      }
+    | { mode: "tap"; tap: string; mac: string; ip: string };
 }
 
 /** What is true about a started VM right now; persisted as handles.json. */
@@ -29,6 +35,8 @@ export interface VmHandles {
   sshHost: string;
   sshPort: number;
   tap: string | null;
+  /** User-mode egress helpers (passt and banger's frame filter), detached like the VMM. */
+  userNet?: { passtPid: number; relayPid: number; socket: string } | null;
 }
 
 export interface Driver {

@@ -60,9 +60,14 @@ export function qemuArgs(spec: VmSpec): string[] {
   if (spec.network.mode === "user") {
     args.push(
       "-netdev",
-      `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.network.sshPort}-:22`,
+      spec.network.stream
+        ? // passt (behind banger's filter) gives egress and forwards SSH itself.
+          `stream,id=net0,server=off,addr.type=unix,addr.path=${spec.network.stream}`
+        : // restrict=on: no egress and no host (10.0.2.2 would be the host's 127.0.0.1); SSH still forwards.
+          `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${spec.network.sshPort}-:22`,
       "-device",
-      "virtio-net-device,netdev=net0",
+      // The MAC banger's filter announces to passt for the guest (QEMU's default, made explicit).
+      "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
     );
   } else {
     args.push(
