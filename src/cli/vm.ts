@@ -3,7 +3,6 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
 import { endpointSshArgs, guestSshEnv, shellQuote } from "../guest/ssh.js";
 import { spawn } from "node:child_process";
-import fs from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { formatSizeBytes, parseSize } from "../util/size.js";
 import { parseVcpu, resolvedDefaultsHelp, resolveSizing, vmSizingOptions } from "./vm-options.js";
@@ -13,6 +12,7 @@ import { createProgressRenderer } from "./progress.js";
 import { workspaceCommand } from "./vm-workspace.js";
 import { sessionCommand } from "./vm-session.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
+import { LogFollower, readConsole } from "../vmm/console-log.js";
 
 export function vmCommand(deps: CliDeps): Command {
   const vm = describeGroup(new Command("vm").enablePositionalOptions(), {
@@ -199,15 +199,14 @@ export function vmCommand(deps: CliDeps): Command {
     .option("-f, --follow", "keep printing new output")
     .action(async (name: string, opts: { follow?: boolean }) => {
       const { path: log } = await withDaemon(deps, (c) => c.call("vm.logs", { name }));
-      let offset = 0;
-      const dump = () => {
-        const data = fs.existsSync(log) ? fs.readFileSync(log) : Buffer.alloc(0);
-        if (data.length > offset) deps.out.stdout.write(data.subarray(offset));
-        offset = data.length;
-      };
-      dump();
-      if (!opts.follow) return;
-      await new Promise<never>(() => setInterval(dump, 500));
+      if (!opts.follow) {
+        deps.out.stdout.write(readConsole(log));
+        return;
+      }
+      // Only what is new is read at each poll, across the log's rotation.
+      const follower = new LogFollower(log, (chunk) => deps.out.stdout.write(chunk));
+      follower.poll();
+      await new Promise<never>(() => setInterval(() => follower.poll(), 500));
     });
 
   vm.command("stats")

@@ -27,6 +27,7 @@ import {
   type AccelDeps,
 } from "../system/accel.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
+import { DEFAULT_CONSOLE_LOG_BYTES } from "../vmm/console-log.js";
 import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
 import { BridgeNetwork } from "../net/network.js";
 import {
@@ -386,6 +387,7 @@ export class VmService {
         workDisk: path.join(dir, "work.ext4"),
         dir,
         network,
+        consoleLogBytes: config.consoleLogBytes,
       };
       progress({
         stage: "boot",
@@ -470,6 +472,7 @@ export class VmService {
         await this.driverOf(handles).stop(handles, this.deps.stopDeadlineMs ?? 30_000);
       }
       if (handles.userNet) await stopUserNat(handles.userNet, this.dirOf(row.id));
+      this.driverOf(handles).release?.(handles);
     }
     await this.deps.network?.detach(handles?.tap ?? null);
     await this.writeHandles(row, null);
@@ -739,6 +742,15 @@ export class VmService {
       const handles = await this.handlesOf(row);
       if (handles && (await this.driverOf(handles).status(handles)) === "running") {
         this.handles.set(row.id, handles);
+        const consoleBytes = await loadConfig(this.deps.layout.configFile).then(
+          (c) => c.consoleLogBytes,
+          () => DEFAULT_CONSOLE_LOG_BYTES,
+        );
+        await this.driverOf(handles)
+          .adopt?.(handles, consoleBytes)
+          .catch((err: unknown) =>
+            this.deps.log?.error({ err, vm: row.name }, "could not take the console back"),
+          );
         await this.deps.network
           ?.adopt(row, handles.tap)
           .catch((err: unknown) =>

@@ -54,22 +54,44 @@ async function helpersOfHome(): Promise<string[]> {
 
 /** In the guest: "open" when a TCP connection to host:port succeeds within 4 s, else "closed". */
 async function probe(vm: string, host: string, port: number): Promise<string> {
-  const r = await ok(
-    "vm",
-    "ssh",
-    vm,
-    "--",
-    "bash",
-    "-c",
-    `timeout 4 bash -c 'exec 3<>/dev/tcp/${host}/${port}' 2>/dev/null && echo open || echo closed`,
-  );
-  return r.stdout.trim();
+  return (await probeAll(vm, [`${host}:${port}`])).get(`${host}:${port}`) ?? "no answer";
 }
+
+/** Probes every host:port from the guest in one SSH call (they run in parallel there). */
+async function probeAll(vm: string, targets: string[]): Promise<Map<string, string>> {
+  const script = targets
+    .map((t) => {
+      const [h, p] = t.split(":");
+      return `(timeout 4 bash -c 'exec 3<>/dev/tcp/${h}/${p}' 2>/dev/null && echo "${t} open" || echo "${t} closed") &`;
+    })
+    .concat("wait")
+    .join("\n");
+  const r = await ok("vm", "ssh", vm, "--", "bash", "-c", script);
+  return new Map(
+    r.stdout
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" ") as [string, string]),
+  );
+}
+
+/** The console log's files, together. */
+async function consoleBytes(id: string): Promise<number> {
+  let total = 0;
+  for (const f of ["console.log", "console.log.1"])
+    total += (await fs.stat(path.join(home.layout.vmsDir, id, f)).catch(() => null))?.size ?? 0;
+  return total;
+}
+
+const vmId = async (name: string) =>
+  (JSON.parse((await ok("vm", "show", name, "--json")).stdout) as { id: string }).id;
 
 before(async () => {
   await ensureBuilt(root);
   home = await tempLayout("banger-e2e-bnd-");
   await useSharedDefaultImage(home);
+  await fs.mkdir(path.dirname(home.layout.configFile), { recursive: true });
+  await fs.writeFile(home.layout.configFile, `console_log_size = "1M"\n`);
   await listen("127.0.0.1");
   await listen("0.0.0.0");
   if (process.getuid?.() === 0) world = await outsideWorld();
@@ -92,10 +114,10 @@ test(
   async () => {
     // 10.0.2.2 is slirp's alias for the host's 127.0.0.1; the others are the host's own addresses.
     const hosts = ["10.0.2.2", ...[...hostIpv4Addresses()].filter((a) => !a.startsWith("127."))];
+    const targets = hosts.flatMap((h) => servers.map((s) => `${h}:${s.port}`));
     for (const vm of [ISOLATED, NAT]) {
-      for (const h of hosts)
-        for (const s of servers)
-          assert.equal(await probe(vm, h, s.port), "closed", `${vm} → ${h}:${s.port} (${s.host})`);
+      const got = await probeAll(vm, targets);
+      for (const t of targets) assert.equal(got.get(t), "closed", `${vm} → ${t}`);
     }
     for (const s of servers) assert.equal(s.accepted, 0, `server on ${s.host} was reached`);
   },
@@ -149,6 +171,14 @@ test(
     for (let i = 0; i < 100 && (await alive(daemonPid)); i++)
       await new Promise((r) => setTimeout(r, 50));
     assert.equal((await ok("vm", "ssh", NAT, "--", "echo", "still")).stdout.trim(), "still");
+    // The new daemon took the console back: what the guest prints now is recorded.
+    await ok("vm", "ssh", NAT, "--", "bash", "-c", "echo console-after-restart > /dev/ttyS0");
+    let seen = false;
+    for (let i = 0; i < 50 && !seen; i++) {
+      seen = (await ok("vm", "logs", NAT)).stdout.includes("console-after-restart");
+      if (!seen) await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.ok(seen, "console output after the daemon restart is in the log");
     if (world) {
       const fetch = `timeout 8 bash -c 'exec 3<>/dev/tcp/${world.address}/${world.port}; head -1 <&3'`;
       assert.equal(
@@ -161,5 +191,29 @@ test(
     assert.equal(await alive(handles.userNet.relayPid), false, "the filter stopped with the VM");
     const left = (await helpersOfHome()).filter((l) => l.includes(row.id));
     assert.deepEqual(left, [], "nothing of the stopped VM runs");
+  },
+);
+
+test(
+  "a guest flooding its serial console leaves at most console_log_size on disk",
+  { timeout: 600_000 },
+  async () => {
+    const id = await vmId(ISOLATED);
+    // 3 MiB through the guest's UART: six rotations of the 1 MiB bound (the UART does
+    // ~90 KiB/s under TCG here, so more would only cost time).
+    const flood = `timeout 300 sh -c 'head -c 3M /dev/zero | tr "\\000" x > /dev/ttyS0'; echo done`;
+    const t0 = Date.now();
+    assert.equal(
+      (await ok("vm", "ssh", ISOLATED, "--", "bash", "-c", flood)).stdout.trim(),
+      "done",
+    );
+    const seconds = (Date.now() - t0) / 1000;
+    const bytes = await consoleBytes(id);
+    assert.ok(bytes <= 1024 * 1024, `${bytes} bytes of console on disk (bound 1 MiB)`);
+    assert.ok(bytes >= 512 * 1024, `${bytes}: the newest half at least`);
+    const logs = await ok("vm", "logs", ISOLATED);
+    assert.ok(logs.stdout.length <= 1024 * 1024, "vm logs prints at most the bound");
+    assert.ok(logs.stdout.endsWith("xxxx"), "and the newest output");
+    process.stdout.write(`# 3 MiB to ttyS0 in ${seconds.toFixed(1)} s; ${bytes} bytes kept\n`);
   },
 );
