@@ -102,3 +102,15 @@ test("the daemon never gets the agent; the CLI's ssh gets no secrets SendEnv cou
   const cli = guestSshEnv({ ...env, LANG: "C.UTF-8", LC_ALL: "C", TERM: "xterm" });
   assert.deepEqual(Object.keys(cli).sort(), ["HOME", "LANG", "LC_ALL", "PATH", "TERM"]);
 });
+
+test("the daemon's code builds its ssh argv only with the -F /dev/null builders", async () => {
+  // A daemon-side call that used the CLI's builder would read the user's ~/.ssh/config.
+  const root = new URL("../src/", import.meta.url);
+  for (const dir of ["daemon", "guest"]) {
+    for (const file of await fs.readdir(new URL(`${dir}/`, root))) {
+      if (!file.endsWith(".ts") || file === "ssh.ts") continue;
+      const text = await fs.readFile(new URL(`${dir}/${file}`, root), "utf8");
+      assert.doesNotMatch(text, /[^A-Za-z]sshOptions\(|endpointSshArgs\(/, `${dir}/${file}`);
+    }
+  }
+});

@@ -119,6 +119,25 @@ test(
       const got = await probeAll(vm, targets);
       for (const t of targets) assert.equal(got.get(t), "closed", `${vm} → ${t}`);
     }
+    // A root guest writes frames itself: SYNs to 127.0.0.1 and 0.0.0.0, past its own routing.
+    const forge = Buffer.from(
+      await fs.readFile(path.join(root, "test/e2e/fixtures/forge-syn.pl")),
+    ).toString("base64");
+    for (const vm of [ISOLATED, NAT])
+      for (const dst of ["127.0.0.1", "0.0.0.0"])
+        for (const s of servers) {
+          const r = await ok(
+            "vm",
+            "ssh",
+            vm,
+            "--",
+            "bash",
+            "-c",
+            `echo ${forge} | base64 -d > /tmp/forge.pl && perl /tmp/forge.pl ${dst} ${s.port}`,
+          );
+          assert.match(r.stdout, /sent 3 SYNs/);
+        }
+    await new Promise((r) => setTimeout(r, 2000));
     for (const s of servers) assert.equal(s.accepted, 0, `server on ${s.host} was reached`);
   },
 );
