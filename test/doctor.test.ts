@@ -77,6 +77,7 @@ function doctorDeps(over: Partial<DoctorDeps> = {}): DoctorDeps {
       "mkfs.ext4": "mke2fs 1.47.0 (5-Feb-2023)",
       debugfs: "debugfs 1.47.0",
       ssh: "OpenSSH_9.2p1",
+      passt: "",
     }),
     accel: accelDeps(VMX, true),
     canOpenRw: async () => true,
@@ -103,7 +104,7 @@ test("doctor: a complete KVM host is all ok", async () => {
   );
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    ["node", "accel", "qemu", "e2fsprogs", "ssh", "tun", "helper", "vm defaults"],
+    ["node", "accel", "qemu", "e2fsprogs", "ssh", "passt", "tun", "helper", "vm defaults"],
   );
 });
 
@@ -179,6 +180,16 @@ test("doctor: missing tools, old e2fsprogs and old node fail with a fix", async 
   );
 });
 
+test("doctor: without passt, --nat on user-mode networking is a warning with the fix", async () => {
+  const report = await runChecks(
+    defaultChecks(doctorDeps({ runner: fakeRunner({ ssh: "OpenSSH_9.2p1" }) })),
+  );
+  const passt = report.checks.find((c) => c.name === "passt")!;
+  assert.equal(passt.status, "warn");
+  assert.match(passt.detail, /--nat/);
+  assert.match(passt.fix ?? "", /apt-get install passt/);
+});
+
 test("doctor: a check that throws or hangs is a failure, not a crash", async () => {
   const report = await runChecks(
     [
@@ -210,7 +221,7 @@ test("doctor: the real checks run on this machine", async () => {
       nodeVersion: process.version,
     }),
   );
-  assert.equal(report.checks.length, 8);
+  assert.equal(report.checks.length, 9);
   for (const check of report.checks) assert.ok(["ok", "warn", "fail"].includes(check.status));
 });
 

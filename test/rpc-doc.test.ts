@@ -23,6 +23,7 @@ test("every registered method has a handler", async () => {
       deps: { version: "0", log, env: home.env },
       startedAt: new Date(),
       layout: home.layout,
+      addCloser() {},
     };
     const handlers = buildHandlers(fakeDaemon as unknown as Parameters<typeof buildHandlers>[0]);
     assert.deepEqual(Object.keys(handlers).sort(), [...methodNames].sort());

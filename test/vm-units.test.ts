@@ -80,7 +80,22 @@ test("the QEMU command line: microvm, virtio-mmio disks, QMP, daemonized, TCG or
   assert.match(args, /virtio-blk-device,drive=work/);
   assert.match(args, /-qmp unix:\/v\/qmp\.sock,server=on,wait=off/);
   assert.match(args, /-daemonize/);
-  assert.match(args, /hostfwd=tcp:127\.0\.0\.1:2222-:22/);
+  // The console: a socket the daemon reads into a bounded log, the guest held (-S) until it does.
+  assert.match(args, /-chardev socket,id=console,path=\/v\/console\.sock,server=on,wait=off/);
+  assert.match(args, /-serial chardev:console/);
+  assert.match(args, / -S /);
+  assert.ok(!args.includes("file:"), "no console file QEMU would grow without bound");
+  assert.match(args, /-netdev user,id=net0,restrict=on,hostfwd=tcp:127\.0\.0\.1:2222-:22/);
+  // With --nat: passt behind banger's filter, reached over a stream socket; no slirp at all.
+  const nat = qemuArgs({
+    ...spec,
+    network: { mode: "user", sshPort: 2222, stream: "/v/net.sock" },
+  });
+  assert.match(
+    nat.join(" "),
+    /-netdev stream,id=net0,server=off,addr\.type=unix,addr\.path=\/v\/net\.sock/,
+  );
+  assert.ok(!nat.some((a) => a.startsWith("user,")), "no slirp");
   assert.match(qemuArgs({ ...spec, accel: "kvm" }).join(" "), /-accel kvm -cpu host/);
 });
 

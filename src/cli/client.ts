@@ -22,6 +22,7 @@ import {
   type ResultOf,
 } from "../api/methods.js";
 import type { Layout } from "../paths/layout.js";
+import { withoutAgent } from "../guest/ssh.js";
 
 export interface CallOptions {
   onProgress?: (report: ProgressReport) => void;
@@ -166,7 +167,8 @@ export async function startDaemon(deps: ConnectDeps): Promise<number> {
   const child = spawn(process.execPath, [deps.daemonBin ?? defaultDaemonBin()], {
     detached: true,
     stdio: ["ignore", logFd, logFd],
-    env: deps.env,
+    // The daemon runs ssh toward untrusted guests: it never gets the user's agent.
+    env: withoutAgent(deps.env),
   });
   fs.closeSync(logFd);
   let exited: number | null = null;

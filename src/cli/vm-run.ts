@@ -5,7 +5,7 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import { randomVmName } from "../api/vm-names.js";
 import { checkBranchName, findRepo, guestDirFor, resolveCommit } from "../guest/workspace.js";
 import { createCommandRunner } from "../system/runner.js";
-import { endpointSshArgs, shellQuote } from "../guest/ssh.js";
+import { endpointSshArgs, guestSshEnv, shellQuote } from "../guest/ssh.js";
 import type { DaemonClient } from "./client.js";
 import { ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
@@ -81,7 +81,7 @@ async function checkRepo(repo: string, opts: RunOptions): Promise<void> {
 /** Exit status of the local ssh: the remote command's, 255 for ssh's own failure, 128+n for a signal. */
 function runSsh(args: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn("ssh", args, { stdio: "inherit" });
+    const child = spawn("ssh", args, { stdio: "inherit", env: guestSshEnv(process.env) });
     child.on("error", (err) =>
       reject(
         new BangerError(

@@ -4,7 +4,7 @@ import { StringDecoder } from "node:string_decoder";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { SessionInfo } from "../api/methods.js";
 import { sessionError, sessionRemoteCommand, type SessionVerb } from "../guest/sessions.js";
-import { endpointSshArgs } from "../guest/ssh.js";
+import { endpointSshArgs, guestSshEnv } from "../guest/ssh.js";
 import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { visible } from "../util/terminal-text.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
@@ -219,7 +219,10 @@ async function spawnSessionScript(
     ...endpointSshArgs(vm, target, ["-o", "BatchMode=yes"]),
     sessionRemoteCommand(verb),
   ];
-  const child = spawn("ssh", args, { stdio: ["pipe", "pipe", "pipe"] });
+  const child = spawn("ssh", args, {
+    stdio: ["pipe", "pipe", "pipe"],
+    env: guestSshEnv(process.env),
+  });
   child.stdout.on("data", (c: Buffer) => deps.out.stdout.write(c));
   child.stdin.on("error", () => {}); // ssh gone before we stop writing
   return child;

@@ -1,9 +1,8 @@
 import { Command } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { endpointSshArgs, shellQuote } from "../guest/ssh.js";
+import { endpointSshArgs, guestSshEnv, shellQuote } from "../guest/ssh.js";
 import { spawn } from "node:child_process";
-import fs from "node:fs";
 import { createInterface } from "node:readline/promises";
 import { formatSizeBytes, parseSize } from "../util/size.js";
 import { parseVcpu, resolvedDefaultsHelp, resolveSizing, vmSizingOptions } from "./vm-options.js";
@@ -14,6 +13,7 @@ import { workspaceCommand } from "./vm-workspace.js";
 import { sessionCommand } from "./vm-session.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 import { visibleLines } from "../util/terminal-text.js";
+import { LogFollower, readConsole } from "../vmm/console-log.js";
 
 export function vmCommand(deps: CliDeps): Command {
   const vm = describeGroup(new Command("vm").enablePositionalOptions(), {
@@ -187,7 +187,7 @@ export function vmCommand(deps: CliDeps): Command {
       else if (process.stdin.isTTY) args.unshift("-t");
       // OpenSSH owns the terminal; its exit status becomes ours.
       const status = await new Promise<number>((resolve, reject) => {
-        const child = spawn("ssh", args, { stdio: "inherit" });
+        const child = spawn("ssh", args, { stdio: "inherit", env: guestSshEnv(process.env) });
         child.on("error", reject);
         child.on("close", (code, signal) => resolve(code ?? (signal ? 137 : 1)));
       });
@@ -200,15 +200,14 @@ export function vmCommand(deps: CliDeps): Command {
     .option("-f, --follow", "keep printing new output")
     .action(async (name: string, opts: { follow?: boolean }) => {
       const { path: log } = await withDaemon(deps, (c) => c.call("vm.logs", { name }));
-      let offset = 0;
-      const dump = () => {
-        const data = fs.existsSync(log) ? fs.readFileSync(log) : Buffer.alloc(0);
-        if (data.length > offset) deps.out.stdout.write(data.subarray(offset));
-        offset = data.length;
-      };
-      dump();
-      if (!opts.follow) return;
-      await new Promise<never>(() => setInterval(dump, 500));
+      if (!opts.follow) {
+        deps.out.stdout.write(readConsole(log));
+        return;
+      }
+      // Only what is new is read at each poll, across the log's rotation.
+      const follower = new LogFollower(log, (chunk) => deps.out.stdout.write(chunk));
+      follower.poll();
+      await new Promise<never>(() => setInterval(() => follower.poll(), 500));
     });
 
   vm.command("stats")

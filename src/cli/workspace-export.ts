@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { guestSshEnv } from "../guest/ssh.js";
 import type { Writable } from "node:stream";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { GUEST_REPLY_MAX_BYTES, GuestOutputTooLargeError } from "../guest/output.js";
@@ -115,6 +116,8 @@ export function streamExport(
     const child = spawn("ssh", [...opts.sshArgs, opts.command], {
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
+      // SendEnv lines in the user's ssh config cannot be cleared from the command line.
+      env: guestSshEnv(process.env),
     });
     const parser = new ExportStreamParser(opts.vm, opts.nameOnly);
     let failure: unknown = null;

@@ -31,6 +31,8 @@ export interface Config {
     helperSocket: string | null;
   };
   fileSync: FileSyncEntry[];
+  /** A VM's serial console keeps the newest this many bytes on disk (console_log_size). */
+  consoleLogBytes: number;
 }
 
 export function defaultConfig(): Config {
@@ -47,10 +49,19 @@ export function defaultConfig(): Config {
       helperSocket: null,
     },
     fileSync: [],
+    consoleLogBytes: 4 * 1024 * 1024,
   };
 }
 
-const TOP_KEYS = ["default_image_name", "vmm", "accel", "vm_defaults", "network", "file_sync"];
+const TOP_KEYS = [
+  "default_image_name",
+  "vmm",
+  "accel",
+  "vm_defaults",
+  "network",
+  "file_sync",
+  "console_log_size",
+];
 const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
 const NETWORK_KEYS = ["bridge", "subnet", "dns_port", "tap_pool_size", "helper_socket"];
 const FILE_SYNC_KEYS = ["host", "guest", "mode"];
@@ -113,6 +124,13 @@ export function parseConfig(text: string, source: string): Config {
     config.vmm = oneOf(raw.vmm, ["auto", "qemu", "firecracker"] as const, "vmm", fail);
   if (raw.accel !== undefined)
     config.accel = oneOf(raw.accel, ["auto", "kvm", "tcg"] as const, "accel", fail);
+
+  if (raw.console_log_size !== undefined) {
+    const bytes = size(raw.console_log_size, "console_log_size", fail);
+    if (bytes < 64 * 1024 || bytes > 1024 ** 3)
+      fail("console_log_size", `${String(raw.console_log_size)} must be from 64K to 1G`);
+    config.consoleLogBytes = bytes;
+  }
 
   if (raw.vm_defaults !== undefined) {
     const t = table(raw.vm_defaults, "vm_defaults", fail);

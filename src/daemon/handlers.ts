@@ -15,6 +15,7 @@ import { VmService } from "./vm-service.js";
 import { WorkspaceService } from "./workspace-service.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
+import { ConsoleRecorders } from "../vmm/console-log.js";
 
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
@@ -73,6 +74,9 @@ export function buildHandlers(daemon: Daemon): Handlers {
         network = null;
       }
     }
+    // The daemon reads every QEMU console into a bounded log; VMs keep running without it.
+    const consoles = new ConsoleRecorders(daemon.deps.log);
+    daemon.addCloser(async () => consoles.closeAll());
     const vms = new VmService({
       store,
       layout: daemon.layout,
@@ -80,7 +84,7 @@ export function buildHandlers(daemon: Daemon): Handlers {
       images,
       kernels,
       drivers: {
-        qemu: daemon.deps.driver ?? new QemuDriver(runner),
+        qemu: daemon.deps.driver ?? new QemuDriver(runner, consoles),
         firecracker: new FirecrackerDriver(runner),
       },
       pickVmm: async () => {

@@ -1,5 +1,6 @@
 import pino from "pino";
 import { BangerError } from "../api/errors.js";
+import { AGENT_ENV } from "../guest/ssh.js";
 import { resolveLayout } from "../paths/layout.js";
 import { bangerVersion } from "../version.js";
 import { buildHandlers } from "./handlers.js";
@@ -7,6 +8,9 @@ import { Daemon } from "./server.js";
 
 /** bangerd: runs in the foreground; `banger` starts it detached with output sent to the daemon log. */
 export async function main(): Promise<void> {
+  // However it was started (systemd imports the session's environment), the daemon and every
+  // ssh it runs toward a guest never hold the user's agent socket.
+  for (const k of AGENT_ENV) delete process.env[k];
   const log = pino({ name: "bangerd" }, pino.destination(2));
   const layout = resolveLayout();
   let daemon: Daemon | null = null;

@@ -8,9 +8,9 @@ import { loadConfig } from "../config/config.js";
 import { MIN_MEMORY_BYTES, resolveVmDefaults } from "../config/vm-defaults.js";
 import { createRootOverlay, createWorkDisk } from "../disk/work-disk.js";
 import {
+  daemonSshOptions,
   ensureSshIdentity,
   forgetHostKey,
-  sshOptions,
   waitForSsh,
   type GuestTarget,
   type SshIdentity,
@@ -33,8 +33,16 @@ import {
   GuestOutputTooLargeError,
   rethrowGuestOutput,
 } from "../guest/output.js";
+import { DEFAULT_CONSOLE_LOG_BYTES } from "../vmm/console-log.js";
 import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
 import { BridgeNetwork } from "../net/network.js";
+import {
+  startUserNat,
+  stopUserNat,
+  userNatRunning,
+  USER_NET,
+  type UserNatHandles,
+} from "../net/user-nat.js";
 import { KeyedLock } from "./locks.js";
 import { randomVmName, VM_NAME } from "../api/vm-names.js";
 
@@ -351,10 +359,15 @@ export class VmService {
         ];
         ip = att.ip;
       } else {
-        // Rootless user-mode networking: QEMU's own NAT, SSH forwarded on 127.0.0.1.
+        // Rootless user-mode networking, SSH forwarded on 127.0.0.1: QEMU's slirp restricted
+        // (no egress, no host) without --nat; passt behind banger's frame filter with it.
         network = { mode: "user", sshPort: await freePort() };
-        netArgs = ["banger.ip=10.0.2.15/24", "banger.gw=10.0.2.2", "banger.dns=10.0.2.3"];
-        ip = "10.0.2.15";
+        netArgs = [
+          `banger.ip=${USER_NET.ip}/${USER_NET.prefix}`,
+          `banger.gw=${USER_NET.gateway}`,
+          `banger.dns=${USER_NET.dns}`,
+        ];
+        ip = USER_NET.ip;
       }
       const cmdline = [
         kernel.cmdline ?? "console=ttyS0 reboot=t panic=-1 rw",
@@ -380,15 +393,23 @@ export class VmService {
         workDisk: path.join(dir, "work.ext4"),
         dir,
         network,
+        consoleLogBytes: config.consoleLogBytes,
       };
       progress({
         stage: "boot",
         message: `${driver.name}, ${accel === "kvm" ? "KVM" : "software emulation (TCG)"}`,
       });
       let handles: VmHandles;
+      let userNet: UserNatHandles | null = null;
       try {
-        handles = await driver.start(spec);
+        if (network.mode === "user" && row.nat && driver.name === "qemu") {
+          progress({ stage: "network", message: "passt (user-mode egress)" });
+          userNet = await startUserNat({ dir, sshPort: network.sshPort, runner: this.deps.runner });
+          spec.network = { ...network, stream: userNet.socket };
+        }
+        handles = { ...(await driver.start(spec)), ...(userNet ? { userNet } : {}) };
       } catch (err) {
+        if (userNet) await stopUserNat(userNet, dir).catch(() => undefined);
         if (network.mode === "tap") await bridge?.detach(network.tap, { failed: true });
         throw err;
       }
@@ -444,7 +465,7 @@ export class VmService {
             .run(
               "ssh",
               [
-                ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+                ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
                 "-o",
                 "BatchMode=yes",
                 `root@${handles.sshHost}`,
@@ -456,6 +477,8 @@ export class VmService {
         }
         await this.driverOf(handles).stop(handles, this.deps.stopDeadlineMs ?? 30_000);
       }
+      if (handles.userNet) await stopUserNat(handles.userNet, this.dirOf(row.id));
+      this.driverOf(handles).release?.(handles);
     }
     await this.deps.network?.detach(handles?.tap ?? null);
     await this.writeHandles(row, null);
@@ -665,7 +688,7 @@ export class VmService {
       .run(
         "ssh",
         [
-          ...sshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+          ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
           "-o",
           "BatchMode=yes",
           `root@${handles.sshHost}`,
@@ -742,15 +765,28 @@ export class VmService {
       const handles = await this.handlesOf(row);
       if (handles && (await this.driverOf(handles).status(handles)) === "running") {
         this.handles.set(row.id, handles);
+        const consoleBytes = await loadConfig(this.deps.layout.configFile).then(
+          (c) => c.consoleLogBytes,
+          () => DEFAULT_CONSOLE_LOG_BYTES,
+        );
+        await this.driverOf(handles)
+          .adopt?.(handles, consoleBytes)
+          .catch((err: unknown) =>
+            this.deps.log?.error({ err, vm: row.name }, "could not take the console back"),
+          );
         await this.deps.network
           ?.adopt(row, handles.tap)
           .catch((err: unknown) =>
             this.deps.log?.error({ err, vm: row.name }, "could not restore NAT"),
           );
+        if (handles.userNet && !(await userNatRunning(handles.userNet, this.dirOf(row.id))))
+          this.deps.log?.error({ vm: row.name }, "passt or the network filter is gone: no egress");
         this.deps.log?.info({ vm: row.name, pid: handles.pid }, "adopted running VM");
         continue;
       }
       await fsp.rm(path.join(this.dirOf(row.id), "qmp.sock"), { force: true });
+      if (handles?.userNet)
+        await stopUserNat(handles.userNet, this.dirOf(row.id)).catch(() => undefined);
       await this.deps.network?.detach(handles?.tap ?? null).catch(() => undefined);
       await this.writeHandles(row, null);
       this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });

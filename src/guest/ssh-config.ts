@@ -18,6 +18,18 @@ export function bangerSshConfig(opts: {
     "  IdentitiesOnly yes",
     `  UserKnownHostsFile ${opts.knownHostsFile}`,
     "  StrictHostKeyChecking accept-new",
+    // Above the user's own Host blocks (first value wins): a guest never gets the agent, X11,
+    // forwards from the config, a local command or a shared master connection.
+    "  ForwardAgent no",
+    "  ForwardX11 no",
+    "  ForwardX11Trusted no",
+    "  ClearAllForwardings yes",
+    "  PermitLocalCommand no",
+    "  LocalCommand none",
+    "  ControlMaster no",
+    "  ControlPath none",
+    "  ControlPersist no",
+    "  IdentityAgent none",
     // The proxy asks bangerd where the VM is, so this works with bridge and user-mode networking alike.
     `  ProxyCommand ${opts.bangerBin} internal ssh-proxy %h`,
     "",

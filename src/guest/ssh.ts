@@ -55,7 +55,7 @@ export interface GuestTarget {
 /** OpenSSH arguments up to and including the destination, non-interactive (no password prompts). */
 export function guestSshArgs(target: GuestTarget): string[] {
   return [
-    ...sshOptions(target.identity, target.vmName, target.port),
+    ...daemonSshOptions(target.identity, target.vmName, target.port),
     "-o",
     "BatchMode=yes",
     // A VM deleted under a running import must not leave ssh waiting for its deadline.
@@ -97,9 +97,48 @@ export function endpointSshArgs(
 /** The alias a VM's host key is pinned under in banger's known_hosts. */
 export const hostKeyAlias = (vmName: string) => `${vmName}.vm`;
 
-/** OpenSSH options that reach a VM with banger's key, pinning its host key on first contact. */
+/**
+ * What banger's own ssh never does toward an untrusted guest, whatever the user's
+ * ~/.ssh/config says: command-line options win over every config file. No agent or
+ * X11 forwarding, no forwards from the config, no local commands, no shared master
+ * connection (a guest could ride it), no proxy (the VM's address is banger's to pick).
+ */
+export const GUEST_SAFE_SSH_OPTIONS: readonly string[] = [
+  "ForwardAgent=no",
+  "ForwardX11=no",
+  "ForwardX11Trusted=no",
+  "ClearAllForwardings=yes",
+  "PermitLocalCommand=no",
+  "LocalCommand=none",
+  "ControlMaster=no",
+  "ControlPath=none",
+  "ControlPersist=no",
+  "ProxyCommand=none",
+  "ProxyJump=none",
+  "Tunnel=no",
+  "GSSAPIDelegateCredentials=no",
+  "RemoteCommand=none",
+  "KnownHostsCommand=none",
+  "UpdateHostKeys=no",
+  // banger's key is a file; the user's agent is never asked (nor offered to the guest).
+  "IdentityAgent=none",
+  // SetEnv's first value wins and "none" is not accepted: a harmless one keeps the config's out.
+  "SetEnv=BANGER=1",
+];
+
+/**
+ * The environment the CLI's ssh toward a guest runs with: SendEnv in the user's config adds
+ * up and cannot be cleared from the command line, so what it could send is not there.
+ */
+export function guestSshEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const keep = /^(PATH|HOME|USER|LOGNAME|TERM|COLORTERM|LANG|LANGUAGE|LC_[A-Z_]+|TZ|TMPDIR)$/;
+  return Object.fromEntries(Object.entries(env).filter(([k]) => keep.test(k)));
+}
+
+/** OpenSSH options that reach a VM with banger's key, pinning its host key on first contact (CLI side: the user's config still applies to the rest). */
 export function sshOptions(identity: SshIdentity, vmName: string, port: number): string[] {
   return [
+    ...GUEST_SAFE_SSH_OPTIONS.flatMap((o) => ["-o", o]),
     "-i",
     identity.privateKey,
     "-p",
@@ -117,6 +156,21 @@ export function sshOptions(identity: SshIdentity, vmName: string, port: number):
     "-o",
     "ConnectTimeout=5",
   ];
+}
+
+/** Variables that hand the user's ssh agent to whoever reads them; the daemon never holds them. */
+export const AGENT_ENV = ["SSH_AUTH_SOCK", "SSH_AGENT_PID"] as const;
+
+/** `env` without the user's agent: what bangerd is started with (and what it leaves itself at start). */
+export function withoutAgent(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const out = { ...env };
+  for (const k of AGENT_ENV) delete out[k];
+  return out;
+}
+
+/** The daemon's ssh: no config file at all (-F /dev/null), then the same options as the CLI's. */
+export function daemonSshOptions(identity: SshIdentity, vmName: string, port: number): string[] {
+  return ["-F", "/dev/null", ...sshOptions(identity, vmName, port)];
 }
 
 /** Forget a deleted VM's host key so a new VM of the same name is not refused. */
@@ -174,7 +228,7 @@ export async function waitForSsh(opts: {
         .run(
           "ssh",
           [
-            ...sshOptions(opts.identity, opts.vmName, opts.port),
+            ...daemonSshOptions(opts.identity, opts.vmName, opts.port),
             "-o",
             "BatchMode=yes",
             `root@${opts.host}`,

@@ -169,6 +169,19 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
       },
     },
     {
+      name: "passt",
+      async run() {
+        // Only user-mode VMs with --nat need it; everything else works without.
+        if (!(await runner.which("passt")))
+          return {
+            status: "warn",
+            detail: "passt not found: --nat VMs cannot start on user-mode networking",
+            fix: APT_FIX("passt"),
+          };
+        return { status: "ok", detail: "passt: user-mode VMs can have --nat egress" };
+      },
+    },
+    {
       name: "tun",
       async run() {
         return (await deps.canOpenRw("/dev/net/tun"))

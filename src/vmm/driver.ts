@@ -16,8 +16,16 @@ export interface VmSpec {
   workDisk: string;
   /** Per-VM directory for sockets, pid file and console log. */
   dir: string;
+  /** The console log keeps the newest this many bytes (config console_log_size). */
+  consoleLogBytes?: number;
   network:
-    { mode: "user"; sshPort: number } | { mode: "tap"; tap: string; mac: string; ip: string };
+    | {
+        mode: "user";
+        sshPort: number;
+        /** With egress (--nat): the stream socket of banger's filter in front of passt. Without: QEMU's slirp, restricted. */
+        stream?: string;
+      }
+    | { mode: "tap"; tap: string; mac: string; ip: string };
 }
 
 /** What is true about a started VM right now; persisted as handles.json. */
@@ -26,9 +34,13 @@ export interface VmHandles {
   pid: number;
   controlSocket: string;
   consoleLog: string;
+  /** QEMU: the console's socket, which the daemon reads into a bounded log (absent: an older plain file). */
+  consoleSocket?: string;
   sshHost: string;
   sshPort: number;
   tap: string | null;
+  /** User-mode egress helpers (passt and banger's frame filter), detached like the VMM. */
+  userNet?: { passtPid: number; relayPid: number; socket: string } | null;
 }
 
 export interface Driver {
@@ -39,5 +51,9 @@ export interface Driver {
   kill(handles: VmHandles): Promise<void>;
   /** Is this VMM process alive and is it the one the handles describe? */
   status(handles: VmHandles): Promise<"running" | "stopped">;
+  /** A running VM found at daemon start-up: take its console back (and let it run). */
+  adopt?(handles: VmHandles, consoleLogBytes: number): Promise<void>;
+  /** The VM is gone: let go of what the daemon held for it (its console). */
+  release?(handles: VmHandles): void;
   describe(): Promise<string>;
 }

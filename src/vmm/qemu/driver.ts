@@ -5,6 +5,7 @@ import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../driver.js";
 import { killVmm, vmmStatus, waitForExit } from "../process.js";
+import { ConsoleRecorders, DEFAULT_CONSOLE_LOG_BYTES } from "../console-log.js";
 import { qmpExecute } from "./qmp.js";
 
 const MiB = 1024 * 1024;
@@ -32,8 +33,13 @@ export function qemuArgs(spec: VmSpec): string[] {
     "-display",
     "none",
     "-no-reboot",
+    // The console goes to a socket the daemon reads into a bounded log (a file would grow
+    // with whatever the guest prints); -S holds the guest until the daemon is reading.
+    "-chardev",
+    `socket,id=console,path=${path.join(spec.dir, "console.sock")},server=on,wait=off`,
     "-serial",
-    `file:${path.join(spec.dir, "console.log")}`,
+    "chardev:console",
+    "-S",
     "-kernel",
     kernel,
     ...(spec.kernel.initrd ? ["-initrd", spec.kernel.initrd] : []),
@@ -60,9 +66,14 @@ export function qemuArgs(spec: VmSpec): string[] {
   if (spec.network.mode === "user") {
     args.push(
       "-netdev",
-      `user,id=net0,hostfwd=tcp:127.0.0.1:${spec.network.sshPort}-:22`,
+      spec.network.stream
+        ? // passt (behind banger's filter) gives egress and forwards SSH itself.
+          `stream,id=net0,server=off,addr.type=unix,addr.path=${spec.network.stream}`
+        : // restrict=on: no egress and no host (10.0.2.2 would be the host's 127.0.0.1); SSH still forwards.
+          `user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:${spec.network.sshPort}-:22`,
       "-device",
-      "virtio-net-device,netdev=net0",
+      // The MAC banger's filter announces to passt for the guest (QEMU's default, made explicit).
+      "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
     );
   } else {
     args.push(
@@ -79,7 +90,10 @@ export function qemuArgs(spec: VmSpec): string[] {
 export class QemuDriver implements Driver {
   readonly name = "qemu" as const;
 
-  constructor(private readonly runner: CommandRunner) {}
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly consoles: ConsoleRecorders = new ConsoleRecorders(),
+  ) {}
 
   async start(spec: VmSpec): Promise<VmHandles> {
     const binary = await this.runner.which("qemu-system-x86_64");
@@ -93,6 +107,7 @@ export class QemuDriver implements Driver {
     const pidFile = path.join(spec.dir, "qemu.pid");
     await fsp.rm(pidFile, { force: true });
     await fsp.rm(path.join(spec.dir, "qmp.sock"), { force: true });
+    await fsp.rm(path.join(spec.dir, "console.sock"), { force: true });
     // -daemonize: the parent exits once the VM is set up (errors go to its stderr); the child is re-parented away from us.
     const stderr = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
       const child = spawn(binary, qemuArgs(spec), { stdio: ["ignore", "ignore", "pipe"] });
@@ -113,15 +128,40 @@ export class QemuDriver implements Driver {
       );
     }
     const pid = Number.parseInt((await fsp.readFile(pidFile, "utf8")).trim(), 10);
-    return {
+    const handles: VmHandles = {
       vmm: "qemu",
       pid,
       controlSocket: path.join(spec.dir, "qmp.sock"),
       consoleLog: path.join(spec.dir, "console.log"),
+      consoleSocket: path.join(spec.dir, "console.sock"),
       sshHost: spec.network.mode === "user" ? "127.0.0.1" : spec.network.ip,
       sshPort: spec.network.mode === "user" ? spec.network.sshPort : 22,
       tap: spec.network.mode === "tap" ? spec.network.tap : null,
     };
+    try {
+      await this.adopt(handles, spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES);
+    } catch (err) {
+      await this.kill(handles);
+      this.release(handles);
+      throw err;
+    }
+    return handles;
+  }
+
+  async adopt(handles: VmHandles, consoleLogBytes: number): Promise<void> {
+    if (handles.consoleSocket)
+      await this.consoles.attach(
+        handles.controlSocket,
+        handles.consoleSocket,
+        handles.consoleLog,
+        consoleLogBytes,
+      );
+    // Started with -S (or left paused by a daemon that died before this): run.
+    await qmpExecute(handles.controlSocket, "cont");
+  }
+
+  release(handles: VmHandles): void {
+    this.consoles.detach(handles.controlSocket);
   }
 
   status(handles: VmHandles): Promise<"running" | "stopped"> {
