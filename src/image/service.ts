@@ -408,15 +408,12 @@ export class ImageService {
       } else {
         // Loose kernel files become a kernel of their own, named after the image.
         kernelRef = `${req.name}-kernel`;
-        const dir = await fsp.mkdtemp(path.join(this.deps.layout.stateDir, "register-"));
-        try {
-          await fsp.symlink(path.resolve(req.kernel!), path.join(dir, "vmlinuz"));
-          if (req.initrd) await fsp.symlink(path.resolve(req.initrd), path.join(dir, "initrd.img"));
-          if (req.modules) await fsp.symlink(path.resolve(req.modules), path.join(dir, "modules"));
-          await this.deps.kernels.import(kernelRef, dir);
-        } finally {
-          await fsp.rm(dir, { recursive: true, force: true });
-        }
+        // Each file is checked (regular, not a FIFO or device) as it is copied.
+        await this.deps.kernels.importFiles(kernelRef, {
+          kernel: req.kernel!,
+          initrd: req.initrd,
+          modules: req.modules,
+        });
       }
       const row: ImageRow = {
         id: randomBytes(6).toString("hex"),
