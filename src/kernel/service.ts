@@ -30,6 +30,12 @@ import {
 /** The kernel banger derives locally from the host distribution; needs no catalog. */
 export const DISTRO_KERNEL_NAME = "debian-cloud";
 
+// Far above any real piece (a Debian vmlinuz is ~8 MiB, vmlinux ~60 MiB, an initrd tens of
+// MiB): the caps only stop a huge (or sparse) file from being copied byte by byte.
+const MAX_KERNEL_BYTES = 512 * 1024 ** 2;
+const MAX_INITRD_BYTES = 4 * 1024 ** 3;
+const MAX_CONFIG_BYTES = 16 * 1024 ** 2;
+
 export interface KernelServiceDeps {
   store: Store;
   layout: Layout;
@@ -336,14 +342,16 @@ export class KernelService {
     await fsp.mkdir(this.deps.layout.kernelsDir, { recursive: true });
     const staging = `${this.dirFor(name)}.staging-${randomBytes(4).toString("hex")}`;
     await fsp.mkdir(staging);
-    const opts = within === null ? { follow: true } : { within };
-    const copy = (file: string | null, to: string, what: string) =>
-      file ? copyRegularFile(file, path.join(staging, to), what, opts) : Promise.resolve();
+    const where = within === null ? { follow: true } : { within };
+    const copy = (file: string | null, to: string, what: string, maxBytes: number) =>
+      file
+        ? copyRegularFile(file, path.join(staging, to), what, { ...where, maxBytes })
+        : Promise.resolve();
     try {
-      await copy(found.vmlinux, KERNEL_FILES.vmlinux, "kernel");
-      await copy(found.vmlinuz, KERNEL_FILES.vmlinuz, "kernel");
-      await copy(found.initrd, KERNEL_FILES.initrd, "initrd");
-      await copy(found.config, KERNEL_FILES.config, "kernel config");
+      await copy(found.vmlinux, KERNEL_FILES.vmlinux, "kernel", MAX_KERNEL_BYTES);
+      await copy(found.vmlinuz, KERNEL_FILES.vmlinuz, "kernel", MAX_KERNEL_BYTES);
+      await copy(found.initrd, KERNEL_FILES.initrd, "initrd", MAX_INITRD_BYTES);
+      await copy(found.config, KERNEL_FILES.config, "kernel config", MAX_CONFIG_BYTES);
       if (found.modules)
         await copyModulesTree(found.modules, path.join(staging, KERNEL_FILES.modules));
       const manifest = await this.manifestFor(name, staging, source, found.version, found.cmdline);

@@ -3,6 +3,7 @@ import fsp, { type FileHandle } from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { formatSizeBytes } from "./size.js";
 
 /** What a non-regular path is, in a user's words. */
 export function describeKind(stat: fs.Stats): string {
@@ -72,10 +73,12 @@ export async function openRegularFile(
         "give the file it points to instead",
       );
     }
-    target = await fsp.realpath(file).catch(() => {
+    target = await fsp.realpath(file).catch((err: NodeJS.ErrnoException) => {
       throw new BangerError(
         ErrorCode.NotFound,
-        `${what} ${file} is a symbolic link to something that does not exist`,
+        err.code === "ELOOP"
+          ? `${what} ${file} is a loop of symbolic links`
+          : `${what} ${file} is a symbolic link to something that does not exist`,
       );
     });
   }
@@ -119,7 +122,7 @@ export async function openRegularFile(
     if (opts.maxBytes !== undefined && stat.size > opts.maxBytes) {
       throw new BangerError(
         ErrorCode.InvalidParams,
-        `${what} ${file} is ${stat.size} bytes, more than the ${opts.maxBytes} banger reads`,
+        `${what} ${file} is ${formatSizeBytes(stat.size)}, more than the ${formatSizeBytes(opts.maxBytes)} banger reads`,
       );
     }
     return { handle, path: target, size: stat.size };
@@ -157,7 +160,7 @@ export async function readRegularFile(
 function tooLarge(what: string, file: string, maxBytes: number): BangerError {
   return new BangerError(
     ErrorCode.InvalidParams,
-    `${what} ${file} is larger than the ${maxBytes} bytes banger reads`,
+    `${what} ${file} is larger than the ${formatSizeBytes(maxBytes)} banger reads`,
   );
 }
 
@@ -201,12 +204,14 @@ export async function copyRegularFile(
   what: string,
   opts: OpenRegularOptions = {},
 ): Promise<void> {
-  const { handle } = await openRegularFile(file, what, opts);
+  const { handle, size } = await openRegularFile(file, what, opts);
   try {
-    await pipeline(
-      handle.createReadStream({ autoClose: false, start: 0 }),
-      fs.createWriteStream(dest, { flags: "wx", mode: 0o644 }),
-    );
+    const out = fs.createWriteStream(dest, { flags: "wx", mode: 0o644 });
+    // Up to the size that was checked: a file that grows while it is copied is not followed.
+    if (size === 0)
+      await new Promise<void>((resolve, reject) => out.end(resolve).on("error", reject));
+    else
+      await pipeline(handle.createReadStream({ autoClose: false, start: 0, end: size - 1 }), out);
   } finally {
     await handle.close();
   }
