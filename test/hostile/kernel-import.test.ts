@@ -417,7 +417,8 @@ test("image register: loose kernel files must be regular files", async () => {
   execFileSync("mkfs.ext4", ["-q", "-F", rootfs]);
   const fifo = path.join(work, "reg-fifo");
   mkfifo(fifo);
-  const register = async (extra: Record<string, string>) => {
+  type Loose = { kernel: string; initrd?: string; modules?: string };
+  const register = async (extra: Loose) => {
     const client = await daemon.connect();
     try {
       return await client.call("image.register", { name: "reg", rootfs, ...extra });
@@ -425,7 +426,7 @@ test("image register: loose kernel files must be regular files", async () => {
       client.close();
     }
   };
-  await runTable(
+  await runTable<Loose>(
     [
       { name: "register --kernel FIFO", input: { kernel: fifo }, expect: /FIFO/ },
       {
