@@ -32,6 +32,10 @@ export interface DaemonDeps {
   handlers: (daemon: Daemon) => Handlers;
   /** Test seam: called after each start-up step succeeds; throwing aborts start-up there. */
   afterStep?: (step: StartupStep) => void | Promise<void>;
+  /** A request started but not finished is given up on after this long without data. */
+  rpcStallTimeoutMs?: number;
+  /** Concurrent connections served before new ones are refused (default MAX_CONNECTIONS). */
+  maxConnections?: number;
   /** Called once after a `daemon.shutdown` request has been answered. */
   onShutdownRequested?: () => void;
 }
@@ -82,6 +86,8 @@ export class Daemon {
       const early: net.Socket[] = [];
       const server = net.createServer((socket) => (accept ? accept(socket) : early.push(socket)));
       await listen(server, layout.socketFile);
+      // accept(2) failing (EMFILE when file descriptors run out) must not kill the daemon.
+      server.on("error", (err) => deps.log.error({ err }, "accepting a connection failed"));
       undo.push(async () => {
         // close() waits for every connection to end: a held one never would.
         for (const socket of early.splice(0)) socket.destroy();
@@ -112,8 +118,19 @@ export class Daemon {
       socket.destroy();
       return;
     }
+    if (this.sockets.size >= (this.deps.maxConnections ?? MAX_CONNECTIONS)) {
+      refuseConnection(socket, this.sockets.size);
+      return;
+    }
     this.sockets.add(socket);
-    const conn = serveConnection(socket, handlers, this.deps.log);
+    const conn = serveConnection(
+      socket,
+      handlers,
+      this.deps.log,
+      this.deps.rpcStallTimeoutMs !== undefined
+        ? { stallTimeoutMs: this.deps.rpcStallTimeoutMs }
+        : {},
+    );
     this.connections.add(conn);
     socket.on("close", () => {
       this.sockets.delete(socket);
@@ -149,6 +166,27 @@ export class Daemon {
     }
     return this.closing;
   }
+}
+
+/**
+ * Concurrent client connections served at once. A CLI holds one or two; 256 leaves room for many
+ * parallel `vm run`s while keeping a flood of connections far from the file descriptor limit.
+ */
+export const MAX_CONNECTIONS = 256;
+
+/** Says why, as a JSON-RPC error (id null), then closes: a flood costs one write per socket. */
+function refuseConnection(socket: net.Socket, open: number): void {
+  const body = JSON.stringify({
+    jsonrpc: "2.0",
+    id: null,
+    error: {
+      code: ErrorCode.Busy,
+      message: `too many connections (${open} open, the limit); try again shortly`,
+    },
+  });
+  socket.on("error", () => {});
+  socket.end(`Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  setTimeout(() => socket.destroy(), 1000).unref();
 }
 
 function listen(server: net.Server, file: string): Promise<void> {
