@@ -160,7 +160,7 @@ export async function readRegularFile(
 function tooLarge(what: string, file: string, maxBytes: number): BangerError {
   return new BangerError(
     ErrorCode.InvalidParams,
-    `${what} ${file} is larger than the ${formatSizeBytes(maxBytes)} banger reads`,
+    `${what} ${file} is more than the ${formatSizeBytes(maxBytes)} banger reads`,
   );
 }
 

@@ -8,18 +8,28 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { hostileDaemon, runTable, type HostileDaemon, type HostileRow } from "./harness.js";
+import {
+  hostileDaemon,
+  runTable,
+  USER_NET,
+  type HostileDaemon,
+  type HostileRow,
+} from "./harness.js";
 
 let daemon: HostileDaemon;
+/** The daemon's own TMPDIR, so its temp files are checked under the roots (not the shared /tmp). */
+let tmp: string;
 let work: string;
 let sockets: net.Server[] = [];
 before(async () => {
-  daemon = await hostileDaemon();
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-tmp-"));
+  daemon = await hostileDaemon({ TMPDIR: tmp });
   work = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-kimport-"));
 });
 after(async () => {
   for (const s of sockets) s.close();
   await daemon?.close();
+  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
   if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
@@ -385,7 +395,7 @@ test("kernel import: hostile source directories", async () => {
         client.close();
       }
     },
-    { daemon, roots: [daemon.home.home] },
+    { daemon, roots: [daemon.home.home, tmp], ignore: [...USER_NET, "tmp"] },
   );
 });
 
@@ -447,6 +457,6 @@ test("image register: loose kernel files must be regular files", async () => {
       },
     ],
     (input) => register(input),
-    { daemon, roots: [daemon.home.home] },
+    { daemon, roots: [daemon.home.home, tmp], ignore: [...USER_NET, "tmp"] },
   );
 });
