@@ -291,7 +291,7 @@ export class VmService {
     const file = path.join(this.dirOf(row.id), "handles.json");
     if (handles) {
       this.handles.set(row.id, handles);
-      await fsp.writeFile(file, `${JSON.stringify(handles, null, 2)}\n`);
+      await fsp.writeFile(file, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     } else {
       this.handles.delete(row.id);
       await fsp.rm(file, { force: true });
