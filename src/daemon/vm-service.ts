@@ -132,7 +132,7 @@ export class VmService {
     if (!row)
       throw new BangerError(
         ErrorCode.NotFound,
-        `no VM named "${name}"`,
+        `no VM named ${JSON.stringify(name)}`,
         "'banger vm list' shows what exists",
       );
     return row;
@@ -176,7 +176,7 @@ export class VmService {
     if (!VM_NAME.test(name)) {
       throw new BangerError(
         ErrorCode.InvalidParams,
-        `invalid VM name "${name}"`,
+        `invalid VM name ${JSON.stringify(name)}`,
         "a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
       );
     }
@@ -201,7 +201,7 @@ export class VmService {
     ) {
       throw new BangerError(
         ErrorCode.NotFound,
-        `no image named "${req.image}"`,
+        `no image named ${JSON.stringify(req.image)}`,
         "'banger image list' shows what exists; 'banger image pull <ref>' adds one",
       );
     }

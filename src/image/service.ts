@@ -87,7 +87,7 @@ export function checkImageName(name: string): void {
   if (!IMAGE_NAME.test(name)) {
     throw new BangerError(
       ErrorCode.InvalidParams,
-      `invalid image name "${name}"`,
+      `invalid image name ${JSON.stringify(name)}`,
       "use lower-case letters, digits, '.', '_' and '-' (at most 63), e.g. debian-bookworm",
     );
   }
@@ -125,7 +125,7 @@ export class ImageService {
     if (!row)
       throw new BangerError(
         ErrorCode.NotFound,
-        `no image named "${name}"`,
+        `no image named ${JSON.stringify(name)}`,
         "'banger image list' shows what exists",
       );
     return row;
@@ -401,7 +401,7 @@ export class ImageService {
         if (!this.deps.store.getKernel(kernelRef)) {
           throw new BangerError(
             ErrorCode.NotFound,
-            `no kernel named "${kernelRef}"`,
+            `no kernel named ${JSON.stringify(kernelRef)}`,
             "'banger kernel list' shows what exists; 'banger kernel pull debian-cloud' gets the default",
           );
         }
@@ -503,7 +503,7 @@ export class ImageService {
     if (name !== DEFAULT_IMAGE_NAME) {
       throw new BangerError(
         ErrorCode.NotFound,
-        `no image named "${name}"`,
+        `no image named ${JSON.stringify(name)}`,
         `'banger image pull <ref> --name ${name}' or 'banger image list'`,
       );
     }

@@ -52,7 +52,7 @@ export function checkKernelName(name: string): void {
   if (!KERNEL_NAME.test(name)) {
     throw new BangerError(
       ErrorCode.InvalidParams,
-      `invalid kernel name "${name}"`,
+      `invalid kernel name ${JSON.stringify(name)}`,
       "use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit (at most 63)",
     );
   }

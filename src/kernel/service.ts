@@ -89,7 +89,7 @@ export class KernelService {
     if (!row) {
       throw new BangerError(
         ErrorCode.NotFound,
-        `no kernel named "${name}"`,
+        `no kernel named ${JSON.stringify(name)}`,
         "'banger kernel list --available' shows what can be pulled",
       );
     }
@@ -373,7 +373,7 @@ export class KernelService {
     if (!row)
       throw new BangerError(
         ErrorCode.NotFound,
-        `no kernel named "${name}"`,
+        `no kernel named ${JSON.stringify(name)}`,
         "'banger kernel list' shows what exists",
       );
     const users = this.deps.store.listImages().filter((i) => i.kernelRef === name);
