@@ -317,7 +317,8 @@ const rows: Array<HostileRow<Case>> = [
   },
 ];
 
-test("config: hostile config files", async () => {
+test("config: hostile config files", async (t) => {
+  t.diagnostic(`${rows.length} hostile inputs`);
   await runTable(
     rows,
     async (input, row) => {

@@ -377,7 +377,8 @@ async function importDir(name: string, from: string, ms = 15_000): Promise<unkno
   }
 }
 
-test("kernel import: hostile source directories", async () => {
+test("kernel import: hostile source directories", async (t) => {
+  t.diagnostic(`${rows.length} hostile inputs`);
   let i = 0;
   await runTable(
     rows,

@@ -170,7 +170,8 @@ const rows: Array<HostileRow<Call>> = [
   },
 ];
 
-test("names: hostile VM, kernel and image names", async () => {
+test("names: hostile VM, kernel and image names", async (t) => {
+  t.diagnostic(`${rows.length} hostile inputs`);
   await runTable(rows, attempt, {
     daemon,
     roots: [daemon.home.home, tmp],

@@ -464,7 +464,8 @@ const rows: Array<HostileRow<Case>> = [
   },
 ];
 
-test("rpc: hostile bytes on the daemon socket", async () => {
+test("rpc: hostile bytes on the daemon socket", async (t) => {
+  t.diagnostic(`${rows.length} hostile inputs`);
   await runTable(rows, attempt, {
     daemon,
     roots: [daemon.home.home, tmp],
