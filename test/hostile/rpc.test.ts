@@ -65,10 +65,18 @@ function parseAnswers(buf: Buffer): Answer[] {
  * Connects, writes each chunk in turn, and collects answers until `want` have arrived, the daemon
  * closes, or `waitMs` passes.
  */
-function exchange(chunks: Array<string | Buffer>, want: number, waitMs = 5000): Promise<Exchange> {
+function exchange(
+  chunks: Array<string | Buffer>,
+  want: number,
+  waitMs = 5000,
+  halfClose = false,
+): Promise<Exchange> {
   return new Promise((resolve) => {
     const started = Date.now();
-    const socket = net.createConnection(daemon.home.layout.socketFile);
+    const socket = net.createConnection({
+      path: daemon.home.layout.socketFile,
+      allowHalfOpen: true,
+    });
     let got = Buffer.alloc(0);
     let closed = false;
     let done = false;
@@ -85,6 +93,11 @@ function exchange(chunks: Array<string | Buffer>, want: number, waitMs = 5000): 
       // Enough answers: give the daemon a moment to close the connection, if it is going to.
       if (parseAnswers(got).length >= want) setTimeout(finish, 300);
     });
+    // The daemon's end of the stream: with allowHalfOpen, 'close' waits for ours.
+    socket.on("end", () => {
+      closed = true;
+      setTimeout(finish, 50);
+    });
     socket.on("close", () => {
       closed = true;
       finish();
@@ -96,6 +109,7 @@ function exchange(chunks: Array<string | Buffer>, want: number, waitMs = 5000): 
         socket.write(c);
         if (chunks.length > 1) await new Promise((r) => setTimeout(r, 2));
       }
+      if (halfClose && !socket.destroyed) socket.end();
     });
   });
 }
@@ -116,18 +130,23 @@ interface Case {
   waitMs?: number;
   /** Extra checks on the exchange. */
   check?: (x: Exchange) => void;
+  /** Shut the write side after sending (a half-open connection). */
+  halfClose?: boolean;
+  /** A close without an answer is a fine outcome for this row. */
+  closeIsFine?: boolean;
 }
 
 /** Turns the exchange into the row's outcome: the first error answer (or the close) as an Error. */
 async function attempt(c: Case): Promise<void> {
-  const x = await exchange(c.chunks, c.want ?? 1, c.waitMs);
+  const x = await exchange(c.chunks, c.want ?? 1, c.waitMs, c.halfClose);
   c.check?.(x);
   const err = x.answers.find((a) => a.error);
   if (err?.error) {
     const e = new Error(`${err.error.code} ${err.error.message}${x.closed ? " (closed)" : ""}`);
     throw e;
   }
-  if (x.answers.length === 0) throw new Error(x.closed ? "closed without an answer" : "no answer");
+  if (x.answers.length === 0 && !(c.closeIsFine && x.closed))
+    throw new Error(x.closed ? "closed without an answer" : "no answer");
 }
 
 const oneAnswerThenOpen = (x: Exchange) =>
@@ -455,6 +474,16 @@ const rows: Array<HostileRow<Case>> = [
         `content-length: ${Buffer.byteLength(req("daemon.ping", {}))}\r\n\r\n${req("daemon.ping", {})}`,
       ],
     },
+    expect: null,
+  },
+  {
+    name: "half-open: a ping, then the client shuts its write side",
+    input: { chunks: [ping], halfClose: true, closeIsFine: true },
+    expect: null,
+  },
+  {
+    name: "half-open: half a message, then the client shuts its write side",
+    input: { chunks: ["Content-Length: 50\r\n\r\n{"], halfClose: true, closeIsFine: true },
     expect: null,
   },
   {
