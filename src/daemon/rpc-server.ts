@@ -78,6 +78,7 @@ export function serveConnection(
   const reader = new CappedMessageReader(socket, {
     maxMessageBytes: MAX_REQUEST_BYTES,
     stallTimeoutMs: opts.stallTimeoutMs ?? STALL_TIMEOUT_MS,
+    acceptResponses: false,
   });
   const writer = new SocketMessageWriter(socket);
   const conn = createMessageConnection(reader, writer);

@@ -39,6 +39,11 @@ export interface CappedReaderOptions {
   /** Stop reading while this many bytes of answers wait to be written (the peer is not reading). */
   maxPendingWriteBytes?: number;
   /**
+   * Deliver responses (the CLI reads the daemon's). The daemon sends no requests, so a response
+   * sent to it answers nothing: it is dropped, never handed on (vscode-jsonrpc would log it).
+   */
+  acceptResponses?: boolean;
+  /**
    * An error answer with id null (the peer could not read what we sent, or refused the
    * connection): it answers no pending request, so it is handed here instead of dropped.
    */
@@ -212,7 +217,12 @@ export class CappedMessageReader extends AbstractMessageReader implements Messag
       );
       return;
     }
-    const m = value as { id?: unknown; error?: { code?: unknown; message?: unknown } };
+    const m = value as {
+      id?: unknown;
+      method?: unknown;
+      error?: { code?: unknown; message?: unknown };
+    };
+    if (m.method === undefined && !(this.opts.acceptResponses ?? true)) return;
     if (this.opts.onOrphanError && m.id === null && typeof m.error === "object" && m.error) {
       this.opts.onOrphanError({
         code: typeof m.error.code === "number" ? m.error.code : INVALID_REQUEST,
@@ -250,18 +260,27 @@ function idOf(value: unknown): string | number | null {
   return typeof id === "string" || typeof id === "number" ? id : null;
 }
 
-/** What makes a parsed value not a JSON-RPC 2.0 message; null when it is one. */
+/**
+ * What makes a parsed value not a JSON-RPC 2.0 message; null when it is one. Whatever passes is
+ * exactly a request, a notification or a response to vscode-jsonrpc: anything else it would
+ * JSON.stringify into a log line, and a 200k-deep value overflows the stack there (a crash).
+ */
 function envelopeProblem(value: unknown): string | null {
   if (Array.isArray(value)) return "batches are not supported; send one request per message";
   if (typeof value !== "object" || value === null) return "a message must be a JSON object";
   const m = value as Record<string, unknown>;
   if (m.jsonrpc !== "2.0") return 'jsonrpc must be "2.0"';
   const { id } = m;
-  if (id !== undefined && id !== null && typeof id !== "string" && typeof id !== "number")
-    return "id must be a string, a number or null";
+  const idOk = typeof id === "string" || typeof id === "number";
   // params are the method's business: a wrong type is Invalid params (-32602), answered there.
-  if ("method" in m) return typeof m.method === "string" ? null : "method must be a string";
-  // A response (the daemon's answers, read by the CLI).
-  if (!("result" in m) && !("error" in m)) return "a message needs a method, a result or an error";
+  if ("method" in m) {
+    if (typeof m.method !== "string") return "method must be a string";
+    if (id !== undefined && !idOk) return "a request's id must be a string or a number";
+    return null;
+  }
+  if (id !== null && !idOk) return "id must be a string, a number or null";
+  if (m.result === undefined && (typeof m.error !== "object" || m.error === null))
+    return "a message needs a method, a result or an error";
+  // A response: only the CLI takes them (and one with id null goes to onOrphanError).
   return null;
 }

@@ -390,6 +390,36 @@ const rows: Array<HostileRow<Case>> = [
     },
     expect: /^-32602/,
   },
+  {
+    name: "a request with id null and 200k-deep params",
+    input: {
+      chunks: [
+        frame(`{"jsonrpc":"2.0","id":null,"method":"daemon.ping","params":{"x":${deep(200_000)}}}`),
+      ],
+    },
+    expect: /^-32600 .*id must be a string or a number/,
+  },
+  {
+    name: "a response with id null and a 200k-deep error, then a ping",
+    input: {
+      chunks: [
+        Buffer.concat([
+          frame(
+            `{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x","data":${deep(200_000)}}}`,
+          ),
+          ping,
+        ]),
+      ],
+    },
+    expect: null,
+  },
+  {
+    name: "a response with a 200k-deep result, then a ping",
+    input: {
+      chunks: [Buffer.concat([frame(`{"jsonrpc":"2.0","id":3,"result":${deep(200_000)}}`), ping])],
+    },
+    expect: null,
+  },
   // Method names.
   {
     name: "unknown method",
