@@ -36,6 +36,17 @@ const MAX_KERNEL_BYTES = 512 * 1024 ** 2;
 const MAX_INITRD_BYTES = 4 * 1024 ** 3;
 const MAX_CONFIG_BYTES = 16 * 1024 ** 2;
 
+/** The daemon's working directory is not the caller's: a relative path would name the wrong file. */
+function checkAbsolute(p: string, what: string): void {
+  if (!path.isAbsolute(p)) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${what} ${JSON.stringify(p)} is not an absolute path`,
+      "the CLI resolves paths for you; callers of the RPC must send absolute ones",
+    );
+  }
+}
+
 export interface KernelServiceDeps {
   store: Store;
   layout: Layout;
@@ -289,6 +300,7 @@ export class KernelService {
   /** Copies a kernel directory into the store under banger's fixed names. */
   async import(name: string, from: string): Promise<KernelInfo> {
     checkKernelName(name);
+    checkAbsolute(from, "the kernel directory");
     return this.exclusive(name, () => this.importUnlocked(name, from));
   }
 
@@ -314,6 +326,9 @@ export class KernelService {
     files: { kernel: string; initrd?: string | undefined; modules?: string | undefined },
   ): Promise<KernelInfo> {
     checkKernelName(name);
+    checkAbsolute(files.kernel, "--kernel");
+    if (files.initrd !== undefined) checkAbsolute(files.initrd, "--initrd");
+    if (files.modules !== undefined) checkAbsolute(files.modules, "--modules");
     return this.exclusive(name, async () => {
       const replace = this.checkReplace(name, false);
       const kernel = path.resolve(files.kernel);

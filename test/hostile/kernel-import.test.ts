@@ -304,6 +304,11 @@ const rows: Array<HostileRow<Case>> = [
     expect: /not a directory/,
   },
   {
+    name: "a relative source path (the daemon's cwd is not the caller's)",
+    input: { setup: async () => "some/relative/dir" },
+    expect: /not an absolute path/,
+  },
+  {
     name: "an empty dir",
     input: { setup: () => src(true) },
     expect: /no kernel found/,
@@ -450,6 +455,11 @@ test("image register: loose kernel files must be regular files", async () => {
         name: "register --initrd FIFO",
         input: { kernel: `${await src()}/vmlinuz`, initrd: fifo },
         expect: /initrd .*FIFO/,
+      },
+      {
+        name: "register --kernel relative",
+        input: { kernel: "vmlinuz" },
+        expect: /--kernel "vmlinuz" is not an absolute path/,
       },
       {
         name: "register --modules /etc/passwd (a file)",
