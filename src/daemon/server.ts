@@ -84,7 +84,12 @@ export class Daemon {
       // it), before the handlers below are ready: hold those connections until then.
       let accept: ((socket: net.Socket) => void) | null = null;
       const early: net.Socket[] = [];
-      const server = net.createServer((socket) => (accept ? accept(socket) : early.push(socket)));
+      const server = net.createServer((socket) => {
+        if (accept) accept(socket);
+        // Held ones count against the same limit as served ones.
+        else if (early.length < (deps.maxConnections ?? MAX_CONNECTIONS)) early.push(socket);
+        else socket.destroy();
+      });
       await listen(server, layout.socketFile);
       // accept(2) failing (EMFILE when file descriptors run out) must not kill the daemon.
       server.on("error", (err) => deps.log.error({ err }, "accepting a connection failed"));
