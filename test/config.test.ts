@@ -91,12 +91,12 @@ const invalid: Array<[string, string, RegExp]> = [
   [
     "vcpu zero",
     `[vm_defaults]\nvcpu = 0`,
-    /vm_defaults\.vcpu: 0 must be a whole number from 1 to 64/,
+    /vm_defaults\.vcpu: 0 must be a whole number from 1 to \d+ \(2x this host's \d+ CPUs, at most 64\)/,
   ],
   ["garbage memory", `[vm_defaults]\nmemory = "lots"`, /vm_defaults\.memory: invalid size "lots"/],
   [
     "bad bridge",
-    `[network]\nbridge = "a-very-long-bridge-name"`,
+    `[network]\nbridge = "banger-long-bridge-name"`,
     /network\.bridge: .* is not a valid interface name/,
   ],
   [

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { BangerError } from "../src/api/errors.js";
 import { parseConfig } from "../src/config/config.js";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
-import { createWorkDisk } from "../src/disk/work-disk.js";
+import { createRootOverlay, createWorkDisk } from "../src/disk/work-disk.js";
 import { guestRelative } from "../src/guest/file-sync.js";
 import { createCommandRunner } from "../src/system/runner.js";
 
@@ -133,4 +133,26 @@ test("file_sync guest paths stay under /root and never replace banger's key", ()
   assert.throws(() => guestRelative("~/../etc/passwd"), /does not name a file under \/root/);
   assert.throws(() => guestRelative("~/.ssh/authorized_keys"), /banger's SSH key/);
   assert.throws(() => guestRelative("/root/"), /does not name a file/);
+});
+
+test("the work disk holding synced secrets and the root overlay are readable by the user only", async () => {
+  // Under the usual umask 022 a plain create would give 0644: anyone on the host could read them.
+  const old = process.umask(0o022);
+  try {
+    const disk = path.join(dir, "work-mode.ext4");
+    await createWorkDisk({
+      file: disk,
+      sizeBytes: 64 * 2 ** 20,
+      authorizedKey: "ssh-ed25519 AAAA banger",
+      runner,
+      homeDir: home,
+      fileSync: config(`[[file_sync]]\nhost = "${home}/token"\nguest = "~/token"\n`),
+    });
+    assert.equal((await fs.stat(disk)).mode & 0o777, 0o600);
+    const overlay = path.join(dir, "root-mode.qcow2");
+    await createRootOverlay({ backing: disk, file: overlay, runner });
+    assert.equal((await fs.stat(overlay)).mode & 0o777, 0o600);
+  } finally {
+    process.umask(old);
+  }
 });

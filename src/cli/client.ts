@@ -8,7 +8,6 @@ import {
   createMessageConnection,
   ErrorCodes,
   ResponseError,
-  SocketMessageReader,
   SocketMessageWriter,
   type MessageConnection,
 } from "vscode-jsonrpc/node.js";
@@ -23,6 +22,7 @@ import {
 } from "../api/methods.js";
 import type { Layout } from "../paths/layout.js";
 import { withoutAgent } from "../guest/ssh.js";
+import { CappedMessageReader, FramingError } from "../util/jsonrpc-reader.js";
 
 export interface CallOptions {
   onProgress?: (report: ProgressReport) => void;
@@ -35,6 +35,8 @@ export class DaemonClient {
   constructor(
     private readonly conn: MessageConnection,
     private readonly socket: net.Socket,
+    /** Set when the daemon answered "not for any request" (it refused us, or could not read us). */
+    private readonly refusal: { error: BangerError | null } = { error: null },
   ) {
     conn.onNotification(PROGRESS_NOTIFICATION, (report: ProgressReport) => {
       this.progressHandlers.get(report.token)?.(report);
@@ -59,7 +61,7 @@ export class DaemonClient {
     try {
       return (await this.conn.sendRequest(method, sent)) as ResultOf<M>;
     } catch (err) {
-      throw fromRpcError(err);
+      throw this.refusal.error ?? fromRpcError(err);
     } finally {
       if (token) this.progressHandlers.delete(token);
     }
@@ -105,13 +107,33 @@ export function connectSocket(file: string): Promise<net.Socket> {
   });
 }
 
+/**
+ * The largest answer the CLI reads from the daemon: far above any real one (a workspace patch
+ * is the biggest), and below what a JavaScript string can hold.
+ */
+export const MAX_RESPONSE_BYTES = 256 * 1024 * 1024;
+
 export function wrapSocket(socket: net.Socket): DaemonClient {
-  const conn = createMessageConnection(
-    new SocketMessageReader(socket),
-    new SocketMessageWriter(socket),
-  );
+  const refusal: { error: BangerError | null } = { error: null };
+  const reader = new CappedMessageReader(socket, {
+    maxMessageBytes: MAX_RESPONSE_BYTES,
+    // A slow answer is only slow once it has started arriving; a big one streams.
+    stallTimeoutMs: 120_000,
+    onOrphanError: (e) => {
+      refusal.error = new BangerError(
+        e.code as ErrorCodeValue,
+        `bangerd: ${e.message}`,
+        e.code === ErrorCode.Busy ? undefined : "this CLI and the daemon may be different versions",
+      );
+    },
+  });
+  // An answer that cannot be read leaves nothing to wait for on this connection.
+  reader.onError((err) => {
+    if (err instanceof FramingError && err.fatal) socket.destroy();
+  });
+  const conn = createMessageConnection(reader, new SocketMessageWriter(socket));
   socket.on("error", () => {});
-  return new DaemonClient(conn, socket);
+  return new DaemonClient(conn, socket, refusal);
 }
 
 function isNotRunning(err: unknown): boolean {

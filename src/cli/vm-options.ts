@@ -1,7 +1,14 @@
 import type { CommandUnknownOpts } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { readConfigSync } from "../config/config.js";
-import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
+import {
+  checkVmShape,
+  MAX_VCPU,
+  maxVcpu,
+  VCPU_OVERCOMMIT,
+  type HostLimits,
+} from "../config/limits.js";
+import { describeVmDefaults, hostResources, resolveVmDefaults } from "../config/vm-defaults.js";
 import { formatSizeShort, parseSize } from "../util/size.js";
 import type { CliDeps } from "./context.js";
 
@@ -25,14 +32,15 @@ export function vmSizingOptions(cmd: CommandUnknownOpts): CommandUnknownOpts {
   return cmd;
 }
 
-/** `--vcpu` as given on the command line. */
-export function parseVcpu(text: string): number {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > 64) {
+/** `--vcpu` as given on the command line: a whole number the host can run. */
+export function parseVcpu(text: string, host: HostLimits = hostResources()): number {
+  const n = /^\d{1,4}$/.test(text.trim()) ? Number(text) : NaN;
+  const max = maxVcpu(host);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
     throw new BangerError(
       ErrorCode.InvalidParams,
       `invalid --vcpu "${text}"`,
-      "a whole number from 1 to 64",
+      `a whole number from 1 to ${max} (${VCPU_OVERCOMMIT}x this host's ${host.cpus} CPUs, at most ${MAX_VCPU})`,
     );
   }
   return n;
@@ -51,9 +59,11 @@ export function resolveSizing(
   o: { vcpu?: string | undefined; memory?: string | undefined; diskSize?: string | undefined },
 ): VmSizing {
   const defaults = resolveVmDefaults(readConfigSync(deps.layout.configFile), deps.host);
-  const vcpu = o.vcpu ? parseVcpu(o.vcpu) : defaults.vcpu.value;
+  const vcpu = o.vcpu ? parseVcpu(o.vcpu, deps.host) : defaults.vcpu.value;
   const memoryBytes = o.memory ? parseSize(o.memory) : defaults.memoryBytes.value;
   const diskBytes = o.diskSize ? parseSize(o.diskSize) : defaults.diskBytes.value;
+  // The daemon checks too; failing here says so before anything starts.
+  checkVmShape({ vcpu, memoryBytes, diskBytes }, deps.host);
   deps.out.stderr.write(
     `spec: ${vcpu} vcpu · ${Math.floor(memoryBytes / 2 ** 20)} MiB · ${formatSizeShort(diskBytes)} disk\n`,
   );

@@ -258,7 +258,7 @@ export function vmCommand(deps: CliDeps): Command {
       const info = await withDaemon(deps, (c) =>
         c.call("vm.set", {
           name,
-          ...(opts.vcpu ? { vcpu: parseVcpu(opts.vcpu) } : {}),
+          ...(opts.vcpu ? { vcpu: parseVcpu(opts.vcpu, deps.host) } : {}),
           ...(opts.memory ? { memoryBytes: parseSize(opts.memory) } : {}),
         }),
       );

@@ -2,7 +2,10 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { readRegularFile, readRegularFileSync } from "../util/regular-file.js";
 import { parseSize } from "../util/size.js";
+import { MAX_VCPU, maxVcpu, VCPU_OVERCOMMIT, vmShapeProblem, type HostLimits } from "./limits.js";
+import { hostResources } from "./vm-defaults.js";
 
 export type VmmSetting = "auto" | "qemu" | "firecracker";
 export type AccelSetting = "auto" | "kvm" | "tcg";
@@ -66,34 +69,82 @@ const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
 const NETWORK_KEYS = ["bridge", "subnet", "dns_port", "tap_pool_size", "helper_socket"];
 const FILE_SYNC_KEYS = ["host", "guest", "mode"];
 
-/** Reads and validates the config file; a missing file means all defaults. */
-export async function loadConfig(file: string): Promise<Config> {
-  let text: string;
+/** A config file larger than this is not a config file (and is not read into memory). */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Reads and validates the config file; a missing file means all defaults. It must be a regular
+ * file (a symlink to one is fine): a FIFO would hang, /dev/zero would never end.
+ */
+export async function loadConfig(
+  file: string,
+  host: HostLimits = hostResources(),
+): Promise<Config> {
+  if (await fsp.lstat(file).then(() => false, isMissing)) return defaultConfig();
+  let bytes: Buffer;
   try {
-    text = await fsp.readFile(file, "utf8");
+    bytes = await readRegularFile(file, "the config file", {
+      follow: true,
+      maxBytes: MAX_CONFIG_BYTES,
+    });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig();
-    throw err;
+    throw configReadError(file, err);
   }
-  return parseConfig(text, file);
+  return parseConfig(decodeConfig(bytes, file), file, host);
 }
 
 /** Same as loadConfig, for the few places that cannot await (help text). */
-export function readConfigSync(file: string): Config {
-  let text: string;
+export function readConfigSync(file: string, host: HostLimits = hostResources()): Config {
   try {
-    text = fs.readFileSync(file, "utf8");
+    fs.lstatSync(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return defaultConfig();
-    throw err;
+    if (isMissing(err)) return defaultConfig();
   }
-  return parseConfig(text, file);
+  let bytes: Buffer;
+  try {
+    bytes = readRegularFileSync(file, "the config file", MAX_CONFIG_BYTES);
+  } catch (err) {
+    throw configReadError(file, err);
+  }
+  return parseConfig(decodeConfig(bytes, file), file, host);
+}
+
+function isMissing(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException).code === "ENOENT";
+}
+
+function configReadError(file: string, err: unknown): BangerError {
+  const message =
+    err instanceof BangerError
+      ? err.message
+      : `cannot read the config file ${file}: ${(err as Error).message}`;
+  return new BangerError(
+    ErrorCode.InvalidParams,
+    message,
+    `make ${file} a regular TOML file of at most 1 MiB (docs/config.md), or remove it to use the defaults`,
+  );
+}
+
+function decodeConfig(bytes: Buffer, file: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${file}: not valid UTF-8 text`,
+      `TOML files are UTF-8; fix ${file}`,
+    );
+  }
 }
 
 type Table = Record<string, unknown>;
 
 /** Validates config text; every error names the file and the offending key or entry. */
-export function parseConfig(text: string, source: string): Config {
+export function parseConfig(
+  text: string,
+  source: string,
+  host: HostLimits = hostResources(),
+): Config {
   const fail = (where: string, why: string): never => {
     throw new BangerError(
       ErrorCode.InvalidParams,
@@ -138,15 +189,27 @@ export function parseConfig(text: string, source: string): Config {
     if (t.vcpu !== undefined)
       config.vmDefaults.vcpu = wholeNumber(
         t.vcpu,
-        [1, 64],
+        [1, maxVcpu(host)],
         "vm_defaults.vcpu",
-        "must be a whole number from 1 to 64",
+        `must be a whole number from 1 to ${maxVcpu(host)} (${VCPU_OVERCOMMIT}x this host's ${host.cpus} CPUs, at most ${MAX_VCPU})`,
         fail,
       );
+    const bounded = (what: "memory" | "disk", bytes: number, key: string): number => {
+      const problem = vmShapeProblem(what, bytes, host);
+      return problem === null ? bytes : fail(key, problem);
+    };
     if (t.memory !== undefined)
-      config.vmDefaults.memoryBytes = size(t.memory, "vm_defaults.memory", fail);
+      config.vmDefaults.memoryBytes = bounded(
+        "memory",
+        size(t.memory, "vm_defaults.memory", fail),
+        "vm_defaults.memory",
+      );
     if (t.disk_size !== undefined)
-      config.vmDefaults.diskBytes = size(t.disk_size, "vm_defaults.disk_size", fail);
+      config.vmDefaults.diskBytes = bounded(
+        "disk",
+        size(t.disk_size, "vm_defaults.disk_size", fail),
+        "vm_defaults.disk_size",
+      );
   }
 
   if (raw.network !== undefined) {
@@ -154,10 +217,16 @@ export function parseConfig(text: string, source: string): Config {
     checkKeys(t, NETWORK_KEYS, "network.", fail);
     if (t.bridge !== undefined) {
       const bridge = nonEmptyString(t.bridge, "network.bridge", fail);
-      if (!/^[A-Za-z0-9_.-]{1,15}$/.test(bridge)) {
+      // banger creates, changes and removes its bridge: it only ever touches devices it owns.
+      if (!bridge.startsWith("banger"))
         fail(
           "network.bridge",
-          `"${bridge}" is not a valid interface name (1-15 letters, digits, '-', '_', '.')`,
+          `${JSON.stringify(bridge)} does not start with "banger": banger only manages its own devices (e.g. "banger1")`,
+        );
+      if (!/^banger[A-Za-z0-9_-]{0,9}$/.test(bridge)) {
+        fail(
+          "network.bridge",
+          `${JSON.stringify(bridge)} is not a valid interface name ("banger" then up to 9 letters, digits, '-' or '_'; 15 at most)`,
         );
       }
       config.network.bridge = bridge;
@@ -271,7 +340,9 @@ function size(v: unknown, where: string, fail: Fail): number {
   if (typeof v === "number" || typeof v === "bigint") {
     if (!Number.isInteger(Number(v)) || Number(v) <= 0)
       return fail(where, `${String(v)} must be a positive size`);
-    return Number(v) * 1024 * 1024;
+    const bytes = Number(v) * 1024 * 1024;
+    if (!Number.isSafeInteger(bytes)) return fail(where, `${String(v)} MiB is too large`);
+    return bytes;
   }
   if (typeof v !== "string")
     return fail(where, `expected a size like "8G", got ${JSON.stringify(v)}`);
@@ -291,6 +362,22 @@ function subnet(v: unknown, fail: Fail): string {
   const prefix = Number(m[5]);
   if (prefix < 16 || prefix > 29)
     return fail("network.subnet", `prefix /${prefix} must be between /16 and /29`);
+  const [a, b] = octets as [number, number, number, number];
+  // Guests get addresses from it and the host routes it to the bridge: a public range would
+  // shadow real hosts on the internet.
+  const rfc1918 = a === 10 || (a === 172 && b >= 16 && b <= 31) || (a === 192 && b === 168);
+  if (!rfc1918)
+    return fail(
+      "network.subnet",
+      `"${text}" is not a private range; use one inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16`,
+    );
+  const addr = octets.reduce((n, o) => n * 256 + o, 0);
+  const size = 2 ** (32 - prefix);
+  if (addr % size !== 0) {
+    const net = addr - (addr % size);
+    const dotted = [24, 16, 8, 0].map((s) => Math.floor(net / 2 ** s) % 256).join(".");
+    return fail("network.subnet", `"${text}" has host bits set; did you mean ${dotted}/${prefix}?`);
+  }
   return text;
 }
 

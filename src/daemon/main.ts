@@ -27,6 +27,8 @@ export async function main(): Promise<void> {
       log,
       handlers: buildHandlers,
       onShutdownRequested: () => stop("daemon.shutdown"),
+      // Tests shorten how long a half-sent request may stall; users never need to.
+      ...envMs("BANGER_RPC_STALL_TIMEOUT_MS", "rpcStallTimeoutMs"),
     });
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
@@ -34,4 +36,9 @@ export async function main(): Promise<void> {
     process.stderr.write(`bangerd: error: ${message}${hint}\n`);
     process.exit(1);
   }
+}
+
+function envMs<K extends string>(name: string, key: K): { [P in K]?: number } {
+  const value = Number(process.env[name]);
+  return Number.isInteger(value) && value > 0 ? ({ [key]: value } as { [P in K]?: number }) : {};
 }

@@ -32,6 +32,10 @@ export interface DaemonDeps {
   handlers: (daemon: Daemon) => Handlers;
   /** Test seam: called after each start-up step succeeds; throwing aborts start-up there. */
   afterStep?: (step: StartupStep) => void | Promise<void>;
+  /** A request started but not finished is given up on after this long without data. */
+  rpcStallTimeoutMs?: number;
+  /** Concurrent connections served before new ones are refused (default MAX_CONNECTIONS). */
+  maxConnections?: number;
   /** Called once after a `daemon.shutdown` request has been answered. */
   onShutdownRequested?: () => void;
 }
@@ -80,8 +84,15 @@ export class Daemon {
       // it), before the handlers below are ready: hold those connections until then.
       let accept: ((socket: net.Socket) => void) | null = null;
       const early: net.Socket[] = [];
-      const server = net.createServer((socket) => (accept ? accept(socket) : early.push(socket)));
+      const server = net.createServer((socket) => {
+        if (accept) accept(socket);
+        // Held ones count against the same limit as served ones.
+        else if (early.length < (deps.maxConnections ?? MAX_CONNECTIONS)) early.push(socket);
+        else socket.destroy();
+      });
       await listen(server, layout.socketFile);
+      // accept(2) failing (EMFILE when file descriptors run out) must not kill the daemon.
+      server.on("error", (err) => deps.log.error({ err }, "accepting a connection failed"));
       undo.push(async () => {
         // close() waits for every connection to end: a held one never would.
         for (const socket of early.splice(0)) socket.destroy();
@@ -112,8 +123,19 @@ export class Daemon {
       socket.destroy();
       return;
     }
+    if (this.sockets.size >= (this.deps.maxConnections ?? MAX_CONNECTIONS)) {
+      refuseConnection(socket, this.sockets.size);
+      return;
+    }
     this.sockets.add(socket);
-    const conn = serveConnection(socket, handlers, this.deps.log);
+    const conn = serveConnection(
+      socket,
+      handlers,
+      this.deps.log,
+      this.deps.rpcStallTimeoutMs !== undefined
+        ? { stallTimeoutMs: this.deps.rpcStallTimeoutMs }
+        : {},
+    );
     this.connections.add(conn);
     socket.on("close", () => {
       this.sockets.delete(socket);
@@ -148,6 +170,47 @@ export class Daemon {
       })();
     }
     return this.closing;
+  }
+}
+
+/**
+ * Concurrent client connections served at once. A CLI holds one or two; 256 leaves room for many
+ * parallel `vm run`s while keeping a flood of connections far from the file descriptor limit.
+ */
+export const MAX_CONNECTIONS = 256;
+
+/**
+ * Says why, as a JSON-RPC error, then closes. The answer waits for the client's first bytes
+ * (clients speak first): closing before the client's write makes that write fail (EPIPE) and the
+ * client drops the answer unread. It answers the request's id when the first chunk holds it.
+ */
+function refuseConnection(socket: net.Socket, open: number): void {
+  socket.on("error", () => {});
+  const timer = setTimeout(() => socket.destroy(), 2000);
+  timer.unref();
+  socket.once("data", (chunk: Buffer) => {
+    socket.resume(); // drop the rest
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: firstRequestId(chunk),
+      error: {
+        code: ErrorCode.Busy,
+        message: `too many connections (${open} open, the limit); try again shortly`,
+      },
+    });
+    socket.end(`Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  });
+}
+
+/** The id of a whole request at the start of `chunk`, else null. */
+function firstRequestId(chunk: Buffer): string | number | null {
+  const end = chunk.indexOf("\r\n\r\n");
+  if (end < 0 || end > 8192) return null;
+  try {
+    const id = (JSON.parse(chunk.subarray(end + 4).toString("utf8")) as { id?: unknown }).id;
+    return typeof id === "string" || typeof id === "number" ? id : null;
+  } catch {
+    return null;
   }
 }
 

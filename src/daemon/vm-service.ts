@@ -5,7 +5,8 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
 import { loadConfig } from "../config/config.js";
-import { MIN_MEMORY_BYTES, resolveVmDefaults } from "../config/vm-defaults.js";
+import { checkVmShape } from "../config/limits.js";
+import { resolveVmDefaults } from "../config/vm-defaults.js";
 import { createRootOverlay, createWorkDisk } from "../disk/work-disk.js";
 import {
   daemonSshOptions,
@@ -145,7 +146,7 @@ export class VmService {
     if (!row)
       throw new BangerError(
         ErrorCode.NotFound,
-        `no VM named "${name}"`,
+        `no VM named ${JSON.stringify(name)}`,
         "'banger vm list' shows what exists",
       );
     return row;
@@ -189,7 +190,7 @@ export class VmService {
     if (!VM_NAME.test(name)) {
       throw new BangerError(
         ErrorCode.InvalidParams,
-        `invalid VM name "${name}"`,
+        `invalid VM name ${JSON.stringify(name)}`,
         "a DNS label: lower-case letters, digits and '-', at most 63, not starting or ending with '-'",
       );
     }
@@ -205,21 +206,7 @@ export class VmService {
     const vcpu = req.vcpu ?? defaults.vcpu.value;
     const memoryBytes = req.memoryBytes ?? defaults.memoryBytes.value;
     const diskBytes = req.diskBytes ?? defaults.diskBytes.value;
-    if (memoryBytes < MIN_MEMORY_BYTES) {
-      throw new BangerError(
-        ErrorCode.InvalidParams,
-        `memory ${Math.floor(memoryBytes / 2 ** 20)} MiB is below the floor of ${MIN_MEMORY_BYTES / 2 ** 20} MiB`,
-        "a systemd guest needs at least 256 MiB; try --memory 1G",
-      );
-    }
-    if (vcpu < 1 || vcpu > 64)
-      throw new BangerError(ErrorCode.InvalidParams, `vcpu ${vcpu} must be between 1 and 64`);
-    if (diskBytes < 64 * 2 ** 20)
-      throw new BangerError(
-        ErrorCode.InvalidParams,
-        "the work disk must be at least 64 MiB",
-        "try --disk-size 1G",
-      );
+    checkVmShape({ vcpu, memoryBytes, diskBytes }, this.deps.host);
     const imageName = req.image ?? config.defaultImageName;
     if (
       req.image &&
@@ -228,7 +215,7 @@ export class VmService {
     ) {
       throw new BangerError(
         ErrorCode.NotFound,
-        `no image named "${req.image}"`,
+        `no image named ${JSON.stringify(req.image)}`,
         "'banger image list' shows what exists; 'banger image pull <ref>' adds one",
       );
     }
@@ -318,7 +305,7 @@ export class VmService {
     const file = path.join(this.dirOf(row.id), "handles.json");
     if (handles) {
       this.handles.set(row.id, handles);
-      await fsp.writeFile(file, `${JSON.stringify(handles, null, 2)}\n`);
+      await fsp.writeFile(file, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
     } else {
       this.handles.delete(row.id);
       await fsp.rm(file, { force: true });
@@ -619,17 +606,7 @@ export class VmService {
           `VM ${name} is running`,
           `stop it first: 'banger vm stop ${name}'`,
         );
-      if (change.vcpu !== undefined && (change.vcpu < 1 || change.vcpu > 64))
-        throw new BangerError(
-          ErrorCode.InvalidParams,
-          `vcpu ${change.vcpu} must be between 1 and 64`,
-        );
-      if (change.memoryBytes !== undefined && change.memoryBytes < MIN_MEMORY_BYTES) {
-        throw new BangerError(
-          ErrorCode.InvalidParams,
-          `memory is below the floor of ${MIN_MEMORY_BYTES / 2 ** 20} MiB`,
-        );
-      }
+      checkVmShape(change, this.deps.host);
       this.deps.store.updateVm(row.id, {
         ...(change.vcpu !== undefined ? { vcpu: change.vcpu } : {}),
         ...(change.memoryBytes !== undefined ? { memoryBytes: change.memoryBytes } : {}),

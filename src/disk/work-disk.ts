@@ -43,9 +43,14 @@ export async function createWorkDisk(opts: {
       meta: entries,
     });
     // Lazy inode tables and no resize inode: an 8 GiB work disk costs ~200 KiB until the guest writes.
-    const handle = await fsp.open(opts.file, "w");
-    await handle.truncate(opts.sizeBytes);
-    await handle.close();
+    // 0600 whatever the umask: the disk holds the synced secrets (tokens, keys, configs).
+    const handle = await fsp.open(opts.file, "w", 0o600);
+    try {
+      await handle.chmod(0o600);
+      await handle.truncate(opts.sizeBytes);
+    } finally {
+      await handle.close();
+    }
     await runChecked(
       opts.runner,
       "mkfs.ext4",
@@ -92,4 +97,6 @@ export async function createRootOverlay(opts: {
     path.resolve(opts.backing),
     opts.file,
   ]);
+  // What the guest writes to its root disk is its own business: the user's, not the host's.
+  await fsp.chmod(opts.file, 0o600);
 }

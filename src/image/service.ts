@@ -87,7 +87,7 @@ export function checkImageName(name: string): void {
   if (!IMAGE_NAME.test(name)) {
     throw new BangerError(
       ErrorCode.InvalidParams,
-      `invalid image name "${name}"`,
+      `invalid image name ${JSON.stringify(name)}`,
       "use lower-case letters, digits, '.', '_' and '-' (at most 63), e.g. debian-bookworm",
     );
   }
@@ -125,7 +125,7 @@ export class ImageService {
     if (!row)
       throw new BangerError(
         ErrorCode.NotFound,
-        `no image named "${name}"`,
+        `no image named ${JSON.stringify(name)}`,
         "'banger image list' shows what exists",
       );
     return row;
@@ -401,22 +401,19 @@ export class ImageService {
         if (!this.deps.store.getKernel(kernelRef)) {
           throw new BangerError(
             ErrorCode.NotFound,
-            `no kernel named "${kernelRef}"`,
+            `no kernel named ${JSON.stringify(kernelRef)}`,
             "'banger kernel list' shows what exists; 'banger kernel pull debian-cloud' gets the default",
           );
         }
       } else {
         // Loose kernel files become a kernel of their own, named after the image.
         kernelRef = `${req.name}-kernel`;
-        const dir = await fsp.mkdtemp(path.join(this.deps.layout.stateDir, "register-"));
-        try {
-          await fsp.symlink(path.resolve(req.kernel!), path.join(dir, "vmlinuz"));
-          if (req.initrd) await fsp.symlink(path.resolve(req.initrd), path.join(dir, "initrd.img"));
-          if (req.modules) await fsp.symlink(path.resolve(req.modules), path.join(dir, "modules"));
-          await this.deps.kernels.import(kernelRef, dir);
-        } finally {
-          await fsp.rm(dir, { recursive: true, force: true });
-        }
+        // Each file is checked (regular, not a FIFO or device) as it is copied.
+        await this.deps.kernels.importFiles(kernelRef, {
+          kernel: req.kernel!,
+          initrd: req.initrd,
+          modules: req.modules,
+        });
       }
       const row: ImageRow = {
         id: randomBytes(6).toString("hex"),
@@ -506,7 +503,7 @@ export class ImageService {
     if (name !== DEFAULT_IMAGE_NAME) {
       throw new BangerError(
         ErrorCode.NotFound,
-        `no image named "${name}"`,
+        `no image named ${JSON.stringify(name)}`,
         `'banger image pull <ref> --name ${name}' or 'banger image list'`,
       );
     }

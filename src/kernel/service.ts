@@ -10,20 +10,42 @@ import { fetchBundleToStaging, publishDir, type FetchProgress } from "../util/bu
 import { isKernelBundleMember } from "./bundle.js";
 import { findCatalogEntry, loadKernelCatalog } from "./catalog.js";
 import { deriveDistroKernel } from "./debian.js";
+import { copyRegularFile } from "../util/regular-file.js";
 import {
   checkKernelName,
+  checkModulesDir,
+  copyModulesTree,
   DEFAULT_KERNEL_CMDLINE,
   discoverKernel,
+  isElf,
   KERNEL_FILES,
   readKernelDir,
   readManifest,
   sha256File,
   writeManifest,
+  type DiscoveredKernel,
   type KernelManifest,
 } from "./kernel-dir.js";
 
 /** The kernel banger derives locally from the host distribution; needs no catalog. */
 export const DISTRO_KERNEL_NAME = "debian-cloud";
+
+// Far above any real piece (a Debian vmlinuz is ~8 MiB, vmlinux ~60 MiB, an initrd tens of
+// MiB): the caps only stop a huge (or sparse) file from being copied byte by byte.
+const MAX_KERNEL_BYTES = 512 * 1024 ** 2;
+const MAX_INITRD_BYTES = 4 * 1024 ** 3;
+const MAX_CONFIG_BYTES = 16 * 1024 ** 2;
+
+/** The daemon's working directory is not the caller's: a relative path would name the wrong file. */
+function checkAbsolute(p: string, what: string): void {
+  if (!path.isAbsolute(p)) {
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `${what} ${JSON.stringify(p)} is not an absolute path`,
+      "the CLI resolves paths for you; callers of the RPC must send absolute ones",
+    );
+  }
+}
 
 export interface KernelServiceDeps {
   store: Store;
@@ -78,7 +100,7 @@ export class KernelService {
     if (!row) {
       throw new BangerError(
         ErrorCode.NotFound,
-        `no kernel named "${name}"`,
+        `no kernel named ${JSON.stringify(name)}`,
         "'banger kernel list --available' shows what can be pulled",
       );
     }
@@ -278,34 +300,76 @@ export class KernelService {
   /** Copies a kernel directory into the store under banger's fixed names. */
   async import(name: string, from: string): Promise<KernelInfo> {
     checkKernelName(name);
+    checkAbsolute(from, "the kernel directory");
     return this.exclusive(name, () => this.importUnlocked(name, from));
   }
 
   private async importUnlocked(name: string, from: string): Promise<KernelInfo> {
     const replace = this.checkReplace(name, false);
     const found = await discoverKernel(path.resolve(from));
+    // discoverKernel resolved the directory; every piece must stay inside it.
+    return this.install(
+      name,
+      found,
+      await fsp.realpath(from),
+      `import:${path.resolve(from)}`,
+      replace,
+    );
+  }
+
+  /**
+   * Installs loose kernel files the user named one by one (`image register --kernel`): each is
+   * followed if it is a link (the user chose it), but must be a regular file (modules: a directory).
+   */
+  async importFiles(
+    name: string,
+    files: { kernel: string; initrd?: string | undefined; modules?: string | undefined },
+  ): Promise<KernelInfo> {
+    checkKernelName(name);
+    checkAbsolute(files.kernel, "--kernel");
+    if (files.initrd !== undefined) checkAbsolute(files.initrd, "--initrd");
+    if (files.modules !== undefined) checkAbsolute(files.modules, "--modules");
+    return this.exclusive(name, async () => {
+      const replace = this.checkReplace(name, false);
+      const kernel = path.resolve(files.kernel);
+      const elf = await isElf(kernel, "kernel", null);
+      const found = {
+        vmlinux: elf ? kernel : null,
+        vmlinuz: elf ? null : kernel,
+        initrd: files.initrd ? path.resolve(files.initrd) : null,
+        modules: files.modules ? await checkModulesDir(path.resolve(files.modules), null) : null,
+        config: null,
+        version: null,
+        cmdline: null,
+      };
+      return this.install(name, found, null, `file:${kernel}`, replace);
+    });
+  }
+
+  /** Copies the pieces into a staging dir under banger's fixed names, then publishes it. */
+  private async install(
+    name: string,
+    found: DiscoveredKernel,
+    within: string | null,
+    source: string,
+    replace: boolean,
+  ): Promise<KernelInfo> {
     await fsp.mkdir(this.deps.layout.kernelsDir, { recursive: true });
     const staging = `${this.dirFor(name)}.staging-${randomBytes(4).toString("hex")}`;
     await fsp.mkdir(staging);
+    const where = within === null ? { follow: true } : { within };
+    const copy = (file: string | null, to: string, what: string, maxBytes: number) =>
+      file
+        ? copyRegularFile(file, path.join(staging, to), what, { ...where, maxBytes })
+        : Promise.resolve();
     try {
-      if (found.vmlinux)
-        await fsp.copyFile(found.vmlinux, path.join(staging, KERNEL_FILES.vmlinux));
-      if (found.vmlinuz)
-        await fsp.copyFile(found.vmlinuz, path.join(staging, KERNEL_FILES.vmlinuz));
-      if (found.initrd) await fsp.copyFile(found.initrd, path.join(staging, KERNEL_FILES.initrd));
-      if (found.config) await fsp.copyFile(found.config, path.join(staging, KERNEL_FILES.config));
+      await copy(found.vmlinux, KERNEL_FILES.vmlinux, "kernel", MAX_KERNEL_BYTES);
+      await copy(found.vmlinuz, KERNEL_FILES.vmlinuz, "kernel", MAX_KERNEL_BYTES);
+      await copy(found.initrd, KERNEL_FILES.initrd, "initrd", MAX_INITRD_BYTES);
+      await copy(found.config, KERNEL_FILES.config, "kernel config", MAX_CONFIG_BYTES);
       if (found.modules)
-        await fsp.cp(found.modules, path.join(staging, KERNEL_FILES.modules), {
-          recursive: true,
-          verbatimSymlinks: true,
-        });
-      const manifest = await this.manifestFor(
-        name,
-        staging,
-        `import:${path.resolve(from)}`,
-        found.version,
-        found.cmdline,
-      );
+        await copyModulesTree(found.modules, path.join(staging, KERNEL_FILES.modules));
+      const manifest = await this.manifestFor(name, staging, source, found.version, found.cmdline);
       return await this.publish(name, staging, manifest, replace);
     } finally {
       await fsp.rm(staging, { recursive: true, force: true });
@@ -324,7 +388,7 @@ export class KernelService {
     if (!row)
       throw new BangerError(
         ErrorCode.NotFound,
-        `no kernel named "${name}"`,
+        `no kernel named ${JSON.stringify(name)}`,
         "'banger kernel list' shows what exists",
       );
     const users = this.deps.store.listImages().filter((i) => i.kernelRef === name);
