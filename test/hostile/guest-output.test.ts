@@ -17,10 +17,11 @@ import { hostileDaemon, runTable, type HostileDaemon, type HostileRow } from "./
 const exec = promisify(execFile);
 const VM = "hostile";
 
-// Answers from files the row writes: mode, out, err, code. Every process it leaves running
+// Answers from files the row writes (in the dir above its bin/): mode, out, err, code. Every process it leaves running
 // names the fake's dir, so the harness's process check sees a stray one.
 const FAKE_SSH = `#!/bin/sh
-d=\${BANGER_FAKE_GUEST:?}
+# Its own dir, not an environment variable: banger gives CLI-side ssh a minimal environment.
+d=$(dirname "$(dirname "$0")")
 case $(cat "$d/mode") in
 flood-out) exec head -c 600000000 "$d/zero" ;;
 flood-err) exec head -c 600000000 "$d/zero" 1>&2 ;;
@@ -70,7 +71,6 @@ before(async () => {
   daemon = await hostileDaemon({
     TMPDIR: path.join(fake, "tmp"),
     PATH: `${path.join(fake, "bin")}:${process.env.PATH ?? ""}`,
-    BANGER_FAKE_GUEST: fake,
   });
   // A VM the daemon believes runs: a row whose VMM is a process with qemu's name and socket.
   const controlSocket = path.join(fake, "qmp.sock");
