@@ -157,7 +157,7 @@ test("bad input gives a clear error and leaves nothing behind", { timeout: 300_0
     [["--name", "idle1"], /a VM named "idle1" already exists/],
     [["--name", "Bad_Name"], /invalid VM name "Bad_Name"/],
     [["--name", "x1", "--image", "no-such-image"], /no image named "no-such-image"/],
-    [["--name", "x2", "--memory", "128M"], /memory 128 MiB is below the floor of 256 MiB/],
+    [["--name", "x2", "--memory", "128M"], /memory: 128 MiB is below the floor of 256 MiB/],
     [["--name", "x3", "--vcpu", "0"], /invalid --vcpu "0"/],
     [["--name", "x4", "--memory", "lots"], /invalid size "lots"/],
   ];
