@@ -4,18 +4,16 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import { buildExt4, defaultExt4Size } from "../disk/ext4.js";
 import { ASSET_TYPE_BITS, guestAssets, WORK_DISK_FSTAB_LINE } from "../guest/assets.js";
 import type { CommandRunner } from "../system/runner.js";
-import { flattenLayers, S_IFDIR, S_IFREG, type EntryMeta } from "./oci/flatten.js";
+import { S_IFDIR, S_IFREG, type EntryTable } from "../disk/entries.js";
+import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
+import { flattenLayers } from "./oci/flatten.js";
 
 /**
  * Every component of `rel`'s parent must be a real directory in the tree. An
  * image's absolute symlink (say etc/ssh -> /usr/share/ssh) would otherwise make
  * us write to the host's path.
  */
-async function prepareParent(
-  tree: string,
-  rel: string,
-  entries: Map<string, EntryMeta>,
-): Promise<void> {
+async function prepareParent(tree: string, rel: string, entries: EntryTable): Promise<void> {
   const parts = path.posix
     .dirname(rel)
     .split("/")
@@ -38,10 +36,7 @@ async function prepareParent(
 }
 
 /** Adds the network unit, first-boot unit, sshd drop-in, init wrapper and work-disk fstab line. */
-export async function injectGuestAssets(
-  tree: string,
-  entries: Map<string, EntryMeta>,
-): Promise<void> {
+export async function injectGuestAssets(tree: string, entries: EntryTable): Promise<void> {
   for (const asset of guestAssets()) {
     await prepareParent(tree, asset.path, entries);
     const abs = path.join(tree, asset.path);
@@ -96,6 +91,7 @@ export interface FinaliseOptions {
   sizeBytes?: number | undefined;
   runner: CommandRunner;
   progress?: (stage: string, message?: string) => void;
+  limits?: ImageLimits;
 }
 
 export interface FinaliseResult {
@@ -109,9 +105,15 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
   const progress = opts.progress ?? (() => {});
   const tree = path.join(opts.stagingDir, "tree");
   await fsp.mkdir(tree, { recursive: true });
+  let entries: Awaited<ReturnType<typeof flattenLayers>>["entries"] | undefined;
   try {
     progress("flatten", `${opts.layers.length} layer(s)`);
-    const { entries, estimatedBytes } = await flattenLayers(opts.layers, tree);
+    const flat = await flattenLayers(opts.layers, tree, {
+      limits: opts.limits ?? DEFAULT_IMAGE_LIMITS,
+      entriesFile: path.join(opts.stagingDir, "entries.db"),
+    });
+    entries = flat.entries;
+    const { estimatedBytes } = flat;
     progress("guest assets", "network, first boot, sshd, work disk");
     await injectGuestAssets(tree, entries);
     const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
@@ -122,11 +124,15 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
         "omit --size to let banger pick (the content plus half again, at least 1 GiB)",
       );
     }
-    progress("ext4", `${entries.size} files`);
+    const files = entries.size;
+    progress("ext4", `${files} files`);
+    // The filesystem is sparse, but mkfs writes every byte the tree holds.
+    await ensureFreeSpace(opts.stagingDir, estimatedBytes, "the image's ext4 filesystem");
     const rootfs = path.join(opts.stagingDir, "rootfs.ext4");
     await buildExt4({ tree, entries, output: rootfs, sizeBytes, runner: opts.runner });
-    return { rootfs, sizeBytes, files: entries.size };
+    return { rootfs, sizeBytes, files };
   } finally {
+    entries?.close();
     await fsp.rm(tree, { recursive: true, force: true });
   }
 }
