@@ -2,6 +2,7 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from "../image/limits.js";
 import { parseSize } from "../util/size.js";
 
 export type VmmSetting = "auto" | "qemu" | "firecracker";
@@ -31,6 +32,8 @@ export interface Config {
     helperSocket: string | null;
   };
   fileSync: FileSyncEntry[];
+  /** Bounds on what an image pull (or build) may download and unpack. */
+  image: ImageLimits;
 }
 
 export function defaultConfig(): Config {
@@ -47,13 +50,23 @@ export function defaultConfig(): Config {
       helperSocket: null,
     },
     fileSync: [],
+    image: { ...DEFAULT_IMAGE_LIMITS },
   };
 }
 
-const TOP_KEYS = ["default_image_name", "vmm", "accel", "vm_defaults", "network", "file_sync"];
+const TOP_KEYS = [
+  "default_image_name",
+  "vmm",
+  "accel",
+  "vm_defaults",
+  "network",
+  "file_sync",
+  "image",
+];
 const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
 const NETWORK_KEYS = ["bridge", "subnet", "dns_port", "tap_pool_size", "helper_socket"];
 const FILE_SYNC_KEYS = ["host", "guest", "mode"];
+const IMAGE_KEYS = ["max_layer_size", "max_image_size", "max_entries"];
 
 /** Reads and validates the config file; a missing file means all defaults. */
 export async function loadConfig(file: string): Promise<Config> {
@@ -200,6 +213,23 @@ export function parseConfig(text: string, source: string): Config {
       }
       config.fileSync.push({ host, guest, mode });
     });
+  }
+
+  if (raw.image !== undefined) {
+    const t = table(raw.image, "image", fail);
+    checkKeys(t, IMAGE_KEYS, "image.", fail);
+    if (t.max_layer_size !== undefined)
+      config.image.maxLayerBytes = size(t.max_layer_size, "image.max_layer_size", fail);
+    if (t.max_image_size !== undefined)
+      config.image.maxImageBytes = size(t.max_image_size, "image.max_image_size", fail);
+    if (t.max_entries !== undefined)
+      config.image.maxEntries = wholeNumber(
+        t.max_entries,
+        [1, 1_000_000_000],
+        "image.max_entries",
+        "must be a whole number from 1 to 1000000000",
+        fail,
+      );
   }
   return config;
 }

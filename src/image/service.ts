@@ -13,7 +13,9 @@ import type { CommandRunner } from "../system/runner.js";
 import { fetchBundleToStaging, publishDir } from "../util/bundle-fetch.js";
 import { BundleEntryBase, loadCatalog } from "../util/catalog.js";
 import { bootstrapDebian } from "./build/debian.js";
+import { loadConfig } from "../config/config.js";
 import { finaliseImage } from "./finalise.js";
+import type { ImageLimits } from "./limits.js";
 
 export const DEFAULT_IMAGE_NAME = "debian-bookworm";
 export const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -55,6 +57,7 @@ export interface OciPuller {
     req: PullRequest,
     progress: Progress,
     signal: AbortSignal | undefined,
+    limits: ImageLimits,
   ): Promise<{ digest: string; canonical: string; layers: string[] }>;
 }
 
@@ -111,6 +114,11 @@ export class ImageService {
   private readonly inflight = new Set<string>();
 
   constructor(private readonly deps: ImageServiceDeps) {}
+
+  /** The [image] bounds from config.toml, read per operation like the rest of the config. */
+  private async limits(): Promise<ImageLimits> {
+    return (await loadConfig(this.deps.layout.configFile)).image;
+  }
 
   private now(): string {
     return (this.deps.now?.() ?? new Date()).toISOString();
@@ -231,6 +239,7 @@ export class ImageService {
   ): Promise<ImageInfo> {
     const name = opts.name ?? DEFAULT_IMAGE_NAME;
     const suite = opts.suite ?? "bookworm";
+    const limits = await this.limits();
     return this.exclusive(name, () =>
       this.create(name, async (staging) => {
         const tarball = path.join(staging, "rootfs.tar");
@@ -249,6 +258,7 @@ export class ImageService {
           layers: [tarball],
           stagingDir: staging,
           sizeBytes: opts.sizeBytes,
+          limits,
           runner: this.deps.runner,
           progress: (stage, message) => progress({ stage, ...(message ? { message } : {}) }),
         });
@@ -279,9 +289,10 @@ export class ImageService {
     const entry = catalog.entries.find((e) => e.name === req.ref);
     if (entry) return this.pullBundle(entry, req, progress, signal);
     const name = req.name ?? this.deps.oci.defaultName(req.ref);
+    const limits = await this.limits();
     return this.exclusive(name, () =>
       this.create(name, async (staging) => {
-        const fetched = await this.deps.oci.fetchLayers(req, progress, signal);
+        const fetched = await this.deps.oci.fetchLayers(req, progress, signal, limits);
         // Hardlink the cached layers into staging so a cache prune mid-pull cannot pull them away.
         const layers: string[] = [];
         for (const [i, layer] of fetched.layers.entries()) {
@@ -293,6 +304,7 @@ export class ImageService {
           layers,
           stagingDir: staging,
           sizeBytes: req.sizeBytes,
+          limits,
           runner: this.deps.runner,
           progress: (stage, message) => progress({ stage, ...(message ? { message } : {}) }),
         });
