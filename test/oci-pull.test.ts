@@ -55,6 +55,9 @@ test("bad references fail clearly", () => {
     ["a//b", /empty path component/],
     ["a@sha256:123", /64 lower-case hex/],
     ["a:bad tag", /not a valid tag/],
+    ["localhost:99999/x", /port 99999 of registry "localhost:99999" is not from 1 to 65535/],
+    ["ex..com/x", /"ex\.\.com" is not a registry host\[:port\]/],
+    ["a".repeat(300), /longer than 255 characters/],
   ] as const) {
     assert.throws(
       () => parseReference(input),

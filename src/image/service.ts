@@ -405,8 +405,7 @@ export class ImageService {
       throw new BangerError(ErrorCode.InvalidParams, "--initrd and --modules go with --kernel");
     }
     const rootfs = path.resolve(req.rootfs);
-    if (!(await isExt4(rootfs)))
-      throw new BangerError(ErrorCode.InvalidParams, `${rootfs} is not an ext4 filesystem image`);
+    await this.checkRegisterable(rootfs);
     return this.exclusive(req.name, async () => {
       let kernelRef = req.kernelRef;
       if (kernelRef) {
@@ -444,6 +443,65 @@ export class ImageService {
       this.deps.store.insertImage(row);
       return imageInfo(row);
     });
+  }
+
+  /**
+   * `image register` takes a regular file holding a whole ext2/3/4 filesystem: the magic
+   * alone is not one, and a FIFO or device must never be opened (a FIFO would block).
+   */
+  private async checkRegisterable(rootfs: string): Promise<void> {
+    const refuse = (why: string, hint?: string) =>
+      new BangerError(
+        ErrorCode.InvalidParams,
+        `cannot register ${rootfs}: ${why}`,
+        hint ?? "give the path of an ext4 filesystem image file (e.g. made by mkfs.ext4)",
+      );
+    let stat: fs.Stats;
+    try {
+      stat = await fsp.stat(rootfs);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") throw refuse("no such file");
+      if (code === "EACCES")
+        throw refuse("permission denied", "the daemon must be able to read the file");
+      if (code === "ELOOP") throw refuse("too many levels of symlinks");
+      throw refuse(`cannot stat it (${code ?? String(err)})`);
+    }
+    if (stat.isDirectory()) throw refuse("it is a directory, not an image file");
+    if (!stat.isFile()) throw refuse("it is not a regular file (a device, FIFO or socket)");
+    if (stat.size < 64 * 1024)
+      throw refuse(`it is too small (${stat.size} bytes) to be a filesystem`);
+    // O_NONBLOCK: should the path turn into a FIFO after the stat, opening it does not hang.
+    const handle = await fsp
+      .open(rootfs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+      .catch((err: NodeJS.ErrnoException) => {
+        throw refuse(err.code === "EACCES" ? "permission denied" : `cannot open it (${err.code})`);
+      });
+    await handle.close();
+    if (!(await isExt4(rootfs)))
+      throw refuse("it is not an ext4 filesystem image (no ext4 superblock)");
+    // The magic is two bytes; dumpe2fs reads the whole superblock and its group descriptors.
+    const check = await this.deps.runner.run("dumpe2fs", ["-h", rootfs], { timeoutMs: 30_000 });
+    if (check.code !== 0) {
+      const why = check.stderr
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !/^dumpe2fs [\d.]+ \(/.test(l))
+        .map((l) => l.replace(/^dumpe2fs: /, "").replace(/ while trying to open .*$/, ""))[0];
+      throw refuse(
+        `it is not a valid ext4 filesystem (${why ?? "dumpe2fs failed"})`,
+        "check it with 'e2fsck -n -f <file>'",
+      );
+    }
+    const blocks = Number(/^Block count:\s+(\d+)/m.exec(check.stdout)?.[1] ?? NaN);
+    const blockSize = Number(/^Block size:\s+(\d+)/m.exec(check.stdout)?.[1] ?? NaN);
+    if (!(blocks > 0 && blockSize > 0))
+      throw refuse("it is not a valid ext4 filesystem (no block count in its superblock)");
+    if (blocks * blockSize > stat.size)
+      throw refuse(
+        `it is truncated: its superblock says ${blocks * blockSize} bytes, the file has ${stat.size}`,
+        "check it with 'e2fsck -n -f <file>'",
+      );
   }
 
   async delete(name: string): Promise<{ deleted: string }> {
