@@ -66,6 +66,12 @@ export function normaliseLayerPath(name: string): string {
   if (name.startsWith("/")) throw layerError(name, "absolute path");
   const parts = name.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.includes("..")) throw layerError(name, "path leaves the image ('..')");
+  // Linux's NAME_MAX and PATH_MAX: longer names cannot be written (ENAMETOOLONG otherwise).
+  if (parts.some((p) => Buffer.byteLength(p) > 255) || Buffer.byteLength(name) > 4000)
+    throw layerError(
+      name.slice(0, 80) + "...",
+      "a name is longer than Linux allows (255 bytes a component)",
+    );
   return parts.join("/");
 }
 
@@ -309,17 +315,15 @@ async function applyEntry(
   // tar-stream yields null for a size it cannot parse, then waits for data forever.
   if (!Number.isSafeInteger(h.size) || h.size < 0)
     throw layerError(rel, "its size field is invalid");
+  // Likewise null for an unparsable uid/gid; ext4 takes 32-bit ids.
   for (const [field, value] of [
     ["uid", h.uid],
     ["gid", h.gid],
   ] as const) {
-    if (
-      value !== null &&
-      value !== undefined &&
-      !(Number.isInteger(value) && value >= 0 && value < 2 ** 32)
-    )
+    if (value !== undefined && !(Number.isInteger(value) && value >= 0 && value < 2 ** 32))
       throw layerError(rel, `its ${field} field is invalid`);
   }
+
   if (rel === "") {
     // The root directory itself: record its metadata, nothing to write.
     entries.set("", {
@@ -397,8 +401,11 @@ async function applyEntry(
       if (!target.startsWith("/") && !relativeStaysInside(rel, target)) {
         throw layerError(rel, `symlink to "${target}" leaves the image`);
       }
-      if (target === "" || HOSTILE_NAME.test(target))
-        throw layerError(rel, "the symlink's target is empty or has a control character");
+      if (target === "" || HOSTILE_NAME.test(target) || Buffer.byteLength(target) > 4000)
+        throw layerError(
+          rel,
+          "the symlink's target is empty, too long, or has a control character or a double quote",
+        );
       if (existing) await removeTree(root, entries, rel, rel);
       await fsp.symlink(target, abs);
       entries.set(rel, { ...owner, mode: S_IFLNK | 0o777 });
