@@ -1,12 +1,13 @@
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
-import { Readable, Transform } from "node:stream";
+import { Readable, Transform, Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import zlib from "node:zlib";
 import tar from "tar-stream";
 import { DecompressStream } from "zstd-napi";
 import { BangerError, ErrorCode } from "../../api/errors.js";
+import { removeTree as removeFlat } from "../../util/remove-tree.js";
 import { EntryDb, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG } from "../../disk/entries.js";
 import {
   DEFAULT_IMAGE_LIMITS,
@@ -186,7 +187,7 @@ async function removeTree(
   const parent = path.posix.dirname(rel) === "." ? "" : path.posix.dirname(rel);
   if ((await checkDir(root, entries, parent, member, "removing", onSymlink)) !== "ok") return;
   // rm never follows a symlink it meets, the last component included.
-  await fsp.rm(path.join(root, rel), { recursive: true, force: true });
+  await removeFlat(path.join(root, rel));
   entries.deleteTree(rel);
   realDirsOf.delete(entries);
 }
@@ -250,15 +251,19 @@ async function applyLayers(
     entries.layer = index + 1;
     await checkSpace(true);
     const extract = tar.extract();
+    let current: LayerMember | null = null;
+    // Aborted when the layer fails: a member's data must not be awaited once the extractor is gone.
+    const abort = new AbortController();
     const consume = (async () => {
       for await (const entry of extract) {
+        current = entry;
         if (++state.entries > limits.maxEntries) {
           throw limitError(
             `the image has more than ${limits.maxEntries} entries (files, directories, links)`,
             "max_entries",
           );
         }
-        await applyEntry(root, entries, entry, limits, state);
+        await applyEntry(root, entries, entry, limits, state, abort.signal);
       }
     })();
     try {
@@ -272,8 +277,12 @@ async function applyLayers(
       ]);
     } catch (err) {
       // The other side of the pipe must not keep running (or leave a rejection unhandled).
+      // A member being written would otherwise wait forever for the rest of its data.
+      const cause = err instanceof Error ? err : new Error(String(err));
+      abort.abort(cause);
+      (current as LayerMember | null)?.destroy(cause);
       extract.destroy();
-      await consume.catch(() => {});
+      await settled(consume, 10_000);
       if (err instanceof BangerError) throw err;
       throw new BangerError(
         ErrorCode.InvalidParams,
@@ -283,6 +292,18 @@ async function applyLayers(
     }
     await applyOpaqueDirs(root, entries);
   }
+}
+
+/** Waits for `p` to settle, at most `ms`: cleanup after an error must not hang on it. */
+async function settled(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    p.catch(() => {}),
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** Opaque directories keep only what this layer put in them. */
@@ -309,6 +330,7 @@ async function applyEntry(
   entry: LayerMember,
   limits: ImageLimits,
   state: { bytes: number },
+  signal: AbortSignal,
 ): Promise<void> {
   const h = entry.header;
   const rel = normaliseLayerPath(h.name);
@@ -323,7 +345,10 @@ async function applyEntry(
     if (value !== undefined && !(Number.isInteger(value) && value >= 0 && value < 2 ** 32))
       throw layerError(rel, `its ${field} field is invalid`);
   }
-
+  // Only files carry data; tar-stream waits forever on a directory (or link, ...) that claims some.
+  const carriesData = h.type === "file" || h.type === "contiguous-file" || !h.type;
+  if (h.size > 0 && !carriesData)
+    throw layerError(rel, `a ${h.type} entry cannot carry data (it declares ${h.size} bytes)`);
   if (rel === "") {
     // The root directory itself: record its metadata, nothing to write.
     entries.set("", {
@@ -352,7 +377,7 @@ async function applyEntry(
     return;
   }
   const size = h.size ?? 0;
-  if (size > limits.maxImageBytes - state.bytes + 512 && (h.type === "file" || !h.type)) {
+  if (size > limits.maxImageBytes - state.bytes + 512) {
     entry.resume();
     throw limitError(
       `member "${rel}" declares ${size} bytes, past the image's ${formatBytes(limits.maxImageBytes)}`,
@@ -381,12 +406,21 @@ async function applyEntry(
       // Owner-writable on disk so later layers can replace it; the exact mode is re-applied in ext4.
       // "wx": never opens anything already there (a symlink least of all).
       const diskMode = (perm & 0o777) | 0o600;
+      // With the signal: the layer may fail (and the member be destroyed) during an await above.
       if (size <= SMALL_FILE) {
         const chunks: Buffer[] = [];
-        for await (const chunk of entry) chunks.push(chunk as Buffer);
+        const collect = new Writable({
+          write(chunk: Buffer, _enc, done) {
+            chunks.push(chunk);
+            done();
+          },
+        });
+        await pipeline(entry, collect, { signal });
         await fsp.writeFile(abs, Buffer.concat(chunks), { mode: diskMode, flag: "wx" });
       } else {
-        await pipeline(entry, fs.createWriteStream(abs, { mode: diskMode, flags: "wx" }));
+        await pipeline(entry, fs.createWriteStream(abs, { mode: diskMode, flags: "wx" }), {
+          signal,
+        });
       }
       entries.set(
         rel,
