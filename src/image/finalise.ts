@@ -1,6 +1,7 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { removeTree } from "../util/remove-tree.js";
 import { buildExt4, defaultExt4Size } from "../disk/ext4.js";
 import { ASSET_TYPE_BITS, guestAssets, WORK_DISK_FSTAB_LINE } from "../guest/assets.js";
 import type { CommandRunner } from "../system/runner.js";
@@ -42,10 +43,10 @@ export async function injectGuestAssets(tree: string, entries: EntryTable): Prom
     const abs = path.join(tree, asset.path);
     const existing = await fsp.lstat(abs).catch(() => null);
     if (asset.kind === "dir") {
-      if (existing && !existing.isDirectory()) await fsp.rm(abs, { recursive: true, force: true });
+      if (existing && !existing.isDirectory()) await removeTree(abs);
       if (!existing?.isDirectory()) await fsp.mkdir(abs, { mode: 0o755 });
     } else {
-      if (existing) await fsp.rm(abs, { recursive: true, force: true });
+      if (existing) await removeTree(abs);
       if (asset.kind === "symlink") await fsp.symlink(asset.target!, abs);
       else await fsp.writeFile(abs, asset.content ?? "", { mode: asset.mode });
     }
@@ -133,6 +134,6 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
     return { rootfs, sizeBytes, files };
   } finally {
     entries?.close();
-    await fsp.rm(tree, { recursive: true, force: true });
+    await removeTree(tree);
   }
 }

@@ -12,6 +12,7 @@ import type { ImageRow, Store } from "../store/store.js";
 import type { CommandRunner } from "../system/runner.js";
 import { fetchBundleToStaging, publishDir } from "../util/bundle-fetch.js";
 import { BundleEntryBase, loadCatalog } from "../util/catalog.js";
+import { removeTree } from "../util/remove-tree.js";
 import { bootstrapDebian } from "./build/debian.js";
 import { loadConfig } from "../config/config.js";
 import { finaliseImage } from "./finalise.js";
@@ -201,7 +202,7 @@ export class ImageService {
       // Only the image itself goes live; work files (layers, tarballs) stay behind and are removed.
       for (const entry of await fsp.readdir(staging)) {
         if (entry !== "rootfs.ext4" && entry !== "manifest.json")
-          await fsp.rm(path.join(staging, entry), { recursive: true, force: true });
+          await removeTree(path.join(staging, entry));
       }
       await publishDir(staging, finalDir, { replace: false });
       const row: ImageRow = {
@@ -223,7 +224,7 @@ export class ImageService {
       }
       return imageInfo(row);
     } finally {
-      await fsp.rm(staging, { recursive: true, force: true });
+      await removeTree(staging);
     }
   }
 
