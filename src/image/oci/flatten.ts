@@ -389,8 +389,9 @@ async function applyEntry(
   const perm = (h.mode ?? 0o644) & 0o7777;
   const owner = { uid: h.uid ?? 0, gid: h.gid ?? 0 };
   const capability = paxCapability(h);
-  // The parent is a real directory now, so this lstat sees the tree's own entry, if any.
-  const existing = await fsp.lstat(abs).catch(() => null);
+  // The parent is a real directory now, so this lstat sees the tree's own entry, if any. Every
+  // path in the tree is in the table, so only known paths need one (creation is O_EXCL-strict).
+  const existing = entries.has(rel) ? await fsp.lstat(abs).catch(() => null) : null;
   switch (h.type) {
     case "directory":
       if (existing && !existing.isDirectory()) await removeTree(root, entries, rel, rel);
