@@ -1,8 +1,8 @@
 // Fuzzer for the layer flattener: feeds random and mutated tar layers (plain, gzip, zstd) to
 // flattenLayers in a temp root under a time budget and reports inputs run and failures.
 // A failure is: anything written, changed or deleted outside the staging root (a canary
-// directory beside it, and the work dir itself), an error that is not a BangerError, or an
-// input that runs past the per-input timeout. Not part of `make test`: run `make fuzz`.
+// directory beside it, and the work dir itself), an error that is not a BangerError, an
+// input that runs past the per-input timeout, or file descriptors left open. Not part of `make test`: run `make fuzz`.
 // Usage: node --import tsx bench/fuzz-flatten.ts [seconds=60]   (env: FUZZ_SECONDS, FUZZ_SEED)
 //        FUZZ_REPLAY=<dir with layer-N files> node --import tsx bench/fuzz-flatten.ts   (one input)
 import { createHash } from "node:crypto";
@@ -347,6 +347,9 @@ await fs.mkdir(failuresDir);
 const canaryBefore = await snapshot(canary);
 const limits = { maxLayerBytes: 2 ** 30, maxImageBytes: 32 * 2 ** 20, maxEntries: 5_000 };
 const deadline = Date.now() + seconds * 1000;
+// Descriptors the flattener leaves open would, in the daemon, end in EMFILE for everyone.
+const openFds = async () => (await fs.readdir("/proc/self/fd")).length;
+const fdsAtStart = await openFds();
 let inputs = 0;
 const failures: string[] = [];
 const unclear = new Map<string, number>();
@@ -398,6 +401,8 @@ while (Date.now() < deadline) {
   if ((await snapshot(canary)) !== canaryBefore) problem = `${problem ?? ""} canary changed`.trim();
   const workAfter = (await fs.readdir(work)).sort().join(",");
   if (workAfter !== workBefore) problem = `${problem ?? ""} work dir changed: ${workAfter}`.trim();
+  if (inputs % 200 === 0 && (await openFds()) > fdsAtStart + 20)
+    problem = `${problem ?? ""} file descriptors leak (${fdsAtStart} -> ${await openFds()})`.trim();
   if (problem) {
     failures.push(`seed ${inputSeed}: ${problem}`);
     const keep = path.join(failuresDir, `seed-${inputSeed}`);

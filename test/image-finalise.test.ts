@@ -256,3 +256,24 @@ test("removeTree removes deep and wide trees without following symlinks", async 
   assert.deepEqual(await fs.readdir(victim), ["keep"]);
   await removeTree(path.join(dir, "never-existed"));
 });
+
+test("corrupt compressed layers do not leak file descriptors", async () => {
+  const { flattenLayers } = await import("../src/image/oci/flatten.js");
+  const gz = await makeLayer([{ name: "f", body: "x".repeat(100_000) }]);
+  const zst = (await import("zstd-napi")).compress(
+    await makeLayer([{ name: "f", body: "x".repeat(100_000) }], { gzip: false }),
+  );
+  const bad = await layerFiles([
+    Buffer.concat([gz.subarray(0, 20), Buffer.alloc(64, 0xaa)]),
+    Buffer.concat([zst.subarray(0, 20), Buffer.alloc(64, 0xaa)]),
+  ]);
+  const openFds = async () => (await fs.readdir("/proc/self/fd")).length;
+  const before = await openFds();
+  for (let i = 0; i < 40; i++) {
+    const root = await fs.mkdtemp(path.join(dir, "fd-"));
+    await assert.rejects(flattenLayers([bad[i % 2]!], root), /cannot read image layer/);
+    await fs.rm(root, { recursive: true, force: true });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok((await openFds()) - before < 5, `open fds grew from ${before} to ${await openFds()}`);
+});

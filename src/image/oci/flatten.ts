@@ -82,16 +82,23 @@ function relativeStaysInside(member: string, target: string): boolean {
   return resolved !== ".." && !resolved.startsWith("../");
 }
 
-/** Opens a layer blob: gzip, zstd or plain tar, by magic bytes. */
-async function openLayer(file: string): Promise<Readable> {
+/**
+ * A layer blob's streams: the file, then its decompressor (gzip or zstd, by magic bytes) if
+ * any. They go into one pipeline: a bare .pipe() leaves the file open when the decompressor
+ * fails (one descriptor lost per corrupt layer, until the daemon has none left).
+ */
+async function openLayer(file: string): Promise<[Readable] | [Readable, Transform]> {
   const handle = await fsp.open(file, "r");
   const magic = Buffer.alloc(4);
-  await handle.read(magic, 0, 4, 0);
-  await handle.close();
+  try {
+    await handle.read(magic, 0, 4, 0);
+  } finally {
+    await handle.close();
+  }
   const raw = fs.createReadStream(file);
-  if (magic[0] === 0x1f && magic[1] === 0x8b) return raw.pipe(zlib.createGunzip());
-  if (magic.readUInt32LE(0) === 0xfd2fb528) return raw.pipe(new DecompressStream());
-  return raw;
+  if (magic[0] === 0x1f && magic[1] === 0x8b) return [raw, zlib.createGunzip()];
+  if (magic.readUInt32LE(0) === 0xfd2fb528) return [raw, new DecompressStream()];
+  return [raw];
 }
 
 /** One member of a layer as the tar extractor yields it. */
@@ -268,11 +275,11 @@ async function applyLayers(
     })();
     try {
       await Promise.all([
-        pipeline(
-          await openLayer(layerFile),
+        pipeline([
+          ...(await openLayer(layerFile)),
           byteCounter(state, limits, () => checkSpace(false)),
           extract,
-        ),
+        ]),
         consume,
       ]);
     } catch (err) {
