@@ -2,7 +2,8 @@
 // flattenLayers in a temp root under a time budget and reports inputs run and failures.
 // A failure is: anything written, changed or deleted outside the staging root (a canary
 // directory beside it, and the work dir itself), an error that is not a BangerError, an
-// input that runs past the per-input timeout, or file descriptors left open. Not part of `make test`: run `make fuzz`.
+// input that runs past the per-input timeout, or file descriptors left open.
+// Not part of `make test`: run `make fuzz`.
 // Usage: node --import tsx bench/fuzz-flatten.ts [seconds=60]   (env: FUZZ_SECONDS, FUZZ_SEED)
 //        FUZZ_REPLAY=<dir with layer-N files> node --import tsx bench/fuzz-flatten.ts   (one input)
 import { createHash } from "node:crypto";
