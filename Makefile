@@ -1,6 +1,6 @@
 # The two commands a new machine needs: `make demo` and `make test`. Both set up
 # everything first (apt packages, node modules, build).
-.PHONY: setup build lint format test demo clean bench docs
+.PHONY: setup build lint format test demo clean bench docs fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,10 @@ demo: build
 
 bench: build
 	@for b in bench/*.ts; do node --import tsx "$$b" || exit 1; done
+
+# Random and mutated tar layers against the layer flattener (not part of test): FUZZ_SECONDS=600 make fuzz.
+fuzz: setup
+	@node --import tsx bench/fuzz-flatten.ts $${FUZZ_SECONDS:-60}
 
 clean:
 	rm -rf dist

@@ -194,3 +194,38 @@ test("TOML syntax errors name the file and line", () => {
       err instanceof BangerError && /config\.toml: line 2: invalid TOML/.test(err.message),
   );
 });
+
+test("[image] bounds parse, default to sizes for real images, and refuse nonsense", () => {
+  const defaults = defaultConfig().image;
+  assert.deepEqual(defaults, {
+    maxLayerBytes: 16 * GiB,
+    maxImageBytes: 48 * GiB,
+    maxEntries: 2_000_000,
+  });
+  const config = parseConfig(
+    `[image]\nmax_layer_size = "2G"\nmax_image_size = 512\nmax_entries = 1000\n`,
+    SRC,
+  );
+  assert.deepEqual(config.image, {
+    maxLayerBytes: 2 * GiB,
+    maxImageBytes: 512 * 1024 * 1024,
+    maxEntries: 1000,
+  });
+  for (const [text, pattern] of [
+    [`[image]\nmax_entries = 0`, /image\.max_entries: 0 must be a whole number/],
+    [`[image]\nmax_entries = 1.5`, /image\.max_entries/],
+    [`[image]\nmax_image_size = "-1G"`, /image\.max_image_size.*negative/],
+    [`[image]\nmax_layer_size = "lots"`, /image\.max_layer_size/],
+    [
+      `[image]\nmax_layers = 3`,
+      /image\.max_layers: unknown key \(did you mean "image\.max_layer_size"\?\)|image\.max_layers: unknown key/,
+    ],
+    [`image = 3`, /image: must be a table/],
+  ] as const) {
+    assert.throws(
+      () => parseConfig(text, SRC),
+      (err: unknown) => err instanceof BangerError && pattern.test(err.message),
+      text,
+    );
+  }
+});

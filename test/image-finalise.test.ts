@@ -182,3 +182,98 @@ for (const [name, entries, pattern] of hostile) {
     assert.deepEqual(await fs.readdir(staging), [], "the tree was removed");
   });
 }
+
+test("a layer that ends inside a file is refused, not waited on forever", async () => {
+  // The layer's end arrives while the member's parents are still being made: the member's
+  // data was then awaited on a destroyed stream, forever (found by bench/fuzz-flatten.ts).
+  for (const [size, keep] of [
+    [2 * 1024 * 1024, 600 * 1024],
+    [2 * 1024 * 1024, 100],
+    [4096, 100],
+  ] as const) {
+    const staging = await fs.mkdtemp(path.join(dir, "staging-"));
+    const whole = await makeLayer([{ name: "a/b/c/d/big", body: Buffer.alloc(size, 1) }], {
+      gzip: false,
+    });
+    let timer: NodeJS.Timeout | undefined;
+    await assert.rejects(
+      Promise.race([
+        finaliseImage({
+          layers: await layerFiles([whole.subarray(0, 512 + keep)]),
+          stagingDir: staging,
+          runner,
+        }),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("still waiting after 5 s")), 5_000);
+        }),
+      ]),
+      /cannot read image layer .*Unexpected end of data/,
+      `${keep} of ${size} bytes`,
+    );
+    clearTimeout(timer);
+    assert.deepEqual(await fs.readdir(staging), [], "the tree was removed");
+  }
+});
+
+test("a directory entry that claims data is refused (tar-stream would wait for it forever)", async () => {
+  const staging = await fs.mkdtemp(path.join(dir, "staging-"));
+  const raw = await makeLayer([{ name: "d/", type: "directory" }], { gzip: false });
+  raw.write("00000001000", 124, "ascii");
+  raw.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += raw[i]!;
+  raw.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "ascii");
+  await assert.rejects(
+    finaliseImage({ layers: await layerFiles([raw]), stagingDir: staging, runner }),
+    /a directory entry cannot carry data/,
+  );
+  assert.deepEqual(await fs.readdir(staging), [], "the tree was removed");
+});
+
+test("free space is checked before writing", async () => {
+  const { ensureFreeSpace, freeBytes } = await import("../src/image/limits.js");
+  const free = await freeBytes(dir);
+  await ensureFreeSpace(dir, 1024 * 1024, "a small write");
+  await assert.rejects(
+    ensureFreeSpace(dir, free, "the test's image"),
+    /not enough disk space for the test's image: it needs about .* free/,
+  );
+});
+
+test("removeTree removes deep and wide trees without following symlinks", async () => {
+  const { removeTree } = await import("../src/util/remove-tree.js");
+  const victim = await fs.mkdtemp(path.join(dir, "victim-"));
+  await fs.writeFile(path.join(victim, "keep"), "k");
+  const tree = await fs.mkdtemp(path.join(dir, "tree-"));
+  await fs.symlink(victim, path.join(tree, "link"));
+  await fs.mkdir(path.join(tree, "wide"));
+  for (let i = 0; i < 1500; i++) await fs.writeFile(path.join(tree, "wide", `f${i}`), "");
+  let deep = path.join(tree, "deep");
+  for (let i = 0; i < 300; i++) deep = path.join(deep, "d");
+  await fs.mkdir(deep, { recursive: true });
+  await removeTree(tree);
+  await assert.rejects(fs.lstat(tree), /ENOENT/);
+  assert.deepEqual(await fs.readdir(victim), ["keep"]);
+  await removeTree(path.join(dir, "never-existed"));
+});
+
+test("corrupt compressed layers do not leak file descriptors", async () => {
+  const { flattenLayers } = await import("../src/image/oci/flatten.js");
+  const gz = await makeLayer([{ name: "f", body: "x".repeat(100_000) }]);
+  const zst = (await import("zstd-napi")).compress(
+    await makeLayer([{ name: "f", body: "x".repeat(100_000) }], { gzip: false }),
+  );
+  const bad = await layerFiles([
+    Buffer.concat([gz.subarray(0, 20), Buffer.alloc(64, 0xaa)]),
+    Buffer.concat([zst.subarray(0, 20), Buffer.alloc(64, 0xaa)]),
+  ]);
+  const openFds = async () => (await fs.readdir("/proc/self/fd")).length;
+  const before = await openFds();
+  for (let i = 0; i < 40; i++) {
+    const root = await fs.mkdtemp(path.join(dir, "fd-"));
+    await assert.rejects(flattenLayers([bad[i % 2]!], root), /cannot read image layer/);
+    await fs.rm(root, { recursive: true, force: true });
+  }
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok((await openFds()) - before < 5, `open fds grew from ${before} to ${await openFds()}`);
+});

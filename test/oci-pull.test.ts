@@ -55,6 +55,9 @@ test("bad references fail clearly", () => {
     ["a//b", /empty path component/],
     ["a@sha256:123", /64 lower-case hex/],
     ["a:bad tag", /not a valid tag/],
+    ["localhost:99999/x", /port 99999 of registry "localhost:99999" is not from 1 to 65535/],
+    ["ex..com/x", /"ex\.\.com" is not a registry host\[:port\]/],
+    ["a".repeat(300), /longer than 255 characters/],
   ] as const) {
     assert.throws(
       () => parseReference(input),
@@ -280,4 +283,70 @@ test("cache prune tallies, honours --dry-run, and empties the cache", async () =
   const noCacheLayout = { ...home.layout, ociBlobsDir: path.join(home.home, "no-cache-here") };
   const empty = await imageServices(store, noCacheLayout, { runner }).images.cachePrune(false);
   assert.deepEqual([empty.blobs, empty.freedBytes], [0, 0], "a missing cache is zero");
+});
+
+/** A directory outside the store with files an image must never be able to touch. */
+async function victimDir(name: string): Promise<{ dir: string; files: () => Promise<string[]> }> {
+  const dir = path.join(home.home, name);
+  await fs.mkdir(path.join(dir, "sub"), { recursive: true });
+  for (const f of ["keep", "notes.txt", ".containerenv", "sub/deep"]) {
+    await fs.writeFile(path.join(dir, f), "mine");
+  }
+  return {
+    dir,
+    files: async () => (await fs.readdir(dir, { recursive: true })).map((f) => f.toString()).sort(),
+  };
+}
+
+const nothingStaged = async () =>
+  assert.deepEqual(
+    (await fs.readdir(home.layout.imagesDir).catch(() => [] as string[])).filter((f) =>
+      f.includes("staging"),
+    ),
+    [],
+    "no staging dir left",
+  );
+
+for (const [shape, marker] of [
+  ["opaque marker under a symlink", "link/.wh..wh..opq"],
+  ["whiteout under a symlink", "link/.wh.keep"],
+  ["whiteout of a subdirectory under a symlink", "link/.wh.sub"],
+] as const) {
+  test(`${shape} is refused and never touches the symlink's host target`, async () => {
+    const victim = await victimDir(`victim-${shape.replaceAll(" ", "-")}`);
+    const before = await victim.files();
+    const repo = `test/wh-${shape.split(" ")[0]}-${before.length}`;
+    await pushImage(registry.url, repo, "v1", [
+      await makeLayer([{ name: "link", type: "symlink", linkname: victim.dir }]),
+      await makeLayer([{ name: marker }]),
+    ]);
+    await assert.rejects(
+      images.pull({
+        ref: `${registry.host}/${repo}:v1`,
+        name: `wh-${before.length}-${marker.length}`,
+      }),
+      (err: unknown) =>
+        err instanceof BangerError &&
+        /through the symlink link is refused/.test(err.message) &&
+        err.message.includes(marker),
+    );
+    assert.deepEqual(await victim.files(), before, "the victim keeps every file");
+    assert.equal(store.getImageByName(`wh-${before.length}-${marker.length}`), null);
+    await nothingStaged();
+  });
+}
+
+test("the container markers are not removed through a symlinked /run", async () => {
+  const victim = await victimDir("victim-run");
+  const before = await victim.files();
+  await pushImage(registry.url, "test/run-link", "v1", [
+    await makeLayer([
+      { name: "run", type: "symlink", linkname: victim.dir },
+      { name: "etc/os-release", body: "ID=debian\n" },
+    ]),
+  ]);
+  const info = await images.pull({ ref: `${registry.host}/test/run-link:v1` });
+  assert.equal(info.name, "run-link-v1");
+  assert.deepEqual(await victim.files(), before, "the host's .containerenv stays");
+  await nothingStaged();
 });

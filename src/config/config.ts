@@ -3,6 +3,7 @@ import fsp from "node:fs/promises";
 import { parse as parseToml, TomlError } from "smol-toml";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { readRegularFile, readRegularFileSync } from "../util/regular-file.js";
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from "../image/limits.js";
 import { parseSize } from "../util/size.js";
 import { MAX_VCPU, maxVcpu, VCPU_OVERCOMMIT, vmShapeProblem, type HostLimits } from "./limits.js";
 import { hostResources } from "./vm-defaults.js";
@@ -36,6 +37,8 @@ export interface Config {
   fileSync: FileSyncEntry[];
   /** A VM's serial console keeps the newest this many bytes on disk (console_log_size). */
   consoleLogBytes: number;
+  /** Bounds on what an image pull (or build) may download and unpack. */
+  image: ImageLimits;
 }
 
 export function defaultConfig(): Config {
@@ -53,6 +56,7 @@ export function defaultConfig(): Config {
     },
     fileSync: [],
     consoleLogBytes: 4 * 1024 * 1024,
+    image: { ...DEFAULT_IMAGE_LIMITS },
   };
 }
 
@@ -64,10 +68,12 @@ const TOP_KEYS = [
   "network",
   "file_sync",
   "console_log_size",
+  "image",
 ];
 const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
 const NETWORK_KEYS = ["bridge", "subnet", "dns_port", "tap_pool_size", "helper_socket"];
 const FILE_SYNC_KEYS = ["host", "guest", "mode"];
+const IMAGE_KEYS = ["max_layer_size", "max_image_size", "max_entries"];
 
 /** A config file larger than this is not a config file (and is not read into memory). */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -287,6 +293,23 @@ export function parseConfig(
       }
       config.fileSync.push({ host, guest, mode });
     });
+  }
+
+  if (raw.image !== undefined) {
+    const t = table(raw.image, "image", fail);
+    checkKeys(t, IMAGE_KEYS, "image.", fail);
+    if (t.max_layer_size !== undefined)
+      config.image.maxLayerBytes = size(t.max_layer_size, "image.max_layer_size", fail);
+    if (t.max_image_size !== undefined)
+      config.image.maxImageBytes = size(t.max_image_size, "image.max_image_size", fail);
+    if (t.max_entries !== undefined)
+      config.image.maxEntries = wholeNumber(
+        t.max_entries,
+        [1, 1_000_000_000],
+        "image.max_entries",
+        "must be a whole number from 1 to 1000000000",
+        fail,
+      );
   }
   return config;
 }

@@ -2,7 +2,7 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import type { EntryMeta } from "../image/oci/flatten.js";
+import type { EntryTable } from "./entries.js";
 import { MAX_OUTPUT_BYTES_CEILING, runChecked, type CommandRunner } from "../system/runner.js";
 
 const MiB = 1024 * 1024;
@@ -16,7 +16,7 @@ export function defaultExt4Size(estimatedBytes: number): number {
 
 export interface BuildExt4Options {
   tree: string;
-  entries: Map<string, EntryMeta>;
+  entries: EntryTable;
   output: string;
   sizeBytes: number;
   runner: CommandRunner;
@@ -61,17 +61,26 @@ export async function buildExt4(opts: BuildExt4Options): Promise<void> {
   await applyMetadata(opts.output, opts.tree, opts.entries, runner);
 }
 
-/** One debugfs run that makes every inode's uid, gid, mode and capability match the layers. */
+/** debugfs commands per run: each run's script and output stay small however many entries there are. */
+const DEBUGFS_BATCH = 20_000;
+
+/** debugfs runs that make every inode's uid, gid, mode and capability match the layers. */
 export async function applyMetadata(
   image: string,
   tree: string,
-  entries: Map<string, EntryMeta>,
+  entries: EntryTable,
   runner: CommandRunner,
 ): Promise<void> {
-  const lines: string[] = [];
   const capDir = await fsp.mkdtemp(path.join(os.tmpdir(), "banger-caps-"));
   try {
+    let lines: string[] = [];
     let capIndex = 0;
+    const flush = async () => {
+      if (lines.length === 0) return;
+      const input = `${lines.join("\n")}\n`;
+      lines = [];
+      await runDebugfs(runner, image, input);
+    };
     for (const [rel, want] of entries) {
       if (rel === "") continue; // root_owner covers /, its mode follows the tree
       // mkfs copied what the tree has on disk; only differences need a command.
@@ -85,28 +94,32 @@ export async function applyMetadata(
         await fsp.writeFile(file, want.capability);
         lines.push(`ea_set -f ${file} ${q(rel)} security.capability`);
       }
+      if (lines.length >= DEBUGFS_BATCH) await flush();
     }
     const root = entries.get("");
     if (root) lines.push(`sif / mode 0${root.mode.toString(8)}`);
-    if (lines.length === 0) return;
-    const result = await runner.run("debugfs", ["-w", "-f", "-", image], {
-      input: `${lines.join("\n")}\n`,
-      timeoutMs: 30 * 60_000,
-      // debugfs echoes every command of the script: an image of many files says a lot.
-      maxOutputBytes: MAX_OUTPUT_BYTES_CEILING,
-    });
-    // debugfs exits 0 even when a command fails; its complaints are on stderr.
-    const errors = result.stderr
-      .split("\n")
-      .filter((l) => l.trim() !== "" && !/^debugfs [\d.]+ \(/.test(l));
-    if (result.code !== 0 || errors.length > 0) {
-      throw new BangerError(
-        ErrorCode.Internal,
-        `debugfs could not set file metadata in ${image}: ${errors.slice(0, 5).join("; ")}`,
-      );
-    }
+    await flush();
   } finally {
     await fsp.rm(capDir, { recursive: true, force: true });
+  }
+}
+
+async function runDebugfs(runner: CommandRunner, image: string, input: string): Promise<void> {
+  const result = await runner.run("debugfs", ["-w", "-f", "-", image], {
+    input,
+    timeoutMs: 30 * 60_000,
+    // debugfs echoes every command of the script: a batch of many files says a lot.
+    maxOutputBytes: MAX_OUTPUT_BYTES_CEILING,
+  });
+  // debugfs exits 0 even when a command fails; its complaints are on stderr.
+  const errors = result.stderr
+    .split("\n")
+    .filter((l) => l.trim() !== "" && !/^debugfs [\d.]+ \(/.test(l));
+  if (result.code !== 0 || errors.length > 0) {
+    throw new BangerError(
+      ErrorCode.Internal,
+      `debugfs could not set file metadata in ${image}: ${errors.slice(0, 5).join("; ")}`,
+    );
   }
 }
 

@@ -1,21 +1,20 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { removeTree } from "../util/remove-tree.js";
 import { buildExt4, defaultExt4Size } from "../disk/ext4.js";
 import { ASSET_TYPE_BITS, guestAssets, WORK_DISK_FSTAB_LINE } from "../guest/assets.js";
 import type { CommandRunner } from "../system/runner.js";
-import { flattenLayers, S_IFDIR, S_IFREG, type EntryMeta } from "./oci/flatten.js";
+import { S_IFDIR, S_IFREG, type EntryTable } from "../disk/entries.js";
+import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
+import { flattenLayers } from "./oci/flatten.js";
 
 /**
  * Every component of `rel`'s parent must be a real directory in the tree. An
  * image's absolute symlink (say etc/ssh -> /usr/share/ssh) would otherwise make
  * us write to the host's path.
  */
-async function prepareParent(
-  tree: string,
-  rel: string,
-  entries: Map<string, EntryMeta>,
-): Promise<void> {
+async function prepareParent(tree: string, rel: string, entries: EntryTable): Promise<void> {
   const parts = path.posix
     .dirname(rel)
     .split("/")
@@ -38,19 +37,16 @@ async function prepareParent(
 }
 
 /** Adds the network unit, first-boot unit, sshd drop-in, init wrapper and work-disk fstab line. */
-export async function injectGuestAssets(
-  tree: string,
-  entries: Map<string, EntryMeta>,
-): Promise<void> {
+export async function injectGuestAssets(tree: string, entries: EntryTable): Promise<void> {
   for (const asset of guestAssets()) {
     await prepareParent(tree, asset.path, entries);
     const abs = path.join(tree, asset.path);
     const existing = await fsp.lstat(abs).catch(() => null);
     if (asset.kind === "dir") {
-      if (existing && !existing.isDirectory()) await fsp.rm(abs, { recursive: true, force: true });
+      if (existing && !existing.isDirectory()) await removeTree(abs);
       if (!existing?.isDirectory()) await fsp.mkdir(abs, { mode: 0o755 });
     } else {
-      if (existing) await fsp.rm(abs, { recursive: true, force: true });
+      if (existing) await removeTree(abs);
       if (asset.kind === "symlink") await fsp.symlink(asset.target!, abs);
       else await fsp.writeFile(abs, asset.content ?? "", { mode: asset.mode });
     }
@@ -96,6 +92,7 @@ export interface FinaliseOptions {
   sizeBytes?: number | undefined;
   runner: CommandRunner;
   progress?: (stage: string, message?: string) => void;
+  limits?: ImageLimits;
 }
 
 export interface FinaliseResult {
@@ -109,9 +106,15 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
   const progress = opts.progress ?? (() => {});
   const tree = path.join(opts.stagingDir, "tree");
   await fsp.mkdir(tree, { recursive: true });
+  let entries: Awaited<ReturnType<typeof flattenLayers>>["entries"] | undefined;
   try {
     progress("flatten", `${opts.layers.length} layer(s)`);
-    const { entries, estimatedBytes } = await flattenLayers(opts.layers, tree);
+    const flat = await flattenLayers(opts.layers, tree, {
+      limits: opts.limits ?? DEFAULT_IMAGE_LIMITS,
+      entriesFile: path.join(opts.stagingDir, "entries.db"),
+    });
+    entries = flat.entries;
+    const { estimatedBytes } = flat;
     progress("guest assets", "network, first boot, sshd, work disk");
     await injectGuestAssets(tree, entries);
     const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
@@ -122,11 +125,15 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
         "omit --size to let banger pick (the content plus half again, at least 1 GiB)",
       );
     }
-    progress("ext4", `${entries.size} files`);
+    const files = entries.size;
+    progress("ext4", `${files} files`);
+    // The filesystem is sparse, but mkfs writes every byte the tree holds.
+    await ensureFreeSpace(opts.stagingDir, estimatedBytes, "the image's ext4 filesystem");
     const rootfs = path.join(opts.stagingDir, "rootfs.ext4");
     await buildExt4({ tree, entries, output: rootfs, sizeBytes, runner: opts.runner });
-    return { rootfs, sizeBytes, files: entries.size };
+    return { rootfs, sizeBytes, files };
   } finally {
-    await fsp.rm(tree, { recursive: true, force: true });
+    entries?.close();
+    await removeTree(tree);
   }
 }

@@ -12,8 +12,11 @@ import type { ImageRow, Store } from "../store/store.js";
 import type { CommandRunner } from "../system/runner.js";
 import { fetchBundleToStaging, publishDir } from "../util/bundle-fetch.js";
 import { BundleEntryBase, loadCatalog } from "../util/catalog.js";
+import { removeTree } from "../util/remove-tree.js";
 import { bootstrapDebian } from "./build/debian.js";
+import { loadConfig } from "../config/config.js";
 import { finaliseImage } from "./finalise.js";
+import type { ImageLimits } from "./limits.js";
 
 export const DEFAULT_IMAGE_NAME = "debian-bookworm";
 export const IMAGE_NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -55,6 +58,7 @@ export interface OciPuller {
     req: PullRequest,
     progress: Progress,
     signal: AbortSignal | undefined,
+    limits: ImageLimits,
   ): Promise<{ digest: string; canonical: string; layers: string[] }>;
 }
 
@@ -111,6 +115,11 @@ export class ImageService {
   private readonly inflight = new Set<string>();
 
   constructor(private readonly deps: ImageServiceDeps) {}
+
+  /** The [image] bounds from config.toml, read per operation like the rest of the config. */
+  private async limits(): Promise<ImageLimits> {
+    return (await loadConfig(this.deps.layout.configFile)).image;
+  }
 
   private now(): string {
     return (this.deps.now?.() ?? new Date()).toISOString();
@@ -193,7 +202,7 @@ export class ImageService {
       // Only the image itself goes live; work files (layers, tarballs) stay behind and are removed.
       for (const entry of await fsp.readdir(staging)) {
         if (entry !== "rootfs.ext4" && entry !== "manifest.json")
-          await fsp.rm(path.join(staging, entry), { recursive: true, force: true });
+          await removeTree(path.join(staging, entry));
       }
       await publishDir(staging, finalDir, { replace: false });
       const row: ImageRow = {
@@ -215,7 +224,7 @@ export class ImageService {
       }
       return imageInfo(row);
     } finally {
-      await fsp.rm(staging, { recursive: true, force: true });
+      await removeTree(staging);
     }
   }
 
@@ -231,6 +240,7 @@ export class ImageService {
   ): Promise<ImageInfo> {
     const name = opts.name ?? DEFAULT_IMAGE_NAME;
     const suite = opts.suite ?? "bookworm";
+    const limits = await this.limits();
     return this.exclusive(name, () =>
       this.create(name, async (staging) => {
         const tarball = path.join(staging, "rootfs.tar");
@@ -249,6 +259,7 @@ export class ImageService {
           layers: [tarball],
           stagingDir: staging,
           sizeBytes: opts.sizeBytes,
+          limits,
           runner: this.deps.runner,
           progress: (stage, message) => progress({ stage, ...(message ? { message } : {}) }),
         });
@@ -279,9 +290,10 @@ export class ImageService {
     const entry = catalog.entries.find((e) => e.name === req.ref);
     if (entry) return this.pullBundle(entry, req, progress, signal);
     const name = req.name ?? this.deps.oci.defaultName(req.ref);
+    const limits = await this.limits();
     return this.exclusive(name, () =>
       this.create(name, async (staging) => {
-        const fetched = await this.deps.oci.fetchLayers(req, progress, signal);
+        const fetched = await this.deps.oci.fetchLayers(req, progress, signal, limits);
         // Hardlink the cached layers into staging so a cache prune mid-pull cannot pull them away.
         const layers: string[] = [];
         for (const [i, layer] of fetched.layers.entries()) {
@@ -293,6 +305,7 @@ export class ImageService {
           layers,
           stagingDir: staging,
           sizeBytes: req.sizeBytes,
+          limits,
           runner: this.deps.runner,
           progress: (stage, message) => progress({ stage, ...(message ? { message } : {}) }),
         });
@@ -393,8 +406,7 @@ export class ImageService {
       throw new BangerError(ErrorCode.InvalidParams, "--initrd and --modules go with --kernel");
     }
     const rootfs = path.resolve(req.rootfs);
-    if (!(await isExt4(rootfs)))
-      throw new BangerError(ErrorCode.InvalidParams, `${rootfs} is not an ext4 filesystem image`);
+    await this.checkRegisterable(rootfs);
     return this.exclusive(req.name, async () => {
       let kernelRef = req.kernelRef;
       if (kernelRef) {
@@ -429,6 +441,65 @@ export class ImageService {
       this.deps.store.insertImage(row);
       return imageInfo(row);
     });
+  }
+
+  /**
+   * `image register` takes a regular file holding a whole ext2/3/4 filesystem: the magic
+   * alone is not one, and a FIFO or device must never be opened (a FIFO would block).
+   */
+  private async checkRegisterable(rootfs: string): Promise<void> {
+    const refuse = (why: string, hint?: string) =>
+      new BangerError(
+        ErrorCode.InvalidParams,
+        `cannot register ${rootfs}: ${why}`,
+        hint ?? "give the path of an ext4 filesystem image file (e.g. made by mkfs.ext4)",
+      );
+    let stat: fs.Stats;
+    try {
+      stat = await fsp.stat(rootfs);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "ENOTDIR") throw refuse("no such file");
+      if (code === "EACCES")
+        throw refuse("permission denied", "the daemon must be able to read the file");
+      if (code === "ELOOP") throw refuse("too many levels of symlinks");
+      throw refuse(`cannot stat it (${code ?? String(err)})`);
+    }
+    if (stat.isDirectory()) throw refuse("it is a directory, not an image file");
+    if (!stat.isFile()) throw refuse("it is not a regular file (a device, FIFO or socket)");
+    if (stat.size < 64 * 1024)
+      throw refuse(`it is too small (${stat.size} bytes) to be a filesystem`);
+    // O_NONBLOCK: should the path turn into a FIFO after the stat, opening it does not hang.
+    const handle = await fsp
+      .open(rootfs, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
+      .catch((err: NodeJS.ErrnoException) => {
+        throw refuse(err.code === "EACCES" ? "permission denied" : `cannot open it (${err.code})`);
+      });
+    await handle.close();
+    if (!(await isExt4(rootfs)))
+      throw refuse("it is not an ext4 filesystem image (no ext4 superblock)");
+    // The magic is two bytes; dumpe2fs reads the whole superblock and its group descriptors.
+    const check = await this.deps.runner.run("dumpe2fs", ["-h", rootfs], { timeoutMs: 30_000 });
+    if (check.code !== 0) {
+      const why = check.stderr
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l !== "" && !/^dumpe2fs [\d.]+ \(/.test(l))
+        .map((l) => l.replace(/^dumpe2fs: /, "").replace(/ while trying to open .*$/, ""))[0];
+      throw refuse(
+        `it is not a valid ext4 filesystem (${why ?? "dumpe2fs failed"})`,
+        "check it with 'e2fsck -n -f <file>'",
+      );
+    }
+    const blocks = Number(/^Block count:\s+(\d+)/m.exec(check.stdout)?.[1] ?? NaN);
+    const blockSize = Number(/^Block size:\s+(\d+)/m.exec(check.stdout)?.[1] ?? NaN);
+    if (!(blocks > 0 && blockSize > 0))
+      throw refuse("it is not a valid ext4 filesystem (no block count in its superblock)");
+    if (blocks * blockSize > stat.size)
+      throw refuse(
+        `it is truncated: its superblock says ${blocks * blockSize} bytes, the file has ${stat.size}`,
+        "check it with 'e2fsck -n -f <file>'",
+      );
   }
 
   async delete(name: string): Promise<{ deleted: string }> {

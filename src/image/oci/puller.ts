@@ -1,5 +1,7 @@
+import fsp from "node:fs/promises";
 import type { Layout } from "../../paths/layout.js";
 import type { OciPuller, Progress, PullRequest } from "../service.js";
+import { ensureFreeSpace, formatBytes, limitError, type ImageLimits } from "../limits.js";
 import { BlobCache } from "./blob-cache.js";
 import { defaultImageName, formatReference, parseReference } from "./reference.js";
 import { RegistryClient } from "./registry.js";
@@ -9,7 +11,7 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
   const cache = new BlobCache(deps.layout.ociBlobsDir);
   return {
     defaultName: (ref) => defaultImageName(parseReference(ref)),
-    async fetchLayers(req: PullRequest, progress: Progress) {
+    async fetchLayers(req: PullRequest, progress: Progress, _signal, limits: ImageLimits) {
       const ref = parseReference(req.ref);
       const client = new RegistryClient({
         insecureRegistries: req.insecureRegistry ? [ref.registry] : [],
@@ -17,6 +19,15 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
       progress({ stage: "resolve", message: formatReference(ref) });
       const { digest, manifest } = await client.resolveManifest(ref);
       const total = manifest.layers.reduce((n, l) => n + l.size, 0);
+      checkDeclaredSizes(manifest.layers, limits);
+      // Only what the cache lacks is downloaded; it must fit before the first byte is written.
+      const missing = manifest.layers.filter((l) => !cache.has(l.digest));
+      await fsp.mkdir(cache.dir, { recursive: true });
+      await ensureFreeSpace(
+        cache.dir,
+        missing.reduce((n, l) => n + l.size, 0),
+        `the layers of ${formatReference(ref)}`,
+      );
       let done = 0;
       const layers: string[] = [];
       for (const [i, layer] of manifest.layers.entries()) {
@@ -41,4 +52,21 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
       return { digest, canonical: `${formatReference(ref)}@${digest}`, layers };
     },
   };
+}
+
+/** Declared sizes come from an untrusted manifest: past a bound, nothing is downloaded. */
+function checkDeclaredSizes(layers: Array<{ digest: string; size: number }>, limits: ImageLimits) {
+  for (const layer of layers) {
+    if (layer.size > limits.maxLayerBytes)
+      throw limitError(
+        `layer ${layer.digest} declares ${formatBytes(layer.size)}, more than the ${formatBytes(limits.maxLayerBytes)} a layer may have`,
+        "max_layer_size",
+      );
+  }
+  const total = layers.reduce((n, l) => n + l.size, 0);
+  if (total > limits.maxImageBytes)
+    throw limitError(
+      `the image's layers declare ${formatBytes(total)} together, more than the ${formatBytes(limits.maxImageBytes)} an image may have`,
+      "max_image_size",
+    );
 }

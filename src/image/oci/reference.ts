@@ -13,6 +13,20 @@ const DOCKER_HUB = "registry-1.docker.io";
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
+/** host, host:port, [v6]:port; each DNS label 1-63 of letters, digits and inner '-'. */
+const REGISTRY =
+  /^(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?))*|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/;
+
+/** A registry part a URL can be made of: a hostname or address and a port from 1 to 65535. */
+function checkRegistry(input: string, registry: string): void {
+  const m = REGISTRY.exec(registry);
+  if (!m || registry.length > 255) throw bad(input, `"${registry}" is not a registry host[:port]`);
+  if (m[1] !== undefined) {
+    const port = Number(m[1]);
+    if (port < 1 || port > 65535)
+      throw bad(input, `port ${m[1]} of registry "${registry}" is not from 1 to 65535`);
+  }
+}
 
 function bad(input: string, why: string): BangerError {
   return new BangerError(
@@ -52,6 +66,7 @@ export function parseReference(input: string): ImageReference {
   const first = parts[0]!;
   if (parts.length > 1 && (first.includes(".") || first.includes(":") || first === "localhost")) {
     registry = first === "docker.io" || first === "index.docker.io" ? DOCKER_HUB : first;
+    checkRegistry(input, registry);
     parts.shift();
   }
   if (parts.length === 0 || parts.some((p) => p === "")) throw bad(input, "empty path component");
@@ -59,6 +74,9 @@ export function parseReference(input: string): ImageReference {
     if (!COMPONENT.test(p))
       throw bad(input, `"${p}" must be lower-case letters, digits and separators`);
   }
+  // The distribution spec's bound on a repository name (registry part included).
+  if (rest.length > 255)
+    throw bad(input.slice(0, 64) + "...", "the name is longer than 255 characters");
   if (registry === DOCKER_HUB && parts.length === 1) parts.unshift("library");
   if (!tag && !digest) tag = "latest";
   return { registry, repository: parts.join("/"), tag, digest };
