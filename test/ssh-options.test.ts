@@ -114,3 +114,17 @@ test("the daemon's code builds its ssh argv only with the -F /dev/null builders"
     }
   }
 });
+
+test("options newer than old OpenSSH releases are named in IgnoreUnknown before they appear", () => {
+  // OpenSSH < 8.5 refuses to run on an unknown -o keyword: KnownHostsCommand (8.5), SetEnv (7.8).
+  const first = GUEST_SAFE_SSH_OPTIONS[0] ?? "";
+  assert.match(first, /^IgnoreUnknown=/);
+  const ignored = first.slice("IgnoreUnknown=".length).split(",");
+  for (const keyword of ["KnownHostsCommand", "SetEnv"]) {
+    assert.ok(
+      GUEST_SAFE_SSH_OPTIONS.some((o) => o.startsWith(`${keyword}=`)),
+      `${keyword} is no longer used: drop it from IgnoreUnknown`,
+    );
+    assert.ok(ignored.includes(keyword), `${keyword} must be in IgnoreUnknown`);
+  }
+});

@@ -104,6 +104,9 @@ export const hostKeyAlias = (vmName: string) => `${vmName}.vm`;
  * connection (a guest could ride it), no proxy (the VM's address is banger's to pick).
  */
 export const GUEST_SAFE_SSH_OPTIONS: readonly string[] = [
+  // First: OpenSSH before 8.5 has no KnownHostsCommand (before 7.8 no SetEnv) and would refuse
+  // to run at all; those builds cannot take either from a config, so skipping them is safe.
+  "IgnoreUnknown=KnownHostsCommand,SetEnv",
   "ForwardAgent=no",
   "ForwardX11=no",
   "ForwardX11Trusted=no",
