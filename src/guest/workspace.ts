@@ -226,6 +226,8 @@ export const GIT_DIR_SENT = new Set([
   "objects",
   "refs",
   "packed-refs",
+  // git 2.45+'s reftable ref storage (extensions.refstorage is kept in the scrubbed config).
+  "reftable",
   "logs",
   "info",
   "shallow",
