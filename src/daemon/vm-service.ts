@@ -260,6 +260,8 @@ export class VmService {
             image.rootfsPath,
             root,
           ]);
+          // cp keeps the image's mode; the guest's disk is the user's alone, like the overlay.
+          await fsp.chmod(root, 0o600);
         } else {
           await createRootOverlay({
             backing: image.rootfsPath,
