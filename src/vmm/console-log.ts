@@ -147,7 +147,14 @@ export class ConsoleRecorders {
   async attach(key: string, socketPath: string, file: string, maxBytes: number): Promise<void> {
     this.detach(key);
     const socket = await connectBounded(socketPath, 10_000);
-    const log = new RotatingLog(file, maxBytes);
+    let log: RotatingLog;
+    try {
+      log = new RotatingLog(file, maxBytes);
+    } catch (err) {
+      // Without a log there is nothing to record into; the socket must not linger unhandled.
+      socket.destroy();
+      throw err;
+    }
     const entry = { socket, log };
     this.open.set(key, entry);
     socket.on("data", (chunk: Buffer) => {
