@@ -135,6 +135,7 @@ function makeDeps(
     whyNotRootOwned: async () => null,
     probeHelper: async () => ({ answers: true, detail: "banger-helper answers (pid 42)" }),
     daemonAnswers: async () => false,
+    hostSubnetClash: async () => null,
     say: (line) => said.push(line),
     said,
     systemctl,
@@ -662,4 +663,26 @@ test("each user's helper gets its own bridge and subnet; a clash is refused; a r
     await fs.readFile(bobUnit, "utf8"),
     /--bridge banger-bob --subnet 10\.77\.0\.0\/24$/m,
   );
+});
+
+test("install never picks a subnet the host already uses, and refuses one asked for", async () => {
+  const root = await makeRoot({ systemd: true });
+  // The host has Docker-like networks on 172.30.0.0/24 and 172.30.1.0/24: the helper would refuse them.
+  const hostSubnetClash = async (_bridge: string, subnet: string) =>
+    subnet === "172.30.0.0/24" || subnet === "172.30.1.0/24"
+      ? `it overlaps a network this host already uses (address ${subnet} on docker0)`
+      : null;
+  const deps = makeDeps(root, { hostSubnetClash });
+  await installSystem(deps);
+  assert.match(
+    await fs.readFile(helperPath(root), "utf8"),
+    / --user alice --bridge banger2 --subnet 172\.30\.2\.0\/24$/m,
+  );
+  const asked = makeDeps(root, { hostSubnetClash, env: { SUDO_USER: "bob" } });
+  await rejectsWith(
+    installSystem(asked, { bridge: "banger7", subnet: "172.30.1.0/24" }),
+    /bob's banger-helper could not start with subnet 172\.30\.1\.0\/24: .*docker0/,
+    /pass a free private --subnet/,
+  );
+  assert.deepEqual(asked.systemctl.mutations(), []);
 });

@@ -2,6 +2,7 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
 import { HelperClient } from "../net/helper-client.js";
+import { checkPinAgainstHost, makePin } from "../net/pin.js";
 import { createCommandRunner } from "../system/runner.js";
 import {
   installSystem,
@@ -56,6 +57,14 @@ function realSystemDeps(deps: CliDeps): SystemDeps {
       }
     },
     daemonAnswers: (socket) => socketAnswers(socket),
+    async hostSubnetClash(bridge, subnet) {
+      try {
+        await checkPinAgainstHost(runner, makePin(bridge, subnet));
+        return null;
+      } catch (err) {
+        return err instanceof Error ? err.message : String(err);
+      }
+    },
     say: (line) => deps.out.stdout.write(`${line}\n`),
   };
 }

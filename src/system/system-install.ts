@@ -38,6 +38,11 @@ export interface SystemDeps extends UnitPaths {
   probeHelper(socket: string, uid: number): Promise<{ answers: boolean; detail: string }>;
   /** Whether a bangerd answers on this socket. */
   daemonAnswers(socket: string): Promise<boolean>;
+  /**
+   * Why the host cannot give this subnet to a helper (it overlaps a route or address the host
+   * already has), or null: the helper checks the same at start and would refuse to run.
+   */
+  hostSubnetClash(bridge: string, subnet: string): Promise<string | null>;
   /** One line of what was done, for the user. */
   say(line: string): void;
 }
@@ -360,12 +365,20 @@ async function choosePin(
         `${taken.user}'s banger-helper already has bridge ${taken.bridge} with subnet ${taken.subnet}; ${user.name}'s helper needs its own (asked: ${pin.bridge} ${pin.subnet})`,
         "pass another --bridge and --subnet, or leave both out and install picks free ones",
       );
+    const onHost = await deps.hostSubnetClash(pin.bridge, pin.subnet);
+    if (onHost)
+      throw new BangerError(
+        ErrorCode.Precondition,
+        `${user.name}'s banger-helper could not start with subnet ${pin.subnet}: ${onHost}`,
+        "pass a free private --subnet (and --bridge), or leave both out and install picks free ones",
+      );
     return { bridge: pin.bridge, subnet: pin.subnet };
   }
   for (let n = 0; n < 256; n++) {
     const bridge = `banger${n}`;
     const subnet = `172.30.${n}.0/24`;
-    if (!clash(bridge, subnet)) return { bridge, subnet };
+    if (!clash(bridge, subnet) && !(await deps.hostSubnetClash(bridge, subnet)))
+      return { bridge, subnet };
   }
   throw new BangerError(
     ErrorCode.Busy,
