@@ -1,19 +1,14 @@
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import fs from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import {
-  createMessageConnection,
-  ResponseError,
-  SocketMessageReader,
-  SocketMessageWriter,
-} from "vscode-jsonrpc/node.js";
+import { ResponseError } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
+import { rawRequest as rawJsonRpc } from "./helpers/raw-rpc.js";
 import { HelperClient } from "../src/net/helper-client.js";
 import { HelperServer } from "../src/net/helper-server.js";
 import { makePin } from "../src/net/pin.js";
@@ -51,21 +46,7 @@ after(async () => {
 });
 
 /** Speaks JSON-RPC to the socket directly, bypassing the typed client. */
-async function rawRequest(method: string, params: unknown): Promise<unknown> {
-  const sock = net.createConnection(socket);
-  await new Promise((resolve, reject) => sock.once("connect", resolve).once("error", reject));
-  const conn = createMessageConnection(
-    new SocketMessageReader(sock),
-    new SocketMessageWriter(sock),
-  );
-  conn.listen();
-  try {
-    return await conn.sendRequest(method, params);
-  } finally {
-    conn.dispose();
-    sock.destroy();
-  }
-}
+const rawRequest = (method: string, params: unknown) => rawJsonRpc(socket, method, params);
 
 async function rawError(method: string, params: unknown): Promise<ResponseError<unknown>> {
   try {

@@ -4,21 +4,16 @@
 // runs, and the helper must keep answering.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import {
-  createMessageConnection,
-  ResponseError,
-  SocketMessageReader,
-  SocketMessageWriter,
-} from "vscode-jsonrpc/node.js";
+import { ResponseError } from "vscode-jsonrpc/node.js";
 import { HelperClient } from "../../src/net/helper-client.js";
 import { HelperServer } from "../../src/net/helper-server.js";
 import { makePin } from "../../src/net/pin.js";
 import { createRootOps } from "../../src/net/privileged.js";
 import type { CommandResult, CommandRunner } from "../../src/system/runner.js";
+import { rawRequest as rawJsonRpc } from "../helpers/raw-rpc.js";
 import { assertClearError, type HostileRow } from "./harness.js";
 
 const uid = process.getuid?.() ?? 0;
@@ -86,24 +81,14 @@ after(async () => {
 
 /** One raw JSON-RPC request, bypassing the typed client (a hostile user's own code would). */
 async function rawRequest(method: string, params: unknown): Promise<unknown> {
-  const sock = net.createConnection(socket);
-  await new Promise((resolve, reject) => sock.once("connect", resolve).once("error", reject));
-  const conn = createMessageConnection(
-    new SocketMessageReader(sock),
-    new SocketMessageWriter(sock),
-  );
-  conn.listen();
   try {
-    return await conn.sendRequest(method, params);
+    return await rawJsonRpc(socket, method, params);
   } catch (err) {
     if (err instanceof ResponseError) {
       const hint = (err.data as { hint?: string } | undefined)?.hint;
       throw Object.assign(new Error(err.message), { code: err.code, hint });
     }
     throw err;
-  } finally {
-    conn.dispose();
-    sock.destroy();
   }
 }
 
