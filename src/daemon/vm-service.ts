@@ -453,14 +453,10 @@ export class VmService {
           await this.deps.runner
             .run(
               "ssh",
-              [
-                ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
-                "-o",
-                "BatchMode=yes",
-                `root@${handles.sshHost}`,
-                "systemctl poweroff || poweroff",
-              ],
-              { timeoutMs: 10_000 },
+              await this.guestCommandArgv(row, handles, "systemctl poweroff || poweroff"),
+              {
+                timeoutMs: 10_000,
+              },
             )
             .catch(() => undefined);
         }
@@ -664,18 +660,22 @@ export class VmService {
         `'banger vm start ${row.name}' boots it`,
       );
     return this.deps.runner
-      .run(
-        "ssh",
-        [
-          ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
-          "-o",
-          "BatchMode=yes",
-          `root@${handles.sshHost}`,
-          command,
-        ],
-        { timeoutMs, maxOutputBytes: GUEST_REPLY_MAX_BYTES },
-      )
+      .run("ssh", await this.guestCommandArgv(row, handles, command), {
+        timeoutMs,
+        maxOutputBytes: GUEST_REPLY_MAX_BYTES,
+      })
       .catch(rethrowGuestOutput(row.name, what));
+  }
+
+  /** ssh's argv for one non-interactive command in a running VM (no user ssh config). */
+  private async guestCommandArgv(row: VmRow, handles: VmHandles, command: string) {
+    return [
+      ...daemonSshOptions(await this.sshIdentity(), row.name, handles.sshPort),
+      "-o",
+      "BatchMode=yes",
+      `root@${handles.sshHost}`,
+      command,
+    ];
   }
 
   async health(
