@@ -229,3 +229,27 @@ test("[image] bounds parse, default to sizes for real images, and refuse nonsens
     );
   }
 });
+
+test("[timeouts] take seconds or 90s / 2m, default to 90 s and 30 s, and refuse nonsense", () => {
+  assert.deepEqual(defaultConfig().timeouts, { sshWaitMs: 90_000, stopMs: 30_000 });
+  assert.deepEqual(parseConfig(`[timeouts]\nssh_wait = "2m"\nstop = 5\n`, SRC).timeouts, {
+    sshWaitMs: 120_000,
+    stopMs: 5_000,
+  });
+  assert.equal(parseConfig(`[timeouts]\nstop = "7s"\n`, SRC).timeouts.stopMs, 7_000);
+  for (const [text, pattern] of [
+    [`[timeouts]\nssh_wait = 0`, /timeouts\.ssh_wait: 0 must be from 1s to 60m/],
+    [`[timeouts]\nssh_wait = "61m"`, /timeouts\.ssh_wait: "61m" must be/],
+    [`[timeouts]\nstop = 1.5`, /timeouts\.stop: 1\.5 must be/],
+    [`[timeouts]\nstop = "soon"`, /timeouts\.stop: "soon" must be/],
+    [`[timeouts]\nstop = "10h"`, /timeouts\.stop/],
+    [`[timeouts]\nboot = 3`, /timeouts\.boot: unknown key/],
+    [`timeouts = 3`, /timeouts: must be a table/],
+  ] as const) {
+    assert.throws(
+      () => parseConfig(text, SRC),
+      (err: unknown) => err instanceof BangerError && pattern.test(err.message),
+      text,
+    );
+  }
+});

@@ -39,6 +39,8 @@ export interface Config {
   consoleLogBytes: number;
   /** Bounds on what an image pull (or build) may download and unpack. */
   image: ImageLimits;
+  /** How long a VM start waits for SSH, and a graceful stop for the VMM to exit ([timeouts]). */
+  timeouts: { sshWaitMs: number; stopMs: number };
 }
 
 export function defaultConfig(): Config {
@@ -57,6 +59,7 @@ export function defaultConfig(): Config {
     fileSync: [],
     consoleLogBytes: 4 * 1024 * 1024,
     image: { ...DEFAULT_IMAGE_LIMITS },
+    timeouts: { sshWaitMs: 90_000, stopMs: 30_000 },
   };
 }
 
@@ -69,11 +72,13 @@ const TOP_KEYS = [
   "file_sync",
   "console_log_size",
   "image",
+  "timeouts",
 ];
 const VM_DEFAULT_KEYS = ["vcpu", "memory", "disk_size"];
 const NETWORK_KEYS = ["bridge", "subnet", "dns_port", "tap_pool_size", "helper_socket"];
 const FILE_SYNC_KEYS = ["host", "guest", "mode"];
 const IMAGE_KEYS = ["max_layer_size", "max_image_size", "max_entries"];
+const TIMEOUT_KEYS = ["ssh_wait", "stop"];
 
 /** A config file larger than this is not a config file (and is not read into memory). */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -311,6 +316,15 @@ export function parseConfig(
         fail,
       );
   }
+
+  if (raw.timeouts !== undefined) {
+    const t = table(raw.timeouts, "timeouts", fail);
+    checkKeys(t, TIMEOUT_KEYS, "timeouts.", fail);
+    if (t.ssh_wait !== undefined)
+      config.timeouts.sshWaitMs = duration(t.ssh_wait, [1, 3600], "timeouts.ssh_wait", fail);
+    if (t.stop !== undefined)
+      config.timeouts.stopMs = duration(t.stop, [1, 3600], "timeouts.stop", fail);
+  }
   return config;
 }
 
@@ -327,6 +341,19 @@ function wholeNumber(
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
     fail(key, `${JSON.stringify(v)} ${rule}`);
   return v as number;
+}
+
+/** Seconds as a whole number or "90s" / "2m", within [min, max] seconds; milliseconds out. */
+function duration(v: unknown, [min, max]: [number, number], key: string, fail: Fail): number {
+  const rule = `must be from ${min}s to ${max / 60}m: a whole number of seconds, or "90s" / "2m"`;
+  let seconds: number | null = null;
+  if (typeof v === "number" && Number.isInteger(v)) seconds = v;
+  if (typeof v === "string") {
+    const m = /^(\d{1,7})(s|m)$/.exec(v);
+    if (m) seconds = Number(m[1]) * (m[2] === "m" ? 60 : 1);
+  }
+  if (seconds === null || seconds < min || seconds > max) fail(key, `${JSON.stringify(v)} ${rule}`);
+  return (seconds as number) * 1000;
 }
 
 function checkKeys(t: Table, allowed: string[], prefix: string, fail: Fail): void {

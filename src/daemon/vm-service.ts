@@ -4,7 +4,7 @@ import net from "node:net";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { loadConfig } from "../config/config.js";
+import { defaultConfig, loadConfig } from "../config/config.js";
 import { checkVmShape } from "../config/limits.js";
 import { resolveVmDefaults } from "../config/vm-defaults.js";
 import { createRootOverlay, createWorkDisk } from "../disk/work-disk.js";
@@ -61,8 +61,9 @@ export interface VmServiceDeps {
   network?: BridgeNetwork | null;
   host: { cpus: number; memoryBytes: number };
   accel?: AccelDeps;
-  /** How long `start` waits for SSH before giving up (the VM is left running). */
+  /** Overrides config `timeouts.ssh_wait`: how long `start` waits for SSH. */
   sshDeadlineMs?: number;
+  /** Overrides config `timeouts.stop`. */
   stopDeadlineMs?: number;
   /** What `~/` means in `[[file_sync]]` host paths (default: the daemon user's home). */
   homeDir?: string;
@@ -416,7 +417,7 @@ export class VmService {
         host: handles.sshHost,
         port: handles.sshPort,
         runner: this.deps.runner,
-        deadlineMs: this.deps.sshDeadlineMs ?? 90_000,
+        deadlineMs: this.deps.sshDeadlineMs ?? config.timeouts.sshWaitMs,
         isAlive: async () => (await this.driverOf(handles).status(handles)) === "running",
         ...(signal ? { signal } : {}),
       });
@@ -460,7 +461,12 @@ export class VmService {
             )
             .catch(() => undefined);
         }
-        await this.driverOf(handles).stop(handles, this.deps.stopDeadlineMs ?? 30_000);
+        const stopMs =
+          this.deps.stopDeadlineMs ??
+          // A config broken since the VM started must not keep it from stopping.
+          (await loadConfig(this.deps.layout.configFile).catch(() => defaultConfig())).timeouts
+            .stopMs;
+        await this.driverOf(handles).stop(handles, stopMs);
       }
       if (handles.userNet) await stopUserNat(handles.userNet, this.dirOf(row.id));
       this.driverOf(handles).release?.(handles);
