@@ -42,10 +42,11 @@ function runScript(shell: string[], base: string, v: SessionVerb, input = ""): P
   });
 }
 
-const tempDirs: string[] = [];
+// Each shell's sessions dir (<temp>/sessions, made by the script itself).
+const sessionDirs: string[] = [];
 after(async () => {
   // Kill whatever a failed test left running, then remove the temp dirs.
-  for (const dir of tempDirs) {
+  for (const dir of sessionDirs) {
     for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
       for (const f of ["pid", "supervisor"]) {
         const pid = Number(await fs.readFile(path.join(dir, name, f), "utf8").catch(() => ""));
@@ -58,7 +59,7 @@ after(async () => {
         }
       }
     }
-    await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(path.dirname(dir), { recursive: true, force: true });
   }
 });
 
@@ -108,9 +109,38 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
       assert.fail(`logs of ${name} never matched ${pattern}: ${(await logs(name)).toString()}`);
     };
 
-    test("setup", async () => {
-      base = await fs.mkdtemp(path.join(os.tmpdir(), "banger-sessions-"));
-      tempDirs.push(base);
+    test("a fresh guest: no sessions dir lists nothing, and the first start makes the session's files", async () => {
+      base = path.join(await fs.mkdtemp(path.join(os.tmpdir(), "banger-sessions-")), "sessions");
+      sessionDirs.push(base);
+      const empty = await ok({ verb: "list" });
+      assert.equal(empty.stdout.toString(), "", "no sessions yet");
+      await assert.rejects(fs.access(base), "list does not make the dir");
+
+      const rec = await start("first", ["sh", "-c", "echo hi; exit 5"], path.dirname(base));
+      assert.equal((await awaitState("first", "exited")).exitCode, 5);
+      const dir = path.join(base, "first");
+      assert.deepEqual((await fs.readdir(dir)).sort(), [
+        "boot-id",
+        "cmd",
+        "cwd",
+        "exit-code",
+        "gen",
+        "out.fifo",
+        "output",
+        "pid",
+        "started-at",
+        "stdin",
+        "supervise.sh",
+        "supervisor",
+      ]);
+      const read = (f: string) => fs.readFile(path.join(dir, f), "utf8");
+      assert.equal(await read("cmd"), `${displayCommand(["sh", "-c", "echo hi; exit 5"])}\n`);
+      assert.equal(await read("cwd"), `${await fs.realpath(path.dirname(base))}\n`);
+      assert.equal((await read("pid")).trim(), String(rec.pid));
+      assert.equal((await read("exit-code")).trim(), "5");
+      assert.equal(await read("output"), "hi\n");
+      assert.ok((await fs.stat(path.join(dir, "stdin"))).isFIFO(), "stdin is a FIFO");
+      await fs.rm(dir, { recursive: true }); // the next test lists exactly its own sessions
     });
 
     test("start → list → show → send → logs → stop", async () => {
@@ -178,6 +208,10 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
       const killed = await one({ verb: "kill", name: "victim" });
       assert.equal(killed.state, "exited");
       assert.equal(killed.exitCode, 137);
+      assert.ok(killed.pid && !alive(killed.pid), "the command is gone");
+      for (let i = 0; i < 100 && alive(-killed.pid); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      assert.ok(!alive(-killed.pid), "nothing is left in the process group");
     });
 
     test("clear errors: running duplicate, missing command, missing cwd, unknown name", async () => {
