@@ -19,8 +19,10 @@ import {
   planWorkspace,
   prepareScript,
   resolveCommit,
+  shCommand,
   type TarSourceFactory,
 } from "../src/guest/workspace.js";
+import type { GuestTarget } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
@@ -387,17 +389,47 @@ function stalledImports(events: string[]) {
   return { source, release: (i: number) => releases[i]!() };
 }
 
-/** The guest: reads the whole stream, then reports a base, as the real script does. */
-const fakeGuest: GuestExec = async (_target, _command, opts) => {
-  const stdin = opts.stdin as Readable;
-  await new Promise<void>((resolve, reject) => {
-    stdin.on("data", () => {});
-    stdin.on("end", resolve);
-    stdin.on("error", reject);
-    opts.signal.addEventListener("abort", () => reject(new Error("aborted")), { once: true });
-  });
-  return { code: 0, signal: null, stdout: Buffer.from("base 1234\n"), stderr: "" };
-};
+interface GuestCall {
+  target: GuestTarget;
+  command: string;
+  /** Every byte banger sent on the command's stdin so far. */
+  received: Buffer;
+}
+
+/**
+ * The guest: reads the whole stream, then reports a base, as the real script does.
+ * It records what banger sent (target, command, stdin): that is what the tests check.
+ */
+function recordingGuest(): { exec: GuestExec; calls: GuestCall[] } {
+  const calls: GuestCall[] = [];
+  const exec: GuestExec = async (target, command, opts) => {
+    const call: GuestCall = { target, command, received: Buffer.alloc(0) };
+    calls.push(call);
+    const stdin = opts.stdin as Readable;
+    await new Promise<void>((resolve, reject) => {
+      stdin.on("data", (c: Buffer) => (call.received = Buffer.concat([call.received, c])));
+      stdin.on("end", resolve);
+      stdin.on("error", reject);
+      opts.signal.addEventListener("abort", () => reject(new Error("aborted")), { once: true });
+    });
+    return { code: 0, signal: null, stdout: Buffer.from("base 1234\n"), stderr: "" };
+  };
+  return { exec, calls };
+}
+
+/** The command `prepare` must send for `repo` as it is now: the import script for its plan. */
+async function importCommand(dir: string): Promise<string> {
+  const plan = await planWorkspace(runner, await findRepo(runner, dir), { withWorkTree: true });
+  return shCommand(
+    prepareScript({
+      dir: plan.dir,
+      dests: plan.parts.map((p) => p.dest),
+      gitConfig: plan.gitConfig,
+    }),
+  );
+}
+
+const MARKED = (bytes: string) => `${bytes}${COMMIT_MARKER}\n`;
 
 /** Bounded polling: never wait forever for something that should happen. */
 async function until(what: string, cond: () => boolean): Promise<void> {
@@ -412,6 +444,7 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
   const home = await tempLayout();
   const { store, vms, driver } = await vmFixture(home);
   try {
+    const expectedCommand = await importCommand(repo);
     const events: string[] = [];
     const imports = stalledImports(events);
     // The real VmService and its locks; this only records when an import asks for the workspace lock.
@@ -422,11 +455,12 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
         return vms.exclusive(kind, vmId, fn);
       },
     };
+    const guest = recordingGuest();
     const workspaces = new WorkspaceService({
       vms: recorded,
       runner,
       tarSource: imports.source,
-      guestExec: fakeGuest,
+      guestExec: guest.exec,
     });
     let firstDone = false;
     const first = workspaces.prepare({ name: "ws", path: repo }).finally(() => {
@@ -435,6 +469,7 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
     });
     await until("the first import to start", () => events.includes("tar1:start"));
     const second = workspaces.prepare({ name: "ws", path: repo });
+    second.catch(() => undefined); // checked below; an earlier failure must not hide behind it
     await until(
       "the second import to queue",
       () => events.filter((e) => e === "workspace:queued").length === 2,
@@ -449,8 +484,20 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
 
     imports.release(0);
     const r1 = await first;
-    assert.deepEqual([r1.vm, r1.dir, r1.base], ["ws", "/root/my repo", "1234"]);
-    assert.equal(r1.files, 9);
+    // What banger sent: the import script for this repo, to the VM's SSH target, the tar
+    // stream then the commit marker; and what it counted itself (files listed, bytes sent).
+    assert.equal(guest.calls.length, 1);
+    const [call] = guest.calls;
+    assert.deepEqual(
+      [call!.target.vmId, call!.target.vmName, call!.target.host, call!.target.port],
+      ["0123456789ab", "ws", handles.sshHost, handles.sshPort],
+    );
+    assert.equal(call!.command, expectedCommand);
+    assert.equal(call!.received.toString(), MARKED("some tar bytes"));
+    assert.deepEqual(
+      [r1.vm, r1.dir, r1.base, r1.files, r1.bytes],
+      ["ws", "/root/my repo", "1234", 9, "some tar bytes".length],
+    );
     // The second import's turn came after the stop: it looks at the VM again, and
     // sends nothing to a stopped one (nor to a port from before a restart).
     await assert.rejects(second, /VM ws is not running/);
@@ -464,7 +511,10 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
     assert.deepEqual(await vms.delete(["ws"]), { deleted: ["ws"] });
     assert.equal(store.getVmByName("ws"), null);
     imports.release(1);
-    await third;
+    // An import already running when the VM was deleted finishes what it was sending.
+    assert.deepEqual((await third).dir, "/root/my repo");
+    assert.equal(guest.calls.length, 2);
+    assert.equal(guest.calls[1]!.received.toString(), MARKED("some tar bytes"));
   } finally {
     store.close();
     await home.cleanup();
@@ -483,17 +533,22 @@ test("a failing tar source or a cancel stops the guest side and the import fails
       done.catch(() => undefined);
       return { stream, done, kill: () => void killed++ };
     };
-    const ws = new WorkspaceService({ vms, runner, tarSource: failing, guestExec: fakeGuest });
+    const guest = recordingGuest();
+    const ws = new WorkspaceService({ vms, runner, tarSource: failing, guestExec: guest.exec });
     await assert.rejects(ws.prepare({ name: "ws", path: repo }), /tar exited with status 2/);
     assert.equal(killed, 1, "the source is killed");
+    // The guest swaps the workspace in only after the marker: a failed source never sends it.
+    assert.equal(guest.calls.length, 1);
+    assert.ok(!guest.calls[0]!.received.includes(COMMIT_MARKER), "no marker after a failure");
 
     const events: string[] = [];
     const imports = stalledImports(events);
+    const guest2 = recordingGuest();
     const ws2 = new WorkspaceService({
       vms,
       runner,
       tarSource: imports.source,
-      guestExec: fakeGuest,
+      guestExec: guest2.exec,
     });
     const cancel = new AbortController();
     const p = ws2.prepare({ name: "ws", path: repo }, () => {}, cancel.signal);
@@ -504,7 +559,11 @@ test("a failing tar source or a cancel stops the guest side and the import fails
     const next = ws2.prepare({ name: "ws", path: repo });
     await until("the next import to start", () => events.includes("tar2:start"));
     imports.release(1);
-    assert.equal((await next).base, "1234");
+    assert.equal((await next).bytes, "some tar bytes".length);
+    // The cancelled import sent no marker; the next one sent its stream whole, marker last.
+    assert.equal(guest2.calls.length, 2);
+    assert.ok(!guest2.calls[0]!.received.includes(COMMIT_MARKER), "no marker after a cancel");
+    assert.equal(guest2.calls[1]!.received.toString(), MARKED("some tar bytes"));
   } finally {
     store.close();
     await home.cleanup();
@@ -571,7 +630,7 @@ test("a large import reaches the guest whole, marker last, even when tar finishe
       return { code: 0, signal: null, stdout: Buffer.from("base 1234\n"), stderr: "" };
     };
     const ws = new WorkspaceService({ vms, runner, tarSource: source, guestExec: slowGuest });
-    assert.equal((await ws.prepare({ name: "ws", path: repo })).base, "1234");
+    assert.equal((await ws.prepare({ name: "ws", path: repo })).bytes, total);
     assert.equal(received.length, total + `${COMMIT_MARKER}\n`.length);
     assert.equal(received.subarray(total).toString(), `${COMMIT_MARKER}\n`);
     assert.ok(received.subarray(0, total).every((b) => b === 0x61));
