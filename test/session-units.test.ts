@@ -1,11 +1,19 @@
 import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
 import { test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { LineEditor, parseTail, parseTimeout } from "../src/cli/vm-session.js";
 import { SessionService } from "../src/daemon/session-service.js";
-import { sessionError } from "../src/guest/sessions.js";
+import { displayCommand, sessionError } from "../src/guest/sessions.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
-import type { CommandResult, CommandRunner, RunOptions } from "../src/system/runner.js";
+import {
+  createCommandRunner,
+  type CommandResult,
+  type CommandRunner,
+  type RunOptions,
+} from "../src/system/runner.js";
 
 const target: GuestTarget = {
   vmId: "abc123",
@@ -26,8 +34,13 @@ function fakeService(reply: (remote: string, opts: RunOptions) => Partial<Comman
       return { code: 0, signal: null, stdout: "", stderr: "", ...reply(args.at(-1)!, opts) };
     },
   };
-  const service = new SessionService({
+  return { service: serviceOver(runner, locks), calls, locks };
+}
+
+function serviceOver(runner: CommandRunner, locks: string[], guestDir?: string): SessionService {
+  return new SessionService({
     runner,
+    ...(guestDir ? { guestDir } : {}),
     vms: {
       guestTarget: async (name) => {
         if (name !== "dev")
@@ -40,59 +53,147 @@ function fakeService(reply: (remote: string, opts: RunOptions) => Partial<Comman
       },
     },
   });
-  return { service, calls, locks };
 }
 
-const record = "web\trunning\t42\t\t2025-01-01T00:00:00Z\t/root\tnpm run dev\n";
+/**
+ * A guest that is this host's own shell: the remote command banger gives ssh runs under
+ * the real `sh`, against a temp sessions dir. What comes back is what banger's command did.
+ */
+async function localGuest() {
+  const calls: Array<{ cmd: string; args: string[]; opts: RunOptions }> = [];
+  const locks: string[] = [];
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-session-units-"));
+  const real = createCommandRunner();
+  const runner: CommandRunner = {
+    which: async (cmd) => cmd,
+    run: async (cmd, args, opts = {}) => {
+      calls.push({ cmd, args, opts });
+      assert.equal(cmd, "ssh");
+      return real.run("sh", ["-c", args.at(-1)!], opts);
+    },
+  };
+  const sessions = path.join(dir, "sessions");
+  return {
+    service: serviceOver(runner, locks, sessions),
+    calls,
+    locks,
+    dir,
+    async cleanup() {
+      for (const name of await fs.readdir(sessions).catch(() => [] as string[])) {
+        const pid = Number(
+          await fs.readFile(path.join(sessions, name, "pid"), "utf8").catch(() => ""),
+        );
+        try {
+          if (pid > 1) process.kill(-pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      await fs.rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+/** Bounded polling of a session's state. */
+async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
+  for (let i = 0; i < 200; i++) {
+    const v = await get();
+    if (ok(v)) return v;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
 
 test("start validates before any SSH, then runs the script over SSH under a per-session lock", async () => {
-  const { service, calls, locks } = fakeService(() => ({ stdout: record }));
+  const { service, calls } = fakeService(() => ({}));
   await assert.rejects(service.start("dev", "Bad", ["x"], undefined), /invalid session name/);
   await assert.rejects(service.start("dev", "web", [], undefined), /no command to start/);
   await assert.rejects(service.start("dev", "web", ["x"], "/a\nb"), /invalid --cwd/);
   assert.equal(calls.length, 0);
 
-  const s = await service.start("dev", "web", ["npm", "run", "dev"], undefined);
-  assert.deepEqual(s, {
-    name: "web",
-    state: "running",
-    pid: 42,
-    exitCode: null,
-    startedAt: "2025-01-01T00:00:00Z",
-    cwd: "/root",
-    command: "npm run dev",
-  });
-  assert.deepEqual(locks, ["session:web@abc123"]);
-  const [call] = calls;
-  assert.equal(call?.cmd, "ssh");
-  assert.ok(call.args.includes("root@127.0.0.1") && call.args.includes("BatchMode=yes"));
-  const remote = call.args.at(-1)!;
+  // The default cwd, the default sessions dir and the cap are on the command line.
+  await service.start("dev", "web", ["npm", "run", "dev"], undefined).catch(() => undefined);
+  const remote = calls[0]!.args.at(-1)!;
   assert.match(remote, /^sh -c '/);
   assert.match(remote, / banger-session start \/root\/\.banger\/sessions web 8388608 \/root /);
   assert.match(remote, / npm run dev$/);
+
+  const guest = await localGuest();
+  try {
+    const argv = ["sh", "-c", 'echo "it\'s $1"; sleep 30', "x", "a b"];
+    const s = await guest.service.start("dev", "web", argv, guest.dir);
+    assert.deepEqual(guest.locks, ["session:web@abc123"]);
+    const [call] = guest.calls;
+    assert.ok(call!.args.includes("root@127.0.0.1") && call!.args.includes("BatchMode=yes"));
+    // What the real script made of banger's command: the session runs, as given, where given.
+    assert.equal(s.name, "web");
+    assert.equal(s.state, "running");
+    assert.equal(s.command, displayCommand(argv));
+    assert.equal(s.cwd, await fs.realpath(guest.dir));
+    assert.ok(s.pid && alive(s.pid), "the command runs");
+    const logs = await until(
+      "the command's output",
+      () => guest.service.logs("dev", "web", undefined),
+      (l) => l.bytes > 0,
+    );
+    assert.equal(Buffer.from(logs.data, "base64").toString(), "it's a b\n");
+    const killed = await guest.service.kill("dev", "web");
+    assert.deepEqual([killed.state, killed.exitCode], ["exited", 137]);
+    assert.ok(!alive(s.pid), "kill ended it");
+  } finally {
+    await guest.cleanup();
+  }
 });
 
 test("send writes the text exactly on the SSH stdin; logs decode base64", async () => {
-  const { service, calls } = fakeService((remote) =>
-    remote.includes(" logs ")
-      ? { stdout: Buffer.from([0xff, 0x00, 0x41]).toString("base64") + "\n" }
-      : {},
-  );
-  assert.deepEqual(await service.send("dev", "web", "héllo\n"), { name: "web", bytes: 7 });
-  assert.equal((calls[0]?.opts.input as Buffer).toString("utf8"), "héllo\n");
-  const logs = await service.logs("dev", "web", undefined);
-  assert.deepEqual(logs, { name: "web", data: "/wBB", bytes: 3 });
-  assert.match(calls[1]!.args.at(-1)!, / logs \/root\/\.banger\/sessions web 8388608$/);
+  const guest = await localGuest();
+  try {
+    await guest.service.start(
+      "dev",
+      "web",
+      ["sh", "-c", "printf '\\377\\000A'; while read -r l; do echo \"got:$l\"; done"],
+      guest.dir,
+    );
+    assert.deepEqual(await guest.service.send("dev", "web", "héllo\n"), { name: "web", bytes: 7 });
+    assert.equal((guest.calls[1]?.opts.input as Buffer).toString("utf8"), "héllo\n");
+    const want = Buffer.concat([Buffer.from([0xff, 0x00, 0x41]), Buffer.from("got:héllo\n")]);
+    const logs = await until(
+      "the echo of what was sent",
+      () => guest.service.logs("dev", "web", undefined),
+      (l) => l.bytes >= want.length,
+    );
+    assert.deepEqual(logs, { name: "web", data: want.toString("base64"), bytes: want.length });
+    assert.match(guest.calls.at(-1)!.args.at(-1)!, / logs \S+ web 8388608$/);
+    const tail = await guest.service.logs("dev", "web", 4);
+    assert.equal(Buffer.from(tail.data, "base64").toString(), "llo\n");
+    await guest.service.kill("dev", "web");
+  } finally {
+    await guest.cleanup();
+  }
 });
 
 test("stop's SSH bound outlasts its SIGTERM deadline", async () => {
-  const { service, calls } = fakeService(() => ({
-    stdout: "web\texited\t42\t143\t2025-01-01T00:00:00Z\t/root\tx\n",
-  }));
-  const s = await service.stop("dev", "web", 45_000);
-  assert.equal(s.exitCode, 143);
-  assert.match(calls[0]!.args.at(-1)!, / stop \/root\/\.banger\/sessions web 450$/);
-  assert.ok((calls[0]!.opts.timeoutMs ?? 0) > 45_000);
+  const guest = await localGuest();
+  try {
+    const started = await guest.service.start("dev", "web", ["sleep", "30"], guest.dir);
+    const s = await guest.service.stop("dev", "web", 45_000);
+    assert.deepEqual([s.state, s.exitCode], ["exited", 143], "SIGTERM ended it");
+    assert.ok(!alive(started.pid!), "the command is gone");
+    const call = guest.calls.at(-1)!;
+    assert.match(call.args.at(-1)!, / stop \S+ web 450$/);
+    assert.ok((call.opts.timeoutMs ?? 0) > 45_000);
+  } finally {
+    await guest.cleanup();
+  }
 });
 
 test("a VM that is not running fails before SSH", async () => {
