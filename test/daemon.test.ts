@@ -97,18 +97,28 @@ test("errors reach the client with code, message and hint", async () => {
 
 test("long operations stream progress notifications to the caller", async () => {
   const home = await freshHome();
+  // Two builds at once on one connection: each caller must get its own progress, in
+  // order, all before its result, and its own result.
+  const gate = { waiting: 0, release: () => {} };
+  const bothStarted = new Promise<void>((resolve) => (gate.release = resolve));
   const daemon = await Daemon.open(
     deps(home, {
       handlers: (d) => ({
         ...buildHandlers(d),
-        "image.build": async (_params, ctx) => {
-          for (let i = 1; i <= 3; i++) ctx.progress({ stage: "bootstrap", current: i, total: 3 });
-          ctx.progress({ stage: "finalise", message: "ext4" });
+        "image.build": async (params, ctx) => {
+          const name = params.name ?? "?";
+          if (++gate.waiting === 2) gate.release();
+          await bothStarted;
+          for (let i = 1; i <= 3; i++) {
+            ctx.progress({ stage: `bootstrap-${name}`, current: i, total: 3 });
+            await new Promise((r) => setImmediate(r));
+          }
+          ctx.progress({ stage: `finalise-${name}`, message: "ext4" });
           return {
-            id: "i1",
-            name: "x",
+            id: `id-${name}`,
+            name,
             kernel: null,
-            rootfsPath: "/x",
+            rootfsPath: `/x/${name}`,
             source: null,
             digest: null,
             sizeBytes: null,
@@ -121,16 +131,28 @@ test("long operations stream progress notifications to the caller", async () => 
   );
   const client = await connect(home);
   try {
-    const seen: string[] = [];
-    const result = await client.call(
-      "image.build",
-      {},
-      {
-        onProgress: (r) => seen.push(`${r.stage}:${r.current ?? r.message}`),
-      },
-    );
-    assert.equal(result.name, "x");
-    assert.deepEqual(seen, ["bootstrap:1", "bootstrap:2", "bootstrap:3", "finalise:ext4"]);
+    const build = async (name: string) => {
+      const seen: string[] = [];
+      const result = await client.call(
+        "image.build",
+        { name },
+        { onProgress: (r) => seen.push(`${r.stage}:${r.current ?? r.message}`) },
+      );
+      seen.push(`result:${result.name}:${result.rootfsPath}`);
+      return seen;
+    };
+    const [a, b] = await Promise.all([build("a"), build("b")]);
+    for (const [name, seen] of [
+      ["a", a],
+      ["b", b],
+    ] as const)
+      assert.deepEqual(seen, [
+        `bootstrap-${name}:1`,
+        `bootstrap-${name}:2`,
+        `bootstrap-${name}:3`,
+        `finalise-${name}:ext4`,
+        `result:${name}:/x/${name}`,
+      ]);
   } finally {
     client.close();
     await daemon.close();
