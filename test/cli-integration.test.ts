@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import type { SystemStatus } from "../src/system/system-install.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 import { ensureBuilt } from "./helpers/build.js";
 
@@ -116,12 +118,34 @@ test("user errors print a message and a hint, and exit 1", async () => {
   assert.equal(guess.code, 1);
   assert.match(guess.stderr, /does not know which user to install for|must run as root/);
   assert.match(guess.stderr, /hint: .*sudo banger system install/);
-  const status = await cli(noSudo, "system", "status", "--json");
-  assert.equal(status.code, 0, status.stderr);
-  assert.equal(
-    typeof (JSON.parse(status.stdout) as { systemdRunning: unknown }).systemdRunning,
-    "boolean",
+  // Status reads this machine: systemd runs iff /run/systemd/system is a directory, and
+  // for a named user it reports that user's units where banger puts them.
+  const systemd = await fs.stat("/run/systemd/system").then(
+    (st) => st.isDirectory(),
+    () => false,
   );
+  const me = os.userInfo();
+  const status = await cli(noSudo, "system", "status", "--user", me.username, "--json");
+  assert.equal(status.code, 0, status.stderr);
+  const report = JSON.parse(status.stdout) as SystemStatus;
+  assert.equal(report.systemdRunning, systemd);
+  assert.equal(report.installs.length, 1);
+  const [mine] = report.installs;
+  assert.deepEqual([mine!.user, mine!.uid], [me.username, me.uid]);
+  const unit = `/etc/systemd/system/banger-helper-${me.username}.service`;
+  assert.deepEqual([mine!.helper.unit, mine!.helper.path], [path.basename(unit), unit]);
+  const unitThere = await fs.access(unit).then(
+    () => true,
+    () => false,
+  );
+  if (!unitThere) assert.equal(mine!.helper.installed, false);
+  if (!systemd) {
+    assert.deepEqual([mine!.helper.enabled, mine!.helper.active], [null, null]);
+    assert.deepEqual([mine!.daemon.enabled, mine!.daemon.active], [null, null]);
+  }
+  const text = await cli(noSudo, "system", "status", "--user", me.username);
+  assert.equal(text.code, 0, text.stderr);
+  if (!systemd) assert.match(text.stdout, /^systemd is not running here/);
 
   const both = await cli(
     home,
