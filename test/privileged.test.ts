@@ -7,7 +7,12 @@ import {
   natTable,
   type PrivilegedOps,
 } from "../src/net/privileged.js";
-import type { CommandResult, CommandRunner, RunOptions } from "../src/system/runner.js";
+import {
+  createCommandRunner,
+  type CommandResult,
+  type CommandRunner,
+  type RunOptions,
+} from "../src/system/runner.js";
 
 // The root implementation's exact commands, against a scripted runner: resolver
 // routing cannot run here (systemd is not PID 1), and tap ownership is checked
@@ -16,6 +21,8 @@ import type { CommandResult, CommandRunner, RunOptions } from "../src/system/run
 interface Scripted {
   runner: CommandRunner;
   calls: string[];
+  /** What each call got on stdin (null: nothing), index for index with `calls`. */
+  inputs: Array<string | null>;
 }
 
 function scriptedRunner(
@@ -23,12 +30,15 @@ function scriptedRunner(
   answer: (cmd: string, args: string[], opts?: RunOptions) => Partial<CommandResult> = () => ({}),
 ): Scripted {
   const calls: string[] = [];
+  const inputs: Array<string | null> = [];
   return {
     calls,
+    inputs,
     runner: {
       which: async (cmd) => (tools.includes(cmd) ? `/usr/bin/${cmd}` : null),
       run: async (cmd, args, opts) => {
         calls.push([cmd, ...args].join(" "));
+        inputs.push(opts?.input === undefined ? null : opts.input.toString());
         return { code: 0, signal: null, stdout: "", stderr: "", ...answer(cmd, args, opts) };
       },
     },
@@ -138,13 +148,109 @@ test("a helper serving one uid creates taps only for it and never deletes anothe
   );
 });
 
+/** The nft script banger must give for bridge banger-t5, subnet 172.31.55.0/24. */
+const NAT_T5 = [
+  "table ip banger_banger_t5",
+  "delete table ip banger_banger_t5",
+  "table ip banger_banger_t5 {",
+  "  chain postrouting { type nat hook postrouting priority 100; policy accept;",
+  '    ip saddr 172.31.55.0/24 oifname != "banger-t5" masquerade',
+  "  }",
+  "  chain forward { type filter hook forward priority 0; policy accept;",
+  '    iifname "banger-t5" accept',
+  '    oifname "banger-t5" ct state established,related accept',
+  "  }",
+  "}",
+  "",
+].join("\n");
+
 test("NAT refuses a subnet that is not a plain CIDR (it goes into an nft script)", async () => {
   const s = scriptedRunner(["nft", "sysctl"]);
   const ops = rootOps(s.runner, PIN_T5);
   await assert.rejects(ops.ensureNat("10.0.0.0/24 } flush ruleset", "banger0"), /not an IPv4 CIDR/);
   assert.deepEqual(s.calls, []);
   await ops.ensureNat("172.31.55.0/24", "banger-t5");
-  assert.match(s.calls.at(-1) ?? "", /^nft -f -/);
+  assert.deepEqual(s.calls, ["sysctl -q -w net.ipv4.ip_forward=1", "nft -f -"]);
+  // The script on nft's stdin: this bridge's own table, replaced whole, masquerading only its subnet.
+  assert.equal(s.inputs[1], NAT_T5);
+});
+
+test("the NAT script is one nft accepts (nft -c: checked, nothing changed)", async (t) => {
+  const nft = await createCommandRunner().which("nft");
+  if (!nft) {
+    t.skip("nft is not installed here: the script was checked as text only");
+    return;
+  }
+  if (process.getuid?.() !== 0) {
+    t.skip("nft -c needs CAP_NET_ADMIN and this test is not root");
+    return;
+  }
+  const s = scriptedRunner(["nft", "sysctl"]);
+  await rootOps(s.runner, PIN_T5).ensureNat("172.31.55.0/24", "banger-t5");
+  const script = s.inputs[s.calls.indexOf("nft -f -")];
+  assert.equal(script, NAT_T5);
+  const real = await createCommandRunner().run(nft, ["-c", "-f", "-"], { input: script! });
+  assert.equal(real.code, 0, `nft -c rejected banger's script:\n${real.stderr}`);
+  // And nft does reject a broken one here: the check is not a no-op.
+  const broken = await createCommandRunner().run(nft, ["-c", "-f", "-"], {
+    input: script!.replace("masquerade", "masquerad"),
+  });
+  assert.notEqual(broken.code, 0);
+});
+
+test("without nft, NAT is one iptables MASQUERADE rule, added once, removed by its comment", async (t) => {
+  const rule =
+    "-s 172.31.55.0/24 ! -o banger-t5 -j MASQUERADE -m comment --comment banger:banger-t5";
+  // The kernel's nat table, as `iptables -S` prints it; -C finds a rule only once it is there.
+  const table = ["-P POSTROUTING ACCEPT", "-A POSTROUTING -s 10.9.0.0/24 -j MASQUERADE"];
+  const s = scriptedRunner(["sysctl", "iptables"], (_cmd, args) => {
+    const a = args.join(" ");
+    if (a.startsWith("-t nat -C POSTROUTING "))
+      return { code: table.includes(`-A POSTROUTING ${a.slice(22)}`) ? 0 : 1 };
+    if (a.startsWith("-t nat -A ")) table.push(a.slice(7));
+    if (a.startsWith("-t nat -D ")) table.splice(table.indexOf(`-A ${a.slice(10)}`), 1);
+    if (a === "-t nat -S POSTROUTING") return { stdout: `${table.join("\n")}\n` };
+    return {};
+  });
+  const ops = rootOps(s.runner, PIN_T5);
+  await ops.ensureNat("172.31.55.0/24", "banger-t5");
+  await ops.ensureNat("172.31.55.0/24", "banger-t5");
+  assert.deepEqual(s.calls, [
+    "sysctl -q -w net.ipv4.ip_forward=1",
+    `iptables -t nat -C POSTROUTING ${rule}`,
+    `iptables -t nat -A POSTROUTING ${rule}`,
+    "sysctl -q -w net.ipv4.ip_forward=1",
+    `iptables -t nat -C POSTROUTING ${rule}`,
+  ]);
+  assert.deepEqual(table, [
+    "-P POSTROUTING ACCEPT",
+    "-A POSTROUTING -s 10.9.0.0/24 -j MASQUERADE",
+    `-A POSTROUTING ${rule}`,
+  ]);
+  s.calls.length = 0;
+  await ops.removeNat("banger-t5");
+  assert.deepEqual(s.calls, [
+    "iptables -t nat -S POSTROUTING",
+    `iptables -t nat -D POSTROUTING ${rule}`,
+    "iptables -t nat -S POSTROUTING",
+  ]);
+  assert.deepEqual(table, ["-P POSTROUTING ACCEPT", "-A POSTROUTING -s 10.9.0.0/24 -j MASQUERADE"]);
+
+  // The real iptables parses the rule: -C answers 1 (well-formed, not there), never 2 (bad rule).
+  const iptables = await createCommandRunner().which("iptables");
+  if (!iptables || process.getuid?.() !== 0) {
+    t.diagnostic("iptables (as root) is not available: the rule was checked as argv only");
+    return;
+  }
+  const real = await createCommandRunner().run(iptables, [
+    "-t",
+    "nat",
+    "-C",
+    "POSTROUTING",
+    ...rule.split(" "),
+  ]);
+  assert.equal(real.code, 1, `iptables -C: ${real.stderr}`);
+  assert.match(real.stderr, /does a matching rule exist/);
 });
 
 test("only taps are ever removed: a bridge with a tap's name survives deleteTap and createTap", async () => {
@@ -175,8 +281,12 @@ test("NAT is per bridge: two daemons' tables never replace or remove each other"
   const s = scriptedRunner(["nft", "sysctl"]);
   await rootOps(s.runner, PIN0).ensureNat("172.30.0.0/24", "banger0");
   await rootOps(s.runner, PIN_T5).ensureNat("172.31.55.0/24", "banger-t5");
-  const scripts = s.calls.filter((c) => c.startsWith("nft -f"));
+  const scripts = s.inputs.filter((_, i) => s.calls[i] === "nft -f -");
   assert.equal(scripts.length, 2);
+  // Each script names only its own table and bridge.
+  assert.match(scripts[0]!, /^table ip banger_banger0\n/);
+  assert.doesNotMatch(scripts[0]!, /banger-t5|banger_banger_t5/);
+  assert.equal(scripts[1], NAT_T5);
   assert.equal(natTable("banger0"), "banger_banger0");
   assert.equal(natTable("banger-t5"), "banger_banger_t5");
   await rootOps(s.runner, PIN_T5).removeNat("banger-t5");
