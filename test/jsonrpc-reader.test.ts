@@ -45,9 +45,9 @@ test(
     );
     try {
       const client = wrapSocket(await connectSocket(fake.file));
-      const started = Date.now();
+      // The fake never closes: a reader that buffered the declared body would wait forever
+      // (the test's timeout), so the rejection itself says the header was refused.
       await assert.rejects(client.call("daemon.ping", {}), /lost the connection to bangerd/);
-      assert.ok(Date.now() - started < 2000);
       client.close();
     } finally {
       fake.close();

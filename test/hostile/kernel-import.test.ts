@@ -419,9 +419,7 @@ test("kernel import: five FIFOs at once do not wedge the daemon's file I/O", asy
   }
   // File I/O (the libuv pool) still answers: a good import completes within seconds.
   const good = await src();
-  const started = Date.now();
-  await importDir("after-fifos", good, 10_000);
-  assert.ok(Date.now() - started < 10_000);
+  await importDir("after-fifos", good, 10_000); // rejects if the import hangs
   const client = await daemon.connect();
   await client.call("kernel.delete", { name: "after-fifos" });
   client.close();

@@ -40,7 +40,6 @@ interface Exchange {
   answers: Answer[];
   /** The daemon closed the connection. */
   closed: boolean;
-  ms: number;
 }
 
 /** Splits Content-Length framed answers out of what the daemon sent. */
@@ -72,7 +71,6 @@ function exchange(
   halfClose = false,
 ): Promise<Exchange> {
   return new Promise((resolve) => {
-    const started = Date.now();
     const socket = net.createConnection({
       path: daemon.home.layout.socketFile,
       allowHalfOpen: true,
@@ -85,7 +83,7 @@ function exchange(
       done = true;
       clearTimeout(timer);
       socket.destroy();
-      resolve({ answers: parseAnswers(got), closed, ms: Date.now() - started });
+      resolve({ answers: parseAnswers(got), closed });
     };
     const timer = setTimeout(finish, waitMs);
     socket.on("data", (d) => {
@@ -217,8 +215,8 @@ const rows: Array<HostileRow<Case>> = [
   {
     name: "300 MB declared (only 1 KiB sent): refused by its header",
     input: {
+      // An answer at all says the header was refused: the rest of the body never comes.
       chunks: [`Content-Length: ${300 * 1000 * 1000}\r\n\r\n`, "x".repeat(1024)],
-      check: (x) => assert.ok(x.ms < 2000, `took ${x.ms} ms`),
     },
     expect: /^-32600 message of 300000000 bytes is over the limit of 16777216 bytes \(closed\)/,
   },
