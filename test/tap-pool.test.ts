@@ -6,7 +6,7 @@ import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 const BRIDGE = "banger-p";
 const ME = 1000;
 
-function pool(ops: FakeOps, size: number): TapPool {
+function pool(ops: FakeOps, size: number, logged: string[] = []): TapPool {
   let n = 0;
   return new TapPool({
     ops,
@@ -14,7 +14,9 @@ function pool(ops: FakeOps, size: number): TapPool {
     ownerUid: ME,
     size,
     newName: () => `bg-t${String(++n).padStart(4, "0")}`,
-    log: { error: () => {} },
+    log: {
+      error: (obj, msg) => logged.push(`${msg}: ${String((obj as { err?: unknown }).err ?? "")}`),
+    },
   });
 }
 
@@ -128,10 +130,12 @@ test("tap pool: drain removes idle taps only, and nothing refills afterwards", a
 test("tap pool: a failing refill is logged and the next take creates on demand", async () => {
   const ops = fakeOps();
   ops.failCreates = 1;
-  const p = pool(ops, 1);
+  const logged: string[] = [];
+  const p = pool(ops, 1, logged);
   await p.init();
   await p.settled();
   assert.deepEqual(p.idleTaps, []);
+  assert.deepEqual(logged, ["could not pre-create a tap: Error: no more taps today"]);
   const tap = await p.take();
   assert.ok(ops.taps.has(tap));
   await p.settled();
