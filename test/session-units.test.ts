@@ -120,8 +120,12 @@ test("start validates before any SSH, then runs the script over SSH under a per-
   await assert.rejects(service.start("dev", "web", ["x"], "/a\nb"), /invalid --cwd/);
   assert.equal(calls.length, 0);
 
-  // The default cwd, the default sessions dir and the cap are on the command line.
-  await service.start("dev", "web", ["npm", "run", "dev"], undefined).catch(() => undefined);
+  // The default cwd, the default sessions dir and the cap are on the command line; a guest
+  // that answers no record is an error that says so.
+  await assert.rejects(
+    service.start("dev", "web", ["npm", "run", "dev"], undefined),
+    /session web in dev gave no state/,
+  );
   const remote = calls[0]!.args.at(-1)!;
   assert.match(remote, /^sh -c '/);
   assert.match(remote, / banger-session start \/root\/\.banger\/sessions web 8388608 \/root /);
