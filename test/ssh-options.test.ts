@@ -26,6 +26,8 @@ before(async () => {
       "  ControlPersist yes",
       "  LocalForward 8080 127.0.0.1:80",
       "  Compression yes",
+      // As Debian's /etc/ssh/ssh_config sets it: banger's own known_hosts stays in clear.
+      "  HashKnownHosts yes",
       "",
     ].join("\n"),
   );
@@ -66,6 +68,7 @@ test("a hostile ~/.ssh/config does not take effect for banger's ssh (ssh -G)", a
     assert.deepEqual(eff.get("controlpersist"), ["no"], name);
     assert.deepEqual(eff.get("clearallforwardings"), ["yes"], name);
     assert.deepEqual(eff.get("identityagent"), ["none"], name);
+    assert.deepEqual(eff.get("hashknownhosts"), ["no"], name);
     // The daemon reads no config at all; the CLI keeps the user's harmless settings.
     assert.deepEqual(eff.get("compression"), [name.startsWith("daemon") ? "no" : "yes"], name);
   }
@@ -88,6 +91,7 @@ test("banger's Host *.vm block wins over a hostile Host * below it", async () =>
   assert.equal(eff.get("controlpath"), undefined);
   assert.deepEqual(eff.get("clearallforwardings"), ["yes"]);
   assert.deepEqual(eff.get("proxycommand"), ["/b/banger internal ssh-proxy %h"]);
+  assert.deepEqual(eff.get("hashknownhosts"), ["no"]);
 });
 
 test("the daemon never gets the agent; the CLI's ssh gets no secrets SendEnv could send", () => {

@@ -17,6 +17,7 @@ export function bangerSshConfig(opts: {
     `  IdentityFile ${opts.identityFile}`,
     "  IdentitiesOnly yes",
     `  UserKnownHostsFile ${opts.knownHostsFile}`,
+    "  HashKnownHosts no",
     "  StrictHostKeyChecking accept-new",
     // Above the user's own Host blocks (first value wins): a guest never gets the agent, X11,
     // forwards from the config, a local command or a shared master connection.

@@ -150,6 +150,10 @@ export function sshOptions(identity: SshIdentity, vmName: string, port: number):
     "IdentitiesOnly=yes",
     "-o",
     `UserKnownHostsFile=${identity.knownHosts}`,
+    // banger's own file, in clear whatever ssh_config says: the aliases are VM names banger.db
+    // lists anyway, and `ssh-keygen -F <name>.vm` / the file itself stay readable to the user.
+    "-o",
+    "HashKnownHosts=no",
     "-o",
     `HostKeyAlias=${hostKeyAlias(vmName)}`,
     "-o",

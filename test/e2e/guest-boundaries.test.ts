@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { hostIpv4Addresses } from "../../src/net/frame-filter.js";
 import { ensureBuilt } from "../helpers/build.js";
 import { bangerCli } from "../helpers/cli.js";
+import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
 import { outsideWorld, type OutsideWorld } from "../helpers/outside-world.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
@@ -20,7 +21,7 @@ const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const ISOLATED = "bnd-isolated";
 const NAT = "bnd-nat";
 let home: TempLayout;
-const { cli, ok } = bangerCli(() => home.env);
+const { ok } = bangerCli(() => home.env);
 
 /** TCP servers on the host that count who got through: one on loopback only, one on every address. */
 const servers: Array<{ server: net.Server; port: number; host: string; accepted: number }> = [];
@@ -39,17 +40,22 @@ async function listen(host: string) {
   return entry;
 }
 
-async function qemuPids(): Promise<number[]> {
-  const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-bnd-`]).catch(() => ({
-    stdout: "",
-  }));
-  return r.stdout.split("\n").filter(Boolean).map(Number);
-}
-
 /** Processes whose command line names the test home (VMMs, passt, the filter). */
 async function helpersOfHome(): Promise<string[]> {
   const r = await run("ps", ["-eo", "pid,args"]);
   return r.stdout.split("\n").filter((l) => l.includes(home.home) && !/bangerd|\bps\b/.test(l));
+}
+
+/** From the host: the first line a local server sends. */
+async function dial(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(port, "127.0.0.1");
+    let got = "";
+    c.setTimeout(5_000, () => c.destroy(new Error(`127.0.0.1:${port}: no answer`)));
+    c.on("data", (d: Buffer) => (got += d.toString()));
+    c.on("end", () => resolve(got.trim()));
+    c.on("error", reject);
+  });
 }
 
 /** In the guest: "open" when a TCP connection to host:port succeeds within 4 s, else "closed". */
@@ -100,12 +106,9 @@ before(async () => {
 });
 
 after(async () => {
-  await cli("vm", "delete", ISOLATED, NAT);
-  for (const pid of await qemuPids()) process.kill(pid, "SIGKILL");
-  await cli("daemon", "stop");
-  for (const s of servers) s.server.close();
-  await world?.close();
-  await home.cleanup();
+  await cleanupE2eHome(home, {
+    extra: [...servers.map((s) => () => s.server.close()), () => world?.close()],
+  });
 });
 
 test(
@@ -115,8 +118,17 @@ test(
     // 10.0.2.2 is slirp's alias for the host's 127.0.0.1; the others are the host's own addresses.
     const hosts = ["10.0.2.2", ...[...hostIpv4Addresses()].filter((a) => !a.startsWith("127."))];
     const targets = hosts.flatMap((h) => servers.map((s) => `${h}:${s.port}`));
+    // The servers count a connection (the host's own), so the zero below means none got through.
+    for (const s of servers) {
+      assert.equal(await dial(s.port), "host", `the server on ${s.host} answers the host`);
+      assert.equal(s.accepted, 1, `the server on ${s.host} counted the host's connection`);
+      s.accepted = 0;
+    }
+    // The guest's own sshd: the probe can say "open", so its "closed" means closed.
+    const control = "127.0.0.1:22";
     for (const vm of [ISOLATED, NAT]) {
-      const got = await probeAll(vm, targets);
+      const got = await probeAll(vm, [control, ...targets]);
+      assert.equal(got.get(control), "open", `${vm}: the probe reaches the guest's own sshd`);
       for (const t of targets) assert.equal(got.get(t), "closed", `${vm} → ${t}`);
     }
     // A root guest writes frames itself: SYNs to 127.0.0.1 and 0.0.0.0, past its own routing.
@@ -145,10 +157,13 @@ test(
 test(
   "--nat gives egress to the outside world, without it there is none",
   { timeout: 600_000 },
-  async () => {
+  async (t) => {
     const route = await ok("vm", "ssh", NAT, "--", "ip", "-4", "route", "show", "default");
     assert.match(route.stdout, /default via 10\.0\.2\.2/);
-    if (!world) return; // the outside world needs root to build (a netns and a veth)
+    if (!world) {
+      t.skip("the outside world needs root to build (a netns and a veth)");
+      return;
+    }
     const fetch = `timeout 8 bash -c 'exec 3<>/dev/tcp/${world.address}/${world.port}; head -1 <&3'`;
     assert.equal((await ok("vm", "ssh", NAT, "--", "bash", "-c", fetch)).stdout.trim(), "outside");
     assert.equal(await probe(ISOLATED, world.address, world.port), "closed");

@@ -7,8 +7,11 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { HelperClient } from "../../src/net/helper-client.js";
+import { natTable } from "../../src/net/privileged.js";
 import { ensureBuilt } from "../helpers/build.js";
-import { bangerCli } from "../helpers/cli.js";
+import { assertTapsAccountedFor, bridgeTaps as tapsOn } from "../helpers/bridge-taps.js";
+import { bangerBin, bangerCli } from "../helpers/cli.js";
+import { cleanupE2eHome, processesNaming, vmmPids } from "../helpers/e2e-cleanup.js";
 import { sharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -21,14 +24,17 @@ const banger = path.join(root, "bin", "banger");
 const BRIDGE = "banger-t5";
 const VM = "h5-1";
 const NOBODY = 65534;
+const POOL = 2;
 const isRoot = process.getuid?.() === 0;
 
 let home: TempLayout;
-const { cli, ok } = bangerCli(
-  () => home.env,
-  (cmd, args) => asUser(daemonUid, cmd, args),
-);
-let socketDir: string;
+/** Where the daemon's user runs banger from: the checkout, or a readable copy of it (below). */
+let install = root;
+/** `banger` as the daemon's user, from where that user can read it. */
+const asDaemonUser = (cmd: string, args: string[]) =>
+  asUser(daemonUid, cmd === bangerBin ? path.join(install, "bin", "banger") : cmd, args);
+const { cli, ok } = bangerCli(() => home.env, asDaemonUser);
+let socketDir = "";
 let socket: string;
 let helper: ChildProcess | null = null;
 let helperLog = "";
@@ -40,16 +46,7 @@ function asUser(uid: number, cmd: string, args: string[]): [string, string[]] {
   return ["setpriv", [`--reuid=${uid}`, `--regid=${uid}`, "--clear-groups", "--", cmd, ...args]];
 }
 
-/** banger's taps on this file's bridge, with "idle" when no VM holds them open. */
-async function bridgeTaps(): Promise<Array<{ name: string; idle: boolean }>> {
-  const r = await run("ip", ["-o", "link", "show", "master", BRIDGE]).catch(() => ({
-    stdout: "",
-  }));
-  return r.stdout.split("\n").flatMap((line) => {
-    const name = /^\d+: (bg-[0-9a-f]+)[@:]/.exec(line)?.[1];
-    return name ? [{ name, idle: line.includes("NO-CARRIER") }] : [];
-  });
-}
+const bridgeTaps = () => tapsOn(BRIDGE);
 
 async function until<T>(what: string, fn: () => Promise<T | null>, ms = 60_000): Promise<T> {
   const deadline = Date.now() + ms;
@@ -61,11 +58,6 @@ async function until<T>(what: string, fn: () => Promise<T | null>, ms = 60_000):
   }
 }
 
-async function pgrep(pattern: string): Promise<number[]> {
-  const r = await run("pgrep", ["-f", pattern]).catch(() => ({ stdout: "" }));
-  return r.stdout.split("\n").filter(Boolean).map(Number);
-}
-
 async function canOpenTunAs(uid: number): Promise<boolean> {
   const [cmd, args] = asUser(uid, "sh", ["-c", "exec 3<>/dev/net/tun"]);
   return run(cmd, args).then(
@@ -74,14 +66,74 @@ async function canOpenTunAs(uid: number): Promise<boolean> {
   );
 }
 
+/** Whether `uid` can load what it runs from `dir`: the CLI, the daemon and the helper. */
+async function canLoadAs(uid: number, dir: string): Promise<boolean> {
+  const entries = ["cli/main.js", "daemon/main.js", "net/helper-main.js"].map((f) =>
+    JSON.stringify(path.join(dir, "dist", f)),
+  );
+  const script = entries.map((e) => `await import(${e});`).join(" ");
+  const [cmd, args] = asUser(uid, process.execPath, ["--input-type=module", "-e", script]);
+  return run(cmd, args, { cwd: "/", timeout: 60_000 }).then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * The daemon's user (and the "must run as root" check) run banger from the checkout when they
+ * can read it. A checkout under a 0700 directory (a home directory, often) they cannot: then a
+ * copy in a temp dir they can read, everything in it a+rX, node_modules linked where its real
+ * directory is readable and copied where it is not.
+ */
+async function readableInstall(): Promise<string> {
+  if (await canLoadAs(NOBODY, root)) return root;
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-install-"));
+  try {
+    await fs.chmod(dir, 0o755);
+    for (const part of ["bin", "dist", "catalog", "package.json"])
+      await fs.cp(path.join(root, part), path.join(dir, part), { recursive: true });
+    const modules = await fs.realpath(path.join(root, "node_modules"));
+    await fs.symlink(modules, path.join(dir, "node_modules"));
+    await run("chmod", ["-R", "a+rX", dir]);
+    if (!(await canLoadAs(NOBODY, dir))) {
+      await fs.rm(path.join(dir, "node_modules"));
+      await fs.cp(modules, path.join(dir, "node_modules"), { recursive: true });
+      await run("chmod", ["-R", "a+rX", dir]);
+    }
+    if (!(await canLoadAs(NOBODY, dir)))
+      throw new Error(`uid ${NOBODY} cannot load banger even from a readable copy at ${dir}`);
+  } catch (err) {
+    await fs.rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  console.log(
+    `# uid ${NOBODY} cannot read the checkout ${root}: its side runs from a readable copy at ${dir}`,
+  );
+  return dir;
+}
+
+/** bangerd processes started for this home (their environment names it). */
+async function daemonsOfHome(): Promise<number[]> {
+  const ours: number[] = [];
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+    if (!cmdline.includes("bangerd")) continue;
+    const env = await fs.readFile(`/proc/${entry}/environ`, "utf8").catch(() => "");
+    if (env.split("\0").includes(`BANGER_HOME=${home.home}`)) ours.push(Number(entry));
+  }
+  return ours;
+}
+
 before(async () => {
   if (!isRoot) return;
   await ensureBuilt(root);
+  install = await readableInstall();
   home = await tempLayout("banger-helper-e2e-");
   await fs.mkdir(home.layout.configDir, { recursive: true });
   await fs.writeFile(
     home.layout.configFile,
-    `[network]\nbridge = "${BRIDGE}"\nsubnet = "172.31.55.0/24"\ndns_port = 5354\ntap_pool_size = 2\n`,
+    `[network]\nbridge = "${BRIDGE}"\nsubnet = "172.31.55.0/24"\ndns_port = 5354\ntap_pool_size = ${POOL}\n`,
   );
   // Kernel and image prepared as root in user-mode networking (cheap when the dev home
   // exists; built from scratch otherwise), then the whole home handed to the daemon's user.
@@ -152,14 +204,14 @@ before(async () => {
 
 after(async () => {
   if (!isRoot) return;
-  for (const pid of await pgrep(`qemu-system-x86_64 -name banger-${VM} `))
-    process.kill(pid, "SIGKILL");
-  await cli("daemon", "stop").catch(() => undefined);
-  helper?.kill("SIGKILL");
-  for (const tap of await bridgeTaps()) await run("ip", ["link", "del", tap.name]).catch(() => {});
-  await run("ip", ["link", "del", BRIDGE]).catch(() => {});
-  await fs.rm(socketDir, { recursive: true, force: true }).catch(() => {});
-  await home.cleanup();
+  // The helper stays up until the daemon (which needs it to give its taps back) has gone.
+  await cleanupE2eHome(home, {
+    wrap: asDaemonUser,
+    bridges: [BRIDGE],
+    nftTables: [natTable(BRIDGE)],
+    extra: [() => helper?.kill("SIGKILL")],
+    paths: [...(socketDir ? [socketDir] : []), ...(install !== root ? [install] : [])],
+  });
 });
 
 test(
@@ -194,7 +246,7 @@ test(
       (await run("ip", ["-4", "route", "show"])).stdout,
       /^0\.0\.0\.0\/1 |8\.8\.8\.8/m,
     );
-    const [asNobody, nobodyArgs] = asUser(NOBODY, path.join(root, "bin", "banger-helper"), [
+    const [asNobody, nobodyArgs] = asUser(NOBODY, path.join(install, "bin", "banger-helper"), [
       "--user",
       "nobody",
       "--socket",
@@ -218,9 +270,9 @@ test(
 
     // Starting the daemon fills the pool before any VM asks for a tap.
     await ok("vm", "list");
-    const pool = await until("the pool holds 2 idle taps", async () => {
+    const pool = await until(`the pool holds ${POOL} idle taps`, async () => {
       const taps = await bridgeTaps();
-      return taps.length === 2 && taps.every((t) => t.idle) ? taps.map((t) => t.name) : null;
+      return taps.length === POOL && taps.every((t) => t.idle) ? taps.map((t) => t.name) : null;
     });
     const owners = (await run("ip", ["tuntap", "show"])).stdout;
     for (const tap of pool)
@@ -254,15 +306,13 @@ test(
     const log = await fs.readFile(home.layout.daemonLogFile, "utf8");
     assert.match(log, /privileged steps through banger-helper/);
     await until("the pool is refilled", async () =>
-      (await bridgeTaps()).filter((t) => t.idle).length === 2 ? true : null,
+      (await bridgeTaps()).filter((t) => t.idle).length === POOL ? true : null,
     );
+    await assertTapsAccountedFor(BRIDGE, [handles.tap], POOL, "with the VM running");
 
     await ok("vm", "delete", VM);
-    assert.deepEqual(await pgrep(`qemu-system-x86_64 -name banger-${VM} `), []);
-    assert.ok(
-      (await bridgeTaps()).every((t) => t.idle),
-      "no tap in use after delete",
-    );
+    assert.deepEqual(await vmmPids(home.home), [], "no VMM of this home after delete");
+    await assertTapsAccountedFor(BRIDGE, [], POOL, "after delete");
     await ok("daemon", "stop");
     await until("the daemon's stop removes its idle taps", async () =>
       (await bridgeTaps()).length === 0 ? true : null,
@@ -279,19 +329,8 @@ test(
     assert.equal(code, 0, `banger-helper exits cleanly on SIGTERM:\n${helperLog}`);
     helper = null;
     await assert.rejects(fs.stat(socket), /ENOENT/, "the helper removes its socket");
-    assert.deepEqual(await pgrep(`banger-helper --user ${daemonUid} --bridge`), []);
-    assert.deepEqual(
-      await pgrep(`bangerd`).then(async (pids) => {
-        const ours: number[] = [];
-        for (const pid of pids) {
-          const env = await fs.readFile(`/proc/${pid}/environ`, "utf8").catch(() => "");
-          if (env.includes(`BANGER_HOME=${home.home}`)) ours.push(pid);
-        }
-        return ours;
-      }),
-      [],
-      "no daemon of this home is left",
-    );
+    assert.deepEqual(await processesNaming(socketDir), [], "no helper on this socket is left");
+    assert.deepEqual(await daemonsOfHome(), [], "no daemon of this home is left");
     // What the helper did, as its log tells: every operation on banger's own devices.
     assert.match(helperLog, /"method":"createTap"/);
     assert.equal(

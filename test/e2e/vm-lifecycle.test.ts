@@ -7,7 +7,9 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 import { ensureBuilt } from "../helpers/build.js";
+import { assertTapsAccountedFor, bridgeTaps } from "../helpers/bridge-taps.js";
 import { bangerCli } from "../helpers/cli.js";
+import { cleanupE2eHome, vmmPids } from "../helpers/e2e-cleanup.js";
 
 // Real VMs under QEMU microvm with TCG, driven through the real bin/banger.
 // The first create derives the kernel and builds the default image.
@@ -15,12 +17,40 @@ const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
 const { cli, ok } = bangerCli(() => home.env);
+// As root the VMs use the default bridge (banger0) and its default pool of 2 idle taps.
+const bridged = process.getuid?.() === 0;
+const BRIDGE = "banger0";
+const POOL = 2;
+/** What this file made on the host that nobody had before it (removed in `after`). */
+const made = { bridge: false, nat: false };
 
-async function qemuPids(name: string): Promise<number[]> {
-  const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-${name} `]).catch(() => ({
-    stdout: "",
-  }));
-  return r.stdout.split("\n").filter(Boolean).map(Number);
+/** A VM's directory under this home. */
+async function vmDirOf(name: string): Promise<string> {
+  const { id } = JSON.parse((await ok("vm", "show", name, "--json")).stdout) as { id: string };
+  return path.join(home.layout.vmsDir, id);
+}
+
+/** The VMM of the VM in `vmDir`, by its pid file (null when none runs). */
+async function vmmOf(vmDir: string): Promise<number | null> {
+  const pid = Number.parseInt(
+    await fs.readFile(path.join(vmDir, "qemu.pid"), "utf8").catch(() => ""),
+    10,
+  );
+  return (await vmmPids(vmDir)).includes(pid) ? pid : null;
+}
+
+/** The tap a running VM holds, from its handles.json. */
+async function tapOf(vmDir: string): Promise<string> {
+  const handles = JSON.parse(await fs.readFile(path.join(vmDir, "handles.json"), "utf8")) as {
+    tap?: string;
+  };
+  assert.ok(handles.tap, `${vmDir}: a bridged VM has a tap`);
+  return handles.tap;
+}
+
+/** Bridged: every bg- tap on banger0 is a running VM's or an idle pool tap (see bridge-taps.ts). */
+async function tapsAccountedFor(inUse: string[], what: string): Promise<void> {
+  if (bridged) await assertTapsAccountedFor(BRIDGE, inUse, POOL, what);
 }
 
 async function daemonPid(): Promise<number> {
@@ -44,25 +74,25 @@ before(async () => {
   await ensureBuilt(root);
   home = await tempLayout("banger-e2e-");
   // As root, exercise bridge networking (taps, addresses, the .vm DNS responder); else user-mode.
-  if (process.getuid?.() === 0) delete home.env.BANGER_NETWORK;
+  if (bridged) {
+    delete home.env.BANGER_NETWORK;
+    // banger0 is also the user's default bridge: only what was not there before is removed.
+    made.bridge = !(await run("ip", ["link", "show", BRIDGE]).then(
+      () => true,
+      () => false,
+    ));
+    made.nat = !(await run("nft", ["list", "table", "ip", "banger_banger0"]).then(
+      () => true,
+      () => false,
+    ));
+  }
 });
 
-/** banger's taps on banger0 that a VM holds open: idle pool taps (no reader) show NO-CARRIER. */
-async function bangerTaps(): Promise<string[]> {
-  const r = await run("ip", ["-o", "link", "show", "master", "banger0"]).catch(() => ({
-    stdout: "",
-  }));
-  return r.stdout
-    .split("\n")
-    .filter((line) => !line.includes("NO-CARRIER"))
-    .flatMap((line) => /^\d+: (bg-[0-9a-f]+)[@:]/.exec(line)?.[1] ?? []);
-}
-
 after(async () => {
-  for (const name of ["e2e", "idle1", "idle2", "peer-a", "peer-b"])
-    for (const pid of await qemuPids(name)) process.kill(pid, "SIGKILL");
-  await cli("daemon", "stop");
-  await home.cleanup();
+  await cleanupE2eHome(home, {
+    bridges: made.bridge ? [BRIDGE] : [],
+    nftTables: made.nat ? ["banger_banger0"] : [],
+  });
 });
 
 test(
@@ -96,15 +126,25 @@ test(
     assert.equal(ssh.stdout.trim(), "e2e");
 
     // Copy-on-write: the VM's disks cost little next to the image.
-    const [vmDir] = await fs.readdir(home.layout.vmsDir);
-    const du = await run("du", ["-sk", path.join(home.layout.vmsDir, vmDir!)]);
+    const vmDir = await vmDirOf("e2e");
+    assert.deepEqual(await fs.readdir(home.layout.vmsDir), [path.basename(vmDir)]);
+    const du = await run("du", ["-sk", vmDir]);
     assert.ok(Number.parseInt(du.stdout, 10) < 200 * 1024, `VM dir is ${du.stdout.trim()} KiB`);
+    const firstVmm = await vmmOf(vmDir);
+    assert.ok(firstVmm, "the VM's pid file names its running VMM");
+    assert.deepEqual(await vmmPids(home.home), [firstVmm], "one VMM for this home");
+    if (bridged) await tapsAccountedFor([await tapOf(vmDir)], "after create");
 
     await ok("vm", "stop", "e2e");
-    assert.deepEqual(await qemuPids("e2e"), []);
+    assert.deepEqual(await vmmPids(home.home), [], "no VMM of this home after stop");
     assert.match((await ok("vm", "show", "e2e")).stdout, /state:\s+stopped/);
+    await tapsAccountedFor([], "after stop");
     await ok("vm", "start", "e2e");
-    assert.equal((await qemuPids("e2e")).length, 1);
+    const vmm = await vmmOf(vmDir);
+    assert.ok(vmm && vmm !== firstVmm, "a new VMM runs, named by the pid file");
+    assert.deepEqual(await vmmPids(home.home), [vmm]);
+    const tap = bridged ? await tapOf(vmDir) : "";
+    await tapsAccountedFor(bridged ? [tap] : [], "after start");
     assert.match((await ok("vm", "health", "e2e")).stdout, /e2e: VMM running, SSH answers/);
     const stats = JSON.parse((await ok("vm", "stats", "e2e", "--json")).stdout) as {
       rssBytes: number;
@@ -120,33 +160,44 @@ test(
       JSON.stringify(ports),
     );
 
-    // The VMM outlives the daemon; a fresh daemon adopts it.
+    // The VMM outlives the daemon; a fresh daemon adopts it (and the killed daemon's pool taps:
+    // at most a pool's worth stays).
     await killDaemon();
     assert.equal((await ok("vm", "ssh", "e2e", "--", "echo", "adopted")).stdout.trim(), "adopted");
+    assert.deepEqual(await vmmPids(home.home), [vmm], "the same VMM, adopted");
+    await tapsAccountedFor(bridged ? [tap] : [], "after a daemon kill -9");
 
     // Lost handles.json: the teardown identity in the store still finds the VM.
-    await fs.writeFile(path.join(home.layout.vmsDir, vmDir!, "handles.json"), "{ not json");
+    await fs.writeFile(path.join(vmDir, "handles.json"), "{ not json");
     await killDaemon();
     assert.equal(
       (await ok("vm", "ssh", "e2e", "--", "echo", "still-here")).stdout.trim(),
       "still-here",
     );
+    assert.deepEqual(await vmmPids(home.home), [vmm], "the same VMM, found without handles.json");
+    await tapsAccountedFor(bridged ? [tap] : [], "after a kill -9 with handles.json lost");
 
     // A guest that ignores shutdown (its VMM frozen): stop ends with a kill at the deadline.
-    const [frozen] = await qemuPids("e2e");
-    process.kill(frozen!, "SIGSTOP");
+    process.kill(vmm, "SIGSTOP");
     await ok("vm", "stop", "e2e");
-    assert.deepEqual(await qemuPids("e2e"), []);
+    assert.deepEqual(await vmmPids(home.home), [], "the frozen VMM was killed");
     assert.match((await ok("vm", "show", "e2e")).stdout, /state:\s+stopped/);
+    await tapsAccountedFor([], "after the frozen VM's stop");
+
+    // banger's known_hosts pins the VM's key under e2e.vm (in clear: banger never hashes it).
+    const knownHosts = path.join(home.layout.sshDir, "known_hosts");
+    const pinned = await run("ssh-keygen", ["-F", "e2e.vm", "-f", knownHosts]);
+    assert.match(pinned.stdout, /^e2e\.vm ssh-ed25519 /m, "the host key is pinned, in clear");
 
     await ok("vm", "delete", "e2e");
-    assert.deepEqual(await qemuPids("e2e"), []);
-    assert.deepEqual(await bangerTaps(), [], "no tap left in use (idle pool taps may stay)");
+    assert.deepEqual(await vmmPids(home.home), []);
+    await tapsAccountedFor([], "after delete");
     assert.deepEqual(await fs.readdir(home.layout.vmsDir), []);
-    const knownHosts = await fs
-      .readFile(path.join(home.layout.sshDir, "known_hosts"), "utf8")
-      .catch(() => "");
-    assert.doesNotMatch(knownHosts, /e2e\.vm/, "the host key is forgotten");
+    const forgotten = await run("ssh-keygen", ["-F", "e2e.vm", "-f", knownHosts]).then(
+      (r) => ({ code: 0, stdout: r.stdout }),
+      (err: { code?: number; stdout?: string }) => ({ code: err.code, stdout: err.stdout ?? "" }),
+    );
+    assert.deepEqual(forgotten, { code: 1, stdout: "" }, "the host key is forgotten");
     assert.match((await cli("vm", "show", "e2e")).stderr, /no VM named "e2e"/);
   },
 );
@@ -216,12 +267,14 @@ test(
       name: string;
       ip: string;
     }>;
-    assert.notEqual(
-      list.find((v) => v.name === "peer-a")?.ip,
-      list.find((v) => v.name === "peer-b")?.ip,
-    );
-    const b = list.find((v) => v.name === "peer-b")!;
+    const a = list.find((v) => v.name === "peer-a");
+    const b = list.find((v) => v.name === "peer-b");
+    assert.ok(a && b, JSON.stringify(list));
+    assert.match(a.ip, /^172\.30\.0\.\d+$/);
     assert.match(b.ip, /^172\.30\.0\.\d+$/);
+    assert.notEqual(a.ip, b.ip);
+    const peerTaps = [await tapOf(await vmDirOf("peer-a")), await tapOf(await vmDirOf("peer-b"))];
+    await tapsAccountedFor(peerTaps, "with two VMs running");
     const script =
       'getent hosts peer-b.vm; bash -c "exec 3<>/dev/tcp/peer-b.vm/22; head -c 7 <&3"; echo; getent hosts ghost.vm || echo nxdomain';
     const probe = await ok("vm", "ssh", "peer-a", "--", "sh", "-c", script);
@@ -239,6 +292,26 @@ test(
     );
     assert.equal(viaConfig.stdout.trim(), "peer-b");
     await ok("vm", "delete", "peer-a", "peer-b");
-    assert.deepEqual(await bangerTaps(), []);
+    assert.deepEqual(await vmmPids(home.home), []);
+    await tapsAccountedFor([], "after deleting both");
+  },
+);
+
+test(
+  "daemon stop leaves no banger tap on the bridge",
+  {
+    timeout: 120_000,
+    skip: bridged ? false : "bridge networking needs root here",
+  },
+  async () => {
+    await ok("vm", "list"); // a daemon, with its pool filled, even when the tests above were skipped
+    await ok("daemon", "stop");
+    const deadline = Date.now() + 30_000;
+    let left = await bridgeTaps(BRIDGE);
+    while (left.length > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+      left = await bridgeTaps(BRIDGE);
+    }
+    assert.deepEqual(left, [], "every idle pool tap goes with the daemon");
   },
 );

@@ -6,7 +6,8 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
-import { bangerCli, deleteEveryVm } from "../helpers/cli.js";
+import { bangerCli } from "../helpers/cli.js";
+import { cleanupE2eHome, processesNaming, vmmPids } from "../helpers/e2e-cleanup.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -25,11 +26,11 @@ async function vmNames(): Promise<string[]> {
   return (JSON.parse(r.stdout) as Array<{ name: string }>).map((v) => v.name);
 }
 
-async function qemuRunning(name: string): Promise<boolean> {
-  const r = await run("pgrep", ["-f", `qemu-system-x86_64 -name banger-${name} `]).catch(() => ({
-    stdout: "",
-  }));
-  return r.stdout.trim() !== "";
+/** Nothing of a VM is left: no row, no directory, no VMM of this home. */
+async function assertNoVm(what: string): Promise<void> {
+  assert.deepEqual(await vmNames(), [], `${what}: no VM row`);
+  assert.deepEqual(await fs.readdir(home.layout.vmsDir).catch(() => []), [], `${what}: no VM dir`);
+  assert.deepEqual(await vmmPids(home.home), [], `${what}: no VMM of this home`);
 }
 
 before(async () => {
@@ -80,9 +81,7 @@ before(async () => {
 });
 
 after(async () => {
-  await deleteEveryVm(home.env);
-  await cli("daemon", "stop");
-  await home.cleanup();
+  await cleanupE2eHome(home);
 });
 
 test(
@@ -108,8 +107,7 @@ test(
     assert.match(r.stdout, /^root:root 755 \/root\/\.config\/tool\/run\.sh$/m);
     assert.match(r.stderr, /warning: file_sync: .*missing does not exist on this host; skipped/);
     assert.doesNotMatch(r.stderr, /still running/);
-    assert.deepEqual(await vmNames(), []);
-    assert.equal(await qemuRunning("run-rm"), false);
+    await assertNoVm("after --rm");
   },
 );
 
@@ -118,14 +116,17 @@ test(
   { timeout: 600_000 },
   async () => {
     const r = await cli("vm", "run", "--name", "run-keep", "--", "no-such-tool", "--flag");
-    assert.equal(r.code, 127);
+    assert.equal(r.code, 127, r.stderr);
     assert.match(r.stderr, /could not be started in the VM: no-such-tool: not found/);
     assert.match(r.stderr, /vm run-keep is still running \(stop with 'banger vm stop run-keep'/);
     assert.equal(r.stdout, "");
     // Without a repo the command runs in /root.
+    assert.deepEqual(await vmNames(), ["run-keep"]);
+    assert.equal((await vmmPids(home.home)).length, 1, "the kept VM runs");
     const pwd = await cli("vm", "ssh", "run-keep", "--", "pwd");
-    assert.equal(pwd.stdout.trim(), "/root");
+    assert.equal(pwd.stdout.trim(), "/root", pwd.stderr);
     assert.equal((await cli("vm", "delete", "run-keep")).code, 0);
+    await assertNoVm("after delete");
   },
 );
 
@@ -137,23 +138,45 @@ test("Ctrl-C during the command still deletes the VM with --rm", { timeout: 600_
   });
   let stderr = "";
   child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  let closed = false;
   const exited = new Promise<number | null>((resolve) =>
-    child.on("close", (code) => resolve(code)),
+    child.on("close", (code) => {
+      closed = true;
+      resolve(code);
+    }),
   );
-  // Wait until the remote command runs: its ssh process is up.
-  const deadline = Date.now() + 300_000;
-  for (;;) {
-    const r = await run("pgrep", ["-f", "HostKeyAlias=run-int.vm .*sleep 600"]).catch(() => null);
-    if (r && r.stdout.trim() !== "") break;
-    assert.ok(Date.now() < deadline, `the command never started:\n${stderr}`);
-    await new Promise((r) => setTimeout(r, 500));
+  try {
+    // Wait until the remote command runs: this home's ssh (its known_hosts) with the command.
+    const deadline = Date.now() + 300_000;
+    const commandRuns = async () => {
+      for (const pid of await processesNaming(home.home, (a) => path.basename(a) === "ssh")) {
+        const argv = (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split(
+          "\0",
+        );
+        if (argv.includes("HostKeyAlias=run-int.vm") && argv.join(" ").includes("sleep 600"))
+          return true;
+      }
+      return false;
+    };
+    while (!(await commandRuns())) {
+      assert.ok(!closed, `banger exited before the command ran:\n${stderr}`);
+      assert.ok(Date.now() < deadline, `the command never started:\n${stderr}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    process.kill(-child.pid!, "SIGINT");
+    const code = await exited;
+    assert.equal(code, 130, stderr);
+    assert.match(stderr, /interrupted/);
+    await assertNoVm("after Ctrl-C");
+  } finally {
+    // On failure the detached group (banger, its ssh) must not outlive the test.
+    if (!closed)
+      try {
+        process.kill(-child.pid!, "SIGKILL");
+      } catch {
+        // already gone
+      }
   }
-  process.kill(-child.pid!, "SIGINT");
-  const code = await exited;
-  assert.equal(code, 130, stderr);
-  assert.match(stderr, /interrupted/);
-  assert.deepEqual(await vmNames(), []);
-  assert.equal(await qemuRunning("run-int"), false);
 });
 
 test("bad vm run input fails before any VM exists", { timeout: 120_000 }, async () => {
@@ -169,5 +192,5 @@ test("bad vm run input fails before any VM exists", { timeout: 120_000 }, async 
     assert.equal(r.code, 1, `${args.join(" ")}: ${r.stderr}`);
     assert.match(r.stderr, message);
   }
-  assert.deepEqual(await vmNames(), []);
+  await assertNoVm("after bad input");
 });

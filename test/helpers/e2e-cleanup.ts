@@ -16,6 +16,8 @@ export interface E2eLeftovers {
   paths?: string[];
   /** Runs last, best-effort: stop the test's own servers, namespaces, helpers. */
   extra?: Array<() => unknown>;
+  /** How to run `banger` for this home (as the daemon's user, from where it can read it); default as is. */
+  wrap?: (cmd: string, args: string[]) => [string, string[]];
 }
 
 /** Each step gets this long; a hung CLI must not keep the rest from running. */
@@ -42,8 +44,12 @@ export async function cleanupE2eHome(
     }
   };
   if (home) {
-    const banger = (...args: string[]) =>
-      run(bangerBin, args, { env: home.env, timeout: STEP_MS, maxBuffer: 16 * 2 ** 20 });
+    const wrap =
+      leftovers.wrap ?? ((cmd: string, args: string[]): [string, string[]] => [cmd, args]);
+    const banger = (...args: string[]) => {
+      const [cmd, argv] = wrap(bangerBin, args);
+      return run(cmd, argv, { env: home.env, timeout: STEP_MS, maxBuffer: 16 * 2 ** 20 });
+    };
     await step("delete VMs", async () => {
       const list = await banger("vm", "list", "--json");
       const names = (JSON.parse(list.stdout) as Array<{ name: string }>).map((v) => v.name);
@@ -88,6 +94,33 @@ export async function killHomeVmms(home: TempLayout): Promise<void> {
     const handles = await fs.readFile(path.join(vmDir, "handles.json"), "utf8").catch(() => "");
     for (const m of handles.matchAll(/"pid":\s*(\d+)/g)) await killPid(Number(m[1]), vmDir);
   }
+}
+
+/**
+ * Pids of the VMMs (qemu-system-*, firecracker) whose command line names a path under `dir`:
+ * a home, or one VM's directory. What a test asserts about its own VMs, never a host-wide
+ * match on a VM name (another run, or the user's own banger, may have a VM of that name).
+ */
+export async function vmmPids(dir: string): Promise<number[]> {
+  return processesNaming(dir, (argv0) => /^(qemu-system-|firecracker)/.test(path.basename(argv0)));
+}
+
+/** Pids whose command line names a path under `dir` (and whose argv[0] passes `which`). */
+export async function processesNaming(
+  dir: string,
+  which: (argv0: string) => boolean = () => true,
+): Promise<number[]> {
+  const under = `${dir.replace(/\/$/, "")}/`;
+  const pids: number[] = [];
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const argv = (await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => ""))
+      .split("\0")
+      .filter(Boolean);
+    if (argv.length > 0 && which(argv[0]!) && argv.some((a) => a.includes(under)))
+      pids.push(Number(entry));
+  }
+  return pids.sort((a, b) => a - b);
 }
 
 /** Kills the pid in `file` if its command line contains `mark` (a recycled pid is not ours). */
