@@ -14,6 +14,7 @@ import { Store, type VmRow } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../src/vmm/driver.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
+import { processesNaming } from "./helpers/procs.js";
 import { imageServices, noOci } from "./helpers/services.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 
@@ -180,17 +181,6 @@ async function fixture(
       await home.cleanup();
     },
   };
-}
-
-/** Live processes whose command line names `dir` (passt and the frame filter name the VM's dir). */
-async function processesNaming(dir: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(pid)) continue;
-    const cmdline = await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
-    if (cmdline.includes(dir)) found.push(`${pid}: ${cmdline.replace(/\0/g, " ")}`);
-  }
-  return found;
 }
 
 const exists = (file: string) =>
