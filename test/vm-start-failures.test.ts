@@ -11,7 +11,7 @@ import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { VmService } from "../src/daemon/vm-service.js";
 import { BridgeNetwork } from "../src/net/network.js";
 import { Store, type VmRow } from "../src/store/store.js";
-import { createCommandRunner } from "../src/system/runner.js";
+import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../src/vmm/driver.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 import { processesNaming } from "./helpers/procs.js";
@@ -99,6 +99,8 @@ interface Fixture {
   ops: FakeOps;
   row: VmRow;
   dir: string;
+  /** The time limit of each ssh banger ran, in order. */
+  sshTimeouts: number[];
   done(): Promise<void>;
 }
 
@@ -113,7 +115,16 @@ async function fixture(
 ): Promise<Fixture> {
   const home = await tempLayout("banger-startfail-");
   const store = Store.open(home.layout.dbFile);
-  const runner = createCommandRunner();
+  const real = createCommandRunner();
+  const sshTimeouts: number[] = [];
+  // The real runner; what banger asks of each ssh (its time limit) is noted on the way.
+  const runner: CommandRunner = {
+    run: (cmd, args, o) => {
+      if (cmd === "ssh") sshTimeouts.push(o?.timeoutMs ?? Infinity);
+      return real.run(cmd, args, o);
+    },
+    which: (cmd) => real.which(cmd),
+  };
   const { kernels, images } = imageServices(store, home.layout, { runner, oci: noOci });
   const kdir = path.join(home.home, "kernel");
   await fs.mkdir(kdir);
@@ -175,6 +186,7 @@ async function fixture(
     ops,
     row,
     dir,
+    sshTimeouts,
     done: async () => {
       await vms.kill("dev").catch(() => undefined);
       store.close();
@@ -269,6 +281,12 @@ test("SSH never answering (a silent listener): SshTimeout, the live VM is left r
     assert.match(err.message, /VM dev did not answer on SSH within 3s/);
     assert.match(err.hint ?? "", /left running for inspection: 'banger vm logs dev'/);
     assert.ok(listener.accepted() > 0, "ssh never reached the listener");
+    // A probe stuck on the silent listener must not outlive the 3 s wait (ssh's own limit was 15 s).
+    assert.ok(f.sshTimeouts.length > 0);
+    assert.ok(
+      f.sshTimeouts.every((ms) => ms <= 3000),
+      `ssh probes outlive the wait: ${f.sshTimeouts.join(", ")} ms`,
+    );
     assert.equal(f.vms.show("dev").state, "running");
     assert.ok(await exists(path.join(f.dir, "handles.json")), "handles.json is gone");
     assert.equal(f.ops.taps.size, 1, "the live VM lost its tap");
