@@ -14,7 +14,7 @@ import { Store, type VmRow } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../src/vmm/driver.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
-import { processesNaming } from "./helpers/procs.js";
+import { killProcessesNaming, processesNaming } from "./helpers/procs.js";
 import { imageServices, noOci } from "./helpers/services.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 
@@ -188,9 +188,14 @@ async function fixture(
     dir,
     sshTimeouts,
     done: async () => {
-      await vms.kill("dev").catch(() => undefined);
-      store.close();
-      await home.cleanup();
+      try {
+        await vms.kill("dev").catch(() => undefined);
+      } finally {
+        // A failed check must not leave passt or the filter running for this home.
+        await killProcessesNaming(home.home);
+        store.close();
+        await home.cleanup();
+      }
     },
   };
 }

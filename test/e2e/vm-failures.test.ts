@@ -258,7 +258,7 @@ test(
 );
 
 test(
-  "QEMU killed while the daemon was down: the next daemon marks it stopped and releases passt and handles; vm start works",
+  "QEMU killed while the daemon was down: the next daemon marks it stopped and forgets its handles, nothing runs for it; vm start works",
   { timeout: 600_000 },
   async (t) => {
     const vm = await vmShow("no-ssh");
