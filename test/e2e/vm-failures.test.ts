@@ -6,11 +6,17 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
+import net from "node:net";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import type { ResponseError } from "vscode-jsonrpc/node.js";
 import { ErrorCode } from "../../src/api/errors.js";
+import { buildHandlers } from "../../src/daemon/handlers.js";
+import { Daemon } from "../../src/daemon/server.js";
+import { createCommandRunner } from "../../src/system/runner.js";
+import type { VmHandles, VmSpec } from "../../src/vmm/driver.js";
+import { QemuDriver } from "../../src/vmm/qemu/driver.js";
 import { ensureBuilt } from "../helpers/build.js";
 import { bangerBin, bangerCli } from "../helpers/cli.js";
 import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
@@ -297,5 +303,64 @@ test(
     await ok("vm", "delete", "no-ssh");
     await assertNothingHeld(vm.id);
     assert.deepEqual(await vmList(), []);
+  },
+);
+
+test(
+  "real QEMU whose SSH port is a listener that never speaks SSH: SshTimeout, QEMU left running",
+  { timeout: 300_000 },
+  async () => {
+    await writeConfig("3s");
+    // This test's daemon runs in-process with the real QEMU driver, whose handles name a
+    // silent listener as the VM's SSH port: the guest boots, its SSH is never heard.
+    await cli("daemon", "stop");
+    const sockets = new Set<net.Socket>();
+    let accepted = 0;
+    const listener = net.createServer((socket) => {
+      accepted++;
+      sockets.add(socket);
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => listener.listen(0, "127.0.0.1", resolve));
+    const port = (listener.address() as net.AddressInfo).port;
+    const runner = createCommandRunner(home.env);
+    class SilentSshQemu extends QemuDriver {
+      override async start(spec: VmSpec): Promise<VmHandles> {
+        return { ...(await super.start(spec)), sshPort: port };
+      }
+    }
+    const errors: string[] = [];
+    const daemon = await Daemon.open({
+      layout: home.layout,
+      version: "test",
+      env: home.env,
+      runner,
+      driver: new SilentSshQemu(runner),
+      log: { info: () => {}, error: (obj, msg) => errors.push(`${msg} ${JSON.stringify(obj)}`) },
+      handlers: buildHandlers,
+    });
+    try {
+      const e = await failingCreate({ name: "silent", nat: true });
+      assert.equal(e.code, ErrorCode.SshTimeout, e.message);
+      assert.match(e.message, /VM silent did not answer on SSH within 3s/);
+      assert.match(e.hint, /left running for inspection: 'banger vm logs silent'/);
+      assert.ok(accepted > 0, "the SSH probe never reached the listener");
+      const vm = (await rawRequest(home.layout.socketFile, "vm.show", {
+        name: "silent",
+      })) as VmJson;
+      assert.equal(vm.state, "running");
+      const procs = (await processesNaming(vmDir(vm.id))).map((p) => p.cmd);
+      assert.ok(
+        procs.some((c) => c.includes("qemu-system")),
+        `QEMU is not running:\n${procs}`,
+      );
+      await rawRequest(home.layout.socketFile, "vm.kill", { name: "silent" });
+      await rawRequest(home.layout.socketFile, "vm.delete", { names: ["silent"] });
+      await assertNothingHeld(vm.id);
+    } finally {
+      await daemon.close();
+      for (const socket of sockets) socket.destroy();
+      listener.close();
+    }
   },
 );
