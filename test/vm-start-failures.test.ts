@@ -101,6 +101,8 @@ interface Fixture {
   dir: string;
   /** The time limit of each ssh banger ran, in order. */
   sshTimeouts: number[];
+  /** The cancellation signals banger handed to those ssh runs. */
+  sshSignals: AbortSignal[];
   done(): Promise<void>;
 }
 
@@ -117,10 +119,14 @@ async function fixture(
   const store = Store.open(home.layout.dbFile);
   const real = createCommandRunner();
   const sshTimeouts: number[] = [];
+  const sshSignals: AbortSignal[] = [];
   // The real runner; what banger asks of each ssh (its time limit) is noted on the way.
   const runner: CommandRunner = {
     run: (cmd, args, o) => {
-      if (cmd === "ssh") sshTimeouts.push(o?.timeoutMs ?? Infinity);
+      if (cmd === "ssh") {
+        sshTimeouts.push(o?.timeoutMs ?? Infinity);
+        if (o?.signal) sshSignals.push(o.signal);
+      }
       return real.run(cmd, args, o);
     },
     which: (cmd) => real.which(cmd),
@@ -187,6 +193,7 @@ async function fixture(
     row,
     dir,
     sshTimeouts,
+    sshSignals,
     done: async () => {
       try {
         await vms.kill("dev").catch(() => undefined);
@@ -329,6 +336,29 @@ test("reconcile: a running row whose VMM is gone is stopped and gives back its t
     assert.equal(f.store.getVmByName("dev")?.teardownJson, null);
     assert.ok(f.ops.calls.includes("deleteTap bg-0123456789ab"), f.ops.calls.join("\n"));
   } finally {
+    await f.done();
+  }
+});
+
+test("a start cancelled during the SSH wait: Cancelled, the probe is cancelled too, the live VM stays running", async () => {
+  const listener = await silentListener();
+  const driver = scriptedDriver({ sshPort: listener.port });
+  const f = await fixture(driver, { bridge: true, sshDeadlineMs: 60_000 });
+  try {
+    const abort = new AbortController();
+    const started = f.vms.start("dev", () => {}, abort.signal);
+    // Cancel once a probe is stuck on the listener.
+    for (let i = 0; i < 500 && listener.accepted() === 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.ok(listener.accepted() > 0, "no probe reached the listener");
+    abort.abort();
+    const err = await rejection(started);
+    assert.equal(err.code, ErrorCode.Cancelled);
+    assert.ok(f.sshSignals.length > 0 && f.sshSignals.every((s) => s === abort.signal));
+    assert.equal(f.vms.show("dev").state, "running");
+    assert.equal(f.ops.taps.size, 1);
+  } finally {
+    listener.close();
     await f.done();
   }
 });
