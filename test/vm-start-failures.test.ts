@@ -113,7 +113,14 @@ interface Fixture {
  */
 async function fixture(
   driver: Driver,
-  opts: { bridge: boolean; nat?: boolean; sshDeadlineMs?: number; state?: VmRow["state"] },
+  opts: {
+    bridge: boolean;
+    nat?: boolean;
+    sshDeadlineMs?: number;
+    state?: VmRow["state"];
+    /** Runs when each ssh banger ran has returned. */
+    afterSsh?: () => void;
+  },
 ): Promise<Fixture> {
   const home = await tempLayout("banger-startfail-");
   const store = Store.open(home.layout.dbFile);
@@ -127,7 +134,9 @@ async function fixture(
         sshTimeouts.push(o?.timeoutMs ?? Infinity);
         if (o?.signal) sshSignals.push(o.signal);
       }
-      return real.run(cmd, args, o);
+      return real.run(cmd, args, o).finally(() => {
+        if (cmd === "ssh") opts.afterSsh?.();
+      });
     },
     which: (cmd) => real.which(cmd),
   };
@@ -357,6 +366,29 @@ test("a start cancelled during the SSH wait: Cancelled, the probe is cancelled t
     assert.ok(f.sshSignals.length > 0 && f.sshSignals.every((s) => s === abort.signal));
     assert.equal(f.vms.show("dev").state, "running");
     assert.equal(f.ops.taps.size, 1);
+  } finally {
+    listener.close();
+    await f.done();
+  }
+});
+
+test("a VMM that dies as the SSH wait runs out: BootFailed, not SshTimeout's 'left running'", async () => {
+  const listener = await silentListener();
+  const driver = scriptedDriver({ sshPort: listener.port });
+  // The first probe, stuck on the silent listener, is held to the rest of the 2 s wait; the
+  // VMM dies as it returns, so the wait ends on its deadline with the VMM gone.
+  const f = await fixture(driver, {
+    bridge: true,
+    sshDeadlineMs: 2000,
+    afterSsh: () => (driver.alive = false),
+  });
+  try {
+    const err = await rejection(f.vms.start("dev"));
+    assert.equal(err.code, ErrorCode.BootFailed, err.message);
+    assert.match(err.hint ?? "", /'banger vm logs dev'/);
+    assert.doesNotMatch(err.hint ?? "", /left running/);
+    assert.equal(f.vms.show("dev").state, "stopped");
+    assert.equal(f.ops.taps.size, 0);
   } finally {
     listener.close();
     await f.done();
