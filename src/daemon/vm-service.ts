@@ -12,6 +12,7 @@ import {
   daemonSshOptions,
   ensureSshIdentity,
   forgetHostKey,
+  vmmExitedDuringBoot,
   waitForSsh,
   type GuestTarget,
   type SshIdentity,
@@ -429,12 +430,9 @@ export class VmService {
         // (a cancelled create). A dead one holds nothing: its row must not say running.
         if ((await driver.status(handles).catch(() => "stopped" as const)) === "running") throw err;
         await this.releaseDead(this.row(name), handles);
+        // It died as the deadline ran out: not "left running for inspection".
         if (err instanceof BangerError && err.code === ErrorCode.SshTimeout)
-          throw new BangerError(
-            ErrorCode.BootFailed,
-            `VM ${row.name} stopped while booting: its VMM exited before SSH answered`,
-            `'banger vm logs ${row.name}' shows its console; the VM is stopped: 'banger vm start ${row.name}' tries again, 'banger vm delete ${row.name}' removes it`,
-          );
+          throw vmmExitedDuringBoot(row.name);
         throw err;
       }
       return this.info(this.row(name));

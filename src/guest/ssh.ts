@@ -201,6 +201,15 @@ function portOpen(host: string, port: number): Promise<boolean> {
   });
 }
 
+/** The VMM exited before SSH answered (a kernel panic, say): the caller marks the VM stopped. */
+export function vmmExitedDuringBoot(vmName: string): BangerError {
+  return new BangerError(
+    ErrorCode.BootFailed,
+    `VM ${vmName} stopped while booting: its VMM exited before SSH answered`,
+    `'banger vm logs ${vmName}' shows its console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${vmName}' tries again, 'banger vm delete ${vmName}' removes it`,
+  );
+}
+
 /**
  * Ready = `ssh true` succeeds. Bounded by its own deadline (each probe too: a listener
  * that accepts and never speaks SSH must not stretch a 3 s wait to 15 s). A VMM that exits
@@ -221,13 +230,7 @@ export async function waitForSsh(opts: {
   while (Date.now() < deadline) {
     if (opts.signal?.aborted)
       throw new BangerError(ErrorCode.Cancelled, "cancelled while waiting for SSH");
-    if (!(await opts.isAlive())) {
-      throw new BangerError(
-        ErrorCode.BootFailed,
-        `VM ${opts.vmName} stopped while booting: its VMM exited before SSH answered`,
-        `'banger vm logs ${opts.vmName}' shows its console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${opts.vmName}' tries again, 'banger vm delete ${opts.vmName}' removes it`,
-      );
-    }
+    if (!(await opts.isAlive())) throw vmmExitedDuringBoot(opts.vmName);
     const left = deadline - Date.now();
     if (left > 0 && (await portOpen(opts.host, opts.port))) {
       const r = await opts.runner
