@@ -264,13 +264,24 @@ test(
 );
 
 test(
-  "QEMU killed while the daemon was down: the next daemon marks it stopped and forgets its handles, nothing runs for it; vm start works",
+  "QEMU killed while the daemon was down: the next daemon marks it stopped, stops passt and the filter, forgets its handles; vm start works",
   { timeout: 600_000 },
-  async (t) => {
+  async () => {
+    await writeConfig("300s");
     const vm = await vmShow("no-ssh");
     assert.equal(vm.state, "running");
     const daemonPid = Number((await fs.readFile(home.layout.pidFile, "utf8")).trim());
     const qemuPid = Number((await fs.readFile(path.join(vmDir(vm.id), "qemu.pid"), "utf8")).trim());
+    // passt and the filter usually follow QEMU out, but not always (seen here, under load):
+    // held stopped, they cannot, so only reconcile can take them away.
+    const helpers = (await processesNaming(vmDir(vm.id))).filter(
+      (p) => !p.cmd.includes("qemu-system"),
+    );
+    assert.ok(
+      helpers.some((p) => p.cmd.includes("passt")),
+      `passt is not running: ${helpers.map((p) => p.cmd).join(" | ")}`,
+    );
+    for (const p of helpers) process.kill(p.pid, "SIGSTOP");
     process.kill(daemonPid, "SIGKILL");
     process.kill(qemuPid, "SIGKILL");
     for (const pid of [daemonPid, qemuPid])
@@ -284,9 +295,11 @@ test(
       !before.some((c) => c.includes("qemu-system")),
       `QEMU survived SIGKILL:\n${before.join("\n")}`,
     );
-    t.diagnostic(`left for reconcile: ${before.length ? before.join(" | ") : "nothing"}`);
-    // The next CLI call starts a daemon, whose reconcile finds the VM dead.
+    // The next CLI call starts a daemon, whose reconcile finds the VM dead; it has stopped
+    // the helpers by the time it answers, so no grace period here.
     assert.equal((await vmShow("no-ssh")).state, "stopped");
+    const leftNow = await processesNaming(vmDir(vm.id));
+    assert.deepEqual(leftNow, [], `left after reconcile:\n${leftNow.map((p) => p.cmd).join("\n")}`);
     await assertNothingHeld(vm.id);
     // Give the VM a kernel whose guest runs sshd, under the same name, and start it again.
     await ok("kernel", "delete", "e2e-nossh");
