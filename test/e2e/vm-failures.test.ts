@@ -114,7 +114,10 @@ before(async () => {
   const shared = await sharedDefaultImage(home.env);
   if (shared) kernelDir = shared.kernelDir;
   else {
+    // Outside `make test`: build them here, not inside a test's own timeout.
+    // (the order test/helpers/shared-image.ts builds them in).
     await ok("kernel", "pull", "debian-cloud");
+    await ok("image", "build");
     kernelDir = JSON.parse((await ok("kernel", "show", "debian-cloud", "--json")).stdout).dir;
   }
   // A "kernel" QEMU refuses: random bytes load as a boot-protocol-0 kernel, which cannot
