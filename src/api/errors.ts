@@ -12,6 +12,8 @@ export const ErrorCode = {
   Cancelled: -32007,
   /** The VM booted but SSH never answered; it is left running for inspection. */
   SshTimeout: -32008,
+  /** The VMM refused to start or exited during boot; the VM is not running (its console says why). */
+  BootFailed: -32009,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -12,6 +12,7 @@ import {
   daemonSshOptions,
   ensureSshIdentity,
   forgetHostKey,
+  vmmExitedDuringBoot,
   waitForSsh,
   type GuestTarget,
   type SshIdentity,
@@ -318,7 +319,7 @@ export class VmService {
   async start(name: string, progress: Progress = () => {}, signal?: AbortSignal): Promise<VmInfo> {
     const row = this.row(name);
     return this.locks.run(row.id, async () => {
-      const current = this.handles.get(row.id);
+      const current = row.state === "running" ? await this.handlesOf(row) : null;
       if (current && (await this.driverOf(current).status(current)) === "running") {
         throw new BangerError(
           ErrorCode.InvalidState,
@@ -326,6 +327,8 @@ export class VmService {
           `'banger vm ssh ${name}' to use it`,
         );
       }
+      // Recorded as running but its VMM is gone (it crashed): give back what it held first.
+      if (row.state === "running") await this.releaseDead(row, current);
       const kernel = await this.deps.kernels.show(row.kernelRef ?? "debian-cloud");
       const driver = this.driverFor(row.vmm);
       const config = await loadConfig(this.deps.layout.configFile);
@@ -411,18 +414,58 @@ export class VmService {
         teardownJson: JSON.stringify(handles),
       });
       progress({ stage: "ssh", message: "waiting for sshd" });
-      await waitForSsh({
-        identity: await this.sshIdentity(),
-        vmName: row.name,
-        host: handles.sshHost,
-        port: handles.sshPort,
-        runner: this.deps.runner,
-        deadlineMs: this.deps.sshDeadlineMs ?? config.timeouts.sshWaitMs,
-        isAlive: async () => (await this.driverOf(handles).status(handles)) === "running",
-        ...(signal ? { signal } : {}),
-      });
+      try {
+        await waitForSsh({
+          identity: await this.sshIdentity(),
+          vmName: row.name,
+          host: handles.sshHost,
+          port: handles.sshPort,
+          runner: this.deps.runner,
+          deadlineMs: this.deps.sshDeadlineMs ?? config.timeouts.sshWaitMs,
+          isAlive: async () => (await driver.status(handles)) === "running",
+          ...(signal ? { signal } : {}),
+        });
+      } catch (err) {
+        // A live VMM stays running for inspection (SshTimeout) or for the caller to remove
+        // (a cancelled create). A dead one holds nothing: its row must not say running.
+        if ((await driver.status(handles).catch(() => "stopped" as const)) === "running") throw err;
+        await this.releaseDead(this.row(name), handles);
+        // It died as the deadline ran out: not "left running for inspection".
+        if (err instanceof BangerError && err.code === ErrorCode.SshTimeout)
+          throw vmmExitedDuringBoot(row.name);
+        throw err;
+      }
       return this.info(this.row(name));
     });
+  }
+
+  /**
+   * A VM recorded as running whose VMM is gone (it exited during boot, crashed, or died
+   * while the daemon was down): stop its network helpers, give its tap back, forget its
+   * handles and mark it stopped. Best-effort per step: a step that fails is logged.
+   */
+  private async releaseDead(row: VmRow, handles: VmHandles | null): Promise<void> {
+    const dir = this.dirOf(row.id);
+    const step = (what: string, p: Promise<unknown>) =>
+      p.catch((err: unknown) => this.deps.log?.error({ err, vm: row.name }, what));
+    await step(
+      "could not remove the QMP socket",
+      fsp.rm(path.join(dir, "qmp.sock"), { force: true }),
+    );
+    if (handles?.userNet) await step("could not stop passt", stopUserNat(handles.userNet, dir));
+    if (handles) {
+      try {
+        this.driverOf(handles).release?.(handles);
+      } catch (err) {
+        this.deps.log?.error({ err, vm: row.name }, "could not release the console");
+      }
+    }
+    await step(
+      "could not give the tap back",
+      Promise.resolve(this.deps.network?.detach(handles?.tap ?? null)),
+    );
+    await this.writeHandles(row, null);
+    this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
   }
 
   /** Handles for a VM recorded as running: the cache, else handles.json, else the row's teardown copy. */
@@ -769,12 +812,7 @@ export class VmService {
         this.deps.log?.info({ vm: row.name, pid: handles.pid }, "adopted running VM");
         continue;
       }
-      await fsp.rm(path.join(this.dirOf(row.id), "qmp.sock"), { force: true });
-      if (handles?.userNet)
-        await stopUserNat(handles.userNet, this.dirOf(row.id)).catch(() => undefined);
-      await this.deps.network?.detach(handles?.tap ?? null).catch(() => undefined);
-      await this.writeHandles(row, null);
-      this.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
+      await this.releaseDead(row, handles);
       this.deps.log?.info({ vm: row.name }, "VM was not running any more: marked stopped");
     }
   }

@@ -205,9 +205,20 @@ function portOpen(host: string, port: number): Promise<boolean> {
   });
 }
 
+/** The VMM exited before SSH answered (a kernel panic, say): the caller marks the VM stopped. */
+export function vmmExitedDuringBoot(vmName: string): BangerError {
+  return new BangerError(
+    ErrorCode.BootFailed,
+    `VM ${vmName} stopped while booting: its VMM exited before SSH answered`,
+    `'banger vm logs ${vmName}' shows its console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${vmName}' tries again, 'banger vm delete ${vmName}' removes it`,
+  );
+}
+
 /**
- * Ready = `ssh true` succeeds. Bounded by its own deadline; the error says what
- * to look at and leaves the VM running for inspection.
+ * Ready = `ssh true` succeeds. Bounded by its own deadline (each probe too: a listener
+ * that accepts and never speaks SSH must not stretch a 3 s wait to 15 s). A VMM that exits
+ * during the wait is a BootFailed error; a deadline that runs out is SshTimeout, and the
+ * caller leaves that VM running for inspection.
  */
 export async function waitForSsh(opts: {
   identity: SshIdentity;
@@ -223,14 +234,9 @@ export async function waitForSsh(opts: {
   while (Date.now() < deadline) {
     if (opts.signal?.aborted)
       throw new BangerError(ErrorCode.Cancelled, "cancelled while waiting for SSH");
-    if (!(await opts.isAlive())) {
-      throw new BangerError(
-        ErrorCode.Internal,
-        `VM ${opts.vmName} stopped while booting`,
-        `see its console: 'banger vm logs ${opts.vmName}'`,
-      );
-    }
-    if (await portOpen(opts.host, opts.port)) {
+    if (!(await opts.isAlive())) throw vmmExitedDuringBoot(opts.vmName);
+    const left = deadline - Date.now();
+    if (left > 0 && (await portOpen(opts.host, opts.port))) {
       const r = await opts.runner
         .run(
           "ssh",
@@ -241,7 +247,13 @@ export async function waitForSsh(opts: {
             `root@${opts.host}`,
             "true",
           ],
-          { timeoutMs: 15_000, maxOutputBytes: GUEST_REPLY_MAX_BYTES },
+          // At least 1 s, so a probe can finish its handshake near the deadline.
+          {
+            timeoutMs: Math.min(15_000, Math.max(1000, left)),
+            maxOutputBytes: GUEST_REPLY_MAX_BYTES,
+            // A cancelled create must not wait for a probe to time out.
+            ...(opts.signal ? { signal: opts.signal } : {}),
+          },
         )
         .catch(rethrowGuestOutput(opts.vmName, "the SSH readiness probe"));
       if (r.code === 0) return;

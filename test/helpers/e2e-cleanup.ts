@@ -90,9 +90,10 @@ export async function killHomeVmms(home: TempLayout): Promise<void> {
   for (const dir of dirs) {
     const vmDir = path.join(vmsDir, dir);
     await killByPidFile(path.join(vmDir, "qemu.pid"), vmDir);
-    // handles.json names the VMM's pid for either driver (and passt's, when it runs).
+    // handles.json names the VMM's pid for either driver, and passt's and the filter's (--nat).
     const handles = await fs.readFile(path.join(vmDir, "handles.json"), "utf8").catch(() => "");
-    for (const m of handles.matchAll(/"pid":\s*(\d+)/g)) await killPid(Number(m[1]), vmDir);
+    for (const m of handles.matchAll(/"(?:pid|passtPid|relayPid)":\s*(\d+)/g))
+      await killPid(Number(m[1]), vmDir);
   }
 }
 

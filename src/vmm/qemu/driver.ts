@@ -121,10 +121,12 @@ export class QemuDriver implements Driver {
       });
     });
     if (stderr.code !== 0) {
+      // QEMU's own reason (a kernel it cannot load, a disk it cannot open) is on its stderr.
+      const why = stderr.stderr.trim().split("\n").slice(-3).join(" ");
       throw new BangerError(
-        ErrorCode.Internal,
-        `qemu failed to start ${spec.name}: ${stderr.stderr.trim().split("\n").slice(-3).join(" ")}`,
-        `see ${path.join(spec.dir, "console.log")}`,
+        ErrorCode.BootFailed,
+        `qemu could not start VM ${spec.name}: ${why || `it exited with status ${stderr.code}`}`,
+        `the VM is not running; 'banger vm logs ${spec.name}' shows its console; check its kernel ('banger kernel list'), then 'banger vm start ${spec.name}', or 'banger vm delete ${spec.name}'`,
       );
     }
     const pid = Number.parseInt((await fsp.readFile(pidFile, "utf8")).trim(), 10);
