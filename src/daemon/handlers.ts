@@ -16,6 +16,7 @@ import { WorkspaceService } from "./workspace-service.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 import { ConsoleRecorders } from "../vmm/console-log.js";
+import { sweepOrphans } from "./sweep.js";
 
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
@@ -31,9 +32,17 @@ export function buildHandlers(daemon: Daemon): Handlers {
     kernels,
     oci: createOciPuller({ layout: daemon.layout, env }),
   });
+  // Before any request is served: what a daemon killed mid-create or mid-build left behind, and
+  // no row owns, goes (image and kernel requests wait for it too: their staging must not be swept).
+  const swept = sweepOrphans({ store, layout: daemon.layout, log: daemon.deps.log }).then(
+    () => undefined,
+    (err: unknown) => daemon.deps.log.error({ err }, "start-up sweep failed"),
+  );
+  const afterSweep = <T>(fn: () => Promise<T> | T) => swept.then(fn);
   // Bridge networking when someone may create taps for us (we are root, or banger-helper
   // answers) and /dev/net/tun opens; else rootless user-mode networking, with the reason logged.
   const ready = (async () => {
+    await swept;
     const log = daemon.deps.log;
     let network: BridgeNetwork | null = null;
     const uid = process.getuid?.() ?? 0;
@@ -163,21 +172,24 @@ export function buildHandlers(daemon: Daemon): Handlers {
       withSessions((s) => s.stop(vm, name, timeoutMs)),
     "vm.session.kill": ({ vm, name }) => withSessions((s) => s.kill(vm, name)),
 
-    "image.list": async () => images.list(),
-    "image.show": async ({ name }) => images.show(name),
-    "image.build": async (p, ctx) => images.build(p, ctx.progress, ctx.signal),
-    "image.pull": async (p, ctx) => images.pull(p, ctx.progress, ctx.signal),
-    "image.register": async (p) => images.register(p),
-    "image.delete": async ({ name }) => images.delete(name),
-    "image.promote": async ({ name }) => images.promote(name),
-    "image.cache.prune": async ({ dryRun }) => images.cachePrune(dryRun ?? false),
+    "image.list": () => afterSweep(() => images.list()),
+    "image.show": ({ name }) => afterSweep(() => images.show(name)),
+    "image.build": (p, ctx) => afterSweep(() => images.build(p, ctx.progress, ctx.signal)),
+    "image.pull": (p, ctx) => afterSweep(() => images.pull(p, ctx.progress, ctx.signal)),
+    "image.register": (p) => afterSweep(() => images.register(p)),
+    "image.delete": ({ name }) => afterSweep(() => images.delete(name)),
+    "image.promote": ({ name }) => afterSweep(() => images.promote(name)),
+    "image.cache.prune": ({ dryRun }) => afterSweep(() => images.cachePrune(dryRun ?? false)),
 
-    "kernel.list": async () => kernels.list(),
-    "kernel.catalog": async () => kernels.catalog(),
-    "kernel.pull": async ({ name, force }, ctx) =>
-      kernels.pull(name, { force: force ?? false, progress: ctx.progress, signal: ctx.signal }),
-    "kernel.import": async ({ name, from }) => kernels.import(name, from),
-    "kernel.show": async ({ name }) => kernels.show(name),
-    "kernel.delete": async ({ name, force }) => kernels.delete(name, { force: force ?? false }),
+    "kernel.list": () => afterSweep(() => kernels.list()),
+    "kernel.catalog": () => afterSweep(() => kernels.catalog()),
+    "kernel.pull": ({ name, force }, ctx) =>
+      afterSweep(() =>
+        kernels.pull(name, { force: force ?? false, progress: ctx.progress, signal: ctx.signal }),
+      ),
+    "kernel.import": ({ name, from }) => afterSweep(() => kernels.import(name, from)),
+    "kernel.show": ({ name }) => afterSweep(() => kernels.show(name)),
+    "kernel.delete": ({ name, force }) =>
+      afterSweep(() => kernels.delete(name, { force: force ?? false })),
   };
 }
