@@ -12,7 +12,7 @@ import {
   type HelperParams,
   type HelperResult,
 } from "./helper-protocol.js";
-import type { PrivilegedOps, TapInfo } from "./privileged.js";
+import type { DetachedTapInfo, PrivilegedOps, TapInfo } from "./privileged.js";
 
 const KNOWN_CODES = new Set<number>(Object.values(ErrorCode));
 
@@ -131,6 +131,9 @@ export class HelperClient implements PrivilegedOps {
   }
   listTaps(bridge: string): Promise<TapInfo[]> {
     return this.call("listTaps", { bridge });
+  }
+  listDetachedTaps(): Promise<DetachedTapInfo[]> {
+    return this.call("listDetachedTaps", {});
   }
   async ensureNat(subnet: string, bridge: string): Promise<void> {
     await this.call("ensureNat", { subnet, bridge });

@@ -40,6 +40,12 @@ export const helperMethods = {
     params: z.object({ bridge: device }).strict(),
     result: z.array(z.object({ name: device, ownerUid: z.number().int().nullable() })),
   },
+  listDetachedTaps: {
+    params: z.object({}).strict(),
+    result: z.array(
+      z.object({ name: device, ownerUid: z.number().int().nullable(), open: z.boolean() }),
+    ),
+  },
   ensureNat: { params: z.object({ subnet: cidr, bridge: device }).strict(), result: done },
   removeNat: { params: z.object({ bridge: device }).strict(), result: done },
   routeResolver: { params: z.object({ bridge: device, dnsServer: ipv4 }).strict(), result: done },

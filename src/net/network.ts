@@ -31,7 +31,7 @@ export class BridgeNetwork {
     private readonly config: Config["network"],
     private readonly store: Store,
     uid: number,
-    log?: { error(obj: object, msg: string): void },
+    log?: { error(obj: object, msg: string): void; info?(obj: object, msg: string): void },
   ) {
     this.subnet = parseSubnet(config.subnet);
     this.pool = new TapPool({

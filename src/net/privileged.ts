@@ -15,6 +15,11 @@ export interface TapInfo {
   ownerUid: number | null;
 }
 
+/** A `bg-` tap on no bridge: `open` when a process holds it (its carrier is up). */
+export interface DetachedTapInfo extends TapInfo {
+  open: boolean;
+}
+
 /**
  * The privileged operations banger needs, as one typed interface. Run
  * in-process when the daemon is root, and by `banger-helper` (src/net/helper-*.ts)
@@ -28,6 +33,11 @@ export interface PrivilegedOps {
   deleteTap(name: string): Promise<void>;
   /** banger's taps (`bg-`) enslaved to the bridge: what a crashed daemon may have left. */
   listTaps(bridge: string): Promise<TapInfo[]>;
+  /**
+   * banger's taps (`bg-`) on no bridge: made but never attached (a crash between the two
+   * steps). Optional: a helper from before this method answers MethodNotFound.
+   */
+  listDetachedTaps?(): Promise<DetachedTapInfo[]>;
   ensureNat(subnet: string, bridge: string): Promise<void>;
   removeNat(bridge: string): Promise<void>;
   /** Per-link DNS routing for ~vm in systemd-resolved; a no-op where it does not run. */
@@ -194,6 +204,21 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
         const name = m[1]!;
         if (name.startsWith("bg-") && owners.has(name))
           taps.push({ name, ownerUid: owners.get(name) ?? null });
+      }
+      return taps;
+    },
+    async listDetachedTaps() {
+      const links = await runChecked(runner, "ip", ["-o", "link", "show"]);
+      const owners = await tapOwners();
+      const taps: DetachedTapInfo[] = [];
+      for (const m of links.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]\s*<([^>]*)>(.*)$/gm)) {
+        const [, name, flags, rest] = m as unknown as [string, string, string, string];
+        if (!name.startsWith("bg-") || !owners.has(name) || / master /.test(` ${rest} `)) continue;
+        taps.push({
+          name,
+          ownerUid: owners.get(name) ?? null,
+          open: flags.split(",").includes("LOWER_UP"),
+        });
       }
       return taps;
     },
