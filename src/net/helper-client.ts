@@ -123,6 +123,9 @@ export class HelperClient implements PrivilegedOps {
   async ensureBridge(name: string, gatewayCidr: string): Promise<void> {
     await this.call("ensureBridge", { name, gatewayCidr });
   }
+  async removeBridge(name: string): Promise<void> {
+    await this.call("removeBridge", { name });
+  }
   async createTap(name: string, bridge: string, ownerUid: number): Promise<void> {
     await this.call("createTap", { name, bridge, ownerUid });
   }

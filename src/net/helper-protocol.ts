@@ -29,6 +29,7 @@ export const helperMethods = {
     params: z.object({ name: device, gatewayCidr: cidr }).strict(),
     result: done,
   },
+  removeBridge: { params: z.object({ name: device }).strict(), result: done },
   createTap: {
     params: z
       .object({ name: device, bridge: device, ownerUid: z.number().int().nonnegative() })

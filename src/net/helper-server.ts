@@ -124,6 +124,7 @@ export class HelperServer {
         subnet: pin.subnet,
       }),
       ensureBridge: (p) => none(ops.ensureBridge(p.name, p.gatewayCidr)),
+      removeBridge: (p) => none(ops.removeBridge?.(p.name) ?? Promise.resolve()),
       createTap: async (p) => {
         if (p.ownerUid !== uid) {
           throw new BangerError(

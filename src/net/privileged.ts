@@ -29,6 +29,11 @@ export interface DetachedTapInfo extends TapInfo {
  */
 export interface PrivilegedOps {
   ensureBridge(name: string, gatewayCidr: string): Promise<void>;
+  /**
+   * Removes the bridge once nothing is attached to it (daemon stop with no VM running); refused
+   * while any device is. Optional: a helper from before this method answers MethodNotFound.
+   */
+  removeBridge?(name: string): Promise<void>;
   createTap(name: string, bridge: string, ownerUid: number): Promise<void>;
   deleteTap(name: string): Promise<void>;
   /** banger's taps (`bg-`) enslaved to the bridge: what a crashed daemon may have left. */
@@ -154,6 +159,25 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
       if (!addrs.stdout.includes(` ${gatewayCidr} `))
         await ip("addr", "add", gatewayCidr, "dev", name);
       await ip("link", "set", name, "up");
+    },
+    async removeBridge(name) {
+      checkName(name);
+      requirePinnedBridge(pin, name, "to remove a bridge");
+      const shown = await runner.run("ip", ["-j", "-d", "link", "show", "dev", name]);
+      if (shown.code !== 0) return;
+      if (linkKind(shown.stdout) !== "bridge")
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `refusing to remove "${name}": it is not a bridge`,
+        );
+      const attached = await runChecked(runner, "ip", ["-o", "link", "show", "master", name]);
+      const names = [...attached.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]/gm)].map((m) => m[1]!);
+      if (names.length > 0)
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `refusing to remove bridge "${name}": ${names.join(", ")} still attached`,
+        );
+      await ip("link", "del", name);
     },
     async createTap(name, bridge, ownerUid) {
       checkName(name);

@@ -53,6 +53,11 @@ export class TapPool {
     return name;
   }
 
+  /** Taps VMs hold right now (a copy). */
+  get inUseTaps(): string[] {
+    return [...this.inUse];
+  }
+
   /** Idle taps right now (a copy). */
   get idleTaps(): string[] {
     return [...this.idle];
