@@ -104,8 +104,64 @@ test("doctor: a complete KVM host is all ok", async () => {
   );
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    ["node", "accel", "qemu", "e2fsprogs", "ssh", "passt", "tun", "helper", "vm defaults"],
+    [
+      "node",
+      "accel",
+      "qemu",
+      "e2fsprogs",
+      "ssh",
+      "passt",
+      "tun",
+      "helper",
+      "bridge",
+      "vm defaults",
+    ],
   );
+});
+
+test("doctor: a daemon whose bridge set-up failed is a failure that says what failed and what to do", async () => {
+  const failed = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        daemonNetwork: async () => ({
+          mode: "user",
+          reason: "bridge networking failed",
+          bridge: null,
+          problem: "bridge set-up failed: the subnet is in use",
+          hint: "pick another [network] subnet",
+        }),
+      }),
+    ),
+  );
+  assert.equal(failed.ok, false);
+  const check = failed.checks.find((c) => c.name === "bridge")!;
+  assert.equal(check.status, "fail");
+  assert.match(
+    check.detail,
+    /bridge set-up failed: the subnet is in use; VMs fall back to user-mode/,
+  );
+  assert.equal(check.fix, "pick another [network] subnet");
+  const bridged = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        daemonNetwork: async () => ({
+          mode: "bridge",
+          reason: "running as root",
+          bridge: "banger0",
+          problem: null,
+          hint: null,
+        }),
+      }),
+    ),
+  );
+  assert.equal(statusOf(bridged, "bridge"), "ok");
+  assert.match(
+    bridged.checks.find((c) => c.name === "bridge")!.detail,
+    /bridge networking on banger0/,
+  );
+  const none = await runChecks(defaultChecks(doctorDeps({ daemonNetwork: async () => null })));
+  assert.equal(statusOf(none, "bridge"), "ok");
+  assert.match(none.checks.find((c) => c.name === "bridge")!.detail, /bangerd is not running/);
 });
 
 test("doctor: TCG and no tun are warnings, not failures", async () => {
@@ -221,7 +277,7 @@ test("doctor: the real checks run on this machine", async () => {
       nodeVersion: process.version,
     }),
   );
-  assert.equal(report.checks.length, 9);
+  assert.equal(report.checks.length, 10);
   for (const check of report.checks) assert.ok(["ok", "warn", "fail"].includes(check.status));
 });
 

@@ -17,6 +17,10 @@ import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 import { ConsoleRecorders } from "../vmm/console-log.js";
 import { sweepOrphans } from "./sweep.js";
+import fsp from "node:fs/promises";
+import { BangerError } from "../api/errors.js";
+import type { NetworkStatus, VmInfo } from "../api/methods.js";
+import { USER_NET } from "../net/user-nat.js";
 
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
@@ -39,6 +43,13 @@ export function buildHandlers(daemon: Daemon): Handlers {
     (err: unknown) => daemon.deps.log.error({ err }, "start-up sweep failed"),
   );
   const afterSweep = <T>(fn: () => Promise<T> | T) => swept.then(fn);
+  let networkStatus: NetworkStatus = {
+    mode: "user",
+    reason: "starting",
+    bridge: null,
+    problem: null,
+    hint: null,
+  };
   // Bridge networking when someone may create taps for us (we are root, or banger-helper
   // answers) and /dev/net/tun opens; else rootless user-mode networking, with the reason logged.
   const ready = (async () => {
@@ -46,10 +57,14 @@ export function buildHandlers(daemon: Daemon): Handlers {
     const log = daemon.deps.log;
     let network: BridgeNetwork | null = null;
     const uid = process.getuid?.() ?? 0;
+    const userMode = (reason: string, problem: string | null = null, hint: string | null = null) =>
+      (networkStatus = { mode: "user", reason, bridge: null, problem, hint });
     if (env.BANGER_NETWORK === "user") {
       log.info({}, "BANGER_NETWORK=user: using user-mode networking");
+      userMode("BANGER_NETWORK=user");
     } else if (!(await canOpenReadWrite("/dev/net/tun"))) {
       log.info({ uid }, "/dev/net/tun does not open for this user: using user-mode networking");
+      userMode("/dev/net/tun does not open for this user");
     } else {
       try {
         const config = await loadConfig(daemon.layout.configFile);
@@ -63,24 +78,60 @@ export function buildHandlers(daemon: Daemon): Handlers {
         const pinned = pinnedNetwork(probe, config.network);
         const ops = await privilegedOpsFor(probe, runner, pinned, uid);
         if (!ops) {
-          log.info(
-            { reason: probe.mode === "none" ? probe.reason : "" },
-            "nobody to run privileged steps: using user-mode networking",
-          );
+          const reason = probe.mode === "none" ? probe.reason : "";
+          log.info({ reason }, "nobody to run privileged steps: using user-mode networking");
+          // No helper installed is plain rootless mode; a helper that is there (or was asked
+          // for) and cannot be used is a failure the user must see.
+          const socket = probe.mode === "none" ? probe.socket : null;
+          const wanted =
+            socket === null ||
+            config.network.helperSocket !== null ||
+            Boolean(env.BANGER_HELPER_SOCKET) ||
+            Boolean(env.BANGER_PRIVILEGED) ||
+            (await fsp.lstat(socket).then(
+              () => true,
+              () => false,
+            ));
+          if (wanted)
+            userMode(
+              "bridge networking failed",
+              `bridge networking is not available: ${reason}`,
+              "'banger doctor' checks the helper; fix it, then 'banger daemon stop' so the next start tries again (see docs/helper.md)",
+            );
+          else userMode(`no banger-helper (${reason})`);
         } else {
           log.info(
             probe,
             "bridge networking: privileged steps " +
               (probe.mode === "root" ? "in-process (root)" : "through banger-helper"),
           );
-          network = new BridgeNetwork(ops, pinned, store, uid, log);
-          await network.setUp();
-          const up = network;
-          daemon.addCloser(() => up.tearDown());
+          const bridge = new BridgeNetwork(ops, pinned, store, uid, log);
+          try {
+            await bridge.setUp();
+          } catch (err) {
+            // Whatever set-up got to (the DNS responder, a resolver route) is undone.
+            await bridge.tearDown().catch(() => undefined);
+            throw err;
+          }
+          network = bridge;
+          daemon.addCloser(() => bridge.tearDown());
+          networkStatus = {
+            mode: "bridge",
+            reason: probe.mode === "root" ? "running as root" : "through banger-helper",
+            bridge: pinned.bridge,
+            problem: null,
+            hint: null,
+          };
         }
       } catch (err) {
         log.error({ err }, "bridge networking unavailable: using user-mode networking");
         network = null;
+        const hint = err instanceof BangerError ? err.hint : undefined;
+        userMode(
+          "bridge networking failed",
+          `bridge set-up failed: ${err instanceof Error ? err.message : String(err)}`,
+          `${hint ? `${hint}; then ` : "fix [network] in config.toml (bridge, subnet, dns_port), then "}'banger daemon stop' so the next start tries again; until then VMs use user-mode networking`,
+        );
       }
     }
     // The daemon reads every QEMU console into a bounded log; VMs keep running without it.
@@ -121,6 +172,20 @@ export function buildHandlers(daemon: Daemon): Handlers {
     return vms;
   })();
   const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
+  /** `vm show`: how the VM is networked (its address says, when running) and why not bridged. */
+  const withNetwork = (info: VmInfo): VmInfo => {
+    const running = info.state === "running" && info.ip !== null;
+    const mode = running ? (info.ip === USER_NET.ip ? "user" : "bridge") : networkStatus.mode;
+    const failed = mode === "user" && networkStatus.problem !== null;
+    return {
+      ...info,
+      network: {
+        mode,
+        problem: failed ? networkStatus.problem : null,
+        hint: failed ? networkStatus.hint : null,
+      },
+    };
+  };
   const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner }));
   const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) => workspaces.then(fn);
   const sessions = ready.then((vms) => new SessionService({ vms, runner }));
@@ -135,6 +200,7 @@ export function buildHandlers(daemon: Daemon): Handlers {
       socket: daemon.layout.socketFile,
       stateDir: daemon.layout.stateDir,
       schemaVersion: store.schemaVersion(),
+      network: await ready.then(() => networkStatus),
     }),
     "daemon.shutdown": async () => {
       daemon.requestShutdown();
@@ -142,7 +208,7 @@ export function buildHandlers(daemon: Daemon): Handlers {
     },
 
     "vm.list": () => withVms((vms) => vms.list()),
-    "vm.show": ({ name }) => withVms((vms) => vms.show(name)),
+    "vm.show": ({ name }) => withVms((vms) => withNetwork(vms.show(name))),
     "vm.create": (p, ctx) => withVms((vms) => vms.create(p, ctx.progress, ctx.signal)),
     "vm.start": ({ name }, ctx) => withVms((vms) => vms.start(name, ctx.progress, ctx.signal)),
     "vm.stop": ({ name }) => withVms((vms) => vms.stop(name)),
