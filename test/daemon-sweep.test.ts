@@ -2,11 +2,13 @@
 // row owns; the next real bangerd must sweep them and keep everything a row owns.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import fsSync from "node:fs";
 import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { after, test } from "node:test";
 import { promisify } from "node:util";
+import Database from "better-sqlite3";
 import { bangerCli } from "./helpers/cli.js";
 import { cleanupE2eHome } from "./helpers/e2e-cleanup.js";
 import { ensureBuilt } from "./helpers/build.js";
@@ -87,8 +89,51 @@ async function groupsNaming(mark: string): Promise<number[]> {
   return [...groups].filter((g) => g > 1 && g !== process.pid);
 }
 
+/**
+ * Runs a real `vm create` and freezes the daemon (SIGSTOP) the moment its vms/<id> appears,
+ * before the disks are done and the row is written (checked in the store), then SIGKILLs it.
+ * The window is the disk building (qemu-img, mkfs.ext4 -d); should the freeze come too late
+ * (the row is there), the VM is deleted and the try repeated. Returns the orphan dir.
+ */
+async function killMidCreate(home: TempLayout, env: NodeJS.ProcessEnv): Promise<string> {
+  const { ok } = bangerCli(() => env);
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    await ok("daemon", "start");
+    const pid = Number((await fs.readFile(home.layout.pidFile, "utf8")).trim());
+    const before = new Set(await fs.readdir(home.layout.vmsDir));
+    let appeared: string | null = null;
+    const watcher = fsSync.watch(home.layout.vmsDir, (_event, name) => {
+      if (appeared || !name || before.has(name)) return;
+      process.kill(pid, "SIGSTOP");
+      appeared = name;
+    });
+    const name = `doomed-${attempt}`;
+    const create = run(
+      path.join(root, "bin", "banger"),
+      ["vm", "create", "--name", name, "--image", "tiny", "--no-start"],
+      { env, timeout: 60_000 },
+    ).catch((err: unknown) => err);
+    await waitFor("vms/<id> of the create", 30_000, async () => appeared);
+    watcher.close();
+    const db = new Database(home.layout.dbFile, { readonly: true });
+    const row = db.prepare("SELECT id FROM vms WHERE name = ?").get(name);
+    db.close();
+    process.kill(pid, "SIGKILL");
+    await waitFor("bangerd to die", 10_000, async () => ((await pidAlive(pid)) ? null : true));
+    await create;
+    const dir = path.join(home.layout.vmsDir, appeared!);
+    // qemu-img or mkfs.ext4 may still be finishing in the dir: let them, so nothing writes there later.
+    await waitFor("the create's tools to finish", 30_000, async () =>
+      (await groupsNaming(dir)).length === 0 ? true : null,
+    );
+    if (!row) return dir;
+    await ok("vm", "delete", name); // the freeze came after the row: try again
+  }
+  throw new Error("never froze a create between its vms/<id> and its row in 5 tries");
+}
+
 test(
-  "a daemon killed during an image build and mid-create: the next one sweeps what no row owns, and keeps a real image, kernel and VM",
+  "a daemon killed mid-create and during an image build: the next one sweeps what no row owns, and keeps a real image, kernel and VM",
   { timeout: 240_000 },
   async () => {
     await ensureBuilt(root);
@@ -133,6 +178,12 @@ test(
     const vmDir = path.join(home.layout.vmsDir, vm.id);
     assert.ok(await exists(path.join(vmDir, "work.ext4")));
 
+    // A real create killed after vms/<id> exists but before its row: the daemon that the build
+    // below starts sweeps it before it serves the build.
+    const orphanVm = await killMidCreate(home, env);
+    assert.ok(await exists(orphanVm), "the killed create left its vms/<id>");
+    assert.notEqual(orphanVm, vmDir);
+
     // A real build, killed in its staging phase: mmdebstrap is waiting on the (hanging) mirror.
     let ended: string | null = null;
     const build = run(path.join(root, "bin", "banger"), ["image", "build", "half"], {
@@ -148,6 +199,12 @@ test(
       const s = names.find((n) => n.endsWith(".staging"));
       return s && mirror.connections() > 0 ? path.join(home.layout.imagesDir, s) : null;
     });
+    assert.equal(
+      await exists(orphanVm),
+      false,
+      "the create's orphan was swept before the build ran",
+    );
+    assert.ok(await exists(path.join(vmDir, "work.ext4")), "the real VM's dir was kept");
     await killDaemon(home);
     // VMs outlive the daemon on purpose and so does the build's mmdebstrap: end it (not banger's job).
     for (const g of await groupsNaming(home.home)) process.kill(-g, "SIGKILL");
@@ -155,11 +212,7 @@ test(
     assert.match(path.basename(staging), /^[0-9a-f]{12}\.staging$/);
     assert.ok(await exists(staging), "the killed build left its staging dir");
 
-    // A create killed after vms/<id> exists but before its row, and a kernel install killed
-    // half-way: made as the code names them (their window is too short to hit by a kill).
-    const orphanVm = path.join(home.layout.vmsDir, "0123456789ab");
-    await fs.mkdir(orphanVm);
-    await fs.writeFile(path.join(orphanVm, "root.qcow2"), "half");
+    // A kernel install killed half-way: made as the code names them (a real one needs apt).
     const orphanKernel = path.join(home.layout.kernelsDir, "debian-cloud.staging-0badf00d");
     const orphanKernelTmp = path.join(home.layout.kernelsDir, "banger-kernel-Ab3dE9");
     const orphanPublished = path.join(home.layout.kernelsDir, "debian-cloud");
@@ -178,7 +231,7 @@ test(
 
     // The next daemon (started on demand by this command) sweeps before it answers.
     await ok("image", "list");
-    for (const gone of [staging, orphanVm, orphanKernel, orphanKernelTmp, orphanPublished])
+    for (const gone of [staging, orphanKernel, orphanKernelTmp, orphanPublished])
       assert.equal(await exists(gone), false, `${gone} was swept`);
     for (const kept of [
       imageDir,
