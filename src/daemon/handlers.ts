@@ -200,7 +200,14 @@ export function buildHandlers(daemon: Daemon): Handlers {
       socket: daemon.layout.socketFile,
       stateDir: daemon.layout.stateDir,
       schemaVersion: store.schemaVersion(),
-      network: await ready.then(() => networkStatus),
+      // Known once start-up is done; a start-up still busy after 10 s says "starting".
+      network: await Promise.race([
+        ready.then(
+          () => networkStatus,
+          () => networkStatus,
+        ),
+        new Promise<NetworkStatus>((r) => setTimeout(() => r(networkStatus), 10_000).unref()),
+      ]),
     }),
     "daemon.shutdown": async () => {
       daemon.requestShutdown();
