@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs/promises";
 import { test } from "node:test";
 import { promisify } from "node:util";
@@ -158,6 +158,14 @@ test("tap pool: a tap given back for a VM that did not survive a reboot is not h
 });
 
 const ip = promisify(execFile);
+// Attaches to an existing tap (TUNSETIFF, IFF_TAP | IFF_NO_PI) and holds it, as QEMU would.
+const HOLD_TAP = [
+  "import fcntl, os, struct, sys, time",
+  "fd = os.open('/dev/net/tun', os.O_RDWR)",
+  "fcntl.ioctl(fd, 0x400454CA, struct.pack('16sH', sys.argv[1].encode(), 0x0002 | 0x1000))",
+  "print('held', flush=True)",
+  "time.sleep(120)",
+].join("\n");
 const canMakeTaps = async () =>
   process.getuid?.() === 0 &&
   (await fs.open("/dev/net/tun", "r+").then(
@@ -172,8 +180,16 @@ test(
     if (!(await canMakeTaps())) return t.skip("needs root and /dev/net/tun to make real taps");
     const bridge = "bangersw";
     const other = "bangersw2";
-    const made = ["bg-swloose0001", "bg-swlate00001", "bg-swother0001", "bg-swstrange01"];
+    const made = [
+      "bg-swloose0001",
+      "bg-swlate00001",
+      "bg-swother0001",
+      "bg-swstrange01",
+      "bg-swheld00001",
+    ];
+    let holder: ChildProcess | null = null;
     const rm = async () => {
+      holder?.kill("SIGKILL");
       for (const link of [...made, other, bridge])
         await ip("ip", ["link", "del", link]).catch(() => undefined);
     };
@@ -193,6 +209,21 @@ test(
       // Made and never attached (a daemon killed between the two steps), ours and a stranger's.
       await tap("bg-swloose0001", 0);
       await tap("bg-swstrange01", 4242);
+      // On no bridge but held open by a process (its carrier is up): someone uses it.
+      await tap("bg-swheld00001", 0);
+      holder = spawn("python3", ["-c", HOLD_TAP, "bg-swheld00001"], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      await new Promise<void>((resolve, reject) => {
+        holder!.stdout!.once("data", () => resolve());
+        holder!.once("exit", (code) => reject(new Error(`the tap holder exited (${code})`)));
+      });
+      await ip("ip", ["link", "set", "bg-swheld00001", "up"]);
+      assert.match(
+        (await ip("ip", ["-o", "link", "show", "bg-swheld00001"])).stdout,
+        /LOWER_UP/,
+        "a held tap has its carrier up",
+      );
       // Off every bridge at the first look, attached (by another daemon) before the second.
       await tap("bg-swlate00001", 0);
       let looks = 0;
@@ -220,6 +251,7 @@ test(
       assert.ok(has("bg-swother0001"), "a tap on another bridge stays");
       assert.ok(has("bg-swstrange01"), "another uid's tap stays");
       assert.ok(has("bg-swlate00001"), "a tap attached during the grace period stays");
+      assert.ok(has("bg-swheld00001"), "a tap a process holds open stays");
       assert.equal(looks, 2, "looked twice, a grace period apart");
       assert.equal(p.idleTaps.length, 1, "the pool filled as usual");
       made.push(...p.idleTaps);
