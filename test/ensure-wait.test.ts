@@ -8,6 +8,10 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, test } from "node:test";
+import net from "node:net";
+import { startDaemon, tryConnect } from "../src/cli/client.js";
+import { ensureBuilt } from "./helpers/build.js";
+import { cleanupE2eHome } from "./helpers/e2e-cleanup.js";
 import { ErrorCode } from "../src/api/errors.js";
 import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
@@ -196,5 +200,77 @@ test(
       (await fs.readdir(home.layout.kernelsDir)).filter((n) => n.includes("staging")),
       [],
     );
+  },
+);
+
+test(
+  "a real bangerd: the second first-time vm create waits for the first one's image build; both cancelled leave nothing",
+  { timeout: 120_000 },
+  async () => {
+    await ensureBuilt(path.resolve(import.meta.dirname, ".."));
+    const home = await tempLayout("banger-ensure-d-");
+    // The build is real (mmdebstrap in its staging dir) and stays in progress: its mirror hangs.
+    const hung = new Set<net.Socket>();
+    const mirror = net.createServer((sock) => {
+      hung.add(sock);
+      sock.on("error", () => {});
+    });
+    await new Promise<void>((r) => mirror.listen(0, "127.0.0.1", r));
+    const tmp = path.join(home.home, "tmp");
+    await fs.mkdir(tmp);
+    const env = {
+      ...home.env,
+      TMPDIR: tmp,
+      BANGER_DEBIAN_MIRROR: `http://127.0.0.1:${(mirror.address() as net.AddressInfo).port}/debian`,
+    };
+    try {
+      await startDaemon({ layout: home.layout, env, notice: () => {} });
+      const first = (await tryConnect(home.layout))!;
+      const second = (await tryConnect(home.layout))!;
+      const firstCall = first.call("vm.create", { name: "one" }).catch((err: Error) => err);
+      for (let i = 0; hung.size === 0; i++) {
+        assert.ok(i < 1200, "mmdebstrap never asked the mirror");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      let told!: (message: string) => void;
+      const waiting = new Promise<string>((r) => (told = r));
+      const secondCall = second.call(
+        "vm.create",
+        { name: "two" },
+        {
+          onProgress: (p) =>
+            /waiting for the build/.test(p.message ?? "") ? told(p.message!) : undefined,
+        },
+      );
+      const outcome = await Promise.race([
+        waiting,
+        secondCall.then(
+          () => "the second create finished",
+          (err: Error) => `the second create failed: ${err.message}`,
+        ),
+      ]);
+      assert.match(outcome, /waiting for the build of debian-bookworm already running/);
+      // Both callers give up (Ctrl-C closes the connection): the waiter and the build end.
+      second.close();
+      first.close();
+      await firstCall;
+      const check = (await tryConnect(home.layout))!;
+      try {
+        assert.deepEqual(await check.call("vm.list", {}), []);
+        assert.deepEqual(await check.call("image.list", {}), []);
+      } finally {
+        check.close();
+      }
+      for (let i = 0; ; i++) {
+        const left = (await fs.readdir(home.layout.imagesDir)).filter((n) => n.includes("staging"));
+        if (left.length === 0) break;
+        assert.ok(i < 400, `the cancelled build left ${left.join(", ")}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      for (const s of hung) s.destroy();
+      mirror.close();
+      await cleanupE2eHome(home);
+    }
   },
 );
