@@ -105,14 +105,10 @@ export function buildHandlers(daemon: Daemon): Handlers {
             "bridge networking: privileged steps " +
               (probe.mode === "root" ? "in-process (root)" : "through banger-helper"),
           );
+          // A set-up that fails has started nothing of ours (the bridge it may have met is not
+          // known to be ours alone): nothing to undo.
           const bridge = new BridgeNetwork(ops, pinned, store, uid, log);
-          try {
-            await bridge.setUp();
-          } catch (err) {
-            // Whatever set-up got to (the DNS responder, a resolver route) is undone.
-            await bridge.tearDown().catch(() => undefined);
-            throw err;
-          }
+          await bridge.setUp();
           network = bridge;
           daemon.addCloser(() => bridge.tearDown());
           networkStatus = {
