@@ -105,7 +105,7 @@ test(
     await run("ip", ["link", "del", bad]).catch(() => undefined);
     await run("ip", ["tuntap", "add", "dev", bad, "mode", "tap"]);
     cleanups.push(() => run("ip", ["link", "del", bad]));
-    const { home, ok, cli } = await bridgedHome(bad);
+    const { ok, cli } = await bridgedHome(bad);
 
     await ok("vm", "create", "--name", "nb", "--image", "tiny", "--no-start");
     const shown = JSON.parse((await ok("vm", "show", "nb", "--json")).stdout) as {
@@ -143,7 +143,6 @@ test(
     assert.equal(await nftTableExists(`banger_${bad}`), false);
     await ok("daemon", "stop");
     assert.ok(await linkExists(bad), "banger never removes a device it did not make its bridge");
-    void home;
   },
 );
 
@@ -152,7 +151,7 @@ test(
   { timeout: 120_000 },
   async (t) => {
     if (!(await canBridge(t))) return;
-    const { home, cli } = await bridgedHome("bangersw", {
+    const { cli } = await bridgedHome("bangersw", {
       BANGER_PRIVILEGED: "helper",
       BANGER_HELPER_SOCKET: "/nonexistent/banger-helper.sock",
     });
@@ -167,7 +166,6 @@ test(
     assert.match(check?.detail ?? "", /bridge networking is not available: .*banger-helper/);
     assert.match(check?.fix ?? "", /banger doctor|docs\/helper\.md/);
     assert.equal(await linkExists("bangersw"), false, "nothing was set up");
-    void home;
   },
 );
 
