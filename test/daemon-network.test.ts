@@ -1,7 +1,9 @@
 // A real bangerd (as root, bridge networking) and the host's real ip and nft: a bridge that
 // cannot be set up is said in `vm show` and `doctor`, not silently replaced by user-mode
 // networking; `daemon stop` takes its bridge, taps and NAT table with it. Own bridge names
-// (bangersw*), subnet 172.31.77.0/24 and a high DNS port: never banger0 or port 53.
+// (bangersw, bangerswbad), subnet 172.31.77.0/26 (the rest of 172.31.77.0/24 is
+// test/tap-pool.test.ts's and test/net.test.ts's, which may run at once) and a high DNS port:
+// never banger0 or port 53.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
@@ -16,7 +18,7 @@ import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, "..");
-const SUBNET = "172.31.77.0/24";
+const SUBNET = "172.31.77.0/26";
 const cleanups: Array<() => Promise<unknown>> = [];
 after(async () => {
   for (const fn of cleanups.reverse()) await fn().catch(() => undefined);

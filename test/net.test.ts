@@ -157,7 +157,8 @@ test("removeBridge (real links): refused while a tap is attached, then removes o
   );
   if (process.getuid?.() !== 0 || !tun) return t.skip("needs root and /dev/net/tun");
   const ip = promisify(execFile);
-  const bridge = "bangersw";
+  // Own bridge and quarter of 172.31.77.0/24: other test files run at the same time.
+  const bridge = "bangerswr";
   const tap = "bg-swrmbr00001";
   const rm = async () => {
     for (const link of [tap, bridge]) await ip("ip", ["link", "del", link]).catch(() => undefined);
@@ -165,21 +166,21 @@ test("removeBridge (real links): refused while a tap is attached, then removes o
   await rm();
   try {
     const ops = createRootOps(createCommandRunner(), {
-      pin: makePin(bridge, "172.31.77.0/24"),
+      pin: makePin(bridge, "172.31.77.128/26"),
       onlyForUid: 0,
     });
-    await ops.ensureBridge(bridge, "172.31.77.1/24");
+    await ops.ensureBridge(bridge, "172.31.77.129/26");
     await ops.createTap(tap, bridge, 0);
     await assert.rejects(
       ops.removeBridge!(bridge),
-      /refusing to remove bridge "bangersw": bg-swrmbr00001 still attached/,
+      /refusing to remove bridge "bangerswr": bg-swrmbr00001 still attached/,
     );
     await ip("ip", ["link", "show", "dev", bridge]);
     await ops.deleteTap(tap);
     await ops.removeBridge!(bridge);
     await assert.rejects(ip("ip", ["link", "show", "dev", bridge]), "the bridge is gone");
     await ops.removeBridge!(bridge); // already gone: fine
-    await assert.rejects(ops.removeBridge!("banger0"), /serves only bridge bangersw/);
+    await assert.rejects(ops.removeBridge!("banger0"), /serves only bridge bangerswr/);
     // A device of another kind under the bridge's name is never removed.
     await ip("ip", ["tuntap", "add", "dev", bridge, "mode", "tap"]);
     await assert.rejects(ops.removeBridge!(bridge), /not a bridge/);

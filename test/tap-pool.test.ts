@@ -178,8 +178,8 @@ test(
   { timeout: 60_000 },
   async (t) => {
     if (!(await canMakeTaps())) return t.skip("needs root and /dev/net/tun to make real taps");
-    const bridge = "bangersw";
-    const other = "bangersw2";
+    const bridge = "bangerswp";
+    const other = "bangerswq";
     const made = [
       "bg-swloose0001",
       "bg-swlate00001",
@@ -196,10 +196,10 @@ test(
     await rm();
     try {
       const real = createRootOps(createCommandRunner(), {
-        pin: makePin(bridge, "172.31.77.0/24"),
+        pin: makePin(bridge, "172.31.77.64/26"),
         onlyForUid: 0,
       });
-      await real.ensureBridge(bridge, "172.31.77.1/24");
+      await real.ensureBridge(bridge, "172.31.77.65/26");
       // Another daemon's bridge, with its tap: never ours to take.
       await ip("ip", ["link", "add", other, "type", "bridge"]);
       const tap = async (name: string, uid: number) =>
