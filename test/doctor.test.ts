@@ -108,8 +108,64 @@ test("doctor: a complete KVM host is all ok", async () => {
   );
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    ["node", "accel", "qemu", "e2fsprogs", "ssh", "passt", "tun", "helper", "vm defaults"],
+    [
+      "node",
+      "accel",
+      "qemu",
+      "e2fsprogs",
+      "ssh",
+      "passt",
+      "tun",
+      "helper",
+      "bridge",
+      "vm defaults",
+    ],
   );
+});
+
+test("doctor: a daemon whose bridge set-up failed is a failure that says what failed and what to do", async () => {
+  const failed = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        daemonNetwork: async () => ({
+          mode: "user",
+          reason: "bridge networking failed",
+          bridge: null,
+          problem: "bridge set-up failed: the subnet is in use",
+          hint: "pick another [network] subnet",
+        }),
+      }),
+    ),
+  );
+  assert.equal(failed.ok, false);
+  const check = failed.checks.find((c) => c.name === "bridge")!;
+  assert.equal(check.status, "fail");
+  assert.match(
+    check.detail,
+    /bridge set-up failed: the subnet is in use; VMs fall back to user-mode/,
+  );
+  assert.equal(check.fix, "pick another [network] subnet");
+  const bridged = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        daemonNetwork: async () => ({
+          mode: "bridge",
+          reason: "running as root",
+          bridge: "banger0",
+          problem: null,
+          hint: null,
+        }),
+      }),
+    ),
+  );
+  assert.equal(statusOf(bridged, "bridge"), "ok");
+  assert.match(
+    bridged.checks.find((c) => c.name === "bridge")!.detail,
+    /bridge networking on banger0/,
+  );
+  const none = await runChecks(defaultChecks(doctorDeps({ daemonNetwork: async () => null })));
+  assert.equal(statusOf(none, "bridge"), "ok");
+  assert.match(none.checks.find((c) => c.name === "bridge")!.detail, /bangerd is not running/);
 });
 
 test("doctor: TCG and no tun are warnings, not failures", async () => {
@@ -239,7 +295,18 @@ test("doctor: the real checks run on this machine and give what this machine has
   };
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    ["node", "accel", "qemu", "e2fsprogs", "ssh", "passt", "tun", "helper", "vm defaults"],
+    [
+      "node",
+      "accel",
+      "qemu",
+      "e2fsprogs",
+      "ssh",
+      "passt",
+      "tun",
+      "helper",
+      "bridge",
+      "vm defaults",
+    ],
   );
   // What the suite itself needs is here, so these are ok, with the real tools' versions.
   expect("node", "ok", new RegExp(`^Node\\.js ${process.version.replace(/\./g, "\\.")}$`));
@@ -262,6 +329,8 @@ test("doctor: the real checks run on this machine and give what this machine has
   else expect("tun", "warn", /cannot be opened/);
   // As root the privileged steps run in-process; otherwise it depends on a running helper.
   if (uid === 0) expect("helper", "ok", /^running as root/);
+  // No daemon is asked here (daemonNetwork unset): doctor never starts one to find out.
+  expect("bridge", "ok", /^bangerd is not running/);
   assert.equal(
     report.ok,
     report.checks.every((c) => c.status !== "fail"),

@@ -458,3 +458,35 @@ test(
     }
   },
 );
+
+test("the helper's newer operations: removeBridge, and listDetachedTaps only for its own user", async () => {
+  const d = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-test-"));
+  const sock = path.join(d, "helper.sock");
+  const base = fakeOps();
+  const own: FakeOps = {
+    ...base,
+    async removeBridge(name) {
+      base.calls.push(`removeBridge ${name}`);
+    },
+    async listDetachedTaps() {
+      base.calls.push("listDetachedTaps");
+      return [
+        { name: "bg-mine0000001", ownerUid: uid, open: false },
+        { name: "bg-theirs00001", ownerUid: uid + 4242, open: false },
+      ];
+    },
+  };
+  const s = await HelperServer.start({ socketPath: sock, ops: own, uid, gid, pin, log: quiet });
+  try {
+    const c = new HelperClient(sock, { timeoutMs: 10_000 });
+    assert.deepEqual(await c.listDetachedTaps(), [
+      { name: "bg-mine0000001", ownerUid: uid, open: false },
+    ]);
+    await c.removeBridge("banger-x");
+    await assert.rejects(c.removeBridge("docker0"), /not one of banger's devices/);
+    assert.deepEqual(base.calls, ["listDetachedTaps", "removeBridge banger-x"]);
+  } finally {
+    await s.close();
+    await fs.rm(d, { recursive: true, force: true });
+  }
+});

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import dgram from "node:dgram";
+import fs from "node:fs/promises";
+import { promisify } from "node:util";
 import { test } from "node:test";
 import dnsPacket from "dns-packet";
 import { allocateAddress, gatewayOf, macFor, parseSubnet } from "../src/net/addresses.js";
@@ -144,5 +147,44 @@ test("a start whose NAT set-up fails gives its tap and address back", async () =
   } finally {
     store.close();
     await home.cleanup();
+  }
+});
+
+test("removeBridge (real links): refused while a tap is attached, then removes only a bridge", async (t) => {
+  const tun = await fs.open("/dev/net/tun", "r+").then(
+    (h) => h.close().then(() => true),
+    () => false,
+  );
+  if (process.getuid?.() !== 0 || !tun) return t.skip("needs root and /dev/net/tun");
+  const ip = promisify(execFile);
+  // Own bridge and quarter of 172.31.77.0/24: other test files run at the same time.
+  const bridge = "bangerswr";
+  const tap = "bg-swrmbr00001";
+  const rm = async () => {
+    for (const link of [tap, bridge]) await ip("ip", ["link", "del", link]).catch(() => undefined);
+  };
+  await rm();
+  try {
+    const ops = createRootOps(createCommandRunner(), {
+      pin: makePin(bridge, "172.31.77.128/26"),
+      onlyForUid: 0,
+    });
+    await ops.ensureBridge(bridge, "172.31.77.129/26");
+    await ops.createTap(tap, bridge, 0);
+    await assert.rejects(
+      ops.removeBridge!(bridge),
+      /refusing to remove bridge "bangerswr": bg-swrmbr00001 still attached/,
+    );
+    await ip("ip", ["link", "show", "dev", bridge]);
+    await ops.deleteTap(tap);
+    await ops.removeBridge!(bridge);
+    await assert.rejects(ip("ip", ["link", "show", "dev", bridge]), "the bridge is gone");
+    await ops.removeBridge!(bridge); // already gone: fine
+    await assert.rejects(ops.removeBridge!("banger0"), /serves only bridge bangerswr/);
+    // A device of another kind under the bridge's name is never removed.
+    await ip("ip", ["tuntap", "add", "dev", bridge, "mode", "tap"]);
+    await assert.rejects(ops.removeBridge!(bridge), /not a bridge/);
+  } finally {
+    await rm();
   }
 });

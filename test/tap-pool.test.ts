@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs/promises";
 import { test } from "node:test";
+import { promisify } from "node:util";
+import { makePin } from "../src/net/pin.js";
+import { createRootOps, type PrivilegedOps } from "../src/net/privileged.js";
 import { TapPool } from "../src/net/tap-pool.js";
+import { createCommandRunner } from "../src/system/runner.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 
 const BRIDGE = "banger-p";
@@ -154,3 +160,108 @@ test("tap pool: a tap given back for a VM that did not survive a reboot is not h
   const tap = await p.take();
   assert.ok(ops.taps.has(tap), "the tap handed out exists");
 });
+
+const ip = promisify(execFile);
+// Attaches to an existing tap (TUNSETIFF, IFF_TAP | IFF_NO_PI) and holds it, as QEMU would.
+const HOLD_TAP = [
+  "import fcntl, os, struct, sys, time",
+  "fd = os.open('/dev/net/tun', os.O_RDWR)",
+  "fcntl.ioctl(fd, 0x400454CA, struct.pack('16sH', sys.argv[1].encode(), 0x0002 | 0x1000))",
+  "print('held', flush=True)",
+  "time.sleep(120)",
+].join("\n");
+const canMakeTaps = async () =>
+  process.getuid?.() === 0 &&
+  (await fs.open("/dev/net/tun", "r+").then(
+    (h) => h.close().then(() => true),
+    () => false,
+  ));
+
+test(
+  "tap pool (real taps): our bg- taps on no bridge are swept at start; another bridge's, another uid's and one attached in the grace period stay",
+  { timeout: 60_000 },
+  async (t) => {
+    if (!(await canMakeTaps())) return t.skip("needs root and /dev/net/tun to make real taps");
+    const bridge = "bangerswp";
+    const other = "bangerswq";
+    const made = [
+      "bg-swloose0001",
+      "bg-swlate00001",
+      "bg-swother0001",
+      "bg-swstrange01",
+      "bg-swheld00001",
+    ];
+    let holder: ChildProcess | null = null;
+    const rm = async () => {
+      holder?.kill("SIGKILL");
+      for (const link of [...made, other, bridge])
+        await ip("ip", ["link", "del", link]).catch(() => undefined);
+    };
+    await rm();
+    try {
+      const real = createRootOps(createCommandRunner(), {
+        pin: makePin(bridge, "172.31.77.64/26"),
+        onlyForUid: 0,
+      });
+      await real.ensureBridge(bridge, "172.31.77.65/26");
+      // Another daemon's bridge, with its tap: never ours to take.
+      await ip("ip", ["link", "add", other, "type", "bridge"]);
+      const tap = async (name: string, uid: number) =>
+        ip("ip", ["tuntap", "add", "dev", name, "mode", "tap", "user", String(uid)]);
+      await tap("bg-swother0001", 0);
+      await ip("ip", ["link", "set", "bg-swother0001", "master", other]);
+      // Made and never attached (a daemon killed between the two steps), ours and a stranger's.
+      await tap("bg-swloose0001", 0);
+      await tap("bg-swstrange01", 4242);
+      // On no bridge but held open by a process (its carrier is up): someone uses it.
+      await tap("bg-swheld00001", 0);
+      holder = spawn("python3", ["-c", HOLD_TAP, "bg-swheld00001"], {
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      await new Promise<void>((resolve, reject) => {
+        holder!.stdout!.once("data", () => resolve());
+        holder!.once("exit", (code) => reject(new Error(`the tap holder exited (${code})`)));
+      });
+      await ip("ip", ["link", "set", "bg-swheld00001", "up"]);
+      assert.match(
+        (await ip("ip", ["-o", "link", "show", "bg-swheld00001"])).stdout,
+        /LOWER_UP/,
+        "a held tap has its carrier up",
+      );
+      // Off every bridge at the first look, attached (by another daemon) before the second.
+      await tap("bg-swlate00001", 0);
+      let looks = 0;
+      let firstLook!: () => void;
+      const looked = new Promise<void>((r) => (firstLook = r));
+      const ops: PrivilegedOps = {
+        ...real,
+        listDetachedTaps: async () => {
+          const found = await real.listDetachedTaps!();
+          if (++looks === 1) firstLook();
+          return found;
+        },
+      };
+      const p = new TapPool({ ops, bridge, ownerUid: 0, size: 1, detachedGraceMs: 500 });
+      await p.init();
+      await Promise.race([
+        looked,
+        p.settled().then(() => assert.fail("the pool never looked for taps on no bridge")),
+      ]);
+      await ip("ip", ["link", "set", "bg-swlate00001", "master", other]);
+      await p.settled();
+      const links = (await ip("ip", ["-o", "link", "show"])).stdout;
+      const has = (name: string) => new RegExp(`^\\d+: ${name}[:@]`, "m").test(links);
+      assert.equal(has("bg-swloose0001"), false, "our tap on no bridge was removed");
+      assert.ok(has("bg-swother0001"), "a tap on another bridge stays");
+      assert.ok(has("bg-swstrange01"), "another uid's tap stays");
+      assert.ok(has("bg-swlate00001"), "a tap attached during the grace period stays");
+      assert.ok(has("bg-swheld00001"), "a tap a process holds open stays");
+      assert.equal(looks, 2, "looked twice, a grace period apart");
+      assert.equal(p.idleTaps.length, 1, "the pool filled as usual");
+      made.push(...p.idleTaps);
+      await p.drain();
+    } finally {
+      await rm();
+    }
+  },
+);

@@ -10,6 +10,18 @@ const NameParam = z.object({ name: z.string().min(1) }).strict();
 
 export const Provenance = z.enum(["config", "auto", "builtin"]);
 
+/**
+ * How this daemon networks its VMs, and why. `problem` is set when bridge networking was wanted
+ * (a helper or root was there to set it up) and failed, so VMs fell back to user-mode networking.
+ */
+export const NetworkStatus = z.object({
+  mode: z.enum(["bridge", "user"]),
+  reason: z.string(),
+  bridge: z.string().nullable(),
+  problem: z.string().nullable(),
+  hint: z.string().nullable(),
+});
+
 export const DaemonStatus = z.object({
   pid: z.number().int(),
   version: z.string(),
@@ -18,6 +30,7 @@ export const DaemonStatus = z.object({
   socket: z.string(),
   stateDir: z.string(),
   schemaVersion: z.number().int(),
+  network: NetworkStatus.optional(),
 });
 
 export const VmInfo = z.object({
@@ -32,6 +45,14 @@ export const VmInfo = z.object({
   ip: z.string().nullable(),
   vmm: z.string().nullable(),
   createdAt: z.string(),
+  /** `vm show`: how the VM is (running) or will be (else) networked, and a bridge set-up failure. */
+  network: z
+    .object({
+      mode: z.enum(["bridge", "user"]),
+      problem: z.string().nullable(),
+      hint: z.string().nullable(),
+    })
+    .optional(),
 });
 
 export const ImageInfo = z.object({
@@ -124,7 +145,8 @@ export const methods = {
   "daemon.status": {
     params: Empty,
     result: DaemonStatus,
-    summary: "Daemon facts: pid, uptime, paths, schema version.",
+    summary:
+      "Daemon facts: pid, uptime, paths, schema version, how VMs are networked (and a bridge set-up failure).",
   },
   "daemon.shutdown": {
     params: Empty,
@@ -405,6 +427,7 @@ export type ProgressReport = z.infer<typeof ProgressReport>;
 export const PROGRESS_TOKEN_KEY = "$progressToken";
 
 export type VmInfo = z.infer<typeof VmInfo>;
+export type NetworkStatus = z.infer<typeof NetworkStatus>;
 export type ImageInfo = z.infer<typeof ImageInfo>;
 export type KernelInfo = z.infer<typeof KernelInfo>;
 export type KernelDetail = z.infer<typeof KernelDetail>;

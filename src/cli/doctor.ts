@@ -43,6 +43,15 @@ export function doctorCommand(deps: CliDeps): Command {
           });
         },
         userName: os.userInfo().username,
+        daemonNetwork: async () => {
+          const client = await deps.tryConnect().catch(() => null);
+          if (!client) return null;
+          try {
+            return (await client.call("daemon.status", {})).network ?? null;
+          } finally {
+            client.close();
+          }
+        },
       });
       const report = await runChecks(checks);
       if (opts.json) printJson(deps.out, report);

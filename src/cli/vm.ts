@@ -297,5 +297,18 @@ function formatVm(v: VmInfo): string {
     ["ip", orDash(v.ip)],
     ["vmm", orDash(v.vmm)],
     ["created", v.createdAt],
+    ...networkFields(v),
   ]);
+}
+
+/** The network line of `vm show`, with what failed and what to do when the bridge could not be set up. */
+function networkFields(v: VmInfo): Array<[string, string]> {
+  const n = v.network;
+  if (!n) return [];
+  if (n.mode === "bridge") return [["network", "bridge"]];
+  if (!n.problem) return [["network", "user-mode"]];
+  return [
+    ["network", `user-mode, because ${n.problem}`],
+    ...(n.hint ? ([["fix", n.hint]] as Array<[string, string]>) : []),
+  ];
 }

@@ -16,6 +16,11 @@ import { WorkspaceService } from "./workspace-service.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 import { ConsoleRecorders } from "../vmm/console-log.js";
+import { sweepOrphans } from "./sweep.js";
+import fsp from "node:fs/promises";
+import { BangerError } from "../api/errors.js";
+import type { NetworkStatus, VmInfo } from "../api/methods.js";
+import { USER_NET } from "../net/user-nat.js";
 
 /** Every RPC method's implementation. Later issues replace the pending ones with services. */
 export function buildHandlers(daemon: Daemon): Handlers {
@@ -31,16 +36,35 @@ export function buildHandlers(daemon: Daemon): Handlers {
     kernels,
     oci: createOciPuller({ layout: daemon.layout, env }),
   });
+  // Before any request is served: what a daemon killed mid-create or mid-build left behind, and
+  // no row owns, goes (image and kernel requests wait for it too: their staging must not be swept).
+  const swept = sweepOrphans({ store, layout: daemon.layout, log: daemon.deps.log }).then(
+    () => undefined,
+    (err: unknown) => daemon.deps.log.error({ err }, "start-up sweep failed"),
+  );
+  const afterSweep = <T>(fn: () => Promise<T> | T) => swept.then(fn);
+  let networkStatus: NetworkStatus = {
+    mode: "user",
+    reason: "starting",
+    bridge: null,
+    problem: null,
+    hint: null,
+  };
   // Bridge networking when someone may create taps for us (we are root, or banger-helper
   // answers) and /dev/net/tun opens; else rootless user-mode networking, with the reason logged.
   const ready = (async () => {
+    await swept;
     const log = daemon.deps.log;
     let network: BridgeNetwork | null = null;
     const uid = process.getuid?.() ?? 0;
+    const userMode = (reason: string, problem: string | null = null, hint: string | null = null) =>
+      (networkStatus = { mode: "user", reason, bridge: null, problem, hint });
     if (env.BANGER_NETWORK === "user") {
       log.info({}, "BANGER_NETWORK=user: using user-mode networking");
+      userMode("BANGER_NETWORK=user");
     } else if (!(await canOpenReadWrite("/dev/net/tun"))) {
       log.info({ uid }, "/dev/net/tun does not open for this user: using user-mode networking");
+      userMode("/dev/net/tun does not open for this user");
     } else {
       try {
         const config = await loadConfig(daemon.layout.configFile);
@@ -54,24 +78,56 @@ export function buildHandlers(daemon: Daemon): Handlers {
         const pinned = pinnedNetwork(probe, config.network);
         const ops = await privilegedOpsFor(probe, runner, pinned, uid);
         if (!ops) {
-          log.info(
-            { reason: probe.mode === "none" ? probe.reason : "" },
-            "nobody to run privileged steps: using user-mode networking",
-          );
+          const reason = probe.mode === "none" ? probe.reason : "";
+          log.info({ reason }, "nobody to run privileged steps: using user-mode networking");
+          // No helper installed is plain rootless mode; a helper that is there (or was asked
+          // for) and cannot be used is a failure the user must see.
+          const socket = probe.mode === "none" ? probe.socket : null;
+          const wanted =
+            socket === null ||
+            config.network.helperSocket !== null ||
+            Boolean(env.BANGER_HELPER_SOCKET) ||
+            Boolean(env.BANGER_PRIVILEGED) ||
+            (await fsp.lstat(socket).then(
+              () => true,
+              () => false,
+            ));
+          if (wanted)
+            userMode(
+              "bridge networking failed",
+              `bridge networking is not available: ${reason}`,
+              "'banger doctor' checks the helper; fix it, then 'banger daemon stop' so the next start tries again (see docs/helper.md)",
+            );
+          else userMode(`no banger-helper (${reason})`);
         } else {
           log.info(
             probe,
             "bridge networking: privileged steps " +
               (probe.mode === "root" ? "in-process (root)" : "through banger-helper"),
           );
-          network = new BridgeNetwork(ops, pinned, store, uid, log);
-          await network.setUp();
-          const up = network;
-          daemon.addCloser(() => up.tearDown());
+          // A set-up that fails has started nothing of ours (the bridge it may have met is not
+          // known to be ours alone): nothing to undo.
+          const bridge = new BridgeNetwork(ops, pinned, store, uid, log);
+          await bridge.setUp();
+          network = bridge;
+          daemon.addCloser(() => bridge.tearDown());
+          networkStatus = {
+            mode: "bridge",
+            reason: probe.mode === "root" ? "running as root" : "through banger-helper",
+            bridge: pinned.bridge,
+            problem: null,
+            hint: null,
+          };
         }
       } catch (err) {
         log.error({ err }, "bridge networking unavailable: using user-mode networking");
         network = null;
+        const hint = err instanceof BangerError ? err.hint : undefined;
+        userMode(
+          "bridge networking failed",
+          `bridge set-up failed: ${err instanceof Error ? err.message : String(err)}`,
+          `${hint ? `${hint}; then ` : "fix [network] in config.toml (bridge, subnet, dns_port), then "}'banger daemon stop' so the next start tries again; until then VMs use user-mode networking`,
+        );
       }
     }
     // The daemon reads every QEMU console into a bounded log; VMs keep running without it.
@@ -112,6 +168,20 @@ export function buildHandlers(daemon: Daemon): Handlers {
     return vms;
   })();
   const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
+  /** `vm show`: how the VM is networked (its address says, when running) and why not bridged. */
+  const withNetwork = (info: VmInfo): VmInfo => {
+    const running = info.state === "running" && info.ip !== null;
+    const mode = running ? (info.ip === USER_NET.ip ? "user" : "bridge") : networkStatus.mode;
+    const failed = mode === "user" && networkStatus.problem !== null;
+    return {
+      ...info,
+      network: {
+        mode,
+        problem: failed ? networkStatus.problem : null,
+        hint: failed ? networkStatus.hint : null,
+      },
+    };
+  };
   const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner }));
   const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) => workspaces.then(fn);
   const sessions = ready.then((vms) => new SessionService({ vms, runner }));
@@ -126,6 +196,14 @@ export function buildHandlers(daemon: Daemon): Handlers {
       socket: daemon.layout.socketFile,
       stateDir: daemon.layout.stateDir,
       schemaVersion: store.schemaVersion(),
+      // Known once start-up is done; a start-up still busy after 10 s says "starting".
+      network: await Promise.race([
+        ready.then(
+          () => networkStatus,
+          () => networkStatus,
+        ),
+        new Promise<NetworkStatus>((r) => setTimeout(() => r(networkStatus), 10_000).unref()),
+      ]),
     }),
     "daemon.shutdown": async () => {
       daemon.requestShutdown();
@@ -133,7 +211,7 @@ export function buildHandlers(daemon: Daemon): Handlers {
     },
 
     "vm.list": () => withVms((vms) => vms.list()),
-    "vm.show": ({ name }) => withVms((vms) => vms.show(name)),
+    "vm.show": ({ name }) => withVms((vms) => withNetwork(vms.show(name))),
     "vm.create": (p, ctx) => withVms((vms) => vms.create(p, ctx.progress, ctx.signal)),
     "vm.start": ({ name }, ctx) => withVms((vms) => vms.start(name, ctx.progress, ctx.signal)),
     "vm.stop": ({ name }) => withVms((vms) => vms.stop(name)),
@@ -163,21 +241,24 @@ export function buildHandlers(daemon: Daemon): Handlers {
       withSessions((s) => s.stop(vm, name, timeoutMs)),
     "vm.session.kill": ({ vm, name }) => withSessions((s) => s.kill(vm, name)),
 
-    "image.list": async () => images.list(),
-    "image.show": async ({ name }) => images.show(name),
-    "image.build": async (p, ctx) => images.build(p, ctx.progress, ctx.signal),
-    "image.pull": async (p, ctx) => images.pull(p, ctx.progress, ctx.signal),
-    "image.register": async (p) => images.register(p),
-    "image.delete": async ({ name }) => images.delete(name),
-    "image.promote": async ({ name }) => images.promote(name),
-    "image.cache.prune": async ({ dryRun }) => images.cachePrune(dryRun ?? false),
+    "image.list": () => afterSweep(() => images.list()),
+    "image.show": ({ name }) => afterSweep(() => images.show(name)),
+    "image.build": (p, ctx) => afterSweep(() => images.build(p, ctx.progress, ctx.signal)),
+    "image.pull": (p, ctx) => afterSweep(() => images.pull(p, ctx.progress, ctx.signal)),
+    "image.register": (p) => afterSweep(() => images.register(p)),
+    "image.delete": ({ name }) => afterSweep(() => images.delete(name)),
+    "image.promote": ({ name }) => afterSweep(() => images.promote(name)),
+    "image.cache.prune": ({ dryRun }) => afterSweep(() => images.cachePrune(dryRun ?? false)),
 
-    "kernel.list": async () => kernels.list(),
-    "kernel.catalog": async () => kernels.catalog(),
-    "kernel.pull": async ({ name, force }, ctx) =>
-      kernels.pull(name, { force: force ?? false, progress: ctx.progress, signal: ctx.signal }),
-    "kernel.import": async ({ name, from }) => kernels.import(name, from),
-    "kernel.show": async ({ name }) => kernels.show(name),
-    "kernel.delete": async ({ name, force }) => kernels.delete(name, { force: force ?? false }),
+    "kernel.list": () => afterSweep(() => kernels.list()),
+    "kernel.catalog": () => afterSweep(() => kernels.catalog()),
+    "kernel.pull": ({ name, force }, ctx) =>
+      afterSweep(() =>
+        kernels.pull(name, { force: force ?? false, progress: ctx.progress, signal: ctx.signal }),
+      ),
+    "kernel.import": ({ name, from }) => afterSweep(() => kernels.import(name, from)),
+    "kernel.show": ({ name }) => afterSweep(() => kernels.show(name)),
+    "kernel.delete": ({ name, force }) =>
+      afterSweep(() => kernels.delete(name, { force: force ?? false })),
   };
 }

@@ -227,6 +227,7 @@ export class VmService {
       const kernel = await this.deps.kernels.ensure(
         req.kernelRef ?? image.kernel ?? "debian-cloud",
         (p) => progress({ ...p, stage: `kernel: ${p.stage}` }),
+        signal,
       );
       const id = randomBytes(6).toString("hex");
       const vmm = await this.deps.pickVmm();

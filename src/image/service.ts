@@ -13,6 +13,7 @@ import type { CommandRunner } from "../system/runner.js";
 import { fetchBundleToStaging, publishDir } from "../util/bundle-fetch.js";
 import { BundleEntryBase, loadCatalog } from "../util/catalog.js";
 import { removeTree } from "../util/remove-tree.js";
+import { waitUnlessAborted } from "../util/wait.js";
 import { bootstrapDebian } from "./build/debian.js";
 import { loadConfig } from "../config/config.js";
 import { finaliseImage } from "./finalise.js";
@@ -112,7 +113,8 @@ async function isExt4(file: string): Promise<boolean> {
 
 /** Images: the locally built default, OCI pulls, catalog bundles, registered files. */
 export class ImageService {
-  private readonly inflight = new Set<string>();
+  /** Builds and pulls in flight, by image name: a second one for the name waits or is refused. */
+  private readonly inflight = new Map<string, Promise<unknown>>();
 
   constructor(private readonly deps: ImageServiceDeps) {}
 
@@ -161,9 +163,11 @@ export class ImageService {
         `delete it first ('banger image delete ${name}') or pick another --name`,
       );
     }
-    this.inflight.add(name);
+    // Registered before the first await: a caller that checks right after sees it.
+    const work = fn();
+    this.inflight.set(name, work);
     try {
-      return await fn();
+      return await work;
     } finally {
       this.inflight.delete(name);
     }
@@ -240,9 +244,9 @@ export class ImageService {
   ): Promise<ImageInfo> {
     const name = opts.name ?? DEFAULT_IMAGE_NAME;
     const suite = opts.suite ?? "bookworm";
-    const limits = await this.limits();
-    return this.exclusive(name, () =>
-      this.create(name, async (staging) => {
+    return this.exclusive(name, async () => {
+      const limits = await this.limits();
+      return this.create(name, async (staging) => {
         const tarball = path.join(staging, "rootfs.tar");
         progress({ stage: "bootstrap", message: `mmdebstrap ${suite} (a few minutes)` });
         await bootstrapDebian({
@@ -270,8 +274,8 @@ export class ImageService {
           digest: null,
           kernelRef: DISTRO_KERNEL_NAME,
         };
-      }),
-    );
+      });
+    });
   }
 
   /** A catalog name fetches its bundle; anything else is an OCI reference. */
@@ -569,16 +573,32 @@ export class ImageService {
     progress: Progress = () => {},
     signal?: AbortSignal,
   ): Promise<ImageInfo> {
-    const row = this.deps.store.getImageByName(name);
-    if (row) return imageInfo(row);
-    if (name !== DEFAULT_IMAGE_NAME) {
-      throw new BangerError(
-        ErrorCode.NotFound,
-        `no image named ${JSON.stringify(name)}`,
-        `'banger image pull <ref> --name ${name}' or 'banger image list'`,
-      );
+    // Two first-time creates at once: the second waits for the first one's build rather than
+    // failing Busy; if that build fails (or its caller cancels it), the waiter builds itself.
+    for (let attempt = 0; ; attempt++) {
+      const row = this.deps.store.getImageByName(name);
+      if (row) return imageInfo(row);
+      const running = this.inflight.get(name);
+      if (running) {
+        progress({ stage: "image", message: `waiting for the build of ${name} already running` });
+        await waitUnlessAborted(running, signal);
+        continue;
+      }
+      if (name !== DEFAULT_IMAGE_NAME) {
+        throw new BangerError(
+          ErrorCode.NotFound,
+          `no image named ${JSON.stringify(name)}`,
+          `'banger image pull <ref> --name ${name}' or 'banger image list'`,
+        );
+      }
+      if (attempt >= 3)
+        throw new BangerError(
+          ErrorCode.Busy,
+          `image "${name}" did not appear after ${attempt} builds by other requests`,
+          "retry; 'banger image build' shows why it fails",
+        );
+      progress({ stage: "image", message: `building the default image ${name} (first run only)` });
+      return this.build({ name }, progress, signal);
     }
-    progress({ stage: "image", message: `building the default image ${name} (first run only)` });
-    return this.build({ name }, progress, signal);
   }
 }

@@ -11,6 +11,7 @@ import { isKernelBundleMember } from "./bundle.js";
 import { findCatalogEntry, loadKernelCatalog } from "./catalog.js";
 import { deriveDistroKernel } from "./debian.js";
 import { copyRegularFile } from "../util/regular-file.js";
+import { waitUnlessAborted } from "../util/wait.js";
 import {
   checkKernelName,
   checkModulesDir,
@@ -200,7 +201,7 @@ export class KernelService {
   }
 
   /** One install per kernel name at a time; a second one fails fast instead of racing the first. */
-  private readonly inflight = new Set<string>();
+  private readonly inflight = new Map<string, Promise<unknown>>();
 
   private async exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
     if (this.inflight.has(name)) {
@@ -210,9 +211,11 @@ export class KernelService {
         "wait for it to finish, then retry",
       );
     }
-    this.inflight.add(name);
+    // Registered before the first await: ensure() right after sees it and waits.
+    const work = fn();
+    this.inflight.set(name, work);
     try {
-      return await fn();
+      return await work;
     } finally {
       this.inflight.delete(name);
     }
@@ -377,10 +380,33 @@ export class KernelService {
   }
 
   /** The kernel a VM needs: the named one if present, else pulled (debian-cloud is derived locally). */
-  async ensure(name: string, progress?: KernelOpProgress): Promise<KernelInfo> {
-    const row = this.deps.store.getKernel(name);
-    if (row) return kernelInfo(row);
-    return this.pull(name, progress ? { progress } : {});
+  async ensure(
+    name: string,
+    progress?: KernelOpProgress,
+    signal?: AbortSignal,
+  ): Promise<KernelInfo> {
+    // A VM create that finds the kernel being derived by another waits for it (not Busy);
+    // if that one fails, this one tries itself.
+    for (let attempt = 0; ; attempt++) {
+      const row = this.deps.store.getKernel(name);
+      if (row) return kernelInfo(row);
+      const running = this.inflight.get(name);
+      if (running) {
+        progress?.({
+          stage: "wait",
+          message: `kernel ${name} is being installed by another request`,
+        });
+        await waitUnlessAborted(running, signal);
+        continue;
+      }
+      if (attempt >= 3)
+        throw new BangerError(
+          ErrorCode.Busy,
+          `kernel "${name}" did not appear after ${attempt} installs by other requests`,
+          `retry; 'banger kernel pull ${name}' shows why it fails`,
+        );
+      return this.pull(name, { ...(progress ? { progress } : {}), ...(signal ? { signal } : {}) });
+    }
   }
 
   async delete(name: string, opts: { force?: boolean } = {}): Promise<{ deleted: string }> {

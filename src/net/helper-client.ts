@@ -12,7 +12,7 @@ import {
   type HelperParams,
   type HelperResult,
 } from "./helper-protocol.js";
-import type { PrivilegedOps, TapInfo } from "./privileged.js";
+import type { DetachedTapInfo, PrivilegedOps, TapInfo } from "./privileged.js";
 
 const KNOWN_CODES = new Set<number>(Object.values(ErrorCode));
 
@@ -123,6 +123,9 @@ export class HelperClient implements PrivilegedOps {
   async ensureBridge(name: string, gatewayCidr: string): Promise<void> {
     await this.call("ensureBridge", { name, gatewayCidr });
   }
+  async removeBridge(name: string): Promise<void> {
+    await this.call("removeBridge", { name });
+  }
   async createTap(name: string, bridge: string, ownerUid: number): Promise<void> {
     await this.call("createTap", { name, bridge, ownerUid });
   }
@@ -131,6 +134,9 @@ export class HelperClient implements PrivilegedOps {
   }
   listTaps(bridge: string): Promise<TapInfo[]> {
     return this.call("listTaps", { bridge });
+  }
+  listDetachedTaps(): Promise<DetachedTapInfo[]> {
+    return this.call("listDetachedTaps", {});
   }
   async ensureNat(subnet: string, bridge: string): Promise<void> {
     await this.call("ensureNat", { subnet, bridge });

@@ -29,6 +29,7 @@ export const helperMethods = {
     params: z.object({ name: device, gatewayCidr: cidr }).strict(),
     result: done,
   },
+  removeBridge: { params: z.object({ name: device }).strict(), result: done },
   createTap: {
     params: z
       .object({ name: device, bridge: device, ownerUid: z.number().int().nonnegative() })
@@ -39,6 +40,12 @@ export const helperMethods = {
   listTaps: {
     params: z.object({ bridge: device }).strict(),
     result: z.array(z.object({ name: device, ownerUid: z.number().int().nullable() })),
+  },
+  listDetachedTaps: {
+    params: z.object({}).strict(),
+    result: z.array(
+      z.object({ name: device, ownerUid: z.number().int().nullable(), open: z.boolean() }),
+    ),
   },
   ensureNat: { params: z.object({ subnet: cidr, bridge: device }).strict(), result: done },
   removeNat: { params: z.object({ bridge: device }).strict(), result: done },

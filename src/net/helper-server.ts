@@ -124,6 +124,7 @@ export class HelperServer {
         subnet: pin.subnet,
       }),
       ensureBridge: (p) => none(ops.ensureBridge(p.name, p.gatewayCidr)),
+      removeBridge: (p) => none(ops.removeBridge?.(p.name) ?? Promise.resolve()),
       createTap: async (p) => {
         if (p.ownerUid !== uid) {
           throw new BangerError(
@@ -136,6 +137,9 @@ export class HelperServer {
       },
       deleteTap: (p) => none(ops.deleteTap(p.name)),
       listTaps: async (p) => ops.listTaps(p.bridge),
+      // Only this user's: another user's taps are not theirs to learn about.
+      listDetachedTaps: async () =>
+        ((await ops.listDetachedTaps?.()) ?? []).filter((t) => t.ownerUid === uid),
       ensureNat: (p) => none(ops.ensureNat(p.subnet, p.bridge)),
       removeNat: (p) => none(ops.removeNat(p.bridge)),
       routeResolver: (p) => none(ops.routeResolver(p.bridge, p.dnsServer)),

@@ -31,7 +31,10 @@ export class BridgeNetwork {
     private readonly config: Config["network"],
     private readonly store: Store,
     uid: number,
-    log?: { error(obj: object, msg: string): void },
+    private readonly log?: {
+      error(obj: object, msg: string): void;
+      info?(obj: object, msg: string): void;
+    },
   ) {
     this.subnet = parseSubnet(config.subnet);
     this.pool = new TapPool({
@@ -67,11 +70,18 @@ export class BridgeNetwork {
   async tearDown(): Promise<void> {
     // Idle taps go with the daemon; taps of running VMs stay with them.
     await this.pool.drain();
-    // NAT rules go with the daemon; the next daemon restores them for adopted VMs.
-    if (this.natReady) await this.ops.removeNat(this.config.bridge).catch(() => undefined);
+    // NAT rules go with the daemon; the next daemon restores them for adopted VMs. Removed
+    // even when this daemon set none up: a crashed one's may still be there.
+    await this.ops.removeNat(this.config.bridge).catch(() => undefined);
     this.natReady = false;
     await this.ops.unrouteResolver(this.config.bridge).catch(() => undefined);
     await this.dns.stop();
+    // With no VM on it the bridge goes too (the next daemon makes it again); with VMs running
+    // it stays for them, and the helper refuses to remove a bridge anything is attached to.
+    if (this.pool.inUseTaps.length === 0)
+      await this.ops
+        .removeBridge?.(this.config.bridge)
+        .catch((err: unknown) => this.log?.error({ err }, "could not remove the bridge"));
   }
 
   /** Takes a tap from the pool and picks (or keeps) the VM's address. */

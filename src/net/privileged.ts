@@ -15,6 +15,11 @@ export interface TapInfo {
   ownerUid: number | null;
 }
 
+/** A `bg-` tap on no bridge: `open` when a process holds it (its carrier is up). */
+export interface DetachedTapInfo extends TapInfo {
+  open: boolean;
+}
+
 /**
  * The privileged operations banger needs, as one typed interface. Run
  * in-process when the daemon is root, and by `banger-helper` (src/net/helper-*.ts)
@@ -24,10 +29,20 @@ export interface TapInfo {
  */
 export interface PrivilegedOps {
   ensureBridge(name: string, gatewayCidr: string): Promise<void>;
+  /**
+   * Removes the bridge once nothing is attached to it (daemon stop with no VM running); refused
+   * while any device is. Optional: a helper from before this method answers MethodNotFound.
+   */
+  removeBridge?(name: string): Promise<void>;
   createTap(name: string, bridge: string, ownerUid: number): Promise<void>;
   deleteTap(name: string): Promise<void>;
   /** banger's taps (`bg-`) enslaved to the bridge: what a crashed daemon may have left. */
   listTaps(bridge: string): Promise<TapInfo[]>;
+  /**
+   * banger's taps (`bg-`) on no bridge: made but never attached (a crash between the two
+   * steps). Optional: a helper from before this method answers MethodNotFound.
+   */
+  listDetachedTaps?(): Promise<DetachedTapInfo[]>;
   ensureNat(subnet: string, bridge: string): Promise<void>;
   removeNat(bridge: string): Promise<void>;
   /** Per-link DNS routing for ~vm in systemd-resolved; a no-op where it does not run. */
@@ -145,6 +160,25 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
         await ip("addr", "add", gatewayCidr, "dev", name);
       await ip("link", "set", name, "up");
     },
+    async removeBridge(name) {
+      checkName(name);
+      requirePinnedBridge(pin, name, "to remove a bridge");
+      const shown = await runner.run("ip", ["-j", "-d", "link", "show", "dev", name]);
+      if (shown.code !== 0) return;
+      if (linkKind(shown.stdout) !== "bridge")
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `refusing to remove "${name}": it is not a bridge`,
+        );
+      const attached = await runChecked(runner, "ip", ["-o", "link", "show", "master", name]);
+      const names = [...attached.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]/gm)].map((m) => m[1]!);
+      if (names.length > 0)
+        throw new BangerError(
+          ErrorCode.InvalidState,
+          `refusing to remove bridge "${name}": ${names.join(", ")} still attached`,
+        );
+      await ip("link", "del", name);
+    },
     async createTap(name, bridge, ownerUid) {
       checkName(name);
       checkName(bridge);
@@ -194,6 +228,21 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
         const name = m[1]!;
         if (name.startsWith("bg-") && owners.has(name))
           taps.push({ name, ownerUid: owners.get(name) ?? null });
+      }
+      return taps;
+    },
+    async listDetachedTaps() {
+      const links = await runChecked(runner, "ip", ["-o", "link", "show"]);
+      const owners = await tapOwners();
+      const taps: DetachedTapInfo[] = [];
+      for (const m of links.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]\s*<([^>]*)>(.*)$/gm)) {
+        const [, name, flags, rest] = m as unknown as [string, string, string, string];
+        if (!name.startsWith("bg-") || !owners.has(name) || / master /.test(` ${rest} `)) continue;
+        taps.push({
+          name,
+          ownerUid: owners.get(name) ?? null,
+          open: flags.split(",").includes("LOWER_UP"),
+        });
       }
       return taps;
     },

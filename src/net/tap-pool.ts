@@ -10,7 +10,13 @@ export interface TapPoolDeps {
   size: number;
   /** Test seam for tap names; defaults to `bg-` + 12 random hex digits (15 characters). */
   newName?: () => string;
-  log?: { error(obj: object, msg: string): void };
+  /**
+   * How long a tap must stay on no bridge, between two looks, before it is taken for a
+   * leftover (default 2 s): a tap being made (by us or another daemon) is on no bridge only
+   * between `ip tuntap add` and `ip link set master`, never for this long.
+   */
+  detachedGraceMs?: number;
+  log?: { error(obj: object, msg: string): void; info?(obj: object, msg: string): void };
 }
 
 /**
@@ -23,6 +29,11 @@ export class TapPool {
   private idle: string[] = [];
   private readonly inUse = new Set<string>();
   private filling: Promise<void> | null = null;
+  private sweeping: Promise<void> | null = null;
+  /** Ends the detached-tap sweep's wait early at shutdown. */
+  private wake: (() => void) | null = null;
+  /** Taps being created right now: on no bridge for a moment, and ours. */
+  private readonly creating = new Set<string>();
   private closed = false;
 
   constructor(private readonly deps: TapPoolDeps) {}
@@ -33,8 +44,18 @@ export class TapPool {
 
   private async create(): Promise<string> {
     const name = this.newName();
-    await this.deps.ops.createTap(name, this.deps.bridge, this.deps.ownerUid);
+    this.creating.add(name);
+    try {
+      await this.deps.ops.createTap(name, this.deps.bridge, this.deps.ownerUid);
+    } finally {
+      this.creating.delete(name);
+    }
     return name;
+  }
+
+  /** Taps VMs hold right now (a copy). */
+  get inUseTaps(): string[] {
+    return [...this.inUse];
   }
 
   /** Idle taps right now (a copy). */
@@ -72,6 +93,50 @@ export class TapPool {
         );
     }
     this.refill();
+    this.sweepDetached();
+  }
+
+  /**
+   * In the background: removes our taps on no bridge (made, never attached: a crash between
+   * the two steps). Ours means `bg-`, owned by our uid, held by no process, and still on no
+   * bridge a grace period after the first look; a tap on another bridge is never listed.
+   */
+  private sweepDetached(): void {
+    const ops = this.deps.ops;
+    if (!ops.listDetachedTaps || this.sweeping || this.closed) return;
+    const loose = async () =>
+      new Set(
+        (await ops.listDetachedTaps!())
+          .filter((t) => t.ownerUid === this.deps.ownerUid && !t.open)
+          .map((t) => t.name)
+          .filter((n) => !this.creating.has(n) && !this.inUse.has(n) && !this.idle.includes(n)),
+      );
+    this.sweeping = (async () => {
+      const first = await loose();
+      if (first.size === 0) return;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.deps.detachedGraceMs ?? 2_000);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
+      if (this.closed) return; // the next daemon looks again
+      for (const tap of await loose()) {
+        if (!first.has(tap)) continue;
+        try {
+          await ops.deleteTap(tap);
+          this.deps.log?.info?.({ tap }, "removed a tap of ours that was on no bridge");
+        } catch (err) {
+          this.deps.log?.error({ err, tap }, "could not remove a detached tap");
+        }
+      }
+    })()
+      .catch((err: unknown) => this.deps.log?.error({ err }, "detached tap sweep failed"))
+      .finally(() => {
+        this.sweeping = null;
+      });
   }
 
   /** An idle tap, or a new one when the pool is empty. */
@@ -124,12 +189,13 @@ export class TapPool {
 
   /** Resolves once no refill is running. */
   async settled(): Promise<void> {
-    while (this.filling) await this.filling;
+    while (this.filling || this.sweeping) await (this.filling ?? this.sweeping);
   }
 
   /** Daemon shutdown: no more refills; idle taps are removed, taps in use stay with their VMs. */
   async drain(): Promise<void> {
     this.closed = true;
+    this.wake?.();
     await this.settled();
     const idle = this.idle;
     this.idle = [];

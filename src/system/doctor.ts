@@ -1,4 +1,5 @@
 import pc from "picocolors";
+import type { NetworkStatus } from "../api/methods.js";
 import type { PrivilegedProbe } from "../net/privileged-mode.js";
 import { detectAccel, type AccelDeps } from "./accel.js";
 import type { CommandRunner } from "./runner.js";
@@ -62,6 +63,8 @@ export interface DoctorDeps {
   probePrivileged(): Promise<PrivilegedProbe>;
   /** For the fix line: the user the helper should serve. */
   userName: string;
+  /** How the running daemon networks VMs (and what failed); null when no daemon runs. */
+  daemonNetwork?: () => Promise<NetworkStatus | null>;
 }
 
 /** `mke2fs 1.47.0 (5-Feb-2023)` → [1, 47, 0] */
@@ -210,6 +213,31 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
           detail: `${probe.reason}; VMs use user-mode networking (no <name>.vm names)`,
           fix: `sudo banger system install   (or once, by hand: sudo banger-helper --user ${deps.userName}; see docs/system.md)`,
         };
+      },
+    },
+    {
+      name: "bridge",
+      async run() {
+        // Only a running daemon knows whether its bridge set-up worked; doctor never starts one.
+        const net = deps.daemonNetwork ? await deps.daemonNetwork() : null;
+        if (!net)
+          return {
+            status: "ok",
+            detail:
+              "bangerd is not running: bridge set-up is tried (and reported here) when it starts",
+          };
+        if (net.problem)
+          return {
+            status: "fail",
+            detail: `${net.problem}; VMs fall back to user-mode networking (no <name>.vm names)`,
+            ...(net.hint ? { fix: net.hint } : {}),
+          };
+        return net.mode === "bridge"
+          ? {
+              status: "ok",
+              detail: `bangerd runs bridge networking on ${net.bridge ?? "?"} (${net.reason})`,
+            }
+          : { status: "ok", detail: `bangerd runs user-mode networking (${net.reason})` };
       },
     },
     {
