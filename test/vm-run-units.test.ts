@@ -70,6 +70,7 @@ test("a command that cannot start says so and exits 127", async () => {
 function fakeDaemon(script: {
   create: (name: string) => unknown;
   exists: (name: string) => boolean;
+  state?: string;
 }) {
   const calls: Array<[string, Record<string, unknown>]> = [];
   const client = {
@@ -77,7 +78,8 @@ function fakeDaemon(script: {
       calls.push([method, params]);
       if (method === "vm.create") return script.create(params.name as string);
       if (method === "vm.show") {
-        if (script.exists(params.name as string)) return { name: params.name };
+        if (script.exists(params.name as string))
+          return { name: params.name, state: script.state ?? "running" };
         throw new BangerError(ErrorCode.NotFound, "no such VM");
       }
       if (method === "vm.delete") return { deleted: params.names };
@@ -131,7 +133,24 @@ test("--rm keeps a VM whose SSH never came up, for 'vm logs'", async () => {
   const { err, stderr } = await runWith(daemon, { rm: true, name: "stuck" });
   assert.ok(err instanceof BangerError && err.code === ErrorCode.SshTimeout);
   assert.equal(daemon.calls.filter(([m]) => m === "vm.delete").length, 0);
-  assert.match(stderr, /vm stuck is still running/);
+  assert.match(stderr, /vm stuck is kept \(running\) so you can see why: 'banger vm logs stuck'/);
+});
+
+test("--rm keeps a VM whose VMM exited during boot (stopped), for 'vm logs'", async () => {
+  const daemon = fakeDaemon({
+    create: () => {
+      throw new BangerError(ErrorCode.BootFailed, "the VMM of VM panicky exited during boot");
+    },
+    exists: () => true,
+    state: "stopped",
+  });
+  const { err, stderr } = await runWith(daemon, { rm: true, name: "panicky" });
+  assert.ok(err instanceof BangerError && err.code === ErrorCode.BootFailed);
+  assert.equal(daemon.calls.filter(([m]) => m === "vm.delete").length, 0);
+  assert.match(
+    stderr,
+    /vm panicky is kept \(stopped\) so you can see why: 'banger vm logs panicky'; delete it with/,
+  );
 });
 
 test("--rm deletes a VM whose create failed after it existed", async () => {

@@ -154,7 +154,8 @@ export async function runVm(
   };
 
   let name: string | null = null;
-  let keep = !opts.rm;
+  const keep = !opts.rm;
+  let keptForLogs = false;
   try {
     const progress = createProgressRenderer(deps.out);
     const info = await (async () => {
@@ -181,7 +182,8 @@ export async function runVm(
           const taken = err instanceof BangerError && err.code === ErrorCode.AlreadyExists;
           if (taken) name = null;
           if (taken && !opts.name && attempt < 5) continue;
-          if (err instanceof BangerError && err.code === ErrorCode.SshTimeout) keep = true;
+          // A boot that failed is kept (running or stopped) so 'vm logs', which its error names, works.
+          if (err instanceof BangerError && KEPT_FOR_LOGS.has(err.code)) keptForLogs = true;
           throw err;
         }
       }
@@ -240,20 +242,35 @@ export async function runVm(
     process.on("SIGINT", hold);
     process.off("SIGINT", onSigint);
     try {
-      if (name !== null) await finish(deps, name, keep);
+      if (name !== null) await finish(deps, name, keep, keptForLogs);
     } finally {
       process.off("SIGINT", hold);
     }
   }
 }
 
+/** Failures after which even --rm keeps the VM: its console says why. */
+const KEPT_FOR_LOGS = new Set<number>([ErrorCode.SshTimeout, ErrorCode.BootFailed]);
+
 /** After the command: delete the VM (--rm) on a fresh connection, or say how to get rid of it. */
-async function finish(deps: CliDeps, name: string, keep: boolean): Promise<void> {
-  const gone = await withDaemon(deps, (c) => c.call("vm.show", { name })).then(
-    () => false,
-    (err: unknown) => err instanceof BangerError && err.code === ErrorCode.NotFound,
+async function finish(
+  deps: CliDeps,
+  name: string,
+  keep: boolean,
+  keptForLogs: boolean,
+): Promise<void> {
+  const shown = await withDaemon(deps, (c) => c.call("vm.show", { name })).then(
+    (info) => info,
+    (err: unknown) =>
+      err instanceof BangerError && err.code === ErrorCode.NotFound ? null : undefined,
   );
-  if (gone) return;
+  if (shown === null) return;
+  if (keptForLogs) {
+    deps.out.stderr.write(
+      `vm ${name} is kept${shown ? ` (${shown.state})` : ""} so you can see why: 'banger vm logs ${name}'; delete it with 'banger vm delete ${name}'\n`,
+    );
+    return;
+  }
   if (!keep) {
     try {
       await withDaemon(deps, (c) => c.call("vm.delete", { names: [name] }));
