@@ -8,9 +8,10 @@ import { promisify } from "node:util";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 import { ensureBuilt } from "../helpers/build.js";
 import { bangerCli } from "../helpers/cli.js";
+import { useSharedDefaultImage } from "../helpers/shared-image.js";
 
-// Real VMs under QEMU microvm with TCG, driven through the real bin/banger.
-// The first create derives the kernel and builds the default image.
+// Real VMs under QEMU microvm with TCG, driven through the real bin/banger, on the run's
+// shared default kernel and image (test/image-build.test.ts checks the first run that built them).
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
@@ -45,6 +46,10 @@ before(async () => {
   home = await tempLayout("banger-e2e-");
   // As root, exercise bridge networking (taps, addresses, the .vm DNS responder); else user-mode.
   if (process.getuid?.() === 0) delete home.env.BANGER_NETWORK;
+  // The frozen VM's stop ends with a kill at this deadline (30 s by default).
+  await fs.mkdir(path.dirname(home.layout.configFile), { recursive: true });
+  await fs.writeFile(home.layout.configFile, '[timeouts]\nstop = "10s"\n');
+  await useSharedDefaultImage(home);
 });
 
 /** banger's taps on banger0 that a VM holds open: idle pool taps (no reader) show NO-CARRIER. */
