@@ -85,7 +85,8 @@ export async function sharedDefaultImage(
   const ready = path.join(shared, "ready.json");
   const failed = path.join(shared, "failed.txt");
   const lock = path.join(shared, "lock");
-  const env = { ...baseEnv, BANGER_HOME: path.join(shared, "home") };
+  // User-mode networking whoever asks first: the shared home's daemon must not touch a bridge.
+  const env = { ...baseEnv, BANGER_HOME: path.join(shared, "home"), BANGER_NETWORK: "user" };
   const deadline = Date.now() + 1_200_000;
   while (!(await exists(ready))) {
     // One failed build fails every later file at once instead of each building again.
