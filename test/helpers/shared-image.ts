@@ -79,8 +79,8 @@ export async function useSharedDefaultImage(home: TempLayout): Promise<void> {
  */
 export async function sharedDefaultImage(
   baseEnv: NodeJS.ProcessEnv,
+  shared: string | undefined = process.env.BANGER_TEST_SHARED,
 ): Promise<SharedDefaults | null> {
-  const shared = process.env.BANGER_TEST_SHARED;
   if (!shared) return null;
   const ready = path.join(shared, "ready.json");
   const failed = path.join(shared, "failed.txt");
@@ -116,16 +116,14 @@ export async function sharedDefaultImage(
 
 /**
  * For a test that needs the shared defaults even when run on its own: outside `make test`
- * it makes this process its own shared dir; `release` removes it (and its daemon) again.
+ * it builds them in a shared dir of its own; `release` removes it (and its daemon) again.
  */
 export async function ownSharedDefaults(
   baseEnv: NodeJS.ProcessEnv,
 ): Promise<{ shared: SharedDefaults; release: () => Promise<void> }> {
-  let made: string | null = null;
-  if (!process.env.BANGER_TEST_SHARED) {
-    made = await fs.mkdtemp(path.join(os.tmpdir(), "banger-test-shared-"));
-    process.env.BANGER_TEST_SHARED = made;
-  }
+  const made = process.env.BANGER_TEST_SHARED
+    ? null
+    : await fs.mkdtemp(path.join(os.tmpdir(), "banger-test-shared-"));
   const release = async () => {
     if (!made) return;
     await run(banger, ["daemon", "stop"], {
@@ -133,10 +131,10 @@ export async function ownSharedDefaults(
       timeout: 60_000,
     }).catch(() => undefined);
     await fs.rm(made, { recursive: true, force: true });
-    delete process.env.BANGER_TEST_SHARED;
   };
   try {
-    return { shared: (await sharedDefaultImage(baseEnv))!, release };
+    const shared = await sharedDefaultImage(baseEnv, made ?? process.env.BANGER_TEST_SHARED);
+    return { shared: shared!, release };
   } catch (err) {
     await release();
     throw err;
