@@ -2,45 +2,92 @@ import assert from "node:assert/strict";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
-import { Store } from "../src/store/store.js";
+import { resolveLayout } from "../src/paths/layout.js";
 import { createCommandRunner } from "../src/system/runner.js";
+import { ensureBuilt } from "./helpers/build.js";
+import { bangerCli } from "./helpers/cli.js";
+import { ownSharedDefaults, FIRST_RUN_VM, type SharedDefaults } from "./helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
-import type { ImageService } from "../src/image/service.js";
-import { imageServices, noOci } from "./helpers/services.js";
 
-// Builds the real default image once (mmdebstrap from Debian's repositories) and reads it back with debugfs.
+// The suite's one build from nothing: a fresh home's first `vm create`, run on a terminal as a
+// new user would (test/helpers/shared-image.ts, shared by every test that boots the default
+// image). This file checks what that first run did and left; debugfs reads the image back.
+const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 const runner = createCommandRunner();
-let home: TempLayout;
-let store: Store;
-let images: ImageService;
+let base: TempLayout;
+let shared: SharedDefaults;
+let release: () => Promise<void>;
+const sharedEnv = () => ({ ...base.env, BANGER_HOME: shared.home });
+const { cli, ok } = bangerCli(sharedEnv);
 
 before(async () => {
-  home = await tempLayout("banger-ibuild-");
-  store = Store.open(home.layout.dbFile);
-  ({ images } = imageServices(store, home.layout, { runner, oci: noOci }));
+  await ensureBuilt(root);
+  base = await tempLayout("banger-ibuild-");
+  ({ shared, release } = await ownSharedDefaults(base.env));
 });
 
 after(async () => {
-  store.close();
-  await home.cleanup();
+  // This file started the shared home's daemon again; stop it (the image stays for others).
+  if (shared) await cli("daemon", "stop").catch(() => undefined);
+  await release?.();
+  await base?.cleanup();
+});
+
+/** The stages the CLI marked done on its terminal, in order. */
+function finishedStages(transcript: string): string[] {
+  return [...transcript.matchAll(/✓ ([^\n]+)/g)].map((m) => m[1]!.trim());
+}
+
+test("a fresh home's first vm create derives the kernel and builds the default image, showing its progress", () => {
+  const { firstRun } = shared;
+  assert.equal(firstRun.code, 0, firstRun.transcript);
+  assert.match(firstRun.transcript, new RegExp(`^${FIRST_RUN_VM}$`, "m"), "the VM's name");
+  const stages = finishedStages(firstRun.transcript);
+  for (const stage of [
+    "image",
+    "bootstrap",
+    "flatten",
+    "guest assets",
+    "ext4",
+    "kernel: download",
+    "kernel: initramfs",
+    "disks",
+  ])
+    assert.ok(stages.includes(stage), `stage ${stage} (got: ${stages.join(", ")})`);
+  assert.ok(
+    stages.indexOf("ext4") < stages.indexOf("kernel: download"),
+    "the image is built, then the kernel derived",
+  );
+  assert.match(
+    firstRun.transcript,
+    /building the default image debian-bookworm \(first run only\)/,
+  );
+  assert.deepEqual(
+    [firstRun.vm.state, firstRun.vm.image, firstRun.vm.kernel],
+    ["created", "debian-bookworm", "debian-cloud"],
+  );
 });
 
 test("the default image builds locally with mmdebstrap and boots-ready files are in place", async () => {
-  const stages = new Set<string>();
-  const info = await images.ensure("debian-bookworm", (p) => stages.add(p.stage));
-  for (const stage of ["image", "bootstrap", "flatten", "guest assets", "ext4"])
-    assert.ok(stages.has(stage), `stage ${stage}`);
+  const info = shared.image;
   assert.equal(info.name, "debian-bookworm");
   assert.equal(info.kernel, "debian-cloud");
   assert.equal(info.managed, true);
   assert.match(info.source ?? "", /^mmdebstrap:bookworm$/);
   const dir = path.dirname(info.rootfsPath);
   assert.deepEqual((await fs.readdir(dir)).sort(), ["manifest.json", "rootfs.ext4"]);
+  const layout = resolveLayout({ BANGER_HOME: shared.home });
   assert.deepEqual(
-    (await fs.readdir(home.layout.imagesDir)).filter((f) => f.includes("staging")),
+    (await fs.readdir(layout.imagesDir)).filter((f) => f.includes("staging")),
     [],
     "no staging dir left",
+  );
+  assert.deepEqual(
+    (await fs.readdir(layout.kernelsDir)).filter((f) => f.includes("staging")),
+    [],
+    "no kernel staging dir left",
   );
 
   const rootfs = info.rootfsPath;
@@ -68,8 +115,28 @@ test("the default image builds locally with mmdebstrap and boots-ready files are
     null,
     "man pages excluded",
   );
+});
 
-  // A second ensure reuses it; a second build under the same name is refused.
-  assert.equal((await images.ensure("debian-bookworm")).id, info.id);
-  await assert.rejects(images.build({ name: "debian-bookworm" }), /already exists/);
+test("a second create reuses the image and kernel; a second build under the same name is refused", async () => {
+  const images = async () =>
+    (
+      JSON.parse((await ok("image", "list", "--json")).stdout) as Array<{
+        id: string;
+        name: string;
+      }>
+    ).map((i) => `${i.name} ${i.id}`);
+  const kernels = async () => (await ok("kernel", "list", "--json")).stdout;
+  const [imagesBefore, kernelsBefore] = [await images(), await kernels()];
+  assert.deepEqual(imagesBefore, [`debian-bookworm ${shared.image.id}`]);
+  await ok("vm", "create", "--name", "second", "--no-start", "--disk-size", "1G");
+  try {
+    assert.deepEqual(await images(), imagesBefore);
+    assert.equal(await kernels(), kernelsBefore);
+  } finally {
+    await ok("vm", "delete", "second");
+  }
+  const again = await cli("image", "build");
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /already exists/);
+  assert.deepEqual(await images(), imagesBefore);
 });

@@ -3,57 +3,54 @@ import { execFile, spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
 import { moduleDepends, moduleKey } from "../src/kernel/initramfs.js";
-import { KernelService } from "../src/kernel/service.js";
 import { tcgKernelArgs } from "../src/system/accel.js";
-import { Store } from "../src/store/store.js";
-import { createCommandRunner } from "../src/system/runner.js";
+import { ensureBuilt } from "./helpers/build.js";
+import { ownSharedDefaults, type SharedDefaults } from "./helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 
 const run = promisify(execFile);
+const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
 
-// Real derivation from this machine's apt repositories, then real boots under
-// qemu-system-x86_64 -M microvm with TCG. Every wait is bounded.
+// The kernel the suite's one first run derived from this machine's apt repositories
+// (test/helpers/shared-image.ts; test/image-build.test.ts checks that run's progress), then
+// real boots under qemu-system-x86_64 -M microvm with TCG. Every wait is bounded.
 let home: TempLayout;
-let store: Store;
+let kernel: SharedDefaults["kernel"];
 let kernelDir: string;
 let tcgArgs: string;
+let release: (() => Promise<void>) | undefined;
 
 before(async () => {
+  await ensureBuilt(root);
   home = await tempLayout("banger-kboot-");
   // Without this a busy host makes the guest's TSC calibration fail and the boot stall.
   tcgArgs = tcgKernelArgs(await fs.readFile("/proc/cpuinfo", "utf8")).join(" ");
-  store = Store.open(home.layout.dbFile);
-  const service = new KernelService({
-    store,
-    layout: home.layout,
-    env: {},
-    runner: createCommandRunner(),
-  });
-  const stages: string[] = [];
-  const info = await service.pull("debian-cloud", { progress: (p) => stages.push(p.stage) });
-  kernelDir = info.dir;
-  assert.ok(stages.includes("download") && stages.includes("initramfs"), stages.join(","));
+  const own = await ownSharedDefaults(home.env);
+  release = own.release;
+  kernel = own.shared.kernel;
+  kernelDir = own.shared.kernelDir;
 });
 
 after(async () => {
-  store.close();
-  await home.cleanup();
+  await release?.();
+  await home?.cleanup();
 });
 
 test("debian-cloud is derived from the distribution's cloud kernel package", async () => {
-  const row = store.getKernel("debian-cloud")!;
-  assert.match(row.source ?? "", /^apt:linux-image-.*(cloud|kvm|generic)/);
-  assert.match(row.version ?? "", /^\d+\.\d+/);
+  assert.equal(kernel.name, "debian-cloud");
+  assert.match(kernel.source ?? "", /^apt:linux-image-.*(cloud|kvm|generic)/);
+  assert.match(kernel.version ?? "", /^\d+\.\d+/);
   const vmlinuz = await fs.readFile(path.join(kernelDir, "vmlinuz"));
   assert.equal(vmlinuz.toString("latin1", 0x202, 0x206), "HdrS", "vmlinuz is a bzImage");
   const vmlinux = await fs.readFile(path.join(kernelDir, "vmlinux"));
   assert.equal(vmlinux.readUInt32BE(0), 0x7f454c46, "vmlinux is an ELF image");
   assert.ok((await fs.stat(path.join(kernelDir, "config"))).size > 0);
   const manifest = JSON.parse(await fs.readFile(path.join(kernelDir, "manifest.json"), "utf8"));
-  assert.equal(manifest.version, row.version);
+  assert.equal(manifest.version, kernel.version);
   assert.match(manifest.cmdline, /console=ttyS0/);
 });
 

@@ -37,7 +37,9 @@ export function createProgressRenderer(out: Out): {
       } else if (r.current !== undefined) {
         line += ` ${formatSizeBytes(r.current)}`;
       }
-      out.stderr.write(line.slice(0, ((out.stderr as { columns?: number }).columns ?? 100) - 1));
+      // A terminal of unknown size (a pty nobody sized, a serial console) reports 0 columns.
+      const columns = (out.stderr as { columns?: number }).columns || 100;
+      out.stderr.write(line.slice(0, columns - 1));
       live = true;
     },
     done() {

@@ -48,6 +48,9 @@ import {
 import { KeyedLock } from "./locks.js";
 import { randomVmName, VM_NAME } from "../api/vm-names.js";
 
+/** The longest the guest's own poweroff over SSH may take (it returns at once when the guest answers). */
+const POWEROFF_SSH_MS = 10_000;
+
 export interface VmServiceDeps {
   store: Store;
   layout: Layout;
@@ -492,25 +495,26 @@ export class VmService {
       if (mode === "kill") {
         await this.driverOf(handles).kill(handles);
       } else {
-        // Ask the guest first: minimal images have no ACPI power-button handler, so the
-        // VMM's powerdown (next, with the deadline and a kill after it) is the fallback.
-        if ((await this.driverOf(handles).status(handles)) === "running") {
-          await this.deps.runner
-            .run(
-              "ssh",
-              await this.guestCommandArgv(row, handles, "systemctl poweroff || poweroff"),
-              {
-                timeoutMs: 10_000,
-              },
-            )
-            .catch(() => undefined);
-        }
+        // [timeouts] stop bounds the whole graceful stop: a guest that does not answer SSH
+        // (frozen, hung) must not add its own wait on top of the VMM's deadline.
         const stopMs =
           this.deps.stopDeadlineMs ??
           // A config broken since the VM started must not keep it from stopping.
           (await loadConfig(this.deps.layout.configFile).catch(() => defaultConfig())).timeouts
             .stopMs;
-        await this.driverOf(handles).stop(handles, stopMs);
+        const end = Date.now() + stopMs;
+        // Ask the guest first: minimal images have no ACPI power-button handler, so the
+        // VMM's powerdown (next, with what is left of the deadline and a kill after it) is the fallback.
+        if ((await this.driverOf(handles).status(handles)) === "running") {
+          await this.deps.runner
+            .run(
+              "ssh",
+              await this.guestCommandArgv(row, handles, "systemctl poweroff || poweroff"),
+              { timeoutMs: Math.min(POWEROFF_SSH_MS, stopMs) },
+            )
+            .catch(() => undefined);
+        }
+        await this.driverOf(handles).stop(handles, Math.max(0, end - Date.now()));
       }
       if (handles.userNet) await stopUserNat(handles.userNet, this.dirOf(row.id));
       this.driverOf(handles).release?.(handles);

@@ -46,7 +46,10 @@ export interface VmHandles {
 export interface Driver {
   readonly name: "qemu" | "firecracker";
   start(spec: VmSpec): Promise<VmHandles>;
-  /** Graceful shutdown; kills at the deadline. Resolves once the process is gone. */
+  /**
+   * Graceful shutdown; kills at the deadline, which bounds the whole call (the request to the
+   * VMM included: a frozen VMM never answers it). Resolves once the process is gone.
+   */
   stop(handles: VmHandles, deadlineMs: number): Promise<void>;
   kill(handles: VmHandles): Promise<void>;
   /** Is this VMM process alive and is it the one the handles describe? */

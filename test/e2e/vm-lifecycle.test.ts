@@ -10,9 +10,10 @@ import { ensureBuilt } from "../helpers/build.js";
 import { assertTapsAccountedFor, bridgeTaps } from "../helpers/bridge-taps.js";
 import { bangerCli } from "../helpers/cli.js";
 import { cleanupE2eHome, vmmPids } from "../helpers/e2e-cleanup.js";
+import { useSharedDefaultImage } from "../helpers/shared-image.js";
 
-// Real VMs under QEMU microvm with TCG, driven through the real bin/banger.
-// The first create derives the kernel and builds the default image.
+// Real VMs under QEMU microvm with TCG, driven through the real bin/banger, on the run's
+// shared default kernel and image (test/image-build.test.ts checks the first run that built them).
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
@@ -86,6 +87,10 @@ before(async () => {
       () => false,
     ));
   }
+  // The frozen VM's stop ends with a kill at this deadline (30 s by default).
+  await fs.mkdir(path.dirname(home.layout.configFile), { recursive: true });
+  await fs.writeFile(home.layout.configFile, '[timeouts]\nstop = "10s"\n');
+  await useSharedDefaultImage(home);
 });
 
 after(async () => {

@@ -87,6 +87,9 @@ export function qemuArgs(spec: VmSpec): string[] {
 }
 
 /** QEMU's microvm machine, controlled over QMP; the process is daemonized so it outlives bangerd. */
+/** The longest a QMP powerdown request may take (a healthy QEMU answers at once). */
+const QMP_POWERDOWN_MS = 5_000;
+
 export class QemuDriver implements Driver {
   readonly name = "qemu" as const;
 
@@ -171,11 +174,18 @@ export class QemuDriver implements Driver {
   }
 
   async stop(handles: VmHandles, deadlineMs: number): Promise<void> {
+    const end = Date.now() + deadlineMs;
     if ((await this.status(handles)) === "stopped") return;
     // ACPI power button, for guests that handle it (a guest already shutting down ignores it);
-    // -no-reboot makes QEMU exit when the guest powers off.
-    await qmpExecute(handles.controlSocket, "system_powerdown").catch(() => {});
-    if (await waitForExit(handles.pid, deadlineMs)) return;
+    // -no-reboot makes QEMU exit when the guest powers off. A frozen QEMU never answers QMP:
+    // the request's own wait comes out of the deadline.
+    await qmpExecute(
+      handles.controlSocket,
+      "system_powerdown",
+      undefined,
+      Math.min(QMP_POWERDOWN_MS, deadlineMs),
+    ).catch(() => {});
+    if (await waitForExit(handles.pid, Math.max(0, end - Date.now()))) return;
     await this.kill(handles);
   }
 
