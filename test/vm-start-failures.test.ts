@@ -17,6 +17,7 @@ import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 import { killProcessesNaming, processesNaming } from "./helpers/procs.js";
 import { imageServices, noOci } from "./helpers/services.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import { vmRow } from "./helpers/vm-row.js";
 
 interface ScriptedDriver extends Driver {
   /** What the VMM is doing now, as status() reports it. */
@@ -173,24 +174,13 @@ async function fixture(
     sshDeadlineMs: opts.sshDeadlineMs ?? 3000,
     stopDeadlineMs: 1000,
   });
-  const now = new Date().toISOString();
-  const row: VmRow = {
+  const row = vmRow({
     id: randomBytes(6).toString("hex"),
     name: "dev",
-    imageId: null,
     kernelRef: "junk",
-    vcpu: 1,
-    memoryBytes: 2 ** 30,
-    diskBytes: 2 ** 30,
     state: opts.state ?? "created",
     nat: opts.nat ?? false,
-    ip: null,
-    mac: null,
-    vmm: "qemu",
-    teardownJson: null,
-    createdAt: now,
-    updatedAt: now,
-  };
+  });
   store.insertVm(row);
   const dir = path.join(home.layout.vmsDir, row.id);
   await fs.mkdir(dir, { recursive: true });
@@ -317,6 +307,30 @@ test("SSH never answering (a silent listener): SshTimeout, the live VM is left r
     listener.close();
     await rejection(f.vms.start("dev"));
     assert.ok(f.ops.calls.includes(`deleteTap ${oldTap}`), f.ops.calls.join("\n"));
+  } finally {
+    listener.close();
+    await f.done();
+  }
+});
+
+test("two starts at once: the second sees the first's VMM (the row as it is under the lock), never a second VMM", async () => {
+  const listener = await silentListener();
+  const driver = scriptedDriver({ sshPort: listener.port });
+  const f = await fixture(driver, { bridge: true, sshDeadlineMs: 1000 });
+  try {
+    const [first, second] = await Promise.allSettled([f.vms.start("dev"), f.vms.start("dev")]);
+    assert.equal(first.status, "rejected");
+    assert.equal((first as PromiseRejectedResult).reason.code, ErrorCode.SshTimeout);
+    assert.equal(second.status, "rejected");
+    const err = (second as PromiseRejectedResult).reason as BangerError;
+    assert.equal(err.code, ErrorCode.InvalidState, err.message);
+    assert.match(err.message, /VM dev is already running/);
+    assert.deepEqual(
+      driver.calls.filter((c) => c === "start"),
+      ["start"],
+      "a second VMM on the same disks",
+    );
+    assert.equal(f.ops.taps.size, 1);
   } finally {
     listener.close();
     await f.done();

@@ -146,6 +146,25 @@ export class VmService {
     return path.join(this.deps.layout.vmsDir, id);
   }
 
+  /**
+   * Runs fn under the VM's lifecycle lock with its row as it is once the lock is held:
+   * a row read before waiting may be stale (a start or stop that ran meanwhile).
+   */
+  private withVmLock<T>(name: string, fn: (row: VmRow) => Promise<T>): Promise<T> {
+    const id = this.row(name).id;
+    return this.locks.run(id, async () => {
+      const row = this.row(name);
+      // Deleted and re-created under the same name while we waited: not the VM asked for.
+      if (row.id !== id)
+        throw new BangerError(
+          ErrorCode.NotFound,
+          `VM ${name} was deleted while this request waited`,
+          "'banger vm list' shows what exists",
+        );
+      return fn(row);
+    });
+  }
+
   private row(name: string): VmRow {
     const row = this.deps.store.getVmByName(name);
     if (!row)
@@ -321,8 +340,7 @@ export class VmService {
   }
 
   async start(name: string, progress: Progress = () => {}, signal?: AbortSignal): Promise<VmInfo> {
-    const row = this.row(name);
-    return this.locks.run(row.id, async () => {
+    return this.withVmLock(name, async (row) => {
       const current = row.state === "running" ? await this.handlesOf(row) : null;
       if (current && (await this.driverOf(current).status(current)) === "running") {
         throw new BangerError(
@@ -525,8 +543,7 @@ export class VmService {
   }
 
   async stop(name: string): Promise<VmInfo> {
-    const row = this.row(name);
-    return this.locks.run(row.id, async () => {
+    return this.withVmLock(name, async (row) => {
       if (row.state !== "running")
         throw new BangerError(
           ErrorCode.InvalidState,
@@ -539,8 +556,7 @@ export class VmService {
   }
 
   async kill(name: string): Promise<VmInfo> {
-    const row = this.row(name);
-    return this.locks.run(row.id, async () => {
+    return this.withVmLock(name, async (row) => {
       await this.shutdown(row, "kill");
       return this.info(this.row(name));
     });
@@ -559,14 +575,17 @@ export class VmService {
   async delete(names: string[]): Promise<{ deleted: string[] }> {
     const rows = names.map((n) => this.row(n)); // all names valid before anything is touched
     const deleted: string[] = [];
-    for (const row of rows) {
-      await this.locks.run(row.id, async () => {
+    for (const stale of rows) {
+      await this.locks.run(stale.id, async () => {
+        // As it is now: a start or stop may have run while this waited for the lock.
+        const row = this.deps.store.listVms().find((v) => v.id === stale.id);
+        if (!row) return; // another delete got there first
         await this.shutdown(row, "graceful");
         await fsp.rm(this.dirOf(row.id), { recursive: true, force: true });
         await forgetHostKey(await this.sshIdentity(), row.name, this.deps.runner);
         this.deps.store.deleteVm(row.id);
       });
-      deleted.push(row.name);
+      deleted.push(stale.name);
     }
     return { deleted };
   }
@@ -617,9 +636,7 @@ export class VmService {
    * return: the caller's guest I/O must not make stop/delete/restart wait.
    */
   async guestTarget(name: string): Promise<GuestTarget> {
-    const row = this.row(name);
-    return this.locks.run(row.id, async () => {
-      const current = this.row(name);
+    return this.withVmLock(name, async (current) => {
       const handles = current.state === "running" ? await this.handlesOf(current) : null;
       if (!handles || (await this.driverOf(handles).status(handles)) !== "running")
         throw new BangerError(
@@ -650,8 +667,7 @@ export class VmService {
     name: string,
     change: { vcpu?: number | undefined; memoryBytes?: number | undefined },
   ): Promise<VmInfo> {
-    const row = this.row(name);
-    return this.locks.run(row.id, async () => {
+    return this.withVmLock(name, async (row) => {
       if (row.state === "running")
         throw new BangerError(
           ErrorCode.InvalidState,
