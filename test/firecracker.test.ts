@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import http from "node:http";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
@@ -205,6 +206,35 @@ test("the API client speaks HTTP over the unix socket", async () => {
     await fs.rm(dir, { recursive: true, force: true });
   }
 });
+
+test(
+  "a frozen Firecracker (a socket that never answers) costs the request's time limit, and no time left means no wait",
+  { timeout: 10_000 },
+  async () => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-fc-"));
+    const socket = path.join(dir, "api.sock");
+    // Accepts and never answers, like a VMM that is SIGSTOPped.
+    const held = new Set<net.Socket>();
+    const server = net.createServer((s) => {
+      held.add(s);
+      s.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    try {
+      const req = {
+        method: "PUT",
+        path: "/actions",
+        body: { action_type: "SendCtrlAltDel" },
+      } as const;
+      await assert.rejects(apiRequest(socket, req, 200), /timed out/);
+      // Node treats an http timeout of 0 as none at all: this hung until the test's timeout.
+      await assert.rejects(apiRequest(socket, req, 0), /timed out/);
+    } finally {
+      server.close();
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  },
+);
 
 test("a real Firecracker binary boots a VM", { timeout: 300_000 }, async (t) => {
   // Each precondition Firecracker really has, checked in turn; a missing one skips with its reason.

@@ -108,7 +108,8 @@ export function apiRequest(
             ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }
             : {}),
         },
-        timeout: timeoutMs,
+        // Node reads a timeout of 0 as "wait forever".
+        timeout: Math.max(1, timeoutMs),
       },
       (res) => {
         let body = "";
@@ -191,12 +192,13 @@ export class FirecrackerDriver implements Driver {
   async stop(handles: VmHandles, deadlineMs: number): Promise<void> {
     const end = Date.now() + deadlineMs;
     if ((await this.status(handles)) === "stopped") return;
-    // A frozen VMM never answers: the request's own wait comes out of the deadline.
-    await apiRequest(
-      handles.controlSocket,
-      { method: "PUT", path: "/actions", body: { action_type: "SendCtrlAltDel" } },
-      Math.min(10_000, deadlineMs),
-    ).catch(() => undefined);
+    // A frozen VMM never answers: the request's own wait comes out of the deadline (none left: kill).
+    if (deadlineMs > 0)
+      await apiRequest(
+        handles.controlSocket,
+        { method: "PUT", path: "/actions", body: { action_type: "SendCtrlAltDel" } },
+        Math.min(10_000, deadlineMs),
+      ).catch(() => undefined);
     if (await waitForExit(handles.pid, Math.max(0, end - Date.now()))) return;
     await this.kill(handles);
   }
