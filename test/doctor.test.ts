@@ -24,6 +24,20 @@ function accelDeps(cpuinfo: string, kvmOpens: boolean): AccelDeps {
   return { readFile: async () => cpuinfo, canOpenRw: async () => kvmOpens };
 }
 
+/** Every check doctor runs, in order. */
+const CHECK_NAMES = [
+  "node",
+  "accel",
+  "qemu",
+  "e2fsprogs",
+  "ssh",
+  "passt",
+  "tun",
+  "helper",
+  "bridge",
+  "vm defaults",
+];
+
 test("accel: vmx and an openable /dev/kvm mean KVM", async () => {
   assert.equal((await detectAccel(accelDeps(VMX, true))).kind, "kvm");
 });
@@ -108,18 +122,7 @@ test("doctor: a complete KVM host is all ok", async () => {
   );
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    [
-      "node",
-      "accel",
-      "qemu",
-      "e2fsprogs",
-      "ssh",
-      "passt",
-      "tun",
-      "helper",
-      "bridge",
-      "vm defaults",
-    ],
+    CHECK_NAMES,
   );
 });
 
@@ -295,18 +298,7 @@ test("doctor: the real checks run on this machine and give what this machine has
   };
   assert.deepEqual(
     report.checks.map((c) => c.name),
-    [
-      "node",
-      "accel",
-      "qemu",
-      "e2fsprogs",
-      "ssh",
-      "passt",
-      "tun",
-      "helper",
-      "bridge",
-      "vm defaults",
-    ],
+    CHECK_NAMES,
   );
   // What the suite itself needs is here, so these are ok, with the real tools' versions.
   expect("node", "ok", new RegExp(`^Node\\.js ${process.version.replace(/\./g, "\\.")}$`));

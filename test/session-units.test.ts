@@ -14,6 +14,7 @@ import {
   type CommandRunner,
   type RunOptions,
 } from "../src/system/runner.js";
+import { isPidAlive } from "../src/vmm/process.js";
 
 const target: GuestTarget = {
   vmId: "abc123",
@@ -94,15 +95,6 @@ async function localGuest() {
   };
 }
 
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 /** Bounded polling of a session's state. */
 async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
   for (let i = 0; i < 200; i++) {
@@ -143,7 +135,7 @@ test("start validates before any SSH, then runs the script over SSH under a per-
     assert.equal(s.state, "running");
     assert.equal(s.command, displayCommand(argv));
     assert.equal(s.cwd, await fs.realpath(guest.dir));
-    assert.ok(s.pid && alive(s.pid), "the command runs");
+    assert.ok(s.pid && isPidAlive(s.pid), "the command runs");
     const logs = await until(
       "the command's output",
       () => guest.service.logs("dev", "web", undefined),
@@ -152,7 +144,7 @@ test("start validates before any SSH, then runs the script over SSH under a per-
     assert.equal(Buffer.from(logs.data, "base64").toString(), "it's a b\n");
     const killed = await guest.service.kill("dev", "web");
     assert.deepEqual([killed.state, killed.exitCode], ["exited", 137]);
-    assert.ok(!alive(s.pid), "kill ended it");
+    assert.ok(!isPidAlive(s.pid), "kill ended it");
   } finally {
     await guest.cleanup();
   }
@@ -191,7 +183,7 @@ test("stop's SSH bound outlasts its SIGTERM deadline", async () => {
     const started = await guest.service.start("dev", "web", ["sleep", "30"], guest.dir);
     const s = await guest.service.stop("dev", "web", 45_000);
     assert.deepEqual([s.state, s.exitCode], ["exited", 143], "SIGTERM ended it");
-    assert.ok(!alive(started.pid!), "the command is gone");
+    assert.ok(!isPidAlive(started.pid!), "the command is gone");
     const call = guest.calls.at(-1)!;
     assert.match(call.args.at(-1)!, / stop \S+ web 450$/);
     assert.ok((call.opts.timeoutMs ?? 0) > 45_000);

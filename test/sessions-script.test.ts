@@ -13,6 +13,7 @@ import {
   type SessionRecord,
   type SessionVerb,
 } from "../src/guest/sessions.js";
+import { isPidAlive } from "../src/vmm/process.js";
 
 // The guest script run by the host's real shells against a temp dir standing in for
 // /root/.banger/sessions: dash (Debian's /bin/sh) and busybox sh (minimal OCI images).
@@ -62,15 +63,6 @@ after(async () => {
     await fs.rm(path.dirname(dir), { recursive: true, force: true });
   }
 });
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 for (const shell of [["dash"], ["busybox", "sh"]]) {
   describe(`guest session script under ${shell.join(" ")}`, () => {
@@ -147,7 +139,7 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
       const echo = ["sh", "-c", 'echo ready; while read -r l; do echo "got:$l"; done; echo eof'];
       const started = await start("echo", echo, "/tmp");
       assert.equal(started.state, "running");
-      assert.ok(started.pid && alive(started.pid), "the command runs");
+      assert.ok(started.pid && isPidAlive(started.pid), "the command runs");
       assert.equal(started.cwd, await fs.realpath("/tmp"));
       assert.equal(started.command, displayCommand(echo));
       assert.match(started.startedAt ?? "", /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
@@ -167,7 +159,7 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
       const stopped = await one({ verb: "stop", name: "echo", timeoutMs: 5000 });
       assert.equal(stopped.state, "exited");
       assert.equal(stopped.exitCode, 143, "SIGTERM");
-      assert.ok(!alive(started.pid), "the command is gone");
+      assert.ok(!isPidAlive(started.pid), "the command is gone");
 
       const notRunning = await sh({ verb: "send", name: "echo" }, "late\n");
       assert.equal(notRunning.code, 3);
@@ -197,10 +189,11 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
       const stopped = await one({ verb: "stop", name: "stubborn", timeoutMs: 300 });
       assert.equal(stopped.state, "exited");
       assert.equal(stopped.exitCode, 137, "SIGKILL");
-      assert.ok(!alive(rec.pid!));
+      assert.ok(!isPidAlive(rec.pid!));
       // Its children (the sleep) went with the process group (once init has reaped them).
-      for (let i = 0; i < 100 && alive(-rec.pid!); i++) await new Promise((r) => setTimeout(r, 50));
-      assert.ok(!alive(-rec.pid!), "nothing is left in the process group");
+      for (let i = 0; i < 100 && isPidAlive(-rec.pid!); i++)
+        await new Promise((r) => setTimeout(r, 50));
+      assert.ok(!isPidAlive(-rec.pid!), "nothing is left in the process group");
     });
 
     test("kill sends SIGKILL at once", async () => {
@@ -208,10 +201,10 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
       const killed = await one({ verb: "kill", name: "victim" });
       assert.equal(killed.state, "exited");
       assert.equal(killed.exitCode, 137);
-      assert.ok(killed.pid && !alive(killed.pid), "the command is gone");
-      for (let i = 0; i < 100 && alive(-killed.pid); i++)
+      assert.ok(killed.pid && !isPidAlive(killed.pid), "the command is gone");
+      for (let i = 0; i < 100 && isPidAlive(-killed.pid); i++)
         await new Promise((r) => setTimeout(r, 50));
-      assert.ok(!alive(-killed.pid), "nothing is left in the process group");
+      assert.ok(!isPidAlive(-killed.pid), "nothing is left in the process group");
     });
 
     test("clear errors: running duplicate, missing command, missing cwd, unknown name", async () => {

@@ -12,6 +12,7 @@ import { QemuDriver } from "../src/vmm/qemu/driver.js";
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
 import { imageServices } from "./helpers/services.js";
 import { tempLayout } from "./helpers/temp-home.js";
+import { vmRow } from "./helpers/vm-row.js";
 
 // `[timeouts] stop` bounds a whole graceful stop, so a guest that answers nothing (a frozen
 // VMM) is killed at that deadline instead of after every step's own fixed wait.
@@ -70,24 +71,14 @@ test("a guest that never answers SSH: the poweroff attempt and the VMM's stop sh
       host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
       stopDeadlineMs: stopMs,
     });
-    const now = new Date().toISOString();
-    store.insertVm({
-      id: "0123456789ab",
-      name: "frozen",
-      imageId: null,
-      kernelRef: "debian-cloud",
-      vcpu: 1,
-      memoryBytes: 2 ** 30,
-      diskBytes: 2 ** 30,
-      state: "running",
-      nat: false,
-      ip: "10.0.2.15",
-      mac: null,
-      vmm: "qemu",
-      teardownJson: JSON.stringify(handles),
-      createdAt: now,
-      updatedAt: now,
-    });
+    store.insertVm(
+      vmRow({
+        name: "frozen",
+        state: "running",
+        ip: "10.0.2.15",
+        teardownJson: JSON.stringify(handles),
+      }),
+    );
 
     const info = await vms.stop("frozen");
     assert.equal(info.state, "stopped");

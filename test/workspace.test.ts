@@ -28,6 +28,7 @@ import { createCommandRunner, type CommandRunner } from "../src/system/runner.js
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
 import { imageServices } from "./helpers/services.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import { vmRow } from "./helpers/vm-row.js";
 
 // Host side with real git and tar on temp repos; the guest side is a fake (test/e2e/workspace.test.ts has real VMs).
 const exec = promisify(execFile);
@@ -351,24 +352,14 @@ async function vmFixture(home: TempLayout) {
     pickVmm: async () => "qemu",
     host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
   });
-  const now = new Date().toISOString();
-  store.insertVm({
-    id: "0123456789ab",
-    name: "ws",
-    imageId: null,
-    kernelRef: "debian-cloud",
-    vcpu: 1,
-    memoryBytes: 2 ** 30,
-    diskBytes: 2 ** 30,
-    state: "running",
-    nat: false,
-    ip: "10.0.2.15",
-    mac: null,
-    vmm: "qemu",
-    teardownJson: JSON.stringify(handles),
-    createdAt: now,
-    updatedAt: now,
-  });
+  store.insertVm(
+    vmRow({
+      name: "ws",
+      state: "running",
+      ip: "10.0.2.15",
+      teardownJson: JSON.stringify(handles),
+    }),
+  );
   return { store, vms, driver };
 }
 

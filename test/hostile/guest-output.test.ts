@@ -13,6 +13,7 @@ import { Store } from "../../src/store/store.js";
 import type { VmHandles } from "../../src/vmm/driver.js";
 import { bangerCli, type CliResult } from "../helpers/cli.js";
 import { hostileDaemon, runTable, type HostileDaemon, type HostileRow } from "./harness.js";
+import { vmRow } from "../helpers/vm-row.js";
 
 const exec = promisify(execFile);
 const VM = "hostile";
@@ -91,24 +92,14 @@ before(async () => {
     tap: null,
   };
   const store = Store.open(daemon.home.layout.dbFile);
-  const now = new Date().toISOString();
-  store.insertVm({
-    id: "0123456789ab",
-    name: VM,
-    imageId: null,
-    kernelRef: "debian-cloud",
-    vcpu: 1,
-    memoryBytes: 2 ** 30,
-    diskBytes: 2 ** 30,
-    state: "running",
-    nat: false,
-    ip: "10.0.2.15",
-    mac: null,
-    vmm: "qemu",
-    teardownJson: JSON.stringify(handles),
-    createdAt: now,
-    updatedAt: now,
-  });
+  store.insertVm(
+    vmRow({
+      name: VM,
+      state: "running",
+      ip: "10.0.2.15",
+      teardownJson: JSON.stringify(handles),
+    }),
+  );
   store.close();
   repo = path.join(fake, "repo");
   await fs.mkdir(repo);
