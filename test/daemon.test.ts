@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
+import path from "node:path";
 import { after, test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { tryConnect, type DaemonClient } from "../src/cli/client.js";
@@ -173,6 +174,42 @@ test("a second daemon on the same home is refused while the first runs", async (
   }
 });
 
+test("a second daemon on the same state with another runtime dir (XDG_RUNTIME_DIR differs) is refused", async () => {
+  const home = await freshHome();
+  const first = await Daemon.open(deps(home));
+  const otherRun = path.join(home.home, "other-run");
+  const other = {
+    ...home.layout,
+    runtimeDir: otherRun,
+    socketFile: path.join(otherRun, "bangerd.sock"),
+    pidFile: path.join(otherRun, "bangerd.pid"),
+    lockFile: path.join(otherRun, "bangerd.lock"),
+  };
+  try {
+    await assert.rejects(
+      Daemon.open({ ...deps(home), layout: other }),
+      (err: unknown) =>
+        err instanceof BangerError &&
+        err.code === ErrorCode.Busy &&
+        new RegExp(`another bangerd \\(pid ${process.pid}\\) already uses .*XDG_RUNTIME_DIR`).test(
+          err.message,
+        ),
+    );
+    // Refused before it listened: nothing of it is left, the first still answers.
+    assert.equal(await exists(other.socketFile), false);
+    assert.equal(await exists(other.lockFile), false, "its runtime lock is released");
+    const client = await connect(home);
+    await client.call("daemon.ping", {});
+    client.close();
+  } finally {
+    await first.close();
+  }
+  assert.equal(await exists(home.layout.stateLockFile), false, "the state lock is released");
+  // With the first gone, the other runtime dir may serve this state.
+  const second = await Daemon.open({ ...deps(home), layout: other });
+  await second.close();
+});
+
 test("a stale lock and socket from a crashed daemon are replaced", async () => {
   const home = await freshHome();
   await fs.mkdir(home.layout.runtimeDir, { recursive: true });
@@ -222,6 +259,7 @@ for (const failAt of steps) {
       /injected failure/,
     );
     assert.equal(await exists(home.layout.lockFile), false, "lock released");
+    assert.equal(await exists(home.layout.stateLockFile), false, "state lock released");
     assert.equal(await exists(home.layout.socketFile), false, "socket removed");
     assert.equal(await exists(home.layout.pidFile), false, "pid file removed");
     assert.equal(storeClosed, stores.length, "store closed if it was opened");

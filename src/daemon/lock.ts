@@ -36,6 +36,12 @@ export const defaultLockDeps: LockDeps = { isDaemonAlive: isLiveDaemonPid };
 export async function acquirePidLock(
   file: string,
   deps: LockDeps = defaultLockDeps,
+  busy: (owner: number) => BangerError = (owner) =>
+    new BangerError(
+      ErrorCode.Busy,
+      `another bangerd is already running (pid ${owner})`,
+      "use 'banger daemon status' to inspect it or 'banger daemon stop' to stop it",
+    ),
 ): Promise<PidLock> {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
@@ -57,13 +63,7 @@ export async function acquirePidLock(
       if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
     }
     const owner = await readPid(file);
-    if (owner !== null && (await deps.isDaemonAlive(owner))) {
-      throw new BangerError(
-        ErrorCode.Busy,
-        `another bangerd is already running (pid ${owner})`,
-        "use 'banger daemon status' to inspect it or 'banger daemon stop' to stop it",
-      );
-    }
+    if (owner !== null && (await deps.isDaemonAlive(owner))) throw busy(owner);
     await fs.rm(file, { force: true });
   }
   throw new BangerError(

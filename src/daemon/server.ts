@@ -72,6 +72,19 @@ export class Daemon {
 
       const lock: PidLock = await acquirePidLock(layout.lockFile, deps.lock ?? defaultLockDeps);
       undo.push(() => lock.release());
+      // The runtime dir follows XDG_RUNTIME_DIR, which cron, sudo or an ssh session may not
+      // set: a second daemon there would share this state (and sweep the first one's work).
+      const stateLock: PidLock = await acquirePidLock(
+        layout.stateLockFile,
+        deps.lock ?? defaultLockDeps,
+        (owner) =>
+          new BangerError(
+            ErrorCode.Busy,
+            `another bangerd (pid ${owner}) already uses ${layout.stateDir}, with another runtime dir (XDG_RUNTIME_DIR differs)`,
+            `stop it ('kill ${owner}'), or run banger with the XDG_RUNTIME_DIR it was started with`,
+          ),
+      );
+      undo.push(() => stateLock.release());
       await step("lock");
 
       const store = (deps.openStore ?? ((file) => Store.open(file)))(layout.dbFile);

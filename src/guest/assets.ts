@@ -95,7 +95,12 @@ fi
 rm -f /etc/ssh/ssh_host_*
 ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key || { say "error: ssh-keygen failed"; exit 1; }
 mkdir -p /var/lib/banger /run/sshd
+# The keys reach the disk before the marker does: a VM killed seconds after its first boot
+# (ext4 commits the empty marker before it writes the keys' delayed blocks) kept the marker
+# and empty keys, and sshd never started again.
+sync
 touch "$marker"
+sync
 exit 0
 `;
 

@@ -17,6 +17,8 @@ export interface Layout {
   socketFile: string;
   pidFile: string;
   lockFile: string;
+  /** A second lock beside the state: two daemons whose runtime dirs differ never share it. */
+  stateLockFile: string;
   daemonLogFile: string;
 }
 
@@ -68,6 +70,7 @@ export function resolveLayout(env: Env = process.env, homeDir: string = os.homed
     socketFile: path.join(runtimeDir, "bangerd.sock"),
     pidFile: path.join(runtimeDir, "bangerd.pid"),
     lockFile: path.join(runtimeDir, "bangerd.lock"),
+    stateLockFile: path.join(stateDir, "bangerd.lock"),
     daemonLogFile: path.join(stateDir, "bangerd.log"),
   };
 }
