@@ -215,10 +215,22 @@ test(
     // A kernel install killed half-way: made as the code names them (a real one needs apt).
     const orphanKernel = path.join(home.layout.kernelsDir, "debian-cloud.staging-0badf00d");
     const orphanKernelTmp = path.join(home.layout.kernelsDir, "banger-kernel-Ab3dE9");
-    const orphanPublished = path.join(home.layout.kernelsDir, "debian-cloud");
-    for (const d of [orphanKernel, orphanKernelTmp, orphanPublished]) {
+    for (const d of [orphanKernel, orphanKernelTmp]) {
       await fs.mkdir(d);
       await fs.writeFile(path.join(d, "vmlinuz"), "half");
+    }
+    // Finished dirs no row names (a lost banger.db): maybe all the user has of a VM's disks, so
+    // they are reported, never removed.
+    const unownedKernel = path.join(home.layout.kernelsDir, "debian-cloud");
+    const unownedImage = path.join(home.layout.imagesDir, "0123456789ab");
+    const unownedVm = path.join(home.layout.vmsDir, "ba5eba11dead");
+    for (const [d, file] of [
+      [unownedKernel, "vmlinuz"],
+      [unownedImage, "rootfs.ext4"],
+      [unownedVm, "work.ext4"],
+    ] as const) {
+      await fs.mkdir(d);
+      await fs.writeFile(path.join(d, file), "someone's data");
     }
     // Never followed or removed: a symlink named like a VM id, and names banger never makes.
     const outside = path.join(home.home, "outside");
@@ -231,8 +243,14 @@ test(
 
     // The next daemon (started on demand by this command) sweeps before it answers.
     await ok("image", "list");
-    for (const gone of [staging, orphanKernel, orphanKernelTmp, orphanPublished])
+    for (const gone of [staging, orphanKernel, orphanKernelTmp])
       assert.equal(await exists(gone), false, `${gone} was swept`);
+    for (const unowned of [unownedKernel, unownedImage, unownedVm])
+      assert.equal(
+        await fs.readFile(path.join(unowned, (await fs.readdir(unowned))[0]!), "utf8"),
+        "someone's data",
+        `${unowned} (finished, no row) was kept`,
+      );
     for (const kept of [
       imageDir,
       image.rootfsPath,
@@ -249,6 +267,13 @@ test(
       assert.ok(
         log.split("\n").some((l) => l.includes("no VM, image or kernel owns") && l.includes(gone)),
         `the log says ${gone} was removed`,
+      );
+    for (const unowned of [unownedKernel, unownedImage, unownedVm])
+      assert.ok(
+        log
+          .split("\n")
+          .some((l) => l.includes("finished directory: left alone") && l.includes(unowned)),
+        `the log reports ${unowned}`,
       );
     // What was kept still works.
     assert.equal(JSON.parse((await ok("vm", "show", "keep", "--json")).stdout).id, vm.id);

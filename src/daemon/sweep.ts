@@ -16,27 +16,45 @@ export interface SweepResult {
   removed: string[];
   /** Entries that are not banger's names (or not plain directories): left alone. */
   skipped: string[];
+  /** Finished VM, image or kernel dirs that no row names: reported, never removed. */
+  unowned: string[];
 }
+
+/** Written first into a new `vms/<id>/` and removed once its row exists (src/daemon/vm-service.ts). */
+export const VM_CREATING_MARKER = "creating";
 
 // The names banger gives what it makes under each state dir (see the services that make them):
 // VM and image ids are 6 random bytes in hex; staging and moved-aside copies carry a suffix.
 const ID = "[0-9a-f]{12}";
 const VM_ENTRY = new RegExp(`^${ID}$`);
-const IMAGE_ENTRY = new RegExp(`^${ID}(\\.staging|\\.staging-[0-9a-f]{8}|\\.old-[0-9a-f]{8})?$`);
+const IMAGE_WORK = new RegExp(`^${ID}(\\.staging|\\.staging-[0-9a-f]{8}|\\.old-[0-9a-f]{8})$`);
+const IMAGE_DONE = new RegExp(`^${ID}$`);
 const KERNEL_WORK = /^(.+)\.(staging|old)-[0-9a-f]{8}$|^banger-kernel-[A-Za-z0-9]{6}$/;
 
-function kernelEntry(name: string): boolean {
+/** What an entry is: work a killed daemon left (removed), something finished (kept), or not ours. */
+type Kind = "work" | "finished" | "foreign";
+
+function kernelKind(name: string): Kind {
   const work = KERNEL_WORK.exec(name);
-  if (work) return work[1] === undefined || KERNEL_NAME.test(work[1]);
-  return KERNEL_NAME.test(name);
+  if (work) return work[1] === undefined || KERNEL_NAME.test(work[1]) ? "work" : "foreign";
+  return KERNEL_NAME.test(name) ? "finished" : "foreign";
+}
+
+/** A VM dir is an unfinished create while it holds the marker, or nothing at all yet. */
+async function vmKind(name: string, entry: string): Promise<Kind> {
+  if (!VM_ENTRY.test(name)) return "foreign";
+  const inside = await fsp.readdir(entry).catch(() => null);
+  if (inside === null) return "foreign";
+  return inside.length === 0 || inside.includes(VM_CREATING_MARKER) ? "work" : "finished";
 }
 
 /**
  * Start-up sweep, before any request is served: removes what a daemon killed half-way left
  * under vms/, images/ and kernels/ that no store row owns (a VM dir whose row was never
- * written, an image's `<id>.staging`, a kernel's `.staging-*`). Only banger's own names,
- * only real directories (a symlink is never followed nor removed), and never anything a
- * row's path lies in, however that path is spelled.
+ * written, still holding its `creating` marker; an image's `<id>.staging`; a kernel's
+ * `.staging-*`). Only banger's own work names, only real directories (a symlink is never
+ * followed nor removed), never anything a row's path lies in, however that path is spelled,
+ * and never a finished VM, image or kernel dir, even one no row names (only logged).
  */
 export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
   const { store, layout } = deps;
@@ -53,19 +71,23 @@ export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
     if (real) protect.add(real);
   }
   const mounts = await mountPoints();
-  const result: SweepResult = { removed: [], skipped: [] };
-  const areas: Array<[string, (name: string) => boolean]> = [
-    [layout.vmsDir, (n) => VM_ENTRY.test(n)],
-    [layout.imagesDir, (n) => IMAGE_ENTRY.test(n)],
-    [layout.kernelsDir, kernelEntry],
+  const result: SweepResult = { removed: [], skipped: [], unowned: [] };
+  const areas: Array<[string, (name: string, entry: string) => Kind | Promise<Kind>]> = [
+    [layout.vmsDir, vmKind],
+    [
+      layout.imagesDir,
+      (n) => (IMAGE_WORK.test(n) ? "work" : IMAGE_DONE.test(n) ? "finished" : "foreign"),
+    ],
+    [layout.kernelsDir, kernelKind],
   ];
-  for (const [dir, ours] of areas) {
+  for (const [dir, kindOf] of areas) {
     const names = await fsp.readdir(dir).catch(() => [] as string[]);
     for (const name of names) {
       const entry = path.join(dir, name);
       const stat = await fsp.lstat(entry).catch(() => null);
       if (!stat) continue;
-      if (!ours(name) || !stat.isDirectory()) {
+      const kind = stat.isDirectory() ? await kindOf(name, entry) : "foreign";
+      if (kind === "foreign") {
         result.skipped.push(entry);
         continue;
       }
@@ -74,6 +96,16 @@ export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
         spellings.some((s) => p === s || p.startsWith(`${s}${path.sep}`)),
       );
       if (isOwned) continue;
+      // Finished work no row names (a lost or replaced banger.db, a crash between publishing
+      // and recording): it may be all the user has of a VM's disks, so it is only reported.
+      if (kind === "finished") {
+        deps.log?.error(
+          { path: entry },
+          "no VM, image or kernel row names this finished directory: left alone; remove it by hand if it is not needed",
+        );
+        result.unowned.push(entry);
+        continue;
+      }
       // A build killed mid-way may have left a mount inside (a chroot's /proc, /dev): never
       // recurse into the host's files through it; say so and leave it for the user.
       if (mounts.some((m) => spellings.some((s) => m === s || m.startsWith(`${s}${path.sep}`)))) {

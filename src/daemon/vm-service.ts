@@ -46,6 +46,7 @@ import {
   type UserNatHandles,
 } from "../net/user-nat.js";
 import { KeyedLock } from "./locks.js";
+import { VM_CREATING_MARKER } from "./sweep.js";
 import { randomVmName, VM_NAME } from "../api/vm-names.js";
 
 /** The longest the guest's own poweroff over SSH may take (it returns at once when the guest answers). */
@@ -255,6 +256,8 @@ export class VmService {
       const vmm = await this.deps.pickVmm();
       const dir = this.dirOf(id);
       await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+      // Until the row exists this dir is unfinished work the start-up sweep may remove.
+      await fsp.writeFile(path.join(dir, VM_CREATING_MARKER), "");
       const now = new Date().toISOString();
       const row: VmRow = {
         id,
@@ -311,6 +314,8 @@ export class VmService {
         await fsp.rm(dir, { recursive: true, force: true });
         throw err;
       }
+      // The row owns the dir now (the sweep never touches what a row owns): the marker is moot.
+      await fsp.rm(path.join(dir, VM_CREATING_MARKER), { force: true }).catch(() => undefined);
       if (req.start === false) return { ...this.info(row), warnings };
       try {
         return { ...(await this.start(name, progress, signal)), warnings };
