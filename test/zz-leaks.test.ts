@@ -158,7 +158,7 @@ before(async () => {
   const links = (await run("ip", ["-o", "link", "show"])).stdout.split("\n");
   const holders = await tunHolders();
   const taps = links.flatMap((line) => {
-    const name = /^\d+: (bg-[0-9a-f]+)[@:]/.exec(line)?.[1];
+    const name = /^\d+: (bg-[^:@\s]+)[@:]/.exec(line)?.[1];
     if (!name) return [];
     return [
       { name, master: / master (\S+)/.exec(line)?.[1] ?? "", holders: holders.get(name) ?? [] },

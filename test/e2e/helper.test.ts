@@ -11,7 +11,8 @@ import { natTable } from "../../src/net/privileged.js";
 import { ensureBuilt } from "../helpers/build.js";
 import { assertTapsAccountedFor, bridgeTaps as tapsOn } from "../helpers/bridge-taps.js";
 import { bangerBin, bangerCli } from "../helpers/cli.js";
-import { cleanupE2eHome, processesNaming, vmmPids } from "../helpers/e2e-cleanup.js";
+import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
+import { processesNaming, vmmPids } from "../helpers/procs.js";
 import { sharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -329,7 +330,11 @@ test(
     assert.equal(code, 0, `banger-helper exits cleanly on SIGTERM:\n${helperLog}`);
     helper = null;
     await assert.rejects(fs.stat(socket), /ENOENT/, "the helper removes its socket");
-    assert.deepEqual(await processesNaming(socketDir), [], "no helper on this socket is left");
+    assert.deepEqual(
+      (await processesNaming(socketDir)).map((p) => p.cmd),
+      [],
+      "no helper on this socket is left",
+    );
     assert.deepEqual(await daemonsOfHome(), [], "no daemon of this home is left");
     // What the helper did, as its log tells: every operation on banger's own devices.
     assert.match(helperLog, /"method":"createTap"/);

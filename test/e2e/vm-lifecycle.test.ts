@@ -9,7 +9,8 @@ import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 import { ensureBuilt } from "../helpers/build.js";
 import { assertTapsAccountedFor, bridgeTaps } from "../helpers/bridge-taps.js";
 import { bangerCli } from "../helpers/cli.js";
-import { cleanupE2eHome, vmmPids } from "../helpers/e2e-cleanup.js";
+import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
+import { vmmPids } from "../helpers/procs.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 
 // Real VMs under QEMU microvm with TCG, driven through the real bin/banger, on the run's

@@ -7,7 +7,8 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { ensureBuilt } from "../helpers/build.js";
 import { bangerCli } from "../helpers/cli.js";
-import { cleanupE2eHome, processesNaming, vmmPids } from "../helpers/e2e-cleanup.js";
+import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
+import { processesNaming, vmmPids } from "../helpers/procs.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
@@ -149,7 +150,7 @@ test("Ctrl-C during the command still deletes the VM with --rm", { timeout: 600_
     // Wait until the remote command runs: this home's ssh (its known_hosts) with the command.
     const deadline = Date.now() + 300_000;
     const commandRuns = async () => {
-      for (const pid of await processesNaming(home.home, (a) => path.basename(a) === "ssh")) {
+      for (const { pid } of await processesNaming(home.home, (a) => path.basename(a) === "ssh")) {
         const argv = (await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "")).split(
           "\0",
         );

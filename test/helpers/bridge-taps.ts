@@ -16,7 +16,7 @@ export async function bridgeTaps(bridge: string): Promise<BridgeTap[]> {
     stdout: "",
   }));
   return r.stdout.split("\n").flatMap((line) => {
-    const name = /^\d+: (bg-[0-9a-f]+)[@:]/.exec(line)?.[1];
+    const name = /^\d+: (bg-[^:@\s]+)[@:]/.exec(line)?.[1];
     return name ? [{ name, idle: line.includes("NO-CARRIER") }] : [];
   });
 }

@@ -63,7 +63,7 @@ export async function cleanupE2eHome(
   for (const bridge of leftovers.bridges ?? []) {
     await step(`taps of ${bridge}`, async () => {
       const r = await run("ip", ["-o", "link", "show", "master", bridge]);
-      for (const tap of r.stdout.matchAll(/^\d+: (bg-[0-9a-f]+)[@:]/gm))
+      for (const tap of r.stdout.matchAll(/^\d+: (bg-[^:@\s]+)[@:]/gm))
         await run("ip", ["link", "del", tap[1]!]).catch(() => undefined);
     });
     await step(`bridge ${bridge}`, async () => {
@@ -95,33 +95,6 @@ export async function killHomeVmms(home: TempLayout): Promise<void> {
     for (const m of handles.matchAll(/"(?:pid|passtPid|relayPid)":\s*(\d+)/g))
       await killPid(Number(m[1]), vmDir);
   }
-}
-
-/**
- * Pids of the VMMs (qemu-system-*, firecracker) whose command line names a path under `dir`:
- * a home, or one VM's directory. What a test asserts about its own VMs, never a host-wide
- * match on a VM name (another run, or the user's own banger, may have a VM of that name).
- */
-export async function vmmPids(dir: string): Promise<number[]> {
-  return processesNaming(dir, (argv0) => /^(qemu-system-|firecracker)/.test(path.basename(argv0)));
-}
-
-/** Pids whose command line names a path under `dir` (and whose argv[0] passes `which`). */
-export async function processesNaming(
-  dir: string,
-  which: (argv0: string) => boolean = () => true,
-): Promise<number[]> {
-  const under = `${dir.replace(/\/$/, "")}/`;
-  const pids: number[] = [];
-  for (const entry of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    const argv = (await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => ""))
-      .split("\0")
-      .filter(Boolean);
-    if (argv.length > 0 && which(argv[0]!) && argv.some((a) => a.includes(under)))
-      pids.push(Number(entry));
-  }
-  return pids.sort((a, b) => a - b);
 }
 
 /** Kills the pid in `file` if its command line contains `mark` (a recycled pid is not ours). */

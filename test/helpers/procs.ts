@@ -1,19 +1,38 @@
 import fs from "node:fs/promises";
+import path from "node:path";
 
 /**
- * Live processes whose command line contains `mark` (a VM's or a test home's own directory:
- * QEMU, passt and banger's frame filter all name the VM directory). Zombies have an empty
- * command line and do not count.
+ * Live processes whose command line names a path under `dir` (a VM's or a test home's own
+ * directory: QEMU, passt and banger's frame filter all name the VM directory), and whose
+ * argv[0] passes `which`. Zombies have an empty command line and do not count.
  */
-export async function processesNaming(mark: string): Promise<Array<{ pid: number; cmd: string }>> {
+export async function processesNaming(
+  dir: string,
+  which: (argv0: string) => boolean = () => true,
+): Promise<Array<{ pid: number; cmd: string }>> {
+  const under = `${dir.replace(/\/$/, "")}/`;
   const found: Array<{ pid: number; cmd: string }> = [];
   for (const entry of await fs.readdir("/proc")) {
     if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
-    if (cmdline.includes(mark))
-      found.push({ pid: Number(entry), cmd: cmdline.replace(/\0/g, " ") });
+    const argv = (await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => ""))
+      .split("\0")
+      .filter(Boolean);
+    if (argv.length > 0 && which(argv[0]!) && argv.some((a) => a.includes(under)))
+      found.push({ pid: Number(entry), cmd: argv.join(" ") });
   }
-  return found;
+  return found.sort((a, b) => a.pid - b.pid);
+}
+
+/**
+ * Pids of the VMMs (qemu-system-*, firecracker) whose command line names a path under `dir`:
+ * a home, or one VM's directory. What a test asserts about its own VMs, never a host-wide
+ * match on a VM name (another run, or the user's own banger, may have a VM of that name).
+ */
+export async function vmmPids(dir: string): Promise<number[]> {
+  const vmms = await processesNaming(dir, (argv0) =>
+    /^(qemu-system-|firecracker)/.test(path.basename(argv0)),
+  );
+  return vmms.map((p) => p.pid);
 }
 
 /** SIGKILLs every process naming `mark` and waits (bounded) until none is left. */
