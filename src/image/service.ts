@@ -13,7 +13,7 @@ import type { CommandRunner } from "../system/runner.js";
 import { fetchBundleToStaging, publishDir } from "../util/bundle-fetch.js";
 import { BundleEntryBase, loadCatalog } from "../util/catalog.js";
 import { removeTree } from "../util/remove-tree.js";
-import { waitUnlessAborted } from "../util/wait.js";
+import { existingOrMade } from "../util/wait.js";
 import { bootstrapDebian } from "./build/debian.js";
 import { loadConfig } from "../config/config.js";
 import { finaliseImage } from "./finalise.js";
@@ -575,30 +575,34 @@ export class ImageService {
   ): Promise<ImageInfo> {
     // Two first-time creates at once: the second waits for the first one's build rather than
     // failing Busy; if that build fails (or its caller cancels it), the waiter builds itself.
-    for (let attempt = 0; ; attempt++) {
-      const row = this.deps.store.getImageByName(name);
-      if (row) return imageInfo(row);
-      const running = this.inflight.get(name);
-      if (running) {
-        progress({ stage: "image", message: `waiting for the build of ${name} already running` });
-        await waitUnlessAborted(running, signal);
-        continue;
-      }
-      if (name !== DEFAULT_IMAGE_NAME) {
-        throw new BangerError(
-          ErrorCode.NotFound,
-          `no image named ${JSON.stringify(name)}`,
-          `'banger image pull <ref> --name ${name}' or 'banger image list'`,
-        );
-      }
-      if (attempt >= 3)
-        throw new BangerError(
+    return existingOrMade({
+      existing: () => {
+        const row = this.deps.store.getImageByName(name);
+        return row ? imageInfo(row) : null;
+      },
+      inflight: () => this.inflight.get(name),
+      waiting: () =>
+        progress({ stage: "image", message: `waiting for the build of ${name} already running` }),
+      make: () => {
+        if (name !== DEFAULT_IMAGE_NAME)
+          throw new BangerError(
+            ErrorCode.NotFound,
+            `no image named ${JSON.stringify(name)}`,
+            `'banger image pull <ref> --name ${name}' or 'banger image list'`,
+          );
+        progress({
+          stage: "image",
+          message: `building the default image ${name} (first run only)`,
+        });
+        return this.build({ name }, progress, signal);
+      },
+      tooMany: (n) =>
+        new BangerError(
           ErrorCode.Busy,
-          `image "${name}" did not appear after ${attempt} builds by other requests`,
+          `image "${name}" did not appear after ${n} builds by other requests`,
           "retry; 'banger image build' shows why it fails",
-        );
-      progress({ stage: "image", message: `building the default image ${name} (first run only)` });
-      return this.build({ name }, progress, signal);
-    }
+        ),
+      signal,
+    });
   }
 }

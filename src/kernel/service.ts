@@ -11,7 +11,7 @@ import { isKernelBundleMember } from "./bundle.js";
 import { findCatalogEntry, loadKernelCatalog } from "./catalog.js";
 import { deriveDistroKernel } from "./debian.js";
 import { copyRegularFile } from "../util/regular-file.js";
-import { waitUnlessAborted } from "../util/wait.js";
+import { existingOrMade } from "../util/wait.js";
 import {
   checkKernelName,
   checkModulesDir,
@@ -387,26 +387,27 @@ export class KernelService {
   ): Promise<KernelInfo> {
     // A VM create that finds the kernel being derived by another waits for it (not Busy);
     // if that one fails, this one tries itself.
-    for (let attempt = 0; ; attempt++) {
-      const row = this.deps.store.getKernel(name);
-      if (row) return kernelInfo(row);
-      const running = this.inflight.get(name);
-      if (running) {
+    return existingOrMade({
+      existing: () => {
+        const row = this.deps.store.getKernel(name);
+        return row ? kernelInfo(row) : null;
+      },
+      inflight: () => this.inflight.get(name),
+      waiting: () =>
         progress?.({
           stage: "wait",
           message: `kernel ${name} is being installed by another request`,
-        });
-        await waitUnlessAborted(running, signal);
-        continue;
-      }
-      if (attempt >= 3)
-        throw new BangerError(
+        }),
+      make: () =>
+        this.pull(name, { ...(progress ? { progress } : {}), ...(signal ? { signal } : {}) }),
+      tooMany: (n) =>
+        new BangerError(
           ErrorCode.Busy,
-          `kernel "${name}" did not appear after ${attempt} installs by other requests`,
+          `kernel "${name}" did not appear after ${n} installs by other requests`,
           `retry; 'banger kernel pull ${name}' shows why it fails`,
-        );
-      return this.pull(name, { ...(progress ? { progress } : {}), ...(signal ? { signal } : {}) });
-    }
+        ),
+      signal,
+    });
   }
 
   async delete(name: string, opts: { force?: boolean } = {}): Promise<{ deleted: string }> {

@@ -113,7 +113,8 @@ export class TapPool {
       );
     this.sweeping = (async () => {
       const first = await loose();
-      if (first.size === 0) return;
+      // A drain() during that first look found no timer to wake: do not wait the grace out.
+      if (first.size === 0 || this.closed) return;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, this.deps.detachedGraceMs ?? 2_000);
         this.wake = () => {

@@ -25,3 +25,33 @@ export function waitUnlessAborted(work: Promise<unknown>, signal?: AbortSignal):
     });
   });
 }
+
+/**
+ * What an `ensure` does for a thing several requests may need at once (the default image, a
+ * kernel): the one already there, else wait for the request already making it, else make it.
+ * When that other request fails (or is cancelled), this one tries; after `rounds` of that it
+ * gives up with `tooMany`.
+ */
+export async function existingOrMade<T>(steps: {
+  existing(): T | null;
+  inflight(): Promise<unknown> | undefined;
+  waiting(): void;
+  make(): Promise<T>;
+  tooMany(rounds: number): BangerError;
+  signal?: AbortSignal | undefined;
+  rounds?: number;
+}): Promise<T> {
+  const rounds = steps.rounds ?? 3;
+  for (let attempt = 0; ; attempt++) {
+    const found = steps.existing();
+    if (found !== null) return found;
+    const running = steps.inflight();
+    if (running) {
+      steps.waiting();
+      await waitUnlessAborted(running, steps.signal);
+      continue;
+    }
+    if (attempt >= rounds) throw steps.tooMany(attempt);
+    return steps.make();
+  }
+}

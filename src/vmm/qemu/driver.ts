@@ -86,10 +86,10 @@ export function qemuArgs(spec: VmSpec): string[] {
   return args;
 }
 
-/** QEMU's microvm machine, controlled over QMP; the process is daemonized so it outlives bangerd. */
 /** The longest a QMP powerdown request may take (a healthy QEMU answers at once). */
 const QMP_POWERDOWN_MS = 5_000;
 
+/** QEMU's microvm machine, controlled over QMP; the process is daemonized so it outlives bangerd. */
 export class QemuDriver implements Driver {
   readonly name = "qemu" as const;
 
