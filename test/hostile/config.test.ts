@@ -19,18 +19,14 @@ import {
 
 const BIN = path.resolve(import.meta.dirname, "../../bin/banger");
 let daemon: HostileDaemon;
-/** The daemon's own TMPDIR, so its temp files are checked under the roots (not the shared /tmp). */
-let tmp: string;
 let configFile: string;
 before(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-tmp-"));
-  daemon = await hostileDaemon({ TMPDIR: tmp });
+  daemon = await hostileDaemon();
   configFile = daemon.home.layout.configFile;
   await fs.mkdir(path.dirname(configFile), { recursive: true });
 });
 after(async () => {
   await daemon?.close();
-  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
 
 /** Text of the config file, or how to make something else at its path. */
@@ -330,7 +326,7 @@ test("config: hostile config files", async (t) => {
           await fs.rm(`${configFile}${extra}`, { force: true });
       }
     },
-    { daemon, roots: [daemon.home.home, tmp], ignore: [...USER_NET, "tmp"] },
+    { daemon, roots: [daemon.home.home], ignore: [...USER_NET, "tmp"] },
   );
 });
 

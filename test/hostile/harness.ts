@@ -23,18 +23,25 @@ export interface HostileDaemon {
   home: TempLayout;
   env: NodeJS.ProcessEnv;
   pid: number;
+  /**
+   * The daemon's own TMPDIR (made here unless `env` names one), so what it leaves in its temp
+   * dir is checked under the table's roots instead of the shared /tmp.
+   */
+  tmp: string;
   /** A new connection to the daemon (the caller closes it). */
   connect(): Promise<DaemonClient>;
   /** Fails the test unless the daemon answers `daemon.ping` on a fresh connection. */
   assertAlive(): Promise<void>;
-  /** Stops the daemon and removes the home. */
+  /** Stops the daemon and removes the home (and the TMPDIR made for it). */
   close(): Promise<void>;
 }
 
 /** Starts the real bangerd in a fresh home; `env` adds to (or overrides) the home's environment. */
 export async function hostileDaemon(env: NodeJS.ProcessEnv = {}): Promise<HostileDaemon> {
   const home = await tempLayout("banger-hostile-");
-  const fullEnv = { ...home.env, ...env };
+  const ownTmp = env.TMPDIR ? null : await fs.mkdtemp(path.join(os.tmpdir(), "hostile-tmp-"));
+  const tmp = env.TMPDIR ?? ownTmp!;
+  const fullEnv = { ...home.env, TMPDIR: tmp, ...env };
   const pid = await startDaemon({ layout: home.layout, env: fullEnv, notice: () => {} });
   const connect = async (): Promise<DaemonClient> => {
     const client = await tryConnect(home.layout);
@@ -45,6 +52,7 @@ export async function hostileDaemon(env: NodeJS.ProcessEnv = {}): Promise<Hostil
     home,
     env: fullEnv,
     pid,
+    tmp,
     connect,
     async assertAlive() {
       const client = await connect();
@@ -65,6 +73,7 @@ export async function hostileDaemon(env: NodeJS.ProcessEnv = {}): Promise<Hostil
       }
       await waitGone(pid, 10_000);
       await home.cleanup();
+      if (ownTmp) await fs.rm(ownTmp, { recursive: true, force: true });
     },
   };
 }
@@ -174,7 +183,7 @@ export function assertClearError(err: unknown, expect: RegExp, what: string): vo
 
 /**
  * Runs every row: `attempt` tries the input; the outcome must match the row, then the daemon
- * must still answer and nothing may be left behind under `roots`.
+ * must still answer and nothing may be left behind under `roots` (and the daemon's TMPDIR).
  */
 export async function runTable<I>(
   rows: Array<HostileRow<I>>,
@@ -189,8 +198,12 @@ export async function runTable<I>(
     ignore?: Array<keyof Leftovers>;
   } = {},
 ): Promise<void> {
+  // The daemon's own TMPDIR is always checked, unless it already lies under a root.
+  const roots = [...(opts.roots ?? [])];
+  const tmp = opts.daemon?.tmp;
+  if (tmp && !roots.some((r) => tmp === r || tmp.startsWith(`${r}/`))) roots.push(tmp);
   for (const row of rows) {
-    const before = await leftovers(opts.roots ?? []);
+    const before = await leftovers(roots);
     let outcome: unknown = undefined;
     let failed = false;
     try {
@@ -206,7 +219,7 @@ export async function runTable<I>(
       assert.fail(`${row.name}: expected to be accepted, failed: ${(outcome as Error).message}`);
     }
     if (opts.daemon) await opts.daemon.assertAlive();
-    const after = await leftovers(opts.roots ?? []);
+    const after = await leftovers(roots);
     for (const key of opts.ignore ?? []) after[key] = before[key];
     assertNothingLeft(before, after, row.name);
   }

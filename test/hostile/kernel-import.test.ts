@@ -17,19 +17,15 @@ import {
 } from "./harness.js";
 
 let daemon: HostileDaemon;
-/** The daemon's own TMPDIR, so its temp files are checked under the roots (not the shared /tmp). */
-let tmp: string;
 let work: string;
 let sockets: net.Server[] = [];
 before(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-tmp-"));
-  daemon = await hostileDaemon({ TMPDIR: tmp });
+  daemon = await hostileDaemon();
   work = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-kimport-"));
 });
 after(async () => {
   for (const s of sockets) s.close();
   await daemon?.close();
-  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
   if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
@@ -401,7 +397,7 @@ test("kernel import: hostile source directories", async (t) => {
         client.close();
       }
     },
-    { daemon, roots: [daemon.home.home, tmp], ignore: [...USER_NET, "tmp"] },
+    { daemon, roots: [daemon.home.home], ignore: [...USER_NET, "tmp"] },
   );
 });
 
@@ -466,6 +462,6 @@ test("image register: loose kernel files must be regular files", async () => {
       },
     ],
     (input) => register(input),
-    { daemon, roots: [daemon.home.home, tmp], ignore: [...USER_NET, "tmp"] },
+    { daemon, roots: [daemon.home.home], ignore: [...USER_NET, "tmp"] },
   );
 });

@@ -18,14 +18,11 @@ import {
 } from "./harness.js";
 
 let daemon: HostileDaemon;
-/** The daemon's own TMPDIR, so its temp files are checked under the roots. */
-let tmp: string;
 let work: string;
 let kernelDir: string;
 let rootfs: string;
 before(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-tmp-"));
-  daemon = await hostileDaemon({ TMPDIR: tmp });
+  daemon = await hostileDaemon();
   work = await fs.mkdtemp(path.join(os.tmpdir(), "hostile-names-"));
   kernelDir = path.join(work, "kernel");
   await fs.mkdir(kernelDir);
@@ -36,7 +33,7 @@ before(async () => {
 });
 after(async () => {
   await daemon?.close();
-  for (const d of [tmp, work]) if (d) await fs.rm(d, { recursive: true, force: true });
+  if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
 type Call = (c: DaemonClient) => Promise<unknown>;
@@ -174,7 +171,7 @@ test("names: hostile VM, kernel and image names", async (t) => {
   t.diagnostic(`${rows.length} hostile inputs`);
   await runTable(rows, attempt, {
     daemon,
-    roots: [daemon.home.home, tmp],
+    roots: [daemon.home.home],
     ignore: [...USER_NET, "tmp"],
   });
 });
