@@ -352,7 +352,9 @@ function duration(v: unknown, [min, max]: [number, number], key: string, fail: F
     const m = /^(\d{1,7})(s|m)$/.exec(v);
     if (m) seconds = Number(m[1]) * (m[2] === "m" ? 60 : 1);
   }
-  if (seconds === null || seconds < min || seconds > max) fail(key, `${JSON.stringify(v)} ${rule}`);
+  // JSON.stringify would print inf and nan as "null".
+  const shown = typeof v === "number" ? String(v) : JSON.stringify(v);
+  if (seconds === null || seconds < min || seconds > max) fail(key, `${shown} ${rule}`);
   return (seconds as number) * 1000;
 }
 

@@ -92,6 +92,7 @@ async function attempt(input: Case, row: HostileRow<Case>): Promise<void> {
 const MiB20 = "x".repeat(2 * 1024 * 1024);
 const vm = (body: string) => `[vm_defaults]\n${body}\n`;
 const netw = (body: string) => `[network]\n${body}\n`;
+const timeouts = (body: string) => `[timeouts]\n${body}\n`;
 
 const rows: Array<HostileRow<Case>> = [
   // Numbers the host cannot do.
@@ -306,6 +307,34 @@ const rows: Array<HostileRow<Case>> = [
     },
     expect: null,
   },
+  // [timeouts]: a wait of zero, forever, or not a number must not reach a timer.
+  { name: "ssh_wait = 0", input: timeouts("ssh_wait = 0"), expect: /ssh_wait: 0 must be from 1s/ },
+  { name: "ssh_wait = -5", input: timeouts("ssh_wait = -5"), expect: /ssh_wait: -5 must be/ },
+  {
+    name: "ssh_wait = 2^63-1",
+    input: timeouts("ssh_wait = 9223372036854775807"),
+    expect: /invalid TOML/,
+  },
+  {
+    name: "ssh_wait = inf",
+    input: timeouts("ssh_wait = inf"),
+    expect: /ssh_wait: Infinity must be/,
+  },
+  { name: "ssh_wait = nan", input: timeouts("ssh_wait = nan"), expect: /ssh_wait: NaN must be/ },
+  { name: 'stop = "1e9s"', input: timeouts('stop = "1e9s"'), expect: /stop: "1e9s" must be/ },
+  {
+    name: 'stop = "99999999m"',
+    input: timeouts('stop = "99999999m"'),
+    expect: /stop: "99999999m" must be/,
+  },
+  { name: 'stop = " 5s"', input: timeouts('stop = " 5s"'), expect: /stop: " 5s" must be/ },
+  { name: "stop = [5]", input: timeouts("stop = [5]"), expect: /stop: \[5\] must be/ },
+  {
+    name: "unknown timeouts key",
+    input: timeouts("boot = 3"),
+    expect: /timeouts\.boot: unknown key/,
+  },
+  { name: "good timeouts", input: timeouts('ssh_wait = "2m"\nstop = 5'), expect: null },
   {
     name: "a good bridge and subnet",
     input: netw('bridge = "banger7"\nsubnet = "192.168.77.0/24"'),
