@@ -337,6 +337,22 @@ test("two starts at once: the second sees the first's VMM (the row as it is unde
   }
 });
 
+test("two VMs deleted at once in a fresh home: one ssh key generation serves both", async () => {
+  const f = await fixture(scriptedDriver({}), { bridge: false });
+  try {
+    f.store.insertVm(vmRow({ id: "0123456789ab", name: "dev2" }));
+    // Each delete forgets its host key with banger's identity, made on first use.
+    const results = await Promise.allSettled([f.vms.delete(["dev"]), f.vms.delete(["dev2"])]);
+    assert.deepEqual(
+      results.map((r) => (r.status === "rejected" ? String(r.reason) : "ok")),
+      ["ok", "ok"],
+    );
+    assert.ok(await exists(path.join(f.home.layout.sshDir, "id_ed25519.pub")));
+  } finally {
+    await f.done();
+  }
+});
+
 test("reconcile: a running row whose VMM is gone is stopped and gives back its tap and handles", async () => {
   const driver = scriptedDriver({});
   const f = await fixture(driver, { bridge: true, state: "running" });

@@ -121,7 +121,8 @@ function freePort(): Promise<number> {
 export class VmService {
   private readonly handles = new Map<string, VmHandles>();
   private readonly locks = new KeyedLock();
-  private identity: SshIdentity | null = null;
+  /** One key generation for every caller: two first creates at once ran ssh-keygen twice on one file. */
+  private identity: Promise<SshIdentity> | null = null;
 
   constructor(private readonly deps: VmServiceDeps) {}
 
@@ -184,8 +185,13 @@ export class VmService {
     return vmInfo(row, image?.name ?? null);
   }
 
-  private async sshIdentity(): Promise<SshIdentity> {
-    this.identity ??= await ensureSshIdentity(this.deps.layout.sshDir, this.deps.runner);
+  private sshIdentity(): Promise<SshIdentity> {
+    this.identity ??= ensureSshIdentity(this.deps.layout.sshDir, this.deps.runner).catch(
+      (err: unknown) => {
+        this.identity = null; // the next caller tries again
+        throw err;
+      },
+    );
     return this.identity;
   }
 
