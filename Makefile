@@ -8,9 +8,11 @@ setup:
 build: setup
 	@npx tsc -p tsconfig.json && date > dist/.build-stamp
 
+# Every script that runs in a guest or the initramfs is POSIX sh, checked as such.
 lint: setup
 	npx tsc -p tsconfig.test.json --noEmit
 	npx prettier --check .
+	shellcheck -s sh guest-scripts/*.sh
 
 format:
 	npx prettier --write .

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils e2fsprogs mmdebstrap busybox-static cpio zstd
   openssh-client openssh-server nftables docker-registry skopeo
-  python3 make g++ git ca-certificates passt
+  python3 make g++ git ca-certificates passt shellcheck
 )
 
 missing=()

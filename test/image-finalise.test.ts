@@ -5,6 +5,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
 import { SSHD_DROP_IN, WORK_DISK_FSTAB_LINE } from "../src/guest/assets.js";
+import { GUEST_SCRIPTS_DIR } from "../src/guest/scripts.js";
 import { finaliseImage } from "../src/image/finalise.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { makeLayer } from "./helpers/layer.js";
@@ -137,6 +138,21 @@ test("guest assets are injected root-owned, with the pinned sshd drop-in and the
   ]);
   assert.match(wants.stdout, /banger-network\.service/);
   assert.match(wants.stdout, /banger-first-boot\.service/);
+  // The injected scripts are guest-scripts/ byte for byte.
+  for (const [file, script] of [
+    ["network-setup", "network-setup.sh"],
+    ["first-boot", "first-boot.sh"],
+    ["init", "init-wrapper.sh"],
+  ]) {
+    const dump = path.join(dir, `dump-${file}`);
+    const r = await runner.run("debugfs", ["-R", `dump /usr/lib/banger/${file} ${dump}`, rootfs]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(
+      await fs.readFile(dump),
+      await fs.readFile(path.join(GUEST_SCRIPTS_DIR, script!)),
+      file,
+    );
+  }
 });
 
 const hostile: Array<[string, Parameters<typeof makeLayer>[0], RegExp]> = [

@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs/promises";
 import { test } from "node:test";
+import zlib from "node:zlib";
 import { parseImageDependency } from "../src/kernel/debian.js";
+import { loadGuestScripts } from "../src/guest/scripts.js";
 import {
+  buildInitramfs,
   isStaticElf,
+  MODULE_LOAD_ORDER,
   moduleDepends,
   resolveModuleOrder,
   writeCpio,
@@ -61,6 +66,27 @@ test("newc cpio: headers, 4-byte alignment and trailer", () => {
   assert.ok(cpio.includes(Buffer.from("TRAILER!!!\0")));
   // filesize field of the first entry (7th field) is the data length.
   assert.equal(Number.parseInt(cpio.toString("latin1", 6 + 6 * 8, 6 + 7 * 8), 16), 10);
+});
+
+test("the initramfs holds guest-scripts/initramfs-init.sh as /init and the module order beside it", () => {
+  const { initramfsInit } = loadGuestScripts();
+  const gz = buildInitramfs({
+    busybox: Buffer.from("busybox"),
+    modules: [
+      { key: "virtio", data: Buffer.from("ko-1") },
+      { key: "virtio_blk", data: Buffer.from("ko-2") },
+    ],
+    init: initramfsInit,
+  });
+  const cpio = zlib.gunzipSync(gz);
+  const member = (name: string) => {
+    const r = spawnSync("cpio", ["-i", "--quiet", "--to-stdout", name], { input: cpio });
+    assert.equal(r.status, 0, r.stderr.toString());
+    return r.stdout.toString();
+  };
+  assert.equal(member("init"), initramfsInit);
+  assert.equal(member(MODULE_LOAD_ORDER), "virtio\nvirtio_blk\n");
+  assert.match(initramfsInit, /done <\/lib\/modules\/load-order$/m);
 });
 
 test("static ELF detection", async () => {

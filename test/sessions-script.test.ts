@@ -13,34 +13,17 @@ import {
   type SessionRecord,
   type SessionVerb,
 } from "../src/guest/sessions.js";
+import { loadGuestScripts } from "../src/guest/scripts.js";
 import { isPidAlive } from "../src/vmm/process.js";
+import { runScript as runArgv, type ScriptRun as Run } from "./helpers/run-script.js";
+
+const scripts = loadGuestScripts();
 
 // The guest script run by the host's real shells against a temp dir standing in for
 // /root/.banger/sessions: dash (Debian's /bin/sh) and busybox sh (minimal OCI images).
 
-interface Run {
-  code: number | null;
-  stdout: Buffer;
-  stderr: string;
-}
-
 function runScript(shell: string[], base: string, v: SessionVerb, input = ""): Promise<Run> {
-  const argv = sessionArgv(shell, base, v);
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
-    const out: Buffer[] = [];
-    let err = "";
-    child.stdout.on("data", (c: Buffer) => out.push(c));
-    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: Buffer.concat(out), stderr: err });
-    });
-    child.stdin.on("error", () => {}); // a script that fails early never reads its stdin
-    child.stdin.end(input);
-  });
+  return runArgv(sessionArgv(scripts, shell, base, v), input);
 }
 
 // Each shell's sessions dir (<temp>/sessions, made by the script itself).
@@ -290,7 +273,7 @@ for (const shell of [["dash"], ["busybox", "sh"]]) {
 
     test("attach forwards stdin and prints output; closing stdin detaches", async () => {
       await start("repl", ["sh", "-c", 'while read -r l; do echo "re:$l"; done']);
-      const argv = sessionArgv(shell, base, { verb: "attach", name: "repl" });
+      const argv = sessionArgv(scripts, shell, base, { verb: "attach", name: "repl" });
       const child = spawn(argv[0]!, argv.slice(1), { stdio: ["pipe", "pipe", "inherit"] });
       const closed = new Promise<number | null>((r) => child.on("close", r));
       const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);

@@ -4,6 +4,7 @@ import { StringDecoder } from "node:string_decoder";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { SessionInfo } from "../api/methods.js";
 import { sessionError, sessionRemoteCommand, type SessionVerb } from "../guest/sessions.js";
+import { loadGuestScripts } from "../guest/scripts.js";
 import { endpointSshArgs, guestSshEnv } from "../guest/ssh.js";
 import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { visible } from "../util/terminal-text.js";
@@ -208,7 +209,7 @@ export function parseTail(text: string): number {
   return n;
 }
 
-/** OpenSSH running one verb of the guest script, its output passed straight through. */
+/** OpenSSH running one verb of the guest script, its output passed straight through (once per CLI run). */
 async function spawnSessionScript(
   deps: CliDeps,
   vm: string,
@@ -217,7 +218,7 @@ async function spawnSessionScript(
   const target = await withDaemon(deps, (c) => c.call("vm.ssh", { name: vm }));
   const args = [
     ...endpointSshArgs(vm, target, ["-o", "BatchMode=yes"]),
-    sessionRemoteCommand(verb),
+    sessionRemoteCommand(loadGuestScripts(), verb),
   ];
   const child = spawn("ssh", args, {
     stdio: ["pipe", "pipe", "pipe"],

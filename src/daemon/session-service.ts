@@ -8,8 +8,10 @@ import {
   sessionRemoteCommand,
   validateSessionName,
   type SessionRecord,
+  type SessionScripts,
   type SessionVerb,
 } from "../guest/sessions.js";
+import { loadGuestScripts } from "../guest/scripts.js";
 import { GUEST_REPLY_MAX_BYTES, rethrowGuestOutput } from "../guest/output.js";
 import { guestSshArgs, type GuestTarget } from "../guest/ssh.js";
 import type { CommandResult, CommandRunner } from "../system/runner.js";
@@ -28,6 +30,8 @@ export interface SessionServiceDeps {
   outputCapBytes?: number;
   /** Bound on one plain guest call (start, list, send, ...). */
   callTimeoutMs?: number;
+  /** The guest scripts; read from guest-scripts/ once, here, when not given. */
+  scripts?: SessionScripts;
 }
 
 export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
@@ -40,8 +44,10 @@ export const DEFAULT_STOP_TIMEOUT_MS = 10_000;
 export class SessionService {
   private readonly guestDir: string;
   private readonly capBytes: number;
+  private readonly scripts: SessionScripts;
 
   constructor(private readonly deps: SessionServiceDeps) {
+    this.scripts = deps.scripts ?? loadGuestScripts();
     this.guestDir = deps.guestDir ?? GUEST_SESSIONS_DIR;
     this.capBytes = Math.max(MIN_OUTPUT_CAP_BYTES, deps.outputCapBytes ?? DEFAULT_OUTPUT_CAP_BYTES);
   }
@@ -165,8 +171,9 @@ export class SessionService {
     verb: SessionVerb,
     opts: { input?: Buffer; timeoutMs?: number; maxOutputBytes?: number } = {},
   ): Promise<CommandResult> {
+    const command = sessionRemoteCommand(this.scripts, verb, this.guestDir);
     const r = await this.deps.runner
-      .run("ssh", [...guestSshArgs(target), sessionRemoteCommand(verb, this.guestDir)], {
+      .run("ssh", [...guestSshArgs(target), command], {
         timeoutMs: opts.timeoutMs ?? this.deps.callTimeoutMs ?? 60_000,
         maxOutputBytes: opts.maxOutputBytes ?? GUEST_REPLY_MAX_BYTES,
         ...(opts.input ? { input: opts.input } : {}),

@@ -3,7 +3,13 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { removeTree } from "../util/remove-tree.js";
 import { buildExt4, defaultExt4Size } from "../disk/ext4.js";
-import { ASSET_TYPE_BITS, guestAssets, WORK_DISK_FSTAB_LINE } from "../guest/assets.js";
+import {
+  ASSET_TYPE_BITS,
+  guestAssets,
+  WORK_DISK_FSTAB_LINE,
+  type AssetScripts,
+} from "../guest/assets.js";
+import { loadGuestScripts } from "../guest/scripts.js";
 import type { CommandRunner } from "../system/runner.js";
 import { S_IFDIR, S_IFREG, type EntryTable } from "../disk/entries.js";
 import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
@@ -37,8 +43,12 @@ async function prepareParent(tree: string, rel: string, entries: EntryTable): Pr
 }
 
 /** Adds the network unit, first-boot unit, sshd drop-in, init wrapper and work-disk fstab line. */
-export async function injectGuestAssets(tree: string, entries: EntryTable): Promise<void> {
-  for (const asset of guestAssets()) {
+export async function injectGuestAssets(
+  tree: string,
+  entries: EntryTable,
+  scripts: AssetScripts,
+): Promise<void> {
+  for (const asset of guestAssets(scripts)) {
     await prepareParent(tree, asset.path, entries);
     const abs = path.join(tree, asset.path);
     const existing = await fsp.lstat(abs).catch(() => null);
@@ -93,6 +103,8 @@ export interface FinaliseOptions {
   runner: CommandRunner;
   progress?: (stage: string, message?: string) => void;
   limits?: ImageLimits;
+  /** The injected scripts; read from guest-scripts/ when not given (once per image: it is rare). */
+  scripts?: AssetScripts;
 }
 
 export interface FinaliseResult {
@@ -116,7 +128,7 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
     entries = flat.entries;
     const { estimatedBytes } = flat;
     progress("guest assets", "network, first boot, sshd, work disk");
-    await injectGuestAssets(tree, entries);
+    await injectGuestAssets(tree, entries, opts.scripts ?? loadGuestScripts());
     const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
     if (opts.sizeBytes !== undefined && opts.sizeBytes < estimatedBytes) {
       throw new BangerError(

@@ -10,6 +10,7 @@ import {
   resolveModuleOrder,
   VIRTIO_MODULES,
 } from "./initramfs.js";
+import { loadGuestScripts } from "../guest/scripts.js";
 import { KERNEL_FILES } from "./kernel-dir.js";
 import { extractVmlinux } from "./vmlinux.js";
 
@@ -32,6 +33,8 @@ export interface DeriveDeps {
   tmpRoot?: string;
   progress?: (stage: string, message?: string) => void;
   busybox?: () => Promise<Buffer>;
+  /** guest-scripts/initramfs-init.sh; read when not given (once per derived kernel: it is rare). */
+  initramfsInit?: string;
 }
 
 /** `apt-cache depends <meta>` → the real image package it points at. */
@@ -115,7 +118,11 @@ export async function deriveDistroKernel(outDir: string, deps: DeriveDeps): Prom
     const busybox = await (deps.busybox ?? (() => findStaticBusybox()))();
     await fsp.writeFile(
       path.join(outDir, KERNEL_FILES.initrd),
-      buildInitramfs({ busybox, modules }),
+      buildInitramfs({
+        busybox,
+        modules,
+        init: deps.initramfsInit ?? loadGuestScripts().initramfsInit,
+      }),
     );
 
     // Keep the modules the initramfs loads, in the kernel's own layout, for reference and re-packing.

@@ -85,62 +85,8 @@ export async function resolveModuleOrder(
   return order;
 }
 
-/** banger's init: load modules, find the root disk (bounded wait), switch_root; on failure say why and power off. */
-export function initScript(modules: string[]): string {
-  return `#!/bin/busybox sh
-# banger initramfs: loads virtio modules, mounts the root disk, switch_root.
-/bin/busybox mkdir -p /proc /sys /dev /newroot /usr/bin /usr/sbin /sbin
-/bin/busybox --install -s
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev 2>/dev/null || mdev -s
-
-fail() {
-  echo "banger-initramfs: error: $*" > /dev/console
-  echo "banger-initramfs: powering off (see 'banger vm logs' for this console)" > /dev/console
-  sleep 1
-  poweroff -f
-}
-
-for m in ${modules.join(" ")}; do
-  insmod "/lib/modules/$m.ko" || fail "cannot load module $m"
-done
-
-root=""; rootfstype="ext4"; init="/sbin/init"; rootwait=30; mode="rw"
-for arg in $(cat /proc/cmdline); do
-  case "$arg" in
-    root=*) root="\${arg#root=}" ;;
-    rootfstype=*) rootfstype="\${arg#rootfstype=}" ;;
-    banger.init=*) init="\${arg#banger.init=}" ;;
-    banger.rootwait=*) rootwait="\${arg#banger.rootwait=}" ;;
-    ro) mode="ro" ;;
-    rw) mode="rw" ;;
-  esac
-done
-[ -n "$root" ] || fail "no root= on the kernel command line"
-
-# Wait, bounded, for the root device to appear.
-dev=""
-i=0
-while [ "$i" -lt $((rootwait * 10)) ]; do
-  case "$root" in
-    UUID=*|LABEL=*) dev="$(findfs "$root" 2>/dev/null)" ;;
-    *) [ -b "$root" ] && dev="$root" ;;
-  esac
-  [ -n "$dev" ] && break
-  sleep 0.1
-  i=$((i + 1))
-done
-[ -n "$dev" ] || fail "root device $root did not appear within \${rootwait}s"
-
-mount -t "$rootfstype" -o "$mode" "$dev" /newroot || fail "cannot mount $dev ($rootfstype) on /newroot"
-[ -x "/newroot$init" ] || [ -L "/newroot$init" ] || fail "$init not found on the root filesystem"
-
-umount /proc /sys
-mount --move /dev /newroot/dev 2>/dev/null || umount /dev
-exec switch_root /newroot "$init"
-`;
-}
+/** Where the initramfs lists the modules its init loads, dependencies first, one per line. */
+export const MODULE_LOAD_ORDER = "lib/modules/load-order";
 
 interface CpioEntry {
   name: string;
@@ -185,6 +131,11 @@ export interface InitramfsInput {
   /** A statically linked busybox. */
   busybox: Buffer;
   modules: Array<{ key: string; data: Buffer }>;
+  /**
+   * guest-scripts/initramfs-init.sh: loads the listed modules, finds the root disk (bounded
+   * wait), switch_root; on failure says why and powers off.
+   */
+  init: string;
 }
 
 /** Builds the gzip-compressed initramfs. */
@@ -210,10 +161,11 @@ export function buildInitramfs(input: InitramfsInput): Buffer {
   for (const m of input.modules)
     entries.push({ name: `lib/modules/${m.key}.ko`, mode: S_IFREG | 0o644, data: m.data });
   entries.push({
-    name: "init",
-    mode: S_IFREG | 0o755,
-    data: Buffer.from(initScript(input.modules.map((m) => m.key))),
+    name: MODULE_LOAD_ORDER,
+    mode: S_IFREG | 0o644,
+    data: Buffer.from(input.modules.map((m) => `${m.key}\n`).join("")),
   });
+  entries.push({ name: "init", mode: S_IFREG | 0o755, data: Buffer.from(input.init) });
   return zlib.gzipSync(writeCpio(entries), { level: 6 });
 }
 

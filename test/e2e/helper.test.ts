@@ -91,7 +91,7 @@ async function readableInstall(): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-helper-install-"));
   try {
     await fs.chmod(dir, 0o755);
-    for (const part of ["bin", "dist", "catalog", "package.json"])
+    for (const part of ["bin", "dist", "catalog", "guest-scripts", "package.json"])
       await fs.cp(path.join(root, part), path.join(dir, part), { recursive: true });
     const modules = await fs.realpath(path.join(root, "node_modules"));
     await fs.symlink(modules, path.join(dir, "node_modules"));
