@@ -8,20 +8,19 @@ import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import { VmService } from "../src/daemon/vm-service.js";
 import { WorkspaceService, type GuestExec } from "../src/daemon/workspace-service.js";
+import { loadGuestScripts } from "../src/guest/scripts.js";
 import {
-  checkBranchName,
   COMMIT_MARKER,
-  exportScript,
-  findRepo,
-  gnuTarSource,
   guestDirFor,
-  listWorkTree,
-  planWorkspace,
-  prepareScript,
-  resolveCommit,
-  shCommand,
-  type TarSourceFactory,
+  workspaceExportArgs,
+  workspaceImportArgs,
+  workspaceRemoteCommand,
 } from "../src/guest/workspace.js";
+import { shellQuote } from "../src/guest/ssh.js";
+import { listWorkTree } from "../src/workspace/files.js";
+import { planWorkspace } from "../src/workspace/plan.js";
+import { checkBranchName, findRepo, resolveCommit } from "../src/workspace/repo.js";
+import { gnuTarSource, type TarSourceFactory } from "../src/workspace/stream.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
@@ -33,6 +32,7 @@ import { vmRow } from "./helpers/vm-row.js";
 // Host side with real git and tar on temp repos; the guest side is a fake (test/e2e/workspace.test.ts has real VMs).
 const exec = promisify(execFile);
 const runner = createCommandRunner();
+const { workspace: script } = loadGuestScripts();
 let scratch: string;
 
 async function gitIn(dir: string, ...args: string[]): Promise<string> {
@@ -215,17 +215,20 @@ test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no 
   await fs.writeFile(path.join(gitDir, "remotes", "old"), "URL: https://u:SECRET-REMOTES@h/\n");
 
   const plan = await planWorkspace(runner, await findRepo(runner, dir), { withWorkTree: true });
-  const script = prepareScript({
-    dir: plan.dir,
-    dests: plan.parts.map((p) => p.dest),
-    gitConfig: plan.gitConfig,
-  });
-  // Everything that crosses to the guest: the script (it carries the config) and the tar stream.
+  const command = workspaceRemoteCommand(
+    script,
+    workspaceImportArgs({
+      dir: plan.dir,
+      dests: plan.parts.map((p) => p.dest),
+      gitConfig: plan.gitConfig,
+    }),
+  );
+  // Everything that crosses to the guest: the command (it carries the config) and the tar stream.
   const source = gnuTarSource(plan.parts);
   const chunks: Buffer[] = [];
   source.stream.on("data", (c: Buffer) => chunks.push(c));
   await source.done;
-  const wire = Buffer.concat([Buffer.from(script), ...chunks]).toString("latin1");
+  const wire = Buffer.concat([Buffer.from(command), ...chunks]).toString("latin1");
   assert.deepEqual(wire.match(/SECRET-[A-Z]+/g) ?? [], [], "secrets on the wire");
   const gitNames = plan.parts[1]!.names;
   for (const gone of ["config", "hooks", "FETCH_HEAD", "modules", "remotes", "credentials"])
@@ -278,29 +281,37 @@ async function extractAll(dests: string[], source: ReturnType<TarSourceFactory>,
 }
 
 test("guest scripts parse, quote odd names, and only swap after the commit marker", async () => {
-  const script = prepareScript({
+  await exec("sh", ["-n", "-c", script]);
+  const args = workspaceImportArgs({
     dir: "/root/it's a repo",
     dests: [".", ".git"],
     branch: "feature/x",
   });
-  await exec("sh", ["-n", "-c", script]);
-  assert.match(script, /dir='\/root\/it'\\''s a repo'/);
-  assert.match(script, /g checkout -q -B feature\/x/);
+  const command = workspaceRemoteCommand(script, args);
+  await exec("sh", ["-n", "-c", command]);
+  // Values are arguments, quoted for the guest's login shell; the script text is sent as is.
+  assert.ok(command.includes(` ${shellQuote("/root/it's a repo")} `), command);
+  assert.ok(command.startsWith(`sh -c ${shellQuote(script)} banger-workspace import `));
+  assert.deepEqual(args.slice(3), ["/root/it's a repo", "", "", "feature/x", ".", ".git"]);
+  assert.match(script, /g checkout -q -B "\$branch"/);
   assert.ok(
-    script.indexOf("BANGER-WORKSPACE-COMMIT") < script.indexOf('mv "$tmp" "$dir"'),
+    script.indexOf('[ "$tail" = "$marker" ]') < script.indexOf('mv "$tmp" "$dir"'),
     "the marker is checked before the swap",
   );
-  const from = prepareScript({ dir: "/root/r", dests: [".git"], from: "a".repeat(40) });
-  await exec("sh", ["-n", "-c", from]);
-  assert.match(from, /checkout -q -f --detach a{40}/);
-  assert.match(from, /base=a{40}/);
+  assert.ok(args.includes("BANGER-WORKSPACE-COMMIT"), "the marker travels as an argument");
+  const from = workspaceImportArgs({ dir: "/root/r", dests: [".git"], from: "a".repeat(40) });
+  await exec("sh", ["-n", "-c", workspaceRemoteCommand(script, from)]);
+  assert.deepEqual(from.slice(3), ["/root/r", "", "a".repeat(40), "", ".git"]);
+  assert.match(script, /checkout -q -f --detach "\$from"/);
+  assert.match(script, /base=\$from/);
   for (const nameOnly of [true, false]) {
-    const exp = exportScript({ nameOnly });
+    const exp = workspaceRemoteCommand(script, workspaceExportArgs({ nameOnly }));
     await exec("sh", ["-n", "-c", exp]);
-    assert.match(exp, /GIT_INDEX_FILE="\$idx" g add -A/);
-    assert.match(exp, /read-tree -m --index-output="\$idx" HEAD/);
-    assert.match(exp, /trap 'rm -f "\$idx"/);
+    assert.ok(exp.endsWith(` export /root/.banger ${nameOnly ? "names" : "patch"}`), exp);
   }
+  assert.match(script, /GIT_INDEX_FILE="\$idx" g add -A/);
+  assert.match(script, /read-tree -m --index-output="\$idx" HEAD/);
+  assert.match(script, /trap 'rm -f "\$idx"/);
 });
 
 // ---- locks: a real VmService (real store, KeyedLock) with a fake driver and a stalled import ----
@@ -411,8 +422,9 @@ function recordingGuest(): { exec: GuestExec; calls: GuestCall[] } {
 /** The command `prepare` must send for `repo` as it is now: the import script for its plan. */
 async function importCommand(dir: string): Promise<string> {
   const plan = await planWorkspace(runner, await findRepo(runner, dir), { withWorkTree: true });
-  return shCommand(
-    prepareScript({
+  return workspaceRemoteCommand(
+    script,
+    workspaceImportArgs({
       dir: plan.dir,
       dests: plan.parts.map((p) => p.dest),
       gitConfig: plan.gitConfig,

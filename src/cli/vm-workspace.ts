@@ -4,7 +4,8 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { endpointSshArgs } from "../guest/ssh.js";
-import { exportScript, shCommand } from "../guest/workspace.js";
+import { loadGuestScripts } from "../guest/scripts.js";
+import { workspaceExportArgs, workspaceRemoteCommand } from "../guest/workspace.js";
 import { formatSizeBytes } from "../util/size.js";
 import { visible } from "../util/terminal-text.js";
 import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.js";
@@ -89,7 +90,10 @@ export function workspaceCommand(deps: CliDeps): Command {
         r = await streamExport({
           vm,
           sshArgs: endpointSshArgs(vm, endpoint, ["-o", "BatchMode=yes"]),
-          command: shCommand(exportScript({ nameOnly })),
+          command: workspaceRemoteCommand(
+            loadGuestScripts().workspace,
+            workspaceExportArgs({ nameOnly }),
+          ),
           nameOnly,
           out: sink,
           signal: abort.signal,

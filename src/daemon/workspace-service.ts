@@ -4,25 +4,23 @@ import { PassThrough, type Readable } from "node:stream";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ResultOf } from "../api/methods.js";
 import { guestSshArgs, type GuestTarget } from "../guest/ssh.js";
+import { loadGuestScripts, type GuestScripts } from "../guest/scripts.js";
 import {
-  checkBranchName,
   COMMIT_MARKER,
-  exportScript,
   exportError,
-  findRepo,
   guestStderrTail,
   noGitError,
-  gnuTarSource,
   GuestStatus,
-  planWorkspace,
-  prepareScript,
-  resolveCommit,
-  shCommand,
-  type TarSourceFactory,
+  workspaceExportArgs,
+  workspaceImportArgs,
+  workspaceRemoteCommand,
 } from "../guest/workspace.js";
 import type { Progress } from "../image/service.js";
 import { GUEST_REPLY_MAX_BYTES, GuestOutputTooLargeError } from "../guest/output.js";
 import { BoundedBuffer, killGroup, outputCap, type CommandRunner } from "../system/runner.js";
+import { planWorkspace } from "../workspace/plan.js";
+import { checkBranchName, findRepo, resolveCommit } from "../workspace/repo.js";
+import { gnuTarSource, type TarSourceFactory } from "../workspace/stream.js";
 import type { VmService } from "./vm-service.js";
 
 export interface GuestExecResult {
@@ -61,6 +59,8 @@ export interface WorkspaceServiceDeps {
   /** Bound on one import's guest I/O. */
   prepareTimeoutMs?: number;
   exportTimeoutMs?: number;
+  /** guest-scripts/workspace.sh; read once, at construction, when not given. */
+  scripts?: Pick<GuestScripts, "workspace">;
 }
 
 export interface PrepareRequest {
@@ -158,10 +158,12 @@ export const sshGuestExec: GuestExec = (target, command, opts) =>
 export class WorkspaceService {
   private readonly tarSource: TarSourceFactory;
   private readonly guestExec: GuestExec;
+  private readonly script: string;
 
   constructor(private readonly deps: WorkspaceServiceDeps) {
     this.tarSource = deps.tarSource ?? gnuTarSource;
     this.guestExec = deps.guestExec ?? sshGuestExec;
+    this.script = (deps.scripts ?? loadGuestScripts()).workspace;
   }
 
   /**
@@ -204,13 +206,16 @@ export class WorkspaceService {
       progress({ stage: "list", message: repo.top });
       // Listed under the lock, so a queued import sends the tree as it is when its turn comes.
       const plan = await planWorkspace(runner, repo, { withWorkTree: from === undefined });
-      const script = prepareScript({
-        dir: plan.dir,
-        dests: plan.parts.map((p) => p.dest),
-        from,
-        branch: req.branch,
-        gitConfig: plan.gitConfig,
-      });
+      const command = workspaceRemoteCommand(
+        this.script,
+        workspaceImportArgs({
+          dir: plan.dir,
+          dests: plan.parts.map((p) => p.dest),
+          from,
+          branch: req.branch,
+          gitConfig: plan.gitConfig,
+        }),
+      );
 
       const abort = new AbortController();
       const onAbort = () => abort.abort();
@@ -248,7 +253,7 @@ export class WorkspaceService {
         total: plan.estimatedBytes,
       });
       try {
-        const r = await this.guestExec(target, shCommand(script), {
+        const r = await this.guestExec(target, command, {
           stdin: feed,
           signal: abort.signal,
           timeoutMs: this.deps.prepareTimeoutMs ?? 30 * 60_000,
@@ -289,7 +294,8 @@ export class WorkspaceService {
     return this.deps.vms.exclusive("workspace", queued.vmId, async () => {
       const target = await this.currentTarget(name, queued.vmId);
       const nameOnly = opts.nameOnly ?? false;
-      const r = await this.guestExec(target, shCommand(exportScript({ nameOnly })), {
+      const command = workspaceRemoteCommand(this.script, workspaceExportArgs({ nameOnly }));
+      const r = await this.guestExec(target, command, {
         signal,
         timeoutMs: this.deps.exportTimeoutMs ?? 10 * 60_000,
         maxStdoutBytes: EXPORT_RPC_MAX_BYTES,

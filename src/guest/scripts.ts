@@ -27,6 +27,8 @@ export const GUEST_SCRIPT_FILES = {
   session: "session.sh",
   /** Written into each session's directory by `session.sh start` and run detached. */
   sessionSupervisor: "session-supervisor.sh",
+  /** `banger vm workspace` import and export, run over SSH with `sh -c`. */
+  workspace: "workspace.sh",
 } as const;
 
 export type GuestScripts = { readonly [K in keyof typeof GUEST_SCRIPT_FILES]: string };

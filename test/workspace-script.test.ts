@@ -1,0 +1,158 @@
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { loadGuestScripts, scriptArgv } from "../src/guest/scripts.js";
+import {
+  COMMIT_MARKER,
+  GuestStatus,
+  WORKSPACE_SCRIPT_NAME,
+  workspaceExportArgs,
+  workspaceImportArgs,
+  type ImportOptions,
+} from "../src/guest/workspace.js";
+import { createCommandRunner } from "../src/system/runner.js";
+import { planWorkspace } from "../src/workspace/plan.js";
+import { findRepo } from "../src/workspace/repo.js";
+import { gnuTarSource } from "../src/workspace/stream.js";
+import { runScript as runArgv, type ScriptRun as Run } from "./helpers/run-script.js";
+
+// guest-scripts/workspace.sh run by the host's dash with real git and tar, against a temp dir
+// standing in for /root/.banger (the state dir is an argument) and a temp workspace dir.
+const exec = promisify(execFile);
+const runner = createCommandRunner();
+const { workspace: script } = loadGuestScripts();
+let scratch: string;
+let repo: string;
+/** dash by its full path: one test runs the script with a PATH that has no git. */
+let dash: string;
+
+function runScript(args: string[], input?: Buffer, env = process.env): Promise<Run> {
+  return runArgv(scriptArgv([dash], script, WORKSPACE_SCRIPT_NAME, args), input, env);
+}
+
+/** The import of `repo` into `dir`, its stream ending with the marker unless `marked` is false. */
+async function importRepo(
+  state: string,
+  dir: string,
+  opts: Partial<ImportOptions> & { marked?: boolean } = {},
+): Promise<Run> {
+  const withWorkTree = opts.from === undefined;
+  const plan = await planWorkspace(runner, await findRepo(runner, repo), { withWorkTree });
+  const source = gnuTarSource(plan.parts);
+  const chunks: Buffer[] = [];
+  source.stream.on("data", (c: Buffer) => chunks.push(c));
+  await source.done;
+  if (opts.marked !== false) chunks.push(Buffer.from(`${COMMIT_MARKER}\n`));
+  const args = workspaceImportArgs(
+    {
+      dir,
+      dests: plan.parts.map((p) => p.dest),
+      gitConfig: plan.gitConfig,
+      from: opts.from,
+      branch: opts.branch,
+    },
+    state,
+  );
+  return runScript(args, Buffer.concat(chunks));
+}
+
+before(async () => {
+  dash = (await exec("sh", ["-c", "command -v dash"])).stdout.trim();
+  scratch = await fs.mkdtemp(path.join(os.tmpdir(), "banger-ws-script-"));
+  repo = path.join(scratch, "repo");
+  await fs.mkdir(repo);
+  const git = (...args: string[]) => exec("git", ["-C", repo, ...args]);
+  await git("init", "-q", "-b", "main");
+  await git("config", "user.email", "t@example.com");
+  await git("config", "user.name", "t");
+  await fs.writeFile(path.join(repo, "a.txt"), "one\n");
+  await git("add", "-A");
+  await git("commit", "-qm", "init");
+  await fs.writeFile(path.join(repo, "untracked.txt"), "new\n");
+});
+
+after(async () => {
+  await fs.rm(scratch, { recursive: true, force: true });
+});
+
+test("import swaps the workspace in and records it; export prints dir, base and the changes", async () => {
+  const state = path.join(scratch, "state-1");
+  const dir = path.join(scratch, "guest", "it's a repo");
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  const r = await importRepo(state, dir);
+  assert.equal(r.code, 0, r.stderr);
+  const base = /^base ([0-9a-f]{40})$/m.exec(r.stdout.toString())?.[1];
+  assert.ok(base, r.stdout.toString());
+  assert.equal(await fs.readFile(path.join(state, "workspace"), "utf8"), `${dir}\n`);
+  assert.equal(await fs.readFile(path.join(dir, ".git", "banger", "base"), "utf8"), `${base}\n`);
+  assert.equal(await fs.readFile(path.join(dir, "untracked.txt"), "utf8"), "new\n");
+  assert.deepEqual(
+    (await fs.readdir(state)).filter((n) => n.startsWith("workspace-")),
+    [],
+    "no temp dirs left",
+  );
+
+  await fs.writeFile(path.join(dir, "a.txt"), "two\n");
+  const patch = await runScript(workspaceExportArgs({ nameOnly: false }, state));
+  assert.equal(patch.code, 0, patch.stderr);
+  const [shownDir, shownBase, ...rest] = patch.stdout.toString().split("\n");
+  assert.equal(shownDir, dir);
+  assert.equal(shownBase, base);
+  assert.match(rest.join("\n"), /^-one\n\+two$/m);
+  const names = await runScript(workspaceExportArgs({ nameOnly: true }, state));
+  assert.equal(names.code, 0, names.stderr);
+  assert.equal(names.stdout.toString().split("\n").slice(2).join("\n"), "a.txt\0");
+});
+
+test("a stream without the commit marker changes nothing and exits Incomplete", async () => {
+  const state = path.join(scratch, "state-2");
+  const dir = path.join(scratch, "guest", "kept");
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  assert.equal((await importRepo(state, dir)).code, 0);
+  await fs.writeFile(path.join(dir, "mine.txt"), "made in the guest\n");
+  const r = await importRepo(state, dir, { marked: false });
+  assert.equal(r.code, GuestStatus.Incomplete, r.stderr);
+  assert.match(r.stderr, /the import stream ended early/);
+  assert.equal(await fs.readFile(path.join(dir, "mine.txt"), "utf8"), "made in the guest\n");
+  assert.deepEqual(
+    (await fs.readdir(state)).filter((n) => n.startsWith("workspace-")),
+    [],
+    "the temp dir is removed",
+  );
+});
+
+test("--branch and --from arrive as arguments: the guest checks them out", async () => {
+  const head = (await exec("git", ["-C", repo, "rev-parse", "HEAD"])).stdout.trim();
+  const state = path.join(scratch, "state-3");
+  const dir = path.join(scratch, "guest", "branched");
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  const r = await importRepo(state, dir, { branch: "feature/x" });
+  assert.equal(r.code, 0, r.stderr);
+  const ref = await exec("git", ["-C", dir, "symbolic-ref", "HEAD"]);
+  assert.equal(ref.stdout.trim(), "refs/heads/feature/x");
+
+  const from = await importRepo(state, dir, { from: head });
+  assert.equal(from.code, 0, from.stderr);
+  assert.match(from.stdout.toString(), /^files 1$/m);
+  assert.match(from.stdout.toString(), new RegExp(`^base ${head}$`, "m"));
+});
+
+test("the script's own exit statuses are the ones GuestStatus names", async () => {
+  const empty = path.join(scratch, "state-empty");
+  const none = await runScript(workspaceExportArgs({ nameOnly: false }, empty));
+  assert.equal(none.code, GuestStatus.NoWorkspace, none.stderr);
+  assert.match(none.stderr, /no workspace has been prepared/);
+
+  const noPath = path.join(scratch, "empty-path");
+  await fs.mkdir(noPath, { recursive: true });
+  const noGit = await runScript(workspaceExportArgs({ nameOnly: false }, empty), undefined, {
+    ...process.env,
+    PATH: noPath,
+  });
+  assert.equal(noGit.code, GuestStatus.NoGit, noGit.stderr);
+  assert.match(noGit.stderr, /git is not installed in the guest/);
+});
