@@ -10,6 +10,7 @@ import { FirecrackerDriver } from "../vmm/firecracker/driver.js";
 import { selectVmm } from "../vmm/select.js";
 import { createCommandRunner } from "../system/runner.js";
 import { QemuDriver } from "../vmm/qemu/driver.js";
+import { loadGuestScripts } from "../guest/scripts.js";
 import { SessionService } from "./session-service.js";
 import { VmService } from "./vm-service.js";
 import { WorkspaceService } from "./workspace-service.js";
@@ -27,6 +28,8 @@ export function buildHandlers(daemon: Daemon): Handlers {
   const { store } = daemon;
   const env = daemon.deps.env ?? process.env;
   const runner = daemon.deps.runner ?? createCommandRunner(env);
+  // Read once, here: an install without guest-scripts/ fails the start, saying which file.
+  const scripts = loadGuestScripts();
   const kernels = new KernelService({ store, layout: daemon.layout, env, runner });
   const images = new ImageService({
     store,
@@ -182,9 +185,9 @@ export function buildHandlers(daemon: Daemon): Handlers {
       },
     };
   };
-  const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner }));
+  const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner, scripts }));
   const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) => workspaces.then(fn);
-  const sessions = ready.then((vms) => new SessionService({ vms, runner }));
+  const sessions = ready.then((vms) => new SessionService({ vms, runner, scripts }));
   const withSessions = <T>(fn: (s: SessionService) => Promise<T>) => sessions.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
