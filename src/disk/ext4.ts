@@ -155,3 +155,16 @@ export async function catInImage(
   if (result.code !== 0 || /File not found/.test(result.stderr)) return null;
   return result.stdout;
 }
+
+/** ext4 superblock magic 0xEF53 at byte 1080 (false when the file cannot be opened). */
+export async function hasExt4Magic(file: string): Promise<boolean> {
+  const handle = await fsp.open(file, "r").catch(() => null);
+  if (!handle) return false;
+  try {
+    const buf = Buffer.alloc(2);
+    await handle.read(buf, 0, 2, 1080);
+    return buf.readUInt16LE(0) === 0xef53;
+  } finally {
+    await handle.close();
+  }
+}

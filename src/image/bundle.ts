@@ -7,7 +7,7 @@ import type { Readable } from "node:stream";
 import type { CommandRunner } from "../system/runner.js";
 import { packBundle, type PackedBundle } from "../util/bundle-pack.js";
 import { finaliseImage } from "./finalise.js";
-import { checkImageName, type ImageManifest } from "./service.js";
+import { checkImageName, type ImageManifest } from "./model.js";
 
 export interface MakeBundleOptions {
   /** A `docker export`-style root filesystem tar (plain, gzip or zstd), or a stream of one. */

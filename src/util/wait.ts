@@ -55,3 +55,26 @@ export async function existingOrMade<T>(steps: {
     return steps.make();
   }
 }
+
+/**
+ * Work in flight by name (an image build, a kernel install), so a second request for the name
+ * can be refused or wait for it (`existingOrMade`'s `inflight`).
+ */
+export class InflightByName {
+  private readonly work = new Map<string, Promise<unknown>>();
+
+  get(name: string): Promise<unknown> | undefined {
+    return this.work.get(name);
+  }
+
+  /** Runs `fn` as `name`'s work; registered before its first await, so a check right after sees it. */
+  async run<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const work = fn();
+    this.work.set(name, work);
+    try {
+      return await work;
+    } finally {
+      this.work.delete(name);
+    }
+  }
+}

@@ -80,3 +80,25 @@ export class BlobCache {
     }
   }
 }
+
+/** Empties the blob cache at `dir` without disturbing a pull in flight (it holds its own links). */
+export async function pruneBlobCache(
+  dir: string,
+  dryRun: boolean,
+): Promise<{ freedBytes: number; blobs: number; dir: string; dryRun: boolean }> {
+  let freedBytes = 0;
+  let blobs = 0;
+  for (const name of await fsp.readdir(dir).catch(() => [] as string[])) {
+    const stat = await fsp.lstat(path.join(dir, name)).catch(() => null);
+    if (!stat?.isFile()) continue;
+    freedBytes += stat.size;
+    blobs++;
+  }
+  if (!dryRun && fs.existsSync(dir)) {
+    const aside = `${dir}.prune-${randomBytes(4).toString("hex")}`;
+    await fsp.rename(dir, aside);
+    await fsp.mkdir(dir, { recursive: true });
+    await fsp.rm(aside, { recursive: true, force: true });
+  }
+  return { freedBytes, blobs, dir, dryRun };
+}

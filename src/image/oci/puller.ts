@@ -1,6 +1,6 @@
 import fsp from "node:fs/promises";
 import type { Layout } from "../../paths/layout.js";
-import type { OciPuller, Progress, PullRequest } from "../service.js";
+import type { OciPuller, Progress, PullRequest } from "../model.js";
 import { ensureFreeSpace, formatBytes, limitError, type ImageLimits } from "../limits.js";
 import { BlobCache } from "./blob-cache.js";
 import { defaultImageName, formatReference, parseReference } from "./reference.js";

@@ -1,0 +1,84 @@
+import { z } from "zod";
+import { Empty, NameParam, type MethodSpec } from "./common.js";
+
+export const ImageInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  kernel: z.string().nullable(),
+  rootfsPath: z.string(),
+  source: z.string().nullable(),
+  digest: z.string().nullable(),
+  sizeBytes: z.number().int().nullable(),
+  managed: z.boolean(),
+  createdAt: z.string(),
+});
+
+const PruneResult = z.object({
+  freedBytes: z.number().int(),
+  blobs: z.number().int(),
+  dir: z.string(),
+  dryRun: z.boolean(),
+});
+
+export const imageMethods = {
+  "image.list": { params: Empty, result: z.array(ImageInfo), summary: "Local images." },
+  "image.show": { params: NameParam, result: ImageInfo, summary: "One image by name." },
+  "image.build": {
+    params: z
+      .object({
+        name: z.string().optional(),
+        suite: z.string().optional(),
+        packages: z.array(z.string()).optional(),
+        sizeBytes: z.number().int().positive().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary: "Build the default Debian image locally with mmdebstrap.",
+    progress: true,
+  },
+  "image.pull": {
+    params: z
+      .object({
+        ref: z.string().min(1),
+        name: z.string().optional(),
+        kernelRef: z.string().optional(),
+        sizeBytes: z.number().int().positive().optional(),
+        insecureRegistry: z.boolean().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary: "Pull a catalog bundle or an OCI image into a bootable ext4.",
+    progress: true,
+  },
+  "image.register": {
+    params: z
+      .object({
+        name: z.string().min(1),
+        rootfs: z.string().min(1),
+        kernelRef: z.string().optional(),
+        kernel: z.string().optional(),
+        initrd: z.string().optional(),
+        modules: z.string().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary: "Register an existing rootfs.ext4 (unmanaged) with a kernel.",
+  },
+  "image.delete": {
+    params: NameParam,
+    result: z.object({ deleted: z.string() }),
+    summary: "Remove an image not used by any VM.",
+  },
+  "image.promote": {
+    params: NameParam,
+    result: ImageInfo,
+    summary: "Copy an unmanaged image into the managed store.",
+  },
+  "image.cache.prune": {
+    params: z.object({ dryRun: z.boolean().optional() }).strict(),
+    result: PruneResult,
+    summary: "Empty the OCI blob cache.",
+  },
+} as const satisfies Record<string, MethodSpec>;
+
+export type ImageInfo = z.infer<typeof ImageInfo>;

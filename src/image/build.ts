@@ -1,0 +1,46 @@
+import path from "node:path";
+import type { ImageInfo } from "../api/methods.js";
+import { DISTRO_KERNEL_NAME } from "../kernel/derive.js";
+import { bootstrapDebian } from "./build/debian.js";
+import type { ImageContext } from "./context.js";
+import type { Progress } from "./model.js";
+
+/** `image build`: a Debian root filesystem from mmdebstrap, finalised like a pulled image. */
+export async function buildImage(
+  ctx: ImageContext,
+  name: string,
+  opts: {
+    suite?: string | undefined;
+    packages?: string[] | undefined;
+    sizeBytes?: number | undefined;
+  },
+  progress: Progress,
+  signal?: AbortSignal,
+): Promise<ImageInfo> {
+  const suite = opts.suite ?? "bookworm";
+  return ctx.exclusive(name, async () => {
+    const limits = await ctx.limits();
+    return ctx.create(name, async (staging) => {
+      const tarball = path.join(staging, "rootfs.tar");
+      progress({ stage: "bootstrap", message: `mmdebstrap ${suite} (a few minutes)` });
+      await bootstrapDebian({
+        suite,
+        extraPackages: opts.packages ?? [],
+        outputTar: tarball,
+        runner: ctx.deps.runner,
+        isRoot: ctx.deps.isRoot ?? process.getuid?.() === 0,
+        mirror: ctx.deps.env.BANGER_DEBIAN_MIRROR,
+        progress: (message) => progress({ stage: "bootstrap", message }),
+        ...(signal ? { signal } : {}),
+      });
+      const result = await ctx.finalise([tarball], staging, opts.sizeBytes, limits, progress);
+      return {
+        rootfs: result.rootfs,
+        sizeBytes: result.sizeBytes,
+        source: `mmdebstrap:${suite}`,
+        digest: null,
+        kernelRef: DISTRO_KERNEL_NAME,
+      };
+    });
+  });
+}
