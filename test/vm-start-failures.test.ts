@@ -8,11 +8,12 @@ import net from "node:net";
 import path from "node:path";
 import { test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
-import { VmService } from "../src/daemon/vm-service.js";
+import { VmService } from "../src/vm/service.js";
 import { BridgeNetwork } from "../src/net/network.js";
 import { Store, type VmRow } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles, VmSpec } from "../src/vmm/driver.js";
+import { qemuDiskAndFiles } from "./helpers/fake-driver.js";
 import { fakeOps, type FakeOps } from "./helpers/fake-ops.js";
 import { killProcessesNaming, processesNaming } from "./helpers/procs.js";
 import { imageServices, noOci } from "./helpers/services.js";
@@ -36,6 +37,7 @@ function scriptedDriver(opts: {
 }): ScriptedDriver {
   const d: ScriptedDriver = {
     name: "qemu",
+    ...qemuDiskAndFiles(createCommandRunner()),
     alive: false,
     calls: [],
     async start(spec: VmSpec): Promise<VmHandles> {

@@ -4,12 +4,13 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { test } from "node:test";
-import { VmService } from "../src/daemon/vm-service.js";
+import { VmService } from "../src/vm/service.js";
 import { Store } from "../src/store/store.js";
 import type { CommandRunner, RunOptions } from "../src/system/runner.js";
 import { isPidAlive } from "../src/vmm/process.js";
 import { QemuDriver } from "../src/vmm/qemu/driver.js";
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
+import { fakeHandles, qemuDiskAndFiles } from "./helpers/fake-driver.js";
 import { imageServices } from "./helpers/services.js";
 import { tempLayout } from "./helpers/temp-home.js";
 import { vmRow } from "./helpers/vm-row.js";
@@ -37,17 +38,10 @@ test("a guest that never answers SSH: the poweroff attempt and the VMM's stop sh
     };
     const stops: number[] = [];
     let alive = true;
-    const handles: VmHandles = {
-      vmm: "qemu",
-      pid: 1,
-      controlSocket: "/nonexistent/qmp.sock",
-      consoleLog: "/nonexistent/console.log",
-      sshHost: "127.0.0.1",
-      sshPort: 1,
-      tap: null,
-    };
+    const handles = fakeHandles;
     const driver: Driver = {
       name: "qemu",
+      ...qemuDiskAndFiles(runner),
       start: async () => handles,
       stop: async (_h, deadlineMs) => {
         stops.push(deadlineMs);

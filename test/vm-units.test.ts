@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { KeyedLock } from "../src/daemon/locks.js";
 import { VM_NAME } from "../src/api/vm-names.js";
-import { parseSsListening } from "../src/daemon/vm-service.js";
+import { parseSsListening } from "../src/guest/probe.js";
 import { shellQuote } from "../src/guest/ssh.js";
 import { qemuArgs } from "../src/vmm/qemu/driver.js";
 import type { VmSpec } from "../src/vmm/driver.js";

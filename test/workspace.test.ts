@@ -6,7 +6,7 @@ import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
-import { VmService } from "../src/daemon/vm-service.js";
+import { VmService } from "../src/vm/service.js";
 import { WorkspaceService, type GuestExec } from "../src/daemon/workspace-service.js";
 import { loadGuestScripts } from "../src/guest/scripts.js";
 import {
@@ -24,7 +24,7 @@ import { gnuTarSource, type TarSourceFactory } from "../src/workspace/stream.js"
 import type { GuestTarget } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
-import type { Driver, VmHandles } from "../src/vmm/driver.js";
+import { fakeDriver, fakeHandles } from "./helpers/fake-driver.js";
 import { imageServices } from "./helpers/services.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 import { vmRow } from "./helpers/vm-row.js";
@@ -316,32 +316,7 @@ test("guest scripts parse, quote odd names, and only swap after the commit marke
 
 // ---- locks: a real VmService (real store, KeyedLock) with a fake driver and a stalled import ----
 
-const handles: VmHandles = {
-  vmm: "qemu",
-  pid: 1,
-  controlSocket: "/nonexistent/qmp.sock",
-  consoleLog: "/nonexistent/console.log",
-  sshHost: "127.0.0.1",
-  sshPort: 1,
-  tap: null,
-};
-
-function fakeDriver(): Driver & { alive: boolean } {
-  const d = {
-    name: "qemu" as const,
-    alive: true,
-    start: async () => handles,
-    stop: async () => {
-      d.alive = false;
-    },
-    kill: async () => {
-      d.alive = false;
-    },
-    status: async () => (d.alive ? ("running" as const) : ("stopped" as const)),
-    describe: async () => "fake",
-  };
-  return d;
-}
+const handles = fakeHandles;
 
 /** ssh poweroff, ssh-keygen: succeed without doing anything. */
 const quietRunner: CommandRunner = {
@@ -352,7 +327,7 @@ const quietRunner: CommandRunner = {
 async function vmFixture(home: TempLayout) {
   const store = Store.open(home.layout.dbFile);
   const { kernels, images } = imageServices(store, home.layout, { runner: quietRunner });
-  const driver = fakeDriver();
+  const driver = fakeDriver(quietRunner);
   const vms = new VmService({
     store,
     layout: home.layout,

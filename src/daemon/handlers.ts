@@ -12,7 +12,7 @@ import { createCommandRunner } from "../system/runner.js";
 import { QemuDriver } from "../vmm/qemu/driver.js";
 import { loadGuestScripts } from "../guest/scripts.js";
 import { SessionService } from "./session-service.js";
-import { VmService } from "./vm-service.js";
+import { VmService } from "../vm/service.js";
 import { WorkspaceService } from "./workspace-service.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";

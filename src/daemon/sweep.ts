@@ -20,7 +20,7 @@ export interface SweepResult {
   unowned: string[];
 }
 
-/** Written first into a new `vms/<id>/` and removed once its row exists (src/daemon/vm-service.ts). */
+/** Written first into a new `vms/<id>/` and removed once its row exists (src/vm/create.ts). */
 export const VM_CREATING_MARKER = "creating";
 
 // The names banger gives what it makes under each state dir (see the services that make them):

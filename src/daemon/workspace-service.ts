@@ -21,7 +21,7 @@ import { BoundedBuffer, killGroup, outputCap, type CommandRunner } from "../syst
 import { planWorkspace } from "../workspace/plan.js";
 import { checkBranchName, findRepo, resolveCommit } from "../workspace/repo.js";
 import { gnuTarSource, type TarSourceFactory } from "../workspace/stream.js";
-import type { VmService } from "./vm-service.js";
+import type { VmService } from "../vm/service.js";
 
 export interface GuestExecResult {
   code: number | null;

@@ -1,9 +1,11 @@
 import type { Config } from "../config/config.js";
 import type { Store } from "../store/store.js";
+import type { NetworkAttachment, NetworkBackend, NetworkHandles, NetworkVm } from "./backend.js";
 import { allocateAddress, gatewayOf, macFor, parseSubnet, type Subnet } from "./addresses.js";
 import { DnsResponder } from "./dns.js";
 import type { PrivilegedOps } from "./privileged.js";
 import { TapPool } from "./tap-pool.js";
+import { USER_NET } from "./user-nat.js";
 
 export interface Attachment {
   tap: string;
@@ -18,7 +20,7 @@ export interface Attachment {
  * pool of pre-created ones, guest addresses from the subnet (kept on the VM's
  * row), NAT on demand, and the `<name>.vm` DNS responder on the bridge address.
  */
-export class BridgeNetwork {
+export class BridgeNetwork implements NetworkBackend {
   private readonly subnet: Subnet;
   private readonly dns: DnsResponder;
   readonly pool: TapPool;
@@ -86,7 +88,8 @@ export class BridgeNetwork {
 
   /** Takes a tap from the pool and picks (or keeps) the VM's address. */
   async attach(vm: { id: string; ip: string | null; nat: boolean }): Promise<Attachment> {
-    const inSubnet = vm.ip !== null && vm.ip !== "10.0.2.15";
+    // A VM last started under user-mode networking has that mode's address, not one of ours.
+    const inSubnet = vm.ip !== null && vm.ip !== USER_NET.ip;
     const taken = new Set(
       this.store
         .listVms()
@@ -134,5 +137,30 @@ export class BridgeNetwork {
     for (const [vmId, lease] of this.leases) if (lease.tap === tap) this.leases.delete(vmId);
     if (opts.failed) await this.pool.discard(tap);
     else await this.pool.give(tap);
+  }
+
+  async attachVm(vm: NetworkVm): Promise<NetworkAttachment> {
+    const att = await this.attach(vm);
+    return {
+      vmm: { mode: "tap", tap: att.tap, mac: att.mac, ip: att.ip },
+      kernelArgs: [
+        `banger.ip=${att.ip}/${att.prefix}`,
+        `banger.gw=${att.gateway}`,
+        `banger.dns=${att.gateway}`,
+      ],
+      ip: att.ip,
+      mac: att.mac,
+      handles: { tap: att.tap },
+    };
+  }
+
+  releaseVm(handles: NetworkHandles, _vmDir: string, opts: { failed?: boolean } = {}) {
+    return this.detach(handles.tap, opts);
+  }
+
+  async adoptVm(vm: NetworkVm, handles: NetworkHandles): Promise<void> {
+    await this.adopt(vm, handles.tap).catch((err: unknown) =>
+      this.log?.error({ err, vm: vm.name }, "could not restore NAT"),
+    );
   }
 }

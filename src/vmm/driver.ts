@@ -11,7 +11,7 @@ export interface VmSpec {
     initrd: string | null;
     cmdline: string;
   };
-  /** Root disk: a qcow2 overlay (qemu) over the image's read-only rootfs. */
+  /** Root disk: the driver's own copy-on-write root (Driver.rootDisk.path). */
   rootDisk: string;
   workDisk: string;
   /** Per-VM directory for sockets, pid file and console log. */
@@ -43,8 +43,34 @@ export interface VmHandles {
   userNet?: { passtPid: number; relayPid: number; socket: string } | null;
 }
 
+/** What a VMM can do; callers read these instead of the driver's name. */
+export interface DriverFeatures {
+  /** Boots with user-mode networking (no tap); without it the VM needs bridge networking. */
+  userNetworking: boolean;
+  /** Runs only under KVM (no software emulation). */
+  needsKvm: boolean;
+  /** Can save a running VM to a file and restore it (not built yet: no caller). */
+  snapshot: boolean;
+  /** Can add port forwards to a running VM (not built yet: no caller). */
+  hotplugPorts: boolean;
+}
+
+/** A VM's root disk as the driver keeps it: a copy-on-write root over the image's read-only rootfs. */
+export interface RootDisk {
+  /** Where it lives in the VM's directory. */
+  path(vmDir: string): string;
+  /** Makes it from the image's rootfs; the file is the user's alone (mode 0600). */
+  prepare(backing: string, vmDir: string): Promise<void>;
+  /** Bytes it really takes on the host (allocated blocks, not its apparent size). */
+  usedBytes(vmDir: string): Promise<number>;
+}
+
 export interface Driver {
   readonly name: "qemu" | "firecracker";
+  readonly features: DriverFeatures;
+  readonly rootDisk: RootDisk;
+  /** The VMM is gone: remove what it left in the VM's directory (its control socket). */
+  removeFiles(vmDir: string): Promise<void>;
   start(spec: VmSpec): Promise<VmHandles>;
   /**
    * Graceful shutdown; kills at the deadline, which bounds the whole call (the request to the

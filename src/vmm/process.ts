@@ -45,3 +45,18 @@ export async function killVmm(handles: VmHandles, binaryMarker: string): Promise
   }
   await waitForExit(handles.pid, 10_000);
 }
+
+/** A VMM's resident memory and CPU time, from /proc (null where it cannot be read). */
+export async function processUsage(
+  pid: number,
+): Promise<{ rssBytes: number | null; cpuSeconds: number | null }> {
+  const status = await fsp.readFile(`/proc/${pid}/status`, "utf8").catch(() => "");
+  const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  const stat = await fsp.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  // Fields after the ")" of the command name: utime and stime are the 12th and 13th (clock ticks, 100/s on Linux).
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return {
+    rssBytes: rss ? Number(rss[1]) * 1024 : null,
+    cpuSeconds: fields.length > 13 ? (Number(fields[11]) + Number(fields[12])) / 100 : null,
+  };
+}

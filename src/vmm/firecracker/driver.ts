@@ -5,8 +5,9 @@ import http from "node:http";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
-import type { Driver, VmHandles, VmSpec } from "../driver.js";
+import type { Driver, DriverFeatures, RootDisk, VmHandles, VmSpec } from "../driver.js";
 import { isPidAlive, killVmm, vmmStatus, waitForExit } from "../process.js";
+import { copiedRootDisk } from "../root-disk.js";
 
 export interface FirecrackerRequest {
   method: "PUT" | "PATCH" | "GET";
@@ -123,11 +124,27 @@ export function apiRequest(
   });
 }
 
+export const FIRECRACKER_FEATURES: DriverFeatures = {
+  userNetworking: false,
+  needsKvm: true,
+  snapshot: false,
+  hotplugPorts: false,
+};
+
 /** Firecracker over its REST API. The process runs in its own session so it outlives bangerd. */
 export class FirecrackerDriver implements Driver {
   readonly name = "firecracker" as const;
+  readonly features = FIRECRACKER_FEATURES;
+  readonly rootDisk: RootDisk;
 
-  constructor(private readonly runner: CommandRunner) {}
+  constructor(private readonly runner: CommandRunner) {
+    this.rootDisk = copiedRootDisk(runner);
+  }
+
+  /** Firecracker leaves its API socket behind when it exits. */
+  async removeFiles(vmDir: string): Promise<void> {
+    await fsp.rm(path.join(vmDir, "firecracker.sock"), { force: true });
+  }
 
   async start(spec: VmSpec): Promise<VmHandles> {
     const binary = await this.runner.which("firecracker");

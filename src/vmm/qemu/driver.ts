@@ -3,9 +3,10 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
-import type { Driver, VmHandles, VmSpec } from "../driver.js";
+import type { Driver, DriverFeatures, RootDisk, VmHandles, VmSpec } from "../driver.js";
 import { killVmm, vmmStatus, waitForExit } from "../process.js";
 import { ConsoleRecorders, DEFAULT_CONSOLE_LOG_BYTES } from "../console-log.js";
+import { qcow2RootDisk } from "../root-disk.js";
 import { qmpExecute } from "./qmp.js";
 
 const MiB = 1024 * 1024;
@@ -86,17 +87,32 @@ export function qemuArgs(spec: VmSpec): string[] {
   return args;
 }
 
+export const QEMU_FEATURES: DriverFeatures = {
+  userNetworking: true,
+  needsKvm: false,
+  snapshot: false,
+  hotplugPorts: false,
+};
+
 /** The longest a QMP powerdown request may take (a healthy QEMU answers at once). */
 const QMP_POWERDOWN_MS = 5_000;
 
 /** QEMU's microvm machine, controlled over QMP; the process is daemonized so it outlives bangerd. */
 export class QemuDriver implements Driver {
   readonly name = "qemu" as const;
+  readonly features = QEMU_FEATURES;
+  readonly rootDisk: RootDisk;
 
   constructor(
     private readonly runner: CommandRunner,
     private readonly consoles: ConsoleRecorders = new ConsoleRecorders(),
-  ) {}
+  ) {
+    this.rootDisk = qcow2RootDisk(runner);
+  }
+
+  async removeFiles(vmDir: string): Promise<void> {
+    await fsp.rm(path.join(vmDir, "qmp.sock"), { force: true });
+  }
 
   async start(spec: VmSpec): Promise<VmHandles> {
     const binary = await this.runner.which("qemu-system-x86_64");

@@ -1,0 +1,85 @@
+import { defaultConfig, loadConfig } from "../config/config.js";
+import type { VmRow } from "../store/store.js";
+import type { Driver, VmHandles } from "../vmm/driver.js";
+import type { VmContext } from "./context.js";
+
+/** The longest the guest's own poweroff over SSH may take (it returns at once when the guest answers). */
+const POWEROFF_SSH_MS = 10_000;
+
+/** The driver of a VM being torn down, or null when that VMM is not available here. */
+function driverIfAny(ctx: VmContext, vmm: string | null): Driver | null {
+  try {
+    return ctx.driverFor(vmm);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * A VM recorded as running whose VMM is gone (it exited during boot, crashed, or died
+ * while the daemon was down): remove the VMM's sockets, stop its network helpers, give its
+ * tap back, forget its handles and mark it stopped. Best-effort per step: a step that fails
+ * is logged.
+ */
+export async function releaseDead(
+  ctx: VmContext,
+  row: VmRow,
+  handles: VmHandles | null,
+): Promise<void> {
+  const dir = ctx.dirOf(row.id);
+  const step = (what: string, p: () => Promise<unknown> | unknown) =>
+    Promise.resolve()
+      .then(p)
+      .catch((err: unknown) => ctx.deps.log?.error({ err, vm: row.name }, what));
+  const driver = driverIfAny(ctx, handles?.vmm ?? row.vmm);
+  await step("could not remove the VMM's sockets", () => driver?.removeFiles(dir));
+  if (handles) {
+    await step("could not release the console", () =>
+      ctx.driverFor(handles.vmm).release?.(handles),
+    );
+    for (const network of ctx.networks)
+      await step("could not release the VM's network", () => network.releaseVm(handles, dir));
+  }
+  await ctx.writeHandles(row, null);
+  ctx.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
+}
+
+/** Stops (graceful: the guest first, then the VMM, within [timeouts] stop) or kills a VM, then releases it. */
+export async function shutdown(
+  ctx: VmContext,
+  row: VmRow,
+  mode: "graceful" | "kill",
+): Promise<void> {
+  const handles = await ctx.handlesOf(row);
+  const dir = ctx.dirOf(row.id);
+  if (handles) {
+    const driver = ctx.driverFor(handles.vmm);
+    if (mode === "kill") {
+      await driver.kill(handles);
+    } else {
+      // [timeouts] stop bounds the whole graceful stop: a guest that does not answer SSH
+      // (frozen, hung) must not add its own wait on top of the VMM's deadline.
+      const stopMs =
+        ctx.deps.stopDeadlineMs ??
+        // A config broken since the VM started must not keep it from stopping.
+        (await loadConfig(ctx.deps.layout.configFile).catch(() => defaultConfig())).timeouts.stopMs;
+      const end = Date.now() + stopMs;
+      // Ask the guest first: minimal images have no ACPI power-button handler, so the
+      // VMM's powerdown (next, with what is left of the deadline and a kill after it) is the fallback.
+      if ((await driver.status(handles)) === "running") {
+        await ctx.shell
+          .run(await ctx.targetOf(row, handles), "systemctl poweroff || poweroff", {
+            what: "the poweroff request",
+            timeoutMs: Math.min(POWEROFF_SSH_MS, stopMs),
+          })
+          .catch(() => undefined);
+      }
+      await driver.stop(handles, Math.max(0, end - Date.now()));
+    }
+    await driver.removeFiles(dir);
+    for (const network of ctx.networks) await network.releaseVm(handles, dir);
+    driver.release?.(handles);
+  }
+  await ctx.writeHandles(row, null);
+  ctx.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
+}

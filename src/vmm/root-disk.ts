@@ -1,0 +1,33 @@
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { createRootOverlay } from "../disk/work-disk.js";
+import { runChecked, type CommandRunner } from "../system/runner.js";
+import type { RootDisk } from "./driver.js";
+
+/** Allocated bytes of a file (0 when it is not there). */
+export async function allocatedBytes(file: string): Promise<number> {
+  return ((await fsp.stat(file).catch(() => null))?.blocks ?? 0) * 512;
+}
+
+function rootDiskAt(fileName: string, make: (backing: string, file: string) => Promise<void>) {
+  const at = (vmDir: string) => path.join(vmDir, fileName);
+  return {
+    path: at,
+    prepare: (backing, vmDir) => make(backing, at(vmDir)),
+    usedBytes: (vmDir) => allocatedBytes(at(vmDir)),
+  } satisfies RootDisk;
+}
+
+/** QEMU: a qcow2 overlay whose backing file is the image's raw ext4. */
+export function qcow2RootDisk(runner: CommandRunner): RootDisk {
+  return rootDiskAt("root.qcow2", (backing, file) => createRootOverlay({ backing, file, runner }));
+}
+
+/** Raw disks (Firecracker): a reflink copy where the filesystem can, else a sparse copy. */
+export function copiedRootDisk(runner: CommandRunner): RootDisk {
+  return rootDiskAt("root.ext4", async (backing, file) => {
+    await runChecked(runner, "cp", ["--reflink=auto", "--sparse=always", backing, file]);
+    // cp keeps the image's mode; the guest's disk is the user's alone, like the overlay.
+    await fsp.chmod(file, 0o600);
+  });
+}

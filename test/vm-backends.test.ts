@@ -1,0 +1,160 @@
+// What the VM verbs leave to their backends: the driver's root disk and files, and the guest shell's ssh.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { test } from "node:test";
+import { GuestShell } from "../src/guest/shell.js";
+import type { GuestTarget } from "../src/guest/ssh.js";
+import { Store } from "../src/store/store.js";
+import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
+import type { Driver, VmHandles } from "../src/vmm/driver.js";
+import { FirecrackerDriver } from "../src/vmm/firecracker/driver.js";
+import { QemuDriver } from "../src/vmm/qemu/driver.js";
+import { VmService } from "../src/vm/service.js";
+import { fakeDriver, fakeHandles } from "./helpers/fake-driver.js";
+import { imageServices } from "./helpers/services.js";
+import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import { vmRow } from "./helpers/vm-row.js";
+
+const MiB = 1024 * 1024;
+
+/** A VmService over a real store with both real drivers (nothing here boots a VM). */
+function service(home: TempLayout, store: Store, runner: CommandRunner, qemu?: Driver): VmService {
+  const { kernels, images } = imageServices(store, home.layout, { runner });
+  return new VmService({
+    store,
+    layout: home.layout,
+    runner,
+    images,
+    kernels,
+    drivers: { qemu: qemu ?? new QemuDriver(runner), firecracker: new FirecrackerDriver(runner) },
+    pickVmm: async () => "qemu",
+    host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
+    stopDeadlineMs: 1000,
+  });
+}
+
+async function withHome(fn: (home: TempLayout, store: Store) => Promise<void>): Promise<void> {
+  const home = await tempLayout();
+  const store = Store.open(home.layout.dbFile);
+  try {
+    await fn(home, store);
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+}
+
+/** Handles of a Firecracker VM whose process is not there (pid 1 is no firecracker naming this socket). */
+function deadFirecracker(dir: string): VmHandles {
+  return {
+    vmm: "firecracker",
+    pid: 1,
+    controlSocket: path.join(dir, "firecracker.sock"),
+    consoleLog: path.join(dir, "console.log"),
+    sshHost: "172.31.9.2",
+    sshPort: 22,
+    tap: null,
+  };
+}
+
+test("a Firecracker root disk is a private copy of the image, and stats report its real bytes", async () => {
+  await withHome(async (home, store) => {
+    const runner = createCommandRunner();
+    const row = vmRow({ name: "fc", vmm: "firecracker", state: "stopped" });
+    store.insertVm(row);
+    const dir = path.join(home.layout.vmsDir, row.id);
+    await fs.mkdir(dir, { recursive: true });
+    const backing = path.join(home.home, "rootfs.ext4");
+    await fs.writeFile(backing, randomBytes(MiB), { mode: 0o644 });
+    const driver = new FirecrackerDriver(runner);
+    await driver.rootDisk.prepare(backing, dir);
+    const root = driver.rootDisk.path(dir);
+    assert.equal(path.basename(root), "root.ext4");
+    assert.equal((await fs.stat(root)).mode & 0o777, 0o600, "the guest's disk is the user's alone");
+
+    const stats = await service(home, store, runner).stats("fc");
+    // It read root.qcow2, which a Firecracker VM does not have, and said 0.
+    assert.ok(stats.overlayBytes >= MiB, `overlayBytes ${stats.overlayBytes} < ${MiB}`);
+  });
+});
+
+test("a Firecracker VM found dead at reconcile loses its API socket, as does one killed", async () => {
+  await withHome(async (home, store) => {
+    const runner = createCommandRunner();
+    for (const name of ["gone", "killed"]) {
+      const id = randomBytes(6).toString("hex");
+      const dir = path.join(home.layout.vmsDir, id);
+      await fs.mkdir(dir, { recursive: true });
+      const handles = deadFirecracker(dir);
+      await fs.writeFile(handles.controlSocket, "");
+      store.insertVm(
+        vmRow({
+          id,
+          name,
+          vmm: "firecracker",
+          state: "running",
+          teardownJson: JSON.stringify(handles),
+        }),
+      );
+    }
+    const vms = service(home, store, runner);
+    const socketOf = (name: string) =>
+      path.join(home.layout.vmsDir, store.getVmByName(name)!.id, "firecracker.sock");
+
+    await vms.kill("killed");
+    await assert.rejects(fs.access(socketOf("killed")), "kill removes firecracker.sock");
+    await vms.reconcile();
+    assert.equal(vms.show("gone").state, "stopped");
+    await assert.rejects(fs.access(socketOf("gone")), "reconcile removes firecracker.sock");
+  });
+});
+
+test("GuestShell's ssh carries keep-alives, BatchMode and no ssh config", () => {
+  const target: GuestTarget = {
+    vmId: "0123456789ab",
+    vmName: "box",
+    host: "127.0.0.1",
+    port: 2222,
+    identity: { privateKey: "/k", publicKey: "/k.pub", knownHosts: "/kh" },
+  };
+  const argv = new GuestShell(createCommandRunner()).argv(target, "true");
+  for (const opt of ["ServerAliveInterval=15", "ServerAliveCountMax=4", "BatchMode=yes"])
+    assert.ok(argv.includes(opt), `${opt} missing from ${argv.join(" ")}`);
+  assert.deepEqual(argv.slice(0, 2), ["-F", "/dev/null"]);
+  assert.deepEqual(argv.slice(-2), ["root@127.0.0.1", "true"]);
+});
+
+test("vm health, ports and stop reach the guest with keep-alives", async () => {
+  await withHome(async (home, store) => {
+    const sshArgs: string[][] = [];
+    const runner: CommandRunner = {
+      run: async (cmd, args) => {
+        if (cmd === "ssh") sshArgs.push(args);
+        return { code: 0, signal: null, stdout: "", stderr: "" };
+      },
+      which: async (cmd) => `/usr/bin/${cmd}`,
+    };
+    const handles = fakeHandles;
+    const driver = fakeDriver(runner);
+    store.insertVm(
+      vmRow({
+        name: "box",
+        state: "running",
+        ip: "10.0.2.15",
+        teardownJson: JSON.stringify(handles),
+      }),
+    );
+    const vms = service(home, store, runner, driver);
+    assert.equal((await vms.health("box")).ssh, true);
+    await vms.ports("box");
+    await vms.stop("box");
+    assert.equal(sshArgs.length, 3, "health, ports and the poweroff request each ran ssh");
+    for (const args of sshArgs)
+      assert.ok(
+        args.includes("ServerAliveInterval=15") && args.includes("ServerAliveCountMax=4"),
+        `no keep-alives in: ssh ${args.join(" ")}`,
+      );
+  });
+});
