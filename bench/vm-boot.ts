@@ -10,7 +10,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { createRootOverlay, createWorkDisk } from "../src/disk/work-disk.js";
-import { ensureSshIdentity, waitForSsh } from "../src/guest/ssh.js";
+import { waitForSsh } from "../src/guest/probe.js";
+import { GuestShell } from "../src/guest/shell.js";
+import { ensureSshIdentity } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { tcgKernelArgs } from "../src/system/accel.js";
 import { createCommandRunner } from "../src/system/runner.js";
@@ -100,11 +102,8 @@ try {
     { stdio: "ignore" },
   );
   await waitForSsh({
-    identity,
-    vmName: "baseline",
-    host: "127.0.0.1",
-    port,
-    runner,
+    shell: new GuestShell(runner),
+    target: { vmId: "baseline", vmName: "baseline", host: "127.0.0.1", port, identity },
     deadlineMs: 180_000,
     isAlive: async () => qemu.exitCode === null,
   });

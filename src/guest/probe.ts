@@ -1,3 +1,4 @@
+import net from "node:net";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { tailLines } from "../util/terminal-text.js";
 import { GuestOutputTooLargeError } from "./output.js";
@@ -76,4 +77,65 @@ export async function sshHealth(
         ? `VMM running, SSH answers with far too much output: ${r.message}`
         : `VMM running, SSH does not answer: see 'banger vm logs ${target.vmName}'`,
   };
+}
+
+function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.createConnection({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(2000, () => done(false));
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+/** The VMM exited before SSH answered (a kernel panic, say): the caller marks the VM stopped. */
+export function vmmExitedDuringBoot(vmName: string): BangerError {
+  return new BangerError(
+    ErrorCode.BootFailed,
+    `VM ${vmName} stopped while booting: its VMM exited before SSH answered`,
+    `'banger vm logs ${vmName}' shows its console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${vmName}' tries again, 'banger vm delete ${vmName}' removes it`,
+  );
+}
+
+/**
+ * Ready = `ssh true` succeeds. Bounded by its own deadline (each probe too: a listener
+ * that accepts and never speaks SSH must not stretch a 3 s wait to 15 s). A VMM that exits
+ * during the wait is a BootFailed error; a deadline that runs out is SshTimeout, and the
+ * caller leaves that VM running for inspection.
+ */
+export async function waitForSsh(opts: {
+  shell: GuestShell;
+  target: GuestTarget;
+  deadlineMs: number;
+  isAlive: () => Promise<boolean>;
+  signal?: AbortSignal;
+}): Promise<void> {
+  const { vmName, host, port } = opts.target;
+  const deadline = Date.now() + opts.deadlineMs;
+  while (Date.now() < deadline) {
+    if (opts.signal?.aborted)
+      throw new BangerError(ErrorCode.Cancelled, "cancelled while waiting for SSH");
+    if (!(await opts.isAlive())) throw vmmExitedDuringBoot(vmName);
+    const left = deadline - Date.now();
+    if (left > 0 && (await portOpen(host, port))) {
+      const r = await opts.shell.run(opts.target, "true", {
+        what: "the SSH readiness probe",
+        // At least 1 s, so a probe can finish its handshake near the deadline.
+        timeoutMs: Math.min(15_000, Math.max(1000, left)),
+        // A cancelled create must not wait for a probe to time out.
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
+      if (r.code === 0) return;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new BangerError(
+    ErrorCode.SshTimeout,
+    `VM ${vmName} did not answer on SSH within ${Math.round(opts.deadlineMs / 1000)}s; sshd in the guest is the likely culprit`,
+    `the VM is left running for inspection: 'banger vm logs ${vmName}' shows its console; 'banger vm delete ${vmName}' removes it`,
+  );
 }

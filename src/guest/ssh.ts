@@ -1,9 +1,6 @@
 import fsp from "node:fs/promises";
-import net from "node:net";
 import path from "node:path";
-import { BangerError, ErrorCode } from "../api/errors.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
-import { GUEST_REPLY_MAX_BYTES, rethrowGuestOutput } from "./output.js";
 
 export interface SshIdentity {
   privateKey: string;
@@ -190,81 +187,6 @@ export async function forgetHostKey(
     .run("ssh-keygen", ["-R", hostKeyAlias(vmName), "-f", identity.knownHosts])
     .catch(() => undefined);
   await fsp.rm(`${identity.knownHosts}.old`, { force: true });
-}
-
-function portOpen(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.createConnection({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(2000, () => done(false));
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
-  });
-}
-
-/** The VMM exited before SSH answered (a kernel panic, say): the caller marks the VM stopped. */
-export function vmmExitedDuringBoot(vmName: string): BangerError {
-  return new BangerError(
-    ErrorCode.BootFailed,
-    `VM ${vmName} stopped while booting: its VMM exited before SSH answered`,
-    `'banger vm logs ${vmName}' shows its console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${vmName}' tries again, 'banger vm delete ${vmName}' removes it`,
-  );
-}
-
-/**
- * Ready = `ssh true` succeeds. Bounded by its own deadline (each probe too: a listener
- * that accepts and never speaks SSH must not stretch a 3 s wait to 15 s). A VMM that exits
- * during the wait is a BootFailed error; a deadline that runs out is SshTimeout, and the
- * caller leaves that VM running for inspection.
- */
-export async function waitForSsh(opts: {
-  identity: SshIdentity;
-  vmName: string;
-  host: string;
-  port: number;
-  runner: CommandRunner;
-  deadlineMs: number;
-  isAlive: () => Promise<boolean>;
-  signal?: AbortSignal;
-}): Promise<void> {
-  const deadline = Date.now() + opts.deadlineMs;
-  while (Date.now() < deadline) {
-    if (opts.signal?.aborted)
-      throw new BangerError(ErrorCode.Cancelled, "cancelled while waiting for SSH");
-    if (!(await opts.isAlive())) throw vmmExitedDuringBoot(opts.vmName);
-    const left = deadline - Date.now();
-    if (left > 0 && (await portOpen(opts.host, opts.port))) {
-      const r = await opts.runner
-        .run(
-          "ssh",
-          [
-            ...daemonSshOptions(opts.identity, opts.vmName, opts.port),
-            "-o",
-            "BatchMode=yes",
-            `root@${opts.host}`,
-            "true",
-          ],
-          // At least 1 s, so a probe can finish its handshake near the deadline.
-          {
-            timeoutMs: Math.min(15_000, Math.max(1000, left)),
-            maxOutputBytes: GUEST_REPLY_MAX_BYTES,
-            // A cancelled create must not wait for a probe to time out.
-            ...(opts.signal ? { signal: opts.signal } : {}),
-          },
-        )
-        .catch(rethrowGuestOutput(opts.vmName, "the SSH readiness probe"));
-      if (r.code === 0) return;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new BangerError(
-    ErrorCode.SshTimeout,
-    `VM ${opts.vmName} did not answer on SSH within ${Math.round(opts.deadlineMs / 1000)}s; sshd in the guest is the likely culprit`,
-    `the VM is left running for inspection: 'banger vm logs ${opts.vmName}' shows its console; 'banger vm delete ${opts.vmName}' removes it`,
-  );
 }
 
 /** POSIX single-quoting: ssh joins its arguments with spaces, so each must survive the remote shell. */

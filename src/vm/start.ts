@@ -2,7 +2,7 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
 import { loadConfig } from "../config/config.js";
-import { vmmExitedDuringBoot, waitForSsh } from "../guest/ssh.js";
+import { vmmExitedDuringBoot, waitForSsh } from "../guest/probe.js";
 import type { Progress } from "../image/service.js";
 import { DISTRO_KERNEL_NAME } from "../kernel/service.js";
 import type { NetworkAttachment } from "../net/backend.js";
@@ -91,11 +91,8 @@ export function startVm(
     progress({ stage: "ssh", message: "waiting for sshd" });
     try {
       await waitForSsh({
-        identity: await ctx.sshIdentity(),
-        vmName: row.name,
-        host: handles.sshHost,
-        port: handles.sshPort,
-        runner: ctx.deps.runner,
+        shell: ctx.shell,
+        target: await ctx.targetOf(row, handles),
         deadlineMs: ctx.deps.sshDeadlineMs ?? config.timeouts.sshWaitMs,
         isAlive: async () => (await driver.status(handles)) === "running",
         ...(signal ? { signal } : {}),

@@ -8,6 +8,8 @@ import {
   guestSshArgs,
   type SshIdentity,
 } from "../../src/guest/ssh.js";
+import { GuestShell } from "../../src/guest/shell.js";
+import { createCommandRunner } from "../../src/system/runner.js";
 
 const run = promisify(execFile);
 
@@ -27,6 +29,14 @@ export const sshBuilders: Record<string, () => string[]> = {
       port: 2222,
       identity: testIdentity,
     }),
+  // Its argv up to the destination: the command it is given comes last.
+  "daemon GuestShell": () =>
+    new GuestShell(createCommandRunner())
+      .argv(
+        { vmId: "0", vmName: "box", host: "127.0.0.1", port: 2222, identity: testIdentity },
+        "true",
+      )
+      .slice(0, -1),
   "daemon daemonSshOptions": () => [
     ...daemonSshOptions(testIdentity, "box", 2222),
     "root@127.0.0.1",
