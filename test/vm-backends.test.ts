@@ -5,12 +5,14 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { GuestShell } from "../src/guest/shell.js";
+import { UserNetwork } from "../src/net/user-network.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
 import { FirecrackerDriver } from "../src/vmm/firecracker/driver.js";
 import { QemuDriver } from "../src/vmm/qemu/driver.js";
+import { selectVmm } from "../src/vmm/select.js";
 import { VmService } from "../src/vm/service.js";
 import { fakeDriver, fakeHandles } from "./helpers/fake-driver.js";
 import { imageServices } from "./helpers/services.js";
@@ -157,4 +159,39 @@ test("vm health, ports and stop reach the guest with keep-alives", async () => {
         `no keep-alives in: ssh ${args.join(" ")}`,
       );
   });
+});
+
+test("vmm = auto reads the Firecracker driver's features, not its name", () => {
+  const fc = new FirecrackerDriver(createCommandRunner()).features;
+  assert.equal(selectVmm("auto", "kvm", true, false, fc), "qemu", "no user-mode networking");
+  assert.equal(
+    selectVmm("auto", "kvm", true, false, { ...fc, userNetworking: true }),
+    "firecracker",
+    "a Firecracker with user-mode networking would need no bridge",
+  );
+  assert.equal(selectVmm("auto", "tcg", true, true, { ...fc, needsKvm: false }), "firecracker");
+});
+
+test("user-mode networking refuses a VMM without it before starting passt", async () => {
+  const asked: string[] = [];
+  const runner: CommandRunner = {
+    run: async (cmd) => {
+      asked.push(cmd);
+      return { code: 0, signal: null, stdout: "", stderr: "" };
+    },
+    which: async (cmd) => {
+      asked.push(`which ${cmd}`);
+      return `/usr/bin/${cmd}`;
+    },
+  };
+  const vm = { id: "0123456789ab", name: "fc", ip: null, nat: true };
+  await assert.rejects(
+    new UserNetwork(runner).attachVm(vm, {
+      vmDir: "/nonexistent",
+      driver: new FirecrackerDriver(runner).features,
+      progress: () => {},
+    }),
+    /Firecracker has no user-mode networking/,
+  );
+  assert.deepEqual(asked, [], "nothing was started");
 });
