@@ -12,8 +12,8 @@ import {
   type SessionVerb,
 } from "../guest/sessions.js";
 import { loadGuestScripts } from "../guest/scripts.js";
-import { GUEST_REPLY_MAX_BYTES, rethrowGuestOutput } from "../guest/output.js";
-import { guestSshArgs, type GuestTarget } from "../guest/ssh.js";
+import { GuestShell } from "../guest/shell.js";
+import type { GuestTarget } from "../guest/ssh.js";
 import type { CommandResult, CommandRunner } from "../system/runner.js";
 import { tailLines } from "../util/terminal-text.js";
 
@@ -45,8 +45,10 @@ export class SessionService {
   private readonly guestDir: string;
   private readonly capBytes: number;
   private readonly scripts: SessionScripts;
+  private readonly shell: GuestShell;
 
   constructor(private readonly deps: SessionServiceDeps) {
+    this.shell = new GuestShell(deps.runner);
     this.scripts = deps.scripts ?? loadGuestScripts();
     this.guestDir = deps.guestDir ?? GUEST_SESSIONS_DIR;
     this.capBytes = Math.max(MIN_OUTPUT_CAP_BYTES, deps.outputCapBytes ?? DEFAULT_OUTPUT_CAP_BYTES);
@@ -172,13 +174,12 @@ export class SessionService {
     opts: { input?: Buffer; timeoutMs?: number; maxOutputBytes?: number } = {},
   ): Promise<CommandResult> {
     const command = sessionRemoteCommand(this.scripts, verb, this.guestDir);
-    const r = await this.deps.runner
-      .run("ssh", [...guestSshArgs(target), command], {
-        timeoutMs: opts.timeoutMs ?? this.deps.callTimeoutMs ?? 60_000,
-        maxOutputBytes: opts.maxOutputBytes ?? GUEST_REPLY_MAX_BYTES,
-        ...(opts.input ? { input: opts.input } : {}),
-      })
-      .catch(rethrowGuestOutput(target.vmName, `'session ${verb.verb}'`));
+    const r = await this.shell.run(target, command, {
+      what: `'session ${verb.verb}'`,
+      timeoutMs: opts.timeoutMs ?? this.deps.callTimeoutMs ?? 60_000,
+      ...(opts.maxOutputBytes !== undefined ? { maxOutputBytes: opts.maxOutputBytes } : {}),
+      ...(opts.input ? { input: opts.input } : {}),
+    });
     if (r.code === 0) return r;
     throw sessionError(target.vmName, name, r);
   }

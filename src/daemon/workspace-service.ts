@@ -1,9 +1,9 @@
-import { spawn } from "node:child_process";
 import path from "node:path";
-import { PassThrough, type Readable } from "node:stream";
+import { PassThrough } from "node:stream";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ResultOf } from "../api/methods.js";
-import { guestSshArgs, type GuestTarget } from "../guest/ssh.js";
+import { GuestShell, type GuestStreamOptions, type GuestStreamResult } from "../guest/shell.js";
+import type { GuestTarget } from "../guest/ssh.js";
 import { loadGuestScripts, type GuestScripts } from "../guest/scripts.js";
 import {
   COMMIT_MARKER,
@@ -16,42 +16,23 @@ import {
   workspaceRemoteCommand,
 } from "../guest/workspace.js";
 import type { Progress } from "../image/service.js";
-import { GUEST_REPLY_MAX_BYTES, GuestOutputTooLargeError } from "../guest/output.js";
-import { BoundedBuffer, killGroup, outputCap, type CommandRunner } from "../system/runner.js";
+import type { CommandRunner } from "../system/runner.js";
 import { planWorkspace } from "../workspace/plan.js";
 import { checkBranchName, findRepo, resolveCommit } from "../workspace/repo.js";
 import { gnuTarSource, type TarSourceFactory } from "../workspace/stream.js";
 import type { VmService } from "../vm/service.js";
 
-export interface GuestExecResult {
-  code: number | null;
-  signal: string | null;
-  stdout: Buffer;
-  stderr: string;
-}
-
-export interface GuestExecOptions {
-  /** Piped to the remote command's stdin; ends when it ends. */
-  stdin?: Readable;
-  signal: AbortSignal;
-  timeoutMs: number;
-  /** Most stdout kept (stderr keeps GUEST_REPLY_MAX_BYTES); past it ssh is killed. */
-  maxStdoutBytes?: number;
-  /** Names the call in the error when the guest prints past the cap. */
-  what: string;
-}
-
-/** Runs one command in the guest over SSH; stdout stays bytes (patches need not be UTF-8). */
+/** Runs one command in the guest over SSH (GuestShell.stream; tests script it). */
 export type GuestExec = (
   target: GuestTarget,
   command: string,
-  opts: GuestExecOptions,
-) => Promise<GuestExecResult>;
+  opts: GuestStreamOptions,
+) => Promise<GuestStreamResult>;
 
 export interface WorkspaceServiceDeps {
   /** The VM side: a running VM's SSH target, and the per-VM lock for guest work. */
   vms: Pick<VmService, "guestTarget" | "exclusive">;
-  /** Host git. */
+  /** Host git, and the guest's ssh (GuestShell). */
   runner: CommandRunner;
   /** Produces the tar stream of a plan; tests stall it. */
   tarSource?: TarSourceFactory;
@@ -77,78 +58,6 @@ export interface PrepareRequest {
  */
 export const EXPORT_RPC_MAX_BYTES = 64 * 1024 * 1024;
 
-/** OpenSSH as a child process; killed on abort, at the deadline or past its output caps. */
-export const sshGuestExec: GuestExec = (target, command, opts) =>
-  new Promise((resolve, reject) => {
-    if (opts.signal.aborted) {
-      reject(new BangerError(ErrorCode.Cancelled, "cancelled"));
-      return;
-    }
-    // Its own process group: whatever it starts (a ProxyCommand) goes with it.
-    const child = spawn("ssh", [...guestSshArgs(target), command], {
-      stdio: ["pipe", "pipe", "pipe"],
-      detached: true,
-    });
-    const kill = () => killGroup(child);
-    let overflow: { stream: "stdout" | "stderr"; limit: number } | null = null;
-    const tooMuch = (stream: "stdout" | "stderr", limit: number) => () => {
-      overflow ??= { stream, limit };
-      kill();
-    };
-    const stdoutCap = outputCap(opts.maxStdoutBytes ?? GUEST_REPLY_MAX_BYTES);
-    const stdout = new BoundedBuffer(stdoutCap, tooMuch("stdout", stdoutCap));
-    const stderr = new BoundedBuffer(
-      GUEST_REPLY_MAX_BYTES,
-      tooMuch("stderr", GUEST_REPLY_MAX_BYTES),
-    );
-    child.stdout.on("data", (c: Buffer) => stdout.push(c));
-    child.stderr.on("data", (c: Buffer) => stderr.push(c));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      kill();
-    }, opts.timeoutMs);
-    const onAbort = () => kill();
-    opts.signal.addEventListener("abort", onAbort, { once: true });
-    // A guest that exits without reading everything must not crash the daemon with EPIPE.
-    child.stdin.on("error", () => {});
-    if (opts.stdin) opts.stdin.pipe(child.stdin);
-    else child.stdin.end();
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      opts.signal.removeEventListener("abort", onAbort);
-      reject(err);
-    });
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      opts.signal.removeEventListener("abort", onAbort);
-      opts.stdin?.unpipe(child.stdin);
-      if (overflow)
-        reject(
-          new GuestOutputTooLargeError(target.vmName, opts.what, overflow.limit, overflow.stream),
-        );
-      else if (timedOut)
-        reject(
-          new BangerError(
-            ErrorCode.Internal,
-            `the guest did not finish within ${Math.round(opts.timeoutMs / 1000)}s`,
-            `see 'banger vm health ${target.vmName}'`,
-          ),
-        );
-      else
-        try {
-          resolve({
-            code,
-            signal,
-            stdout: stdout.buffer(),
-            stderr: stderr.buffer().toString("utf8"),
-          });
-        } catch (err) {
-          reject(err instanceof Error ? err : new Error(String(err)));
-        }
-    });
-  });
-
 /**
  * `vm workspace prepare|export`. The VM's lifecycle lock is held only while
  * guestTarget validates and snapshots the SSH target; all guest I/O runs under
@@ -162,7 +71,9 @@ export class WorkspaceService {
 
   constructor(private readonly deps: WorkspaceServiceDeps) {
     this.tarSource = deps.tarSource ?? gnuTarSource;
-    this.guestExec = deps.guestExec ?? sshGuestExec;
+    const shell = new GuestShell(deps.runner);
+    this.guestExec =
+      deps.guestExec ?? ((target, command, opts) => shell.stream(target, command, opts));
     this.script = (deps.scripts ?? loadGuestScripts()).workspace;
   }
 
