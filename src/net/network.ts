@@ -154,7 +154,11 @@ export class BridgeNetwork implements NetworkBackend {
     };
   }
 
-  releaseVm(handles: NetworkHandles, _vmDir: string, opts: { failed?: boolean } = {}) {
+  releaseVm(
+    handles: NetworkHandles,
+    _vmDir: string,
+    opts: { failed?: boolean } = {},
+  ): Promise<void> {
     return this.detach(handles.tap, opts);
   }
 
