@@ -2,7 +2,7 @@ import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import type { EntryTable } from "./entries.js";
+import type { EntryTable } from "./entry-meta.js";
 import { MAX_OUTPUT_BYTES_CEILING, runChecked, type CommandRunner } from "../system/runner.js";
 
 const MiB = 1024 * 1024;

@@ -3,7 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { runChecked, type CommandRunner } from "../system/runner.js";
 import { applyMetadata } from "./ext4.js";
-import { S_IFDIR, S_IFREG, type EntryMeta } from "../image/oci/flatten.js";
+import { S_IFDIR, S_IFREG, type EntryMeta } from "./entry-meta.js";
 import type { FileSyncEntry } from "../config/config.js";
 import { stageFileSync, type FileSyncResult } from "../guest/file-sync.js";
 

@@ -1,4 +1,4 @@
-import { S_IFDIR, S_IFLNK, S_IFREG } from "../image/oci/flatten.js";
+import { S_IFDIR, S_IFLNK, S_IFREG } from "../disk/entry-meta.js";
 import type { GuestScripts } from "./scripts.js";
 
 /**

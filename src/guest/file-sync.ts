@@ -2,7 +2,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { FileSyncEntry } from "../config/config.js";
-import { S_IFDIR, S_IFREG, type EntryMeta } from "../image/oci/flatten.js";
+import { S_IFDIR, S_IFREG, type EntryMeta } from "../disk/entry-meta.js";
 
 const S_IFLNK = 0o120000;
 

@@ -11,7 +11,7 @@ import {
 } from "../guest/assets.js";
 import { loadGuestScripts } from "../guest/scripts.js";
 import type { CommandRunner } from "../system/runner.js";
-import { S_IFDIR, S_IFREG, type EntryTable } from "../disk/entries.js";
+import { S_IFDIR, S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
 import { flattenLayers } from "./oci/flatten.js";
 
