@@ -6,7 +6,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import type { SystemStatus } from "../src/system/system-install.js";
+import type { SystemStatus } from "../src/system/system-status.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 import { ensureBuilt } from "./helpers/build.js";
 

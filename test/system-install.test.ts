@@ -7,13 +7,11 @@ import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { BangerError } from "../src/api/errors.js";
 import type { CommandResult, CommandRunner } from "../src/system/runner.js";
-import {
-  installSystem,
-  systemStatus,
-  uninstallSystem,
-  type SystemDeps,
-  type UserInfo,
-} from "../src/system/system-install.js";
+import { cidrsOverlap, makePin } from "../src/net/pin.js";
+import type { SystemDeps, UserInfo } from "../src/system/system-deps.js";
+import { installSystem } from "../src/system/system-install.js";
+import { systemStatus } from "../src/system/system-status.js";
+import { uninstallSystem } from "../src/system/system-uninstall.js";
 import { whyNotRootOwned } from "../src/system/root-owned.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { daemonUnit, execWord, helperUnit } from "../src/system/systemd-units.js";
@@ -136,6 +134,8 @@ function makeDeps(
     probeHelper: async () => ({ answers: true, detail: "banger-helper answers (pid 42)" }),
     daemonAnswers: async () => false,
     hostSubnetClash: async () => null,
+    pinFor: makePin,
+    subnetsOverlap: cidrsOverlap,
     say: (line) => said.push(line),
     said,
     systemctl,

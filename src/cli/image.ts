@@ -1,6 +1,7 @@
 import { Command } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
+import { DEFAULT_IMAGE_NAME, DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import path from "node:path";
 import { formatSizeBytes, parseSize } from "../util/size.js";
 import { describeGroup, withDaemon, type CliDeps } from "./context.js";
@@ -31,7 +32,7 @@ export function imageCommand(deps: CliDeps): Command {
       "Root filesystems VMs boot from. The default Debian image is built for you on first use; pull any OCI image with 'banger image pull'.",
     examples: [
       "banger image pull debian:bookworm          # from Docker Hub, into a bootable ext4",
-      "banger image build                         # (re)build the default debian-bookworm image",
+      `banger image build                         # (re)build the default ${DEFAULT_IMAGE_NAME} image`,
       "banger image list",
     ],
     next: "'banger vm run --image <name>' boots it.",
@@ -40,7 +41,7 @@ export function imageCommand(deps: CliDeps): Command {
   image
     .command("build")
     .description("Build the default Debian image locally with mmdebstrap")
-    .argument("[name]", "image name", "debian-bookworm")
+    .argument("[name]", "image name", DEFAULT_IMAGE_NAME)
     .option("--suite <suite>", "Debian suite", "bookworm")
     .option("--packages <list>", "extra packages, comma-separated")
     .option("--size <size>", "ext4 size, e.g. 4G")
@@ -70,7 +71,7 @@ export function imageCommand(deps: CliDeps): Command {
     .description("Pull a catalog image or any OCI image into a bootable ext4")
     .argument("<ref>", "catalog name or OCI reference, e.g. debian:bookworm")
     .option("--name <name>", "local name (default: derived from the reference)")
-    .option("--kernel-ref <name>", "kernel to boot it with (default: debian-cloud)")
+    .option("--kernel-ref <name>", `kernel to boot it with (default: ${DISTRO_KERNEL_NAME})`)
     .option("--size <size>", "ext4 size (default: 1.5x the content, at least 1G)")
     .option("--insecure-registry", "allow plain HTTP to this registry")
     .action(async (ref, opts) => {

@@ -1,6 +1,7 @@
 import { Command } from "@commander-js/extra-typings";
 import path from "node:path";
 import type { KernelDetail } from "../api/methods.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { formatSizeBytes } from "../util/size.js";
 import { describeGroup, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
@@ -8,12 +9,11 @@ import { formatFields, formatTable, orDash, printJson } from "./output.js";
 
 export function kernelCommand(deps: CliDeps): Command {
   const kernel = describeGroup(new Command("kernel"), {
-    purpose:
-      "Guest kernels, by name. The default 'debian-cloud' kernel is derived from your distribution's cloud kernel on first use.",
+    purpose: `Guest kernels, by name. The default '${DISTRO_KERNEL_NAME}' kernel is derived from your distribution's cloud kernel on first use.`,
     examples: [
-      "banger kernel pull debian-cloud",
+      `banger kernel pull ${DISTRO_KERNEL_NAME}`,
       "banger kernel list --available",
-      "banger kernel show debian-cloud",
+      `banger kernel show ${DISTRO_KERNEL_NAME}`,
     ],
     next: "'banger image pull <ref> --kernel-ref <name>' pairs an image with a kernel.",
   });
@@ -44,7 +44,7 @@ export function kernelCommand(deps: CliDeps): Command {
       const kernels = await withDaemon(deps, (c) => c.call("kernel.list", {}));
       if (opts.json) return printJson(deps.out, kernels);
       if (kernels.length === 0) {
-        deps.out.stdout.write("no kernels yet: 'banger kernel pull debian-cloud'\n");
+        deps.out.stdout.write(`no kernels yet: 'banger kernel pull ${DISTRO_KERNEL_NAME}'\n`);
         return;
       }
       deps.out.stdout.write(
@@ -56,7 +56,7 @@ export function kernelCommand(deps: CliDeps): Command {
     });
   kernel
     .command("pull")
-    .description("Fetch a catalog kernel, or derive debian-cloud from apt")
+    .description(`Fetch a catalog kernel, or derive ${DISTRO_KERNEL_NAME} from apt`)
     .argument("<name>")
     .option("--force", "replace a kernel that is already present")
     .action(async (name, opts) => {

@@ -2,16 +2,12 @@ import net from "node:net";
 import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
 import { HelperClient } from "../net/helper-client.js";
-import { checkPinAgainstHost, makePin } from "../net/pin.js";
+import { checkPinAgainstHost, cidrsOverlap, makePin } from "../net/pin.js";
 import { createCommandRunner } from "../system/runner.js";
-import {
-  installSystem,
-  systemStatus,
-  uninstallSystem,
-  type SystemDeps,
-  type SystemStatus,
-  type UnitStatus,
-} from "../system/system-install.js";
+import type { SystemDeps } from "../system/system-deps.js";
+import { installSystem } from "../system/system-install.js";
+import { systemStatus, type SystemStatus, type UnitStatus } from "../system/system-status.js";
+import { uninstallSystem } from "../system/system-uninstall.js";
 import { whyNotRootOwned } from "../system/root-owned.js";
 import { lookupUser } from "../system/users.js";
 import { userFilesVia } from "../system/user-files.js";
@@ -65,6 +61,8 @@ function realSystemDeps(deps: CliDeps): SystemDeps {
         return err instanceof Error ? err.message : String(err);
       }
     },
+    pinFor: makePin,
+    subnetsOverlap: cidrsOverlap,
     say: (line) => deps.out.stdout.write(`${line}\n`),
   };
 }

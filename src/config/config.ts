@@ -8,6 +8,7 @@ import type { HostLimits } from "./limits.js";
 import { applyConfigTables } from "./tables.js";
 import type { Table } from "./values.js";
 import { hostResources } from "./vm-defaults.js";
+import { DEFAULT_BRIDGE, DEFAULT_IMAGE_NAME, DEFAULT_SUBNET } from "./defaults.js";
 
 /**
  * What config.toml holds (types and defaults) and reading it; each table's keys are checked in
@@ -51,13 +52,13 @@ export interface Config {
 
 export function defaultConfig(): Config {
   return {
-    defaultImageName: "debian-bookworm",
+    defaultImageName: DEFAULT_IMAGE_NAME,
     vmm: "auto",
     accel: "auto",
     vmDefaults: { vcpu: null, memoryBytes: null, diskBytes: null },
     network: {
-      bridge: "banger0",
-      subnet: "172.30.0.0/24",
+      bridge: DEFAULT_BRIDGE,
+      subnet: DEFAULT_SUBNET,
       dnsPort: 53,
       tapPoolSize: 2,
       helperSocket: null,

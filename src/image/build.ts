@@ -1,6 +1,6 @@
 import path from "node:path";
 import type { ImageInfo } from "../api/methods.js";
-import { DISTRO_KERNEL_NAME } from "../kernel/derive.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { bootstrapDebian } from "./build/debian.js";
 import type { ImageContext } from "./context.js";
 import type { Progress } from "./model.js";

@@ -3,7 +3,7 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
 import { hasExt4Magic } from "../disk/ext4.js";
-import { DISTRO_KERNEL_NAME } from "../kernel/derive.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { fetchBundleToStaging } from "../util/bundle-fetch.js";
 import { loadCatalog } from "../util/catalog.js";
 import type { ImageContext } from "./context.js";

@@ -4,6 +4,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { hasExt4Magic } from "../disk/ext4.js";
 import type { ImageRow } from "../store/store.js";
 import type { CommandRunner } from "../system/runner.js";
@@ -47,7 +48,7 @@ export async function registerImage(ctx: ImageContext, req: RegisterRequest): Pr
         throw new BangerError(
           ErrorCode.NotFound,
           `no kernel named ${JSON.stringify(kernelRef)}`,
-          "'banger kernel list' shows what exists; 'banger kernel pull debian-cloud' gets the default",
+          `'banger kernel list' shows what exists; 'banger kernel pull ${DISTRO_KERNEL_NAME}' gets the default`,
         );
       }
     } else {

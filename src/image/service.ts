@@ -1,5 +1,6 @@
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
+import { DEFAULT_IMAGE_NAME } from "../config/defaults.js";
 import { existingOrMade } from "../util/wait.js";
 import { buildImage } from "./build.js";
 import { ImageContext, type ImageServiceDeps } from "./context.js";
@@ -10,7 +11,7 @@ import { promoteImage } from "./promote.js";
 import { pullImage } from "./pull.js";
 import { registerImage, type RegisterRequest } from "./register.js";
 
-export const DEFAULT_IMAGE_NAME = "debian-bookworm";
+export { DEFAULT_IMAGE_NAME } from "../config/defaults.js";
 
 export type { ImageServiceDeps } from "./context.js";
 export {

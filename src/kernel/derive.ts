@@ -1,11 +1,9 @@
 import { randomBytes } from "node:crypto";
 import fsp from "node:fs/promises";
 import type { KernelInfo } from "../api/methods.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import type { KernelContext, KernelOpProgress } from "./context.js";
 import { deriveDistroKernel } from "./debian.js";
-
-/** The kernel banger derives locally from the host distribution; needs no catalog. */
-export const DISTRO_KERNEL_NAME = "debian-cloud";
 
 /** `kernel pull debian-cloud` without a catalog entry: built from this host's kernel package. */
 export async function deriveKernel(

@@ -5,7 +5,8 @@ import { fetchBundleToStaging, type FetchProgress } from "../util/bundle-fetch.j
 import { isKernelBundleMember } from "./bundle.js";
 import { findCatalogEntry, loadKernelCatalog } from "./catalog.js";
 import type { KernelContext, KernelOpProgress } from "./context.js";
-import { deriveKernel, DISTRO_KERNEL_NAME } from "./derive.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
+import { deriveKernel } from "./derive.js";
 import { readKernelDir } from "./kernel-dir.js";
 
 /** `kernel pull`: a catalog bundle fetched and verified, or debian-cloud derived locally. */

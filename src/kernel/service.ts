@@ -10,13 +10,13 @@ import {
   type KernelOpProgress,
   type KernelServiceDeps,
 } from "./context.js";
-import { DISTRO_KERNEL_NAME } from "./derive.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { importKernelDir, importKernelFiles } from "./import.js";
 import { readManifest, checkKernelName } from "./kernel-dir.js";
 import { pullKernel } from "./pull.js";
 
 export { kernelInfo, type KernelOpProgress, type KernelServiceDeps } from "./context.js";
-export { DISTRO_KERNEL_NAME } from "./derive.js";
+export { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 
 export type CatalogListing = CatalogEntry;
 

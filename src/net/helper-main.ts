@@ -1,11 +1,12 @@
 import { parseArgs } from "node:util";
 import pino from "pino";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { DEFAULT_BRIDGE, DEFAULT_SUBNET } from "../config/defaults.js";
+import { defaultHelperSocket } from "../paths/helper-socket.js";
 import { createCommandRunner, type CommandRunner } from "../system/runner.js";
 import { lookupUser } from "../system/users.js";
-import { defaultHelperSocket } from "./helper-protocol.js";
 import { HelperServer } from "./helper-server.js";
-import { checkPinAgainstHost, DEFAULT_BRIDGE, DEFAULT_SUBNET, makePin } from "./pin.js";
+import { checkPinAgainstHost, makePin } from "./pin.js";
 import { createRootOps } from "./privileged.js";
 
 const USAGE = `banger-helper: the narrow root helper that lets an unprivileged bangerd use bridge networking

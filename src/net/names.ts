@@ -1,5 +1,8 @@
 /** What banger lets into `ip` arguments and nft scripts: its own device names, plain IPv4. */
-const PREFIXES = ["banger", "bg-"];
+export const BRIDGE_PREFIX = "banger";
+/** Every tap banger makes is named this and 12 hex digits (15 characters, IFNAMSIZ - 1). */
+export const TAP_PREFIX = "bg-";
+const PREFIXES = [BRIDGE_PREFIX, TAP_PREFIX];
 
 /** A network device banger may touch: its prefix and a valid interface name (at most 15 characters). */
 export function isBangerDevice(name: string): boolean {

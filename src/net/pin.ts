@@ -17,10 +17,6 @@ export interface NetworkPin {
   gateway: string;
 }
 
-/** banger's own default pin, the same as the config's `[network]` defaults. */
-export const DEFAULT_BRIDGE = "banger0";
-export const DEFAULT_SUBNET = "172.30.0.0/24";
-
 const PRIVATE: Array<[string, number]> = [
   ["10.0.0.0", 8],
   ["172.16.0.0", 12],

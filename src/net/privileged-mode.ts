@@ -1,20 +1,10 @@
+import { DEFAULT_BRIDGE, DEFAULT_SUBNET } from "../config/defaults.js";
+import { helperSocketFor } from "../paths/helper-socket.js";
+import type { PrivilegedProbe } from "../system/privileged-probe.js";
 import type { CommandRunner } from "../system/runner.js";
 import { HelperClient } from "./helper-client.js";
-import { helperSocketFor } from "./helper-protocol.js";
-import {
-  canonicalSubnet,
-  checkPinAgainstHost,
-  DEFAULT_BRIDGE,
-  DEFAULT_SUBNET,
-  makePin,
-} from "./pin.js";
+import { canonicalSubnet, checkPinAgainstHost, makePin } from "./pin.js";
 import { createRootOps, type PrivilegedOps } from "./privileged.js";
-
-/** Who would run the privileged steps for a daemon of this uid, or why nobody can. */
-export type PrivilegedProbe =
-  | { mode: "root" }
-  | { mode: "helper"; socket: string; servedUid: number; bridge: string; subnet: string }
-  | { mode: "none"; socket: string | null; reason: string };
 
 /** The `[network]` values the pin is compared with. */
 export interface NetworkChoice {

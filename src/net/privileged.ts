@@ -1,6 +1,6 @@
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { runChecked, type CommandRunner } from "../system/runner.js";
-import { isBangerDevice, isIpv4, isIpv4Cidr } from "./names.js";
+import { isBangerDevice, isIpv4, isIpv4Cidr, TAP_PREFIX } from "./names.js";
 import {
   requirePinnedBridge,
   requirePinnedDns,
@@ -184,7 +184,7 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
       checkName(bridge);
       requirePinnedBridge(pin, bridge, `to attach tap "${name}"`);
       // banger* names are bridges: a tap named like another user's bridge would squat on it.
-      if (!name.startsWith("bg-"))
+      if (!name.startsWith(TAP_PREFIX))
         throw new BangerError(
           ErrorCode.InvalidParams,
           `refusing to create tap "${name}": banger's taps are named bg-<something>`,
@@ -226,7 +226,7 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
       const taps: TapInfo[] = [];
       for (const m of enslaved.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]/gm)) {
         const name = m[1]!;
-        if (name.startsWith("bg-") && owners.has(name))
+        if (name.startsWith(TAP_PREFIX) && owners.has(name))
           taps.push({ name, ownerUid: owners.get(name) ?? null });
       }
       return taps;
@@ -237,7 +237,8 @@ export function createRootOps(runner: CommandRunner, opts: RootOpsOptions): Priv
       const taps: DetachedTapInfo[] = [];
       for (const m of links.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]\s*<([^>]*)>(.*)$/gm)) {
         const [, name, flags, rest] = m as unknown as [string, string, string, string];
-        if (!name.startsWith("bg-") || !owners.has(name) || / master /.test(` ${rest} `)) continue;
+        if (!name.startsWith(TAP_PREFIX) || !owners.has(name) || / master /.test(` ${rest} `))
+          continue;
         taps.push({
           name,
           ownerUid: owners.get(name) ?? null,

@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { TAP_PREFIX } from "./names.js";
 import type { PrivilegedOps } from "./privileged.js";
 
 export interface TapPoolDeps {
@@ -39,7 +40,7 @@ export class TapPool {
   constructor(private readonly deps: TapPoolDeps) {}
 
   private newName(): string {
-    return this.deps.newName?.() ?? `bg-${randomBytes(6).toString("hex")}`;
+    return this.deps.newName?.() ?? `${TAP_PREFIX}${randomBytes(6).toString("hex")}`;
   }
 
   private async create(): Promise<string> {

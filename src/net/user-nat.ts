@@ -7,6 +7,9 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import type { CommandRunner } from "../system/runner.js";
 import { isPidAlive } from "../vmm/process.js";
 
+/** passt's socket in the VM's directory (the frame filter connects to it). */
+const PASST_SOCKET = "passt.sock";
+
 /**
  * User-mode networking with egress (--nat without a bridge): passt gives the guest the
  * outside world and forwards SSH on 127.0.0.1; banger's frame filter sits between QEMU
@@ -60,7 +63,7 @@ export function passtArgs(opts: {
     "--udp-ports",
     "none",
     "--socket",
-    path.join(opts.dir, "passt.sock"),
+    path.join(opts.dir, PASST_SOCKET),
   ];
 }
 
@@ -156,7 +159,7 @@ export async function startUserNat(opts: {
       "sudo apt-get install passt (see 'banger doctor'), or create the VM without --nat",
     );
   }
-  const passtSock = path.join(opts.dir, "passt.sock");
+  const passtSock = path.join(opts.dir, PASST_SOCKET);
   const socket = path.join(opts.dir, "net.sock");
   await fsp.rm(passtSock, { force: true });
   await fsp.rm(socket, { force: true });
@@ -208,7 +211,7 @@ export async function stopUserNat(h: UserNatHandles, dir: string): Promise<void>
       await helperGone(pid, dir, 5000);
     }
   }
-  await fsp.rm(path.join(dir, "passt.sock"), { force: true });
+  await fsp.rm(path.join(dir, PASST_SOCKET), { force: true });
   await fsp.rm(h.socket, { force: true });
 }
 

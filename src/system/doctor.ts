@@ -1,6 +1,6 @@
 import pc from "picocolors";
 import type { NetworkStatus } from "../api/methods.js";
-import type { PrivilegedProbe } from "../net/privileged-mode.js";
+import type { PrivilegedProbe } from "./privileged-probe.js";
 import { detectAccel, type AccelDeps } from "./accel.js";
 import type { CommandRunner } from "./runner.js";
 

@@ -1,6 +1,6 @@
 import { pathToFileURL } from "node:url";
 import path from "node:path";
-import { DEFAULT_BRIDGE, DEFAULT_SUBNET } from "../net/pin.js";
+import { DEFAULT_BRIDGE, DEFAULT_SUBNET } from "../config/defaults.js";
 
 /** The first line of every unit banger writes: uninstall removes only files that carry it. */
 export const UNIT_MARKER = "# Written by 'banger system install'";
