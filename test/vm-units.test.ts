@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { KeyedLock } from "../src/daemon/locks.js";
+import { KeyedLock } from "../src/util/keyed-lock.js";
 import { VM_NAME } from "../src/api/vm-names.js";
 import { parseSsListening } from "../src/guest/probe.js";
 import { shellQuote } from "../src/guest/ssh.js";

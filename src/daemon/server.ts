@@ -6,7 +6,7 @@ import type { Layout } from "../paths/layout.js";
 import { Store } from "../store/store.js";
 import type { CommandRunner } from "../system/runner.js";
 import type { Driver } from "../vmm/driver.js";
-import { acquirePidLock, defaultLockDeps, type LockDeps, type PidLock } from "./lock.js";
+import { acquirePidLock, defaultLockDeps, type LockDeps, type PidLock } from "./pid-lock.js";
 import { serveConnection, type Handlers, type RpcLogger } from "./rpc-server.js";
 
 export type StartupStep = "dirs" | "lock" | "store" | "listen" | "pidfile";

@@ -2,7 +2,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { KeyedLock } from "../daemon/locks.js";
+import { KeyedLock } from "../util/keyed-lock.js";
 import { GuestShell } from "../guest/shell.js";
 import { ensureSshIdentity, type GuestTarget, type SshIdentity } from "../guest/ssh.js";
 import type { ImageService } from "../image/service.js";
