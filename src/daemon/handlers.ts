@@ -1,178 +1,22 @@
-import { KernelService } from "../kernel/service.js";
-import { createOciPuller } from "../image/oci/puller.js";
-import { ImageService } from "../image/service.js";
-import { loadConfig } from "../config/config.js";
-import { hostResources } from "../config/vm-defaults.js";
-import { BridgeNetwork } from "../net/network.js";
-import { pinnedNetwork, privilegedOpsFor, probePrivileged } from "../net/privileged-mode.js";
-import { canOpenReadWrite, detectAccel, realAccelDeps, resolveAccel } from "../system/accel.js";
-import { FirecrackerDriver } from "../vmm/firecracker/driver.js";
-import { selectVmm } from "../vmm/select.js";
-import { createCommandRunner } from "../system/runner.js";
-import { QemuDriver } from "../vmm/qemu/driver.js";
-import { loadGuestScripts } from "../guest/scripts.js";
-import { SessionService } from "./session-service.js";
-import { VmService } from "../vm/service.js";
-import { WorkspaceService } from "./workspace-service.js";
-import type { Handlers } from "./rpc-server.js";
-import type { Daemon } from "./server.js";
-import { ConsoleRecorders } from "../vmm/console-log.js";
-import { sweepOrphans } from "./sweep.js";
-import fsp from "node:fs/promises";
-import { BangerError } from "../api/errors.js";
+// The method table: every RPC method mapped onto the services wiring.ts builds.
 import type { NetworkStatus, VmInfo } from "../api/methods.js";
 import { USER_NET } from "../net/user-nat.js";
+import type { Handlers } from "./rpc-server.js";
+import type { Daemon } from "./server.js";
+import type { SessionService } from "./session-service.js";
+import type { VmService } from "../vm/service.js";
+import { wireServices, type Services } from "./wiring.js";
+import type { WorkspaceService } from "./workspace-service.js";
 
-/** Every RPC method's implementation. Later issues replace the pending ones with services. */
-export function buildHandlers(daemon: Daemon): Handlers {
+/** Every RPC method's implementation. */
+export function buildHandlers(daemon: Daemon, services: Services = wireServices(daemon)): Handlers {
   const { store } = daemon;
-  const env = daemon.deps.env ?? process.env;
-  const runner = daemon.deps.runner ?? createCommandRunner(env);
-  // Read once, here: an install without guest-scripts/ fails the start, saying which file.
-  const scripts = loadGuestScripts();
-  const kernels = new KernelService({ store, layout: daemon.layout, env, runner });
-  const images = new ImageService({
-    store,
-    layout: daemon.layout,
-    env,
-    runner,
-    kernels,
-    oci: createOciPuller({ layout: daemon.layout, env }),
-  });
-  // Before any request is served: what a daemon killed mid-create or mid-build left behind, and
-  // no row owns, goes (image and kernel requests wait for it too: their staging must not be swept).
-  const swept = sweepOrphans({ store, layout: daemon.layout, log: daemon.deps.log }).then(
-    () => undefined,
-    (err: unknown) => daemon.deps.log.error({ err }, "start-up sweep failed"),
-  );
-  const afterSweep = <T>(fn: () => Promise<T> | T) => swept.then(fn);
-  let networkStatus: NetworkStatus = {
-    mode: "user",
-    reason: "starting",
-    bridge: null,
-    problem: null,
-    hint: null,
-  };
-  // Bridge networking when someone may create taps for us (we are root, or banger-helper
-  // answers) and /dev/net/tun opens; else rootless user-mode networking, with the reason logged.
-  const ready = (async () => {
-    await swept;
-    const log = daemon.deps.log;
-    let network: BridgeNetwork | null = null;
-    const uid = process.getuid?.() ?? 0;
-    const userMode = (reason: string, problem: string | null = null, hint: string | null = null) =>
-      (networkStatus = { mode: "user", reason, bridge: null, problem, hint });
-    if (env.BANGER_NETWORK === "user") {
-      log.info({}, "BANGER_NETWORK=user: using user-mode networking");
-      userMode("BANGER_NETWORK=user");
-    } else if (!(await canOpenReadWrite("/dev/net/tun"))) {
-      log.info({ uid }, "/dev/net/tun does not open for this user: using user-mode networking");
-      userMode("/dev/net/tun does not open for this user");
-    } else {
-      try {
-        const config = await loadConfig(daemon.layout.configFile);
-        const probe = await probePrivileged({
-          env,
-          uid,
-          configuredSocket: config.network.helperSocket,
-          network: config.network,
-        });
-        // The helper's pinned bridge and subnet (or, as root, the config's, pinned here).
-        const pinned = pinnedNetwork(probe, config.network);
-        const ops = await privilegedOpsFor(probe, runner, pinned, uid);
-        if (!ops) {
-          const reason = probe.mode === "none" ? probe.reason : "";
-          log.info({ reason }, "nobody to run privileged steps: using user-mode networking");
-          // No helper installed is plain rootless mode; a helper that is there (or was asked
-          // for) and cannot be used is a failure the user must see.
-          const socket = probe.mode === "none" ? probe.socket : null;
-          const wanted =
-            socket === null ||
-            config.network.helperSocket !== null ||
-            Boolean(env.BANGER_HELPER_SOCKET) ||
-            Boolean(env.BANGER_PRIVILEGED) ||
-            (await fsp.lstat(socket).then(
-              () => true,
-              () => false,
-            ));
-          if (wanted)
-            userMode(
-              "bridge networking failed",
-              `bridge networking is not available: ${reason}`,
-              "'banger doctor' checks the helper; fix it, then 'banger daemon stop' so the next start tries again (see docs/helper.md)",
-            );
-          else userMode(`no banger-helper (${reason})`);
-        } else {
-          log.info(
-            probe,
-            "bridge networking: privileged steps " +
-              (probe.mode === "root" ? "in-process (root)" : "through banger-helper"),
-          );
-          // A set-up that fails has started nothing of ours (the bridge it may have met is not
-          // known to be ours alone): nothing to undo.
-          const bridge = new BridgeNetwork(ops, pinned, store, uid, log);
-          await bridge.setUp();
-          network = bridge;
-          daemon.addCloser(() => bridge.tearDown());
-          networkStatus = {
-            mode: "bridge",
-            reason: probe.mode === "root" ? "running as root" : "through banger-helper",
-            bridge: pinned.bridge,
-            problem: null,
-            hint: null,
-          };
-        }
-      } catch (err) {
-        log.error({ err }, "bridge networking unavailable: using user-mode networking");
-        network = null;
-        const hint = err instanceof BangerError ? err.hint : undefined;
-        userMode(
-          "bridge networking failed",
-          `bridge set-up failed: ${err instanceof Error ? err.message : String(err)}`,
-          `${hint ? `${hint}; then ` : "fix [network] in config.toml (bridge, subnet, dns_port), then "}'banger daemon stop' so the next start tries again; until then VMs use user-mode networking`,
-        );
-      }
-    }
-    // The daemon reads every QEMU console into a bounded log; VMs keep running without it.
-    const consoles = new ConsoleRecorders(daemon.deps.log);
-    daemon.addCloser(async () => consoles.closeAll());
-    const vms = new VmService({
-      store,
-      layout: daemon.layout,
-      runner,
-      images,
-      kernels,
-      drivers: {
-        qemu: daemon.deps.driver ?? new QemuDriver(runner, consoles),
-        firecracker: new FirecrackerDriver(runner),
-      },
-      pickVmm: async () => {
-        const config = await loadConfig(daemon.layout.configFile);
-        const accel = resolveAccel(config.accel, await detectAccel(realAccelDeps()));
-        return selectVmm(
-          config.vmm,
-          accel,
-          (await runner.which("firecracker")) !== null,
-          network !== null,
-        );
-      },
-      network,
-      host: hostResources(),
-      log: daemon.deps.log,
-    });
-    // VMs outlive the daemon: adopt the running ones before serving VM requests.
-    await vms
-      .reconcile()
-      .catch((err: unknown) => daemon.deps.log.error({ err }, "reconcile failed"));
-    // Adopted VMs keep their taps; whatever else an earlier daemon left on the bridge is reused or removed.
-    await network
-      ?.startPool()
-      .catch((err: unknown) => daemon.deps.log.error({ err }, "tap pool start-up failed"));
-    return vms;
-  })();
-  const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => ready.then(fn);
+  const { images, kernels } = services;
+  const afterSweep = <T>(fn: () => Promise<T> | T) => services.swept.then(fn);
+  const withVms = <T>(fn: (vms: VmService) => Promise<T> | T) => services.vms.then(fn);
   /** `vm show`: how the VM is networked (its address says, when running) and why not bridged. */
   const withNetwork = (info: VmInfo): VmInfo => {
+    const networkStatus = services.networkStatus();
     const running = info.state === "running" && info.ip !== null;
     const mode = running ? (info.ip === USER_NET.ip ? "user" : "bridge") : networkStatus.mode;
     const failed = mode === "user" && networkStatus.problem !== null;
@@ -185,10 +29,9 @@ export function buildHandlers(daemon: Daemon): Handlers {
       },
     };
   };
-  const workspaces = ready.then((vms) => new WorkspaceService({ vms, runner, scripts }));
-  const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) => workspaces.then(fn);
-  const sessions = ready.then((vms) => new SessionService({ vms, runner, scripts }));
-  const withSessions = <T>(fn: (s: SessionService) => Promise<T>) => sessions.then(fn);
+  const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) =>
+    services.workspaces.then(fn);
+  const withSessions = <T>(fn: (s: SessionService) => Promise<T>) => services.sessions.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -201,11 +44,13 @@ export function buildHandlers(daemon: Daemon): Handlers {
       schemaVersion: store.schemaVersion(),
       // Known once start-up is done; a start-up still busy after 10 s says "starting".
       network: await Promise.race([
-        ready.then(
-          () => networkStatus,
-          () => networkStatus,
+        services.vms.then(
+          () => services.networkStatus(),
+          () => services.networkStatus(),
         ),
-        new Promise<NetworkStatus>((r) => setTimeout(() => r(networkStatus), 10_000).unref()),
+        new Promise<NetworkStatus>((r) =>
+          setTimeout(() => r(services.networkStatus()), 10_000).unref(),
+        ),
       ]),
     }),
     "daemon.shutdown": async () => {
