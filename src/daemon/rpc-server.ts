@@ -1,14 +1,7 @@
 import type net from "node:net";
-import {
-  createMessageConnection,
-  ResponseError,
-  SocketMessageWriter,
-  type CancellationToken,
-  type MessageConnection,
-} from "vscode-jsonrpc/node.js";
-import { z } from "zod";
+import { ResponseError, type MessageConnection } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import { CappedMessageReader, FramingError } from "../util/jsonrpc-reader.js";
+import { serveJsonRpc, toResponseError, type ErrorWording } from "../util/jsonrpc-server.js";
 import {
   methods,
   PROGRESS_NOTIFICATION,
@@ -33,27 +26,13 @@ export type Handler<M extends MethodName> = (
 
 export type Handlers = { [M in MethodName]: Handler<M> };
 
-export interface RpcErrorData {
-  hint?: string;
-}
-
-/** Turns whatever a handler threw into a JSON-RPC error a user can act on. */
-export function toResponseError(err: unknown): ResponseError<RpcErrorData> {
-  if (err instanceof BangerError) {
-    return new ResponseError(err.code, err.message, err.hint ? { hint: err.hint } : {});
-  }
-  if (err instanceof z.ZodError) {
-    return new ResponseError(
-      ErrorCode.InvalidParams,
-      `invalid parameters: ${z.prettifyError(err)}`,
-      {},
-    );
-  }
-  const message = err instanceof Error ? err.message : String(err);
-  return new ResponseError(ErrorCode.Internal, `internal error: ${message}`, {
-    hint: "this is a bug in banger; the daemon log has details ('banger daemon status' shows where)",
-  });
-}
+/** How the daemon words the errors it answers with. */
+const DAEMON_WORDING: ErrorWording = {
+  invalidParams: "invalid parameters: ",
+  internal: "internal error: ",
+  internalHint:
+    "this is a bug in banger; the daemon log has details ('banger daemon status' shows where)",
+};
 
 /**
  * The largest request the daemon reads. Requests carry names, paths and options (the biggest,
@@ -75,74 +54,39 @@ export function serveConnection(
   log: RpcLogger,
   opts: { stallTimeoutMs?: number } = {},
 ): MessageConnection {
-  const reader = new CappedMessageReader(socket, {
-    maxMessageBytes: MAX_REQUEST_BYTES,
-    stallTimeoutMs: opts.stallTimeoutMs ?? STALL_TIMEOUT_MS,
-    acceptResponses: false,
-  });
-  const writer = new SocketMessageWriter(socket);
-  const conn = createMessageConnection(reader, writer);
-  // Bad framing or JSON gets JSON-RPC's own answer (id null unless one was readable); when the
-  // framing is lost the connection closes after it.
-  reader.onError((err) => {
-    if (!(err instanceof FramingError)) return;
-    const answer = {
-      jsonrpc: "2.0" as const,
-      id: err.id,
-      error: { code: err.code, message: err.message },
-    };
-    const written = writer.write(answer).catch(() => {});
-    if (err.fatal) {
-      void written.then(() => socket.end());
-      setTimeout(() => socket.destroy(), 1000).unref();
-    }
-  });
-  const disconnected = new AbortController();
-  // One handler for every name: vscode-jsonrpc's per-method handlers spread array params and
-  // pass no params object at all when `params` is absent.
-  conn.onRequest(async (method: string, raw: unknown, token: CancellationToken) => {
-    if (!Object.hasOwn(methods, method)) {
-      throw new ResponseError(ErrorCode.MethodNotFound, `unknown method ${quoteName(method)}`, {
-        hint: "docs/internals/rpc.md lists the methods this daemon serves",
-      });
-    }
-    const name = method as MethodName;
-    const abort = new AbortController();
-    const onDisconnect = () => abort.abort(new Error("client disconnected"));
-    disconnected.signal.addEventListener("abort", onDisconnect, { once: true });
-    const sub = token.onCancellationRequested(() => abort.abort(new Error("cancelled")));
-    try {
-      const { params, progressToken } = splitProgressToken(raw);
-      const parsed = methods[name].params.parse(params) as ParsedParamsOf<typeof name>;
-      const ctx: RequestContext = {
-        signal: abort.signal,
-        progress(report) {
-          if (progressToken === undefined || disconnected.signal.aborted) return;
-          void conn
-            .sendNotification(PROGRESS_NOTIFICATION, { token: progressToken, ...report })
-            .catch(() => {});
-        },
-      };
-      const handler = handlers[name] as Handler<typeof name>;
-      const result = await handler(parsed, ctx);
-      return methods[name].result.parse(result);
-    } catch (err) {
-      const response = toResponseError(err);
-      if (response.code === ErrorCode.Internal) log.error({ err, method: name }, "request failed");
-      throw response;
-    } finally {
-      sub.dispose();
-      disconnected.signal.removeEventListener("abort", onDisconnect);
-    }
-  });
-  socket.on("close", () => {
-    disconnected.abort();
-    conn.dispose();
-  });
-  // A client that vanishes mid-write must not crash the daemon.
-  socket.on("error", () => {});
-  conn.listen();
-  return conn;
+  return serveJsonRpc(
+    socket,
+    {
+      serves: (method) => Object.hasOwn(methods, method),
+      unknownMethod: (method) =>
+        new ResponseError(ErrorCode.MethodNotFound, `unknown method ${quoteName(method)}`, {
+          hint: "docs/internals/rpc.md lists the methods this daemon serves",
+        }),
+      async run(method, raw, call) {
+        const name = method as MethodName;
+        const { params, progressToken } = splitProgressToken(raw);
+        const parsed = methods[name].params.parse(params) as ParsedParamsOf<typeof name>;
+        const ctx: RequestContext = {
+          signal: call.signal,
+          progress(report) {
+            if (progressToken === undefined) return;
+            call.notify(PROGRESS_NOTIFICATION, { token: progressToken, ...report });
+          },
+        };
+        const handler = handlers[name] as Handler<typeof name>;
+        const result = await handler(parsed, ctx);
+        return methods[name].result.parse(result);
+      },
+      toError: (err) => toResponseError(err, DAEMON_WORDING),
+      failed(method, _params, err, answer) {
+        if (answer.code === ErrorCode.Internal) log.error({ err, method }, "request failed");
+      },
+    },
+    {
+      maxMessageBytes: MAX_REQUEST_BYTES,
+      stallTimeoutMs: opts.stallTimeoutMs ?? STALL_TIMEOUT_MS,
+    },
+  );
 }
 
 /** A method name from the wire, quoted and cut short, for an error message. */

@@ -2,12 +2,13 @@ import net from "node:net";
 import {
   createMessageConnection,
   ResponseError,
-  SocketMessageReader,
   SocketMessageWriter,
 } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode, type ErrorCodeValue } from "../api/errors.js";
+import { CappedMessageReader } from "../util/jsonrpc-reader.js";
 import {
   helperMethods,
+  MAX_HELPER_MESSAGE_BYTES,
   type HelperMethod,
   type HelperParams,
   type HelperResult,
@@ -63,8 +64,12 @@ export class HelperClient implements PrivilegedOps {
     params: HelperParams<M>,
   ): Promise<HelperResult<M>> {
     const socket = await this.connect();
+    // Bounded like the helper's own reader; the call's timeout bounds a stalled answer.
     const conn = createMessageConnection(
-      new SocketMessageReader(socket),
+      new CappedMessageReader(socket, {
+        maxMessageBytes: MAX_HELPER_MESSAGE_BYTES,
+        stallTimeoutMs: this.timeoutMs,
+      }),
       new SocketMessageWriter(socket),
     );
     conn.listen();

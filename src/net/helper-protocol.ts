@@ -53,6 +53,13 @@ export const helperMethods = {
   unrouteResolver: { params: z.object({ bridge: device }).strict(), result: done },
 } as const;
 
+/**
+ * The largest message either side reads. Requests carry device names and CIDRs, answers a list
+ * of taps; the bound stays above a few MiB so an absurd name is still refused by name (the
+ * hostile table sends 1 MiB), and far below what would tax a root process's memory.
+ */
+export const MAX_HELPER_MESSAGE_BYTES = 4 * 1024 * 1024;
+
 export type HelperMethod = keyof typeof helperMethods;
 export const helperMethodNames = Object.keys(helperMethods) as HelperMethod[];
 export type HelperParams<M extends HelperMethod> = z.infer<(typeof helperMethods)[M]["params"]>;

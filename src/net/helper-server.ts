@@ -1,18 +1,13 @@
 import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
-import {
-  createMessageConnection,
-  ResponseError,
-  SocketMessageReader,
-  SocketMessageWriter,
-  type MessageConnection,
-} from "vscode-jsonrpc/node.js";
-import { z } from "zod";
+import { ResponseError, type MessageConnection } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { serveJsonRpc, toResponseError, type ErrorWording } from "../util/jsonrpc-server.js";
 import {
   helperMethodNames,
   helperMethods,
+  MAX_HELPER_MESSAGE_BYTES,
   type HelperMethod,
   type HelperParams,
   type HelperResult,
@@ -36,7 +31,19 @@ export interface HelperServerOptions {
   pin: NetworkPin;
   gid: number;
   log: HelperLogger;
+  /** Test seam: how long a half-sent request may stall (default HELPER_STALL_TIMEOUT_MS). */
+  stallTimeoutMs?: number;
 }
+
+/** A request started but not finished is given up on after this long without data. */
+export const HELPER_STALL_TIMEOUT_MS = 30_000;
+
+/** How the helper words the errors it answers with. */
+const HELPER_WORDING: ErrorWording = {
+  invalidParams: "banger-helper refused: ",
+  internal: "banger-helper: ",
+  internalHint: "the helper's log (its stderr) has details",
+};
 
 type Dispatch = {
   [M in HelperMethod]: (p: HelperParams<M>) => Promise<HelperResult<M>>;
@@ -152,45 +159,43 @@ export class HelperServer {
       socket.destroy();
       return;
     }
-    const conn = createMessageConnection(
-      new SocketMessageReader(socket),
-      new SocketMessageWriter(socket),
-    );
     const dispatch = this.dispatch();
     const { log } = this.opts;
-    for (const method of helperMethodNames) {
-      conn.onRequest(method, async (...args: unknown[]) => {
-        // vscode-jsonrpc passes named params as one object, positional ones spread, then a cancellation token.
-        const given = args.slice(0, -1);
-        const raw = given.length === 0 ? {} : given.length === 1 ? given[0] : given;
-        try {
-          const params = helperMethods[method].params.parse(raw);
+    const conn = serveJsonRpc(
+      socket,
+      {
+        serves: (method) => Object.hasOwn(helperMethods, method),
+        unknownMethod(method) {
+          log.error({ method }, "unknown method refused");
+          return new ResponseError(
+            ErrorCode.MethodNotFound,
+            `banger-helper does not do "${method}"; it serves only: ${helperMethodNames.join(", ")}`,
+          );
+        },
+        async run(name, raw) {
+          const method = name as HelperMethod;
+          // No params at all means none: ping's schema takes {}.
+          const params = helperMethods[method].params.parse(raw ?? {});
           if (method !== "ping") log.info({ method, params }, "operation");
           const run = dispatch[method] as (p: unknown) => Promise<unknown>;
           return await run(params);
-        } catch (err) {
-          const response = toResponseError(err);
-          log.error({ method, params: raw, error: response.message }, "refused or failed");
-          throw response;
-        }
-      });
-    }
-    conn.onRequest((method: string) => {
-      log.error({ method }, "unknown method refused");
-      throw new ResponseError(
-        ErrorCode.MethodNotFound,
-        `banger-helper does not do "${method}"; it serves only: ${helperMethodNames.join(", ")}`,
-      );
-    });
+        },
+        toError: (err) => toResponseError(err, HELPER_WORDING),
+        failed(method, params, _err, answer) {
+          log.error({ method, params, error: answer.message }, "refused or failed");
+        },
+      },
+      {
+        maxMessageBytes: MAX_HELPER_MESSAGE_BYTES,
+        stallTimeoutMs: this.opts.stallTimeoutMs ?? HELPER_STALL_TIMEOUT_MS,
+      },
+    );
     this.sockets.add(socket);
     this.connections.add(conn);
     socket.on("close", () => {
       this.sockets.delete(socket);
       this.connections.delete(conn);
-      conn.dispose();
     });
-    socket.on("error", () => {});
-    conn.listen();
   }
 
   /** Stops listening, drops clients and removes the socket. Idempotent. */
@@ -203,21 +208,6 @@ export class HelperServer {
     })();
     return this.closing;
   }
-}
-
-function toResponseError(err: unknown): ResponseError<{ hint?: string }> {
-  if (err instanceof BangerError)
-    return new ResponseError(err.code, err.message, err.hint ? { hint: err.hint } : {});
-  if (err instanceof z.ZodError)
-    return new ResponseError(
-      ErrorCode.InvalidParams,
-      `banger-helper refused: ${z.prettifyError(err)}`,
-      {},
-    );
-  const message = err instanceof Error ? err.message : String(err);
-  return new ResponseError(ErrorCode.Internal, `banger-helper: ${message}`, {
-    hint: "the helper's log (its stderr) has details",
-  });
 }
 
 /** The socket's directory must be ours alone: otherwise someone else could swap the socket. */

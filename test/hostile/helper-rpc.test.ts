@@ -13,7 +13,7 @@ import { HelperServer } from "../../src/net/helper-server.js";
 import { makePin } from "../../src/net/pin.js";
 import { createRootOps } from "../../src/net/privileged.js";
 import type { CommandResult, CommandRunner } from "../../src/system/runner.js";
-import { rawRequest as rawJsonRpc } from "../helpers/raw-rpc.js";
+import { frame, rawExchange, rawRequest as rawJsonRpc } from "../helpers/raw-rpc.js";
 import { assertClearError, type HostileRow } from "./harness.js";
 
 const uid = process.getuid?.() ?? 0;
@@ -55,6 +55,7 @@ class RecordingRunner implements CommandRunner {
   }
 }
 
+const STALL_MS = 1500;
 let dir: string;
 let socket: string;
 let runner: RecordingRunner;
@@ -71,6 +72,7 @@ before(async () => {
     gid,
     pin,
     log: { info: () => {}, error: () => {} },
+    stallTimeoutMs: STALL_MS,
   });
 });
 
@@ -278,4 +280,59 @@ test(`hostile helper RPCs (${rows.length} rows): refused, nothing run, the helpe
     runner.calls.some((c) => c.startsWith("nft -f -")),
     runner.calls.join("\n"),
   );
+});
+
+// The helper reads requests through the daemon's bounded framing: before, it read with
+// vscode-jsonrpc's own reader, which buffered whatever Content-Length a caller declared, waited
+// forever on a half-sent request, and crashed the root helper on a deeply nested message.
+const deep = (n: number) => "[".repeat(n) + "]".repeat(n);
+const framingRows: Array<{
+  name: string;
+  chunks: string[];
+  waitMs?: number;
+  expect: RegExp;
+}> = [
+  {
+    name: "Content-Length of 300 MB",
+    chunks: [`Content-Length: ${300 * 1000 * 1000}\r\n\r\n`, "x".repeat(1024)],
+    expect: /^-32600 message of 300000000 bytes is over the limit .* \(closed\)$/,
+  },
+  {
+    name: "a 200k-deep array as the whole message",
+    chunks: [frame(deep(200_000)).toString("latin1")],
+    expect: /^-32600 Invalid Request: /,
+  },
+  {
+    name: "a 200k-deep array as params",
+    chunks: [
+      frame(`{"jsonrpc":"2.0","id":1,"method":"deleteTap","params":${deep(200_000)}}`).toString(
+        "latin1",
+      ),
+    ],
+    expect: /^-32602 banger-helper refused: /,
+  },
+  {
+    name: "a body that is not JSON",
+    chunks: [frame("{nope").toString("latin1")],
+    expect: /^-32700 /,
+  },
+  {
+    name: "a request that stops half-way",
+    chunks: ["Content-Length: 100\r\n\r\n{"],
+    waitMs: STALL_MS + 4000,
+    expect: /^-32600 incomplete message: no data for .* \(closed\)$/,
+  },
+];
+
+test(`hostile helper framing (${framingRows.length} rows): JSON-RPC's answer, and the helper still answers`, async () => {
+  const client = new HelperClient(socket, { timeoutMs: 10_000 });
+  for (const row of framingRows) {
+    runner.calls.length = 0;
+    const x = await rawExchange(socket, row.chunks, 1, row.waitMs ?? 5000);
+    const first = x.answers[0]?.error;
+    const said = first ? `${first.code} ${first.message}` : "no answer";
+    assert.match(`${said}${x.closed ? " (closed)" : ""}`, row.expect, row.name);
+    assert.deepEqual(runner.mutations(), [], `${row.name}: ran commands that change the host`);
+    assert.equal((await client.ping()).pong, true, `${row.name}: the helper stopped answering`);
+  }
 });

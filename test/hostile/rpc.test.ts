@@ -16,6 +16,13 @@ import {
   type HostileDaemon,
   type HostileRow,
 } from "./harness.js";
+import {
+  frame,
+  parseAnswers,
+  rawExchange,
+  type Answer,
+  type Exchange,
+} from "../helpers/raw-rpc.js";
 
 const STALL_MS = 1500;
 let daemon: HostileDaemon;
@@ -26,92 +33,9 @@ after(async () => {
   await daemon?.close();
 });
 
-interface Answer {
-  id?: unknown;
-  result?: unknown;
-  error?: { code: number; message: string };
-}
-
-interface Exchange {
-  answers: Answer[];
-  /** The daemon closed the connection. */
-  closed: boolean;
-}
-
-/** Splits Content-Length framed answers out of what the daemon sent. */
-function parseAnswers(buf: Buffer): Answer[] {
-  const out: Answer[] = [];
-  let rest = buf;
-  for (;;) {
-    const end = rest.indexOf("\r\n\r\n");
-    if (end < 0) break;
-    const m = /content-length:\s*(\d+)/i.exec(rest.subarray(0, end).toString("latin1"));
-    if (!m) break;
-    const len = Number(m[1]);
-    const body = rest.subarray(end + 4, end + 4 + len);
-    if (body.length < len) break;
-    out.push(JSON.parse(body.toString("utf8")) as Answer);
-    rest = rest.subarray(end + 4 + len);
-  }
-  return out;
-}
-
-/**
- * Connects, writes each chunk in turn, and collects answers until `want` have arrived, the daemon
- * closes, or `waitMs` passes.
- */
-function exchange(
-  chunks: Array<string | Buffer>,
-  want: number,
-  waitMs = 5000,
-  halfClose = false,
-): Promise<Exchange> {
-  return new Promise((resolve) => {
-    const socket = net.createConnection({
-      path: daemon.home.layout.socketFile,
-      allowHalfOpen: true,
-    });
-    let got = Buffer.alloc(0);
-    let closed = false;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ answers: parseAnswers(got), closed });
-    };
-    const timer = setTimeout(finish, waitMs);
-    socket.on("data", (d) => {
-      got = Buffer.concat([got, d]);
-      // Enough answers: give the daemon a moment to close the connection, if it is going to.
-      if (parseAnswers(got).length >= want) setTimeout(finish, 300);
-    });
-    // The daemon's end of the stream: with allowHalfOpen, 'close' waits for ours.
-    socket.on("end", () => {
-      closed = true;
-      setTimeout(finish, 50);
-    });
-    socket.on("close", () => {
-      closed = true;
-      finish();
-    });
-    socket.on("error", () => {});
-    socket.on("connect", async () => {
-      for (const c of chunks) {
-        if (socket.destroyed) return;
-        socket.write(c);
-        if (chunks.length > 1) await new Promise((r) => setTimeout(r, 2));
-      }
-      if (halfClose && !socket.destroyed) socket.end();
-    });
-  });
-}
-
-const frame = (body: string | Buffer): Buffer => {
-  const b = Buffer.isBuffer(body) ? body : Buffer.from(body);
-  return Buffer.concat([Buffer.from(`Content-Length: ${b.length}\r\n\r\n`), b]);
-};
+/** Raw bytes to the daemon's socket; see rawExchange. */
+const exchange = (chunks: Array<string | Buffer>, want: number, waitMs = 5000, halfClose = false) =>
+  rawExchange(daemon.home.layout.socketFile, chunks, want, waitMs, halfClose);
 const req = (method: unknown, params?: unknown, id: unknown = 1): string =>
   JSON.stringify({ jsonrpc: "2.0", id, method, ...(params === undefined ? {} : { params }) });
 const ping = frame(req("daemon.ping", {}, 99));
