@@ -7,6 +7,7 @@ import { Store } from "../store/store.js";
 import type { CommandRunner } from "../system/runner.js";
 import type { Driver } from "../vmm/driver.js";
 import { acquirePidLock, defaultLockDeps, type LockDeps, type PidLock } from "./pid-lock.js";
+import { refuseConnection } from "../util/jsonrpc-server.js";
 import { serveConnection, type Handlers, type RpcLogger } from "./rpc-server.js";
 
 export type StartupStep = "dirs" | "lock" | "store" | "listen" | "pidfile";
@@ -137,7 +138,10 @@ export class Daemon {
       return;
     }
     if (this.sockets.size >= (this.deps.maxConnections ?? MAX_CONNECTIONS)) {
-      refuseConnection(socket, this.sockets.size);
+      refuseConnection(
+        socket,
+        `too many connections (${this.sockets.size} open, the limit); try again shortly`,
+      );
       return;
     }
     this.sockets.add(socket);
@@ -191,41 +195,6 @@ export class Daemon {
  * parallel `vm run`s while keeping a flood of connections far from the file descriptor limit.
  */
 export const MAX_CONNECTIONS = 256;
-
-/**
- * Says why, as a JSON-RPC error, then closes. The answer waits for the client's first bytes
- * (clients speak first): closing before the client's write makes that write fail (EPIPE) and the
- * client drops the answer unread. It answers the request's id when the first chunk holds it.
- */
-function refuseConnection(socket: net.Socket, open: number): void {
-  socket.on("error", () => {});
-  const timer = setTimeout(() => socket.destroy(), 2000);
-  timer.unref();
-  socket.once("data", (chunk: Buffer) => {
-    socket.resume(); // drop the rest
-    const body = JSON.stringify({
-      jsonrpc: "2.0",
-      id: firstRequestId(chunk),
-      error: {
-        code: ErrorCode.Busy,
-        message: `too many connections (${open} open, the limit); try again shortly`,
-      },
-    });
-    socket.end(`Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-  });
-}
-
-/** The id of a whole request at the start of `chunk`, else null. */
-function firstRequestId(chunk: Buffer): string | number | null {
-  const end = chunk.indexOf("\r\n\r\n");
-  if (end < 0 || end > 8192) return null;
-  try {
-    const id = (JSON.parse(chunk.subarray(end + 4).toString("utf8")) as { id?: unknown }).id;
-    return typeof id === "string" || typeof id === "number" ? id : null;
-  } catch {
-    return null;
-  }
-}
 
 function listen(server: net.Server, file: string): Promise<void> {
   return new Promise((resolve, reject) => {

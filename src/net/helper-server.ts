@@ -3,7 +3,12 @@ import net from "node:net";
 import path from "node:path";
 import { ResponseError, type MessageConnection } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import { serveJsonRpc, toResponseError, type ErrorWording } from "../util/jsonrpc-server.js";
+import {
+  refuseConnection,
+  serveJsonRpc,
+  toResponseError,
+  type ErrorWording,
+} from "../util/jsonrpc-server.js";
 import {
   helperMethodNames,
   helperMethods,
@@ -34,6 +39,13 @@ export interface HelperServerOptions {
   /** Test seam: how long a half-sent request may stall (default HELPER_STALL_TIMEOUT_MS). */
   stallTimeoutMs?: number;
 }
+
+/**
+ * Connections served at once; one more is refused with a Busy answer. The daemon holds one per
+ * call, briefly: 64 is far above that, and keeps what a flood can make a root process buffer
+ * (each connection up to MAX_HELPER_MESSAGE_BYTES) bounded.
+ */
+export const MAX_HELPER_CONNECTIONS = 64;
 
 /** A request started but not finished is given up on after this long without data. */
 export const HELPER_STALL_TIMEOUT_MS = 30_000;
@@ -157,6 +169,14 @@ export class HelperServer {
   private accept(socket: net.Socket): void {
     if (this.closing) {
       socket.destroy();
+      return;
+    }
+    if (this.sockets.size >= MAX_HELPER_CONNECTIONS) {
+      this.opts.log.error({ open: this.sockets.size }, "connection refused: too many");
+      refuseConnection(
+        socket,
+        `too many connections to banger-helper (${this.sockets.size} open, the limit); try again shortly`,
+      );
       return;
     }
     const dispatch = this.dispatch();

@@ -138,3 +138,38 @@ export function serveJsonRpc(
   conn.listen();
   return conn;
 }
+
+/**
+ * A connection over a server's limit: says why (`message`, as a Busy error), then closes. The answer waits for the client's first bytes
+ * (clients speak first): closing before the client's write makes that write fail (EPIPE) and the
+ * client drops the answer unread. It answers the request's id when the first chunk holds it.
+ */
+export function refuseConnection(socket: net.Socket, message: string): void {
+  socket.on("error", () => {});
+  const timer = setTimeout(() => socket.destroy(), 2000);
+  timer.unref();
+  socket.once("data", (chunk: Buffer) => {
+    socket.resume(); // drop the rest
+    const body = JSON.stringify({
+      jsonrpc: "2.0",
+      id: firstRequestId(chunk),
+      error: {
+        code: ErrorCode.Busy,
+        message,
+      },
+    });
+    socket.end(`Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+  });
+}
+
+/** The id of a whole request at the start of `chunk`, else null. */
+function firstRequestId(chunk: Buffer): string | number | null {
+  const end = chunk.indexOf("\r\n\r\n");
+  if (end < 0 || end > 8192) return null;
+  try {
+    const id = (JSON.parse(chunk.subarray(end + 4).toString("utf8")) as { id?: unknown }).id;
+    return typeof id === "string" || typeof id === "number" ? id : null;
+  } catch {
+    return null;
+  }
+}

@@ -4,16 +4,17 @@
 // runs, and the helper must keep answering.
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { ResponseError } from "vscode-jsonrpc/node.js";
 import { HelperClient } from "../../src/net/helper-client.js";
-import { HelperServer } from "../../src/net/helper-server.js";
+import { HelperServer, MAX_HELPER_CONNECTIONS } from "../../src/net/helper-server.js";
 import { makePin } from "../../src/net/pin.js";
 import { createRootOps } from "../../src/net/privileged.js";
 import type { CommandResult, CommandRunner } from "../../src/system/runner.js";
-import { frame, rawExchange, rawRequest as rawJsonRpc } from "../helpers/raw-rpc.js";
+import { frame, parseAnswers, rawExchange, rawRequest as rawJsonRpc } from "../helpers/raw-rpc.js";
 import { assertClearError, type HostileRow } from "./harness.js";
 
 const uid = process.getuid?.() ?? 0;
@@ -335,4 +336,46 @@ test(`hostile helper framing (${framingRows.length} rows): JSON-RPC's answer, an
     assert.deepEqual(runner.mutations(), [], `${row.name}: ran commands that change the host`);
     assert.equal((await client.ping()).pong, true, `${row.name}: the helper stopped answering`);
   }
+});
+
+test("a flood of connections to the helper: past its limit one is refused clearly, then all are released", async () => {
+  // Each held connection has been answered, so the helper has surely accepted it.
+  const held: net.Socket[] = [];
+  try {
+    for (let i = 0; i < MAX_HELPER_CONNECTIONS; i++) {
+      const s = net.createConnection(socket);
+      held.push(s);
+      s.on("error", () => {});
+      const x = await new Promise<Buffer>((resolve) => {
+        let got = Buffer.alloc(0);
+        const timer = setTimeout(() => resolve(got), 10_000);
+        s.on("data", (d) => {
+          got = Buffer.concat([got, d]);
+          if (parseAnswers(got).length > 0) {
+            clearTimeout(timer);
+            resolve(got);
+          }
+        });
+        s.on("connect", () =>
+          s.write(frame(JSON.stringify({ jsonrpc: "2.0", id: i, method: "ping", params: {} }))),
+        );
+      });
+      assert.equal((parseAnswers(x)[0]?.result as { pong?: boolean })?.pong, true, `held ${i}`);
+    }
+    const client = new HelperClient(socket, { timeoutMs: 10_000 });
+    await assert.rejects(client.ping(), /too many connections to banger-helper/);
+  } finally {
+    for (const s of held) s.destroy();
+  }
+  // Released: the next call is served (bounded retries while the helper sees the closes).
+  const client = new HelperClient(socket, { timeoutMs: 10_000 });
+  let pong = false;
+  for (let i = 0; i < 100 && !pong; i++) {
+    pong = await client.ping().then(
+      (r) => r.pong,
+      () => false,
+    );
+    if (!pong) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(pong, "the helper answers once the flood is gone");
 });
