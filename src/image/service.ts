@@ -11,8 +11,6 @@ import { promoteImage } from "./promote.js";
 import { pullImage } from "./pull.js";
 import { registerImage, type RegisterRequest } from "./register.js";
 
-export { DEFAULT_IMAGE_NAME } from "../config/defaults.js";
-
 export type { ImageServiceDeps } from "./context.js";
 export {
   checkImageName,

@@ -16,7 +16,6 @@ import { readManifest, checkKernelName } from "./kernel-dir.js";
 import { pullKernel } from "./pull.js";
 
 export { kernelInfo, type KernelOpProgress, type KernelServiceDeps } from "./context.js";
-export { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 
 export type CatalogListing = CatalogEntry;
 

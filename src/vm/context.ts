@@ -45,6 +45,8 @@ export interface VmServiceDeps {
 
 /** The VM's work disk (mounted at /root in the guest), in its directory. */
 export const WORK_DISK = "work.ext4";
+/** Where a VM's handles are mirrored, so a restarted daemon can adopt it. */
+const HANDLES_FILE = "handles.json";
 
 export function vmInfo(row: VmRow, imageName: string | null): VmInfo {
   return {
@@ -160,7 +162,7 @@ export class VmContext {
   }
 
   async writeHandles(row: VmRow, handles: VmHandles | null): Promise<void> {
-    const file = path.join(this.dirOf(row.id), "handles.json");
+    const file = path.join(this.dirOf(row.id), HANDLES_FILE);
     if (handles) {
       this.handles.set(row.id, handles);
       await fsp.writeFile(file, `${JSON.stringify(handles, null, 2)}\n`, { mode: 0o600 });
@@ -176,7 +178,7 @@ export class VmContext {
     if (cached) return cached;
     try {
       return JSON.parse(
-        await fsp.readFile(path.join(this.dirOf(row.id), "handles.json"), "utf8"),
+        await fsp.readFile(path.join(this.dirOf(row.id), HANDLES_FILE), "utf8"),
       ) as VmHandles;
     } catch {
       try {

@@ -2,6 +2,7 @@ import path from "node:path";
 import type { VmInfo } from "../api/methods.js";
 import { listeningSockets, sshHealth, type ListeningSocket } from "../guest/probe.js";
 import { allocatedBytes } from "../vmm/root-disk.js";
+import { CONSOLE_LOG_FILE } from "../vmm/console-log.js";
 import { processUsage } from "../vmm/process.js";
 import { notRunning, WORK_DISK, type VmContext } from "./context.js";
 
@@ -14,7 +15,7 @@ export function showVm(ctx: VmContext, name: string): VmInfo {
 }
 
 export function logPath(ctx: VmContext, name: string): { path: string } {
-  return { path: path.join(ctx.dirOf(ctx.row(name).id), "console.log") };
+  return { path: path.join(ctx.dirOf(ctx.row(name).id), CONSOLE_LOG_FILE) };
 }
 
 /** Configured size, the VMM's RSS and CPU time (from /proc), and what the disks really use. */

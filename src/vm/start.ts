@@ -4,7 +4,7 @@ import type { VmInfo } from "../api/methods.js";
 import { loadConfig } from "../config/config.js";
 import { vmmExitedDuringBoot, waitForSsh } from "../guest/probe.js";
 import type { Progress } from "../image/service.js";
-import { DISTRO_KERNEL_NAME } from "../kernel/service.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import type { NetworkAttachment } from "../net/backend.js";
 import { detectAccel, realAccelDeps, resolveAccel, tcgKernelArgs } from "../system/accel.js";
 import type { VmHandles, VmSpec } from "../vmm/driver.js";

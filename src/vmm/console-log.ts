@@ -2,6 +2,9 @@ import fs from "node:fs";
 import net from "node:net";
 
 /** What a guest's serial console may keep on disk unless the config says otherwise. */
+/** The serial console's log in a VM's directory, whichever VMM wrote it. */
+export const CONSOLE_LOG_FILE = "console.log";
+
 export const DEFAULT_CONSOLE_LOG_BYTES = 4 * 1024 * 1024;
 
 /** The console log's files, oldest first: the rotated half, then the current one. */

@@ -7,6 +7,7 @@ import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
 import type { Driver, DriverFeatures, RootDisk, VmHandles, VmSpec } from "../driver.js";
 import { isPidAlive, killVmm, vmmStatus, waitForExit } from "../process.js";
+import { CONSOLE_LOG_FILE } from "../console-log.js";
 import { copiedRootDisk } from "../root-disk.js";
 
 export interface FirecrackerRequest {
@@ -16,6 +17,9 @@ export interface FirecrackerRequest {
 }
 
 const MiB = 1024 * 1024;
+
+/** Firecracker's API socket in the VM's directory. */
+const API_SOCKET = "firecracker.sock";
 
 /**
  * The REST calls that configure and boot one VM, in order. Pure, so tests can
@@ -143,7 +147,7 @@ export class FirecrackerDriver implements Driver {
 
   /** Firecracker leaves its API socket behind when it exits. */
   async removeFiles(vmDir: string): Promise<void> {
-    await fsp.rm(path.join(vmDir, "firecracker.sock"), { force: true });
+    await fsp.rm(path.join(vmDir, API_SOCKET), { force: true });
   }
 
   async start(spec: VmSpec): Promise<VmHandles> {
@@ -155,9 +159,9 @@ export class FirecrackerDriver implements Driver {
         'set vmm = "qemu" in config.toml, or install Firecracker >= 1.8',
       );
     const requests = firecrackerRequests(spec);
-    const socket = path.join(spec.dir, "firecracker.sock");
+    const socket = path.join(spec.dir, API_SOCKET);
     await fsp.rm(socket, { force: true });
-    const console = fs.openSync(path.join(spec.dir, "console.log"), "a");
+    const console = fs.openSync(path.join(spec.dir, CONSOLE_LOG_FILE), "a");
     const child = spawn(binary, ["--api-sock", socket, "--id", `banger-${spec.name}`], {
       detached: true,
       stdio: ["ignore", console, console],
@@ -170,7 +174,7 @@ export class FirecrackerDriver implements Driver {
       vmm: "firecracker",
       pid,
       controlSocket: socket,
-      consoleLog: path.join(spec.dir, "console.log"),
+      consoleLog: path.join(spec.dir, CONSOLE_LOG_FILE),
       sshHost: spec.network.mode === "tap" ? spec.network.ip : "127.0.0.1",
       sshPort: 22,
       tap: spec.network.mode === "tap" ? spec.network.tap : null,

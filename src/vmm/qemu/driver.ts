@@ -5,11 +5,16 @@ import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
 import type { Driver, DriverFeatures, RootDisk, VmHandles, VmSpec } from "../driver.js";
 import { killVmm, vmmStatus, waitForExit } from "../process.js";
-import { ConsoleRecorders, DEFAULT_CONSOLE_LOG_BYTES } from "../console-log.js";
+import { CONSOLE_LOG_FILE, ConsoleRecorders, DEFAULT_CONSOLE_LOG_BYTES } from "../console-log.js";
 import { qcow2RootDisk } from "../root-disk.js";
 import { qmpExecute } from "./qmp.js";
 
 const MiB = 1024 * 1024;
+
+/** QEMU's files in the VM's directory: QMP and serial console sockets, and its pid file. */
+const QMP_SOCKET = "qmp.sock";
+const CONSOLE_SOCKET = "console.sock";
+const PID_FILE = "qemu.pid";
 
 /** The qemu-system-x86_64 command line for a microvm machine with virtio-mmio devices. */
 export function qemuArgs(spec: VmSpec): string[] {
@@ -37,7 +42,7 @@ export function qemuArgs(spec: VmSpec): string[] {
     // The console goes to a socket the daemon reads into a bounded log (a file would grow
     // with whatever the guest prints); -S holds the guest until the daemon is reading.
     "-chardev",
-    `socket,id=console,path=${path.join(spec.dir, "console.sock")},server=on,wait=off`,
+    `socket,id=console,path=${path.join(spec.dir, CONSOLE_SOCKET)},server=on,wait=off`,
     "-serial",
     "chardev:console",
     "-S",
@@ -59,9 +64,9 @@ export function qemuArgs(spec: VmSpec): string[] {
     "-device",
     "virtio-rng-device,rng=rng0",
     "-qmp",
-    `unix:${path.join(spec.dir, "qmp.sock")},server=on,wait=off`,
+    `unix:${path.join(spec.dir, QMP_SOCKET)},server=on,wait=off`,
     "-pidfile",
-    path.join(spec.dir, "qemu.pid"),
+    path.join(spec.dir, PID_FILE),
     "-daemonize",
   ];
   if (spec.network.mode === "user") {
@@ -111,7 +116,7 @@ export class QemuDriver implements Driver {
   }
 
   async removeFiles(vmDir: string): Promise<void> {
-    await fsp.rm(path.join(vmDir, "qmp.sock"), { force: true });
+    await fsp.rm(path.join(vmDir, QMP_SOCKET), { force: true });
   }
 
   async start(spec: VmSpec): Promise<VmHandles> {
@@ -123,10 +128,10 @@ export class QemuDriver implements Driver {
         "sudo apt-get install qemu-system-x86 (or run 'banger doctor')",
       );
     }
-    const pidFile = path.join(spec.dir, "qemu.pid");
+    const pidFile = path.join(spec.dir, PID_FILE);
     await fsp.rm(pidFile, { force: true });
-    await fsp.rm(path.join(spec.dir, "qmp.sock"), { force: true });
-    await fsp.rm(path.join(spec.dir, "console.sock"), { force: true });
+    await fsp.rm(path.join(spec.dir, QMP_SOCKET), { force: true });
+    await fsp.rm(path.join(spec.dir, CONSOLE_SOCKET), { force: true });
     // -daemonize: the parent exits once the VM is set up (errors go to its stderr); the child is re-parented away from us.
     const stderr = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
       const child = spawn(binary, qemuArgs(spec), { stdio: ["ignore", "ignore", "pipe"] });
@@ -152,9 +157,9 @@ export class QemuDriver implements Driver {
     const handles: VmHandles = {
       vmm: "qemu",
       pid,
-      controlSocket: path.join(spec.dir, "qmp.sock"),
-      consoleLog: path.join(spec.dir, "console.log"),
-      consoleSocket: path.join(spec.dir, "console.sock"),
+      controlSocket: path.join(spec.dir, QMP_SOCKET),
+      consoleLog: path.join(spec.dir, CONSOLE_LOG_FILE),
+      consoleSocket: path.join(spec.dir, CONSOLE_SOCKET),
       sshHost: spec.network.mode === "user" ? "127.0.0.1" : spec.network.ip,
       sshPort: spec.network.mode === "user" ? spec.network.sshPort : 22,
       tap: spec.network.mode === "tap" ? spec.network.tap : null,
