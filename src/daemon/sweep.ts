@@ -4,6 +4,7 @@ import { KERNEL_NAME } from "../kernel/kernel-dir.js";
 import type { Layout } from "../paths/layout.js";
 import type { Store } from "../store/store.js";
 import { removeTree } from "../util/remove-tree.js";
+import { VM_CREATING_MARKER } from "../vm/context.js";
 
 export interface SweepDeps {
   store: Store;
@@ -19,9 +20,6 @@ export interface SweepResult {
   /** Finished VM, image or kernel dirs that no row names: reported, never removed. */
   unowned: string[];
 }
-
-/** Written first into a new `vms/<id>/` and removed once its row exists (src/vm/create.ts). */
-export const VM_CREATING_MARKER = "creating";
 
 // The names banger gives what it makes under each state dir (see the services that make them):
 // VM and image ids are 6 random bytes in hex; staging and moved-aside copies carry a suffix.

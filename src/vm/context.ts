@@ -45,6 +45,11 @@ export interface VmServiceDeps {
 
 /** The VM's work disk (mounted at /root in the guest), in its directory. */
 export const WORK_DISK = "work.ext4";
+/**
+ * Written first into a new `vms/<id>/` and removed once its row exists (create.ts): the start-up
+ * sweep (daemon/sweep.ts) removes a directory that still has it.
+ */
+export const VM_CREATING_MARKER = "creating";
 /** Where a VM's handles are mirrored, so a restarted daemon can adopt it. */
 const HANDLES_FILE = "handles.json";
 
