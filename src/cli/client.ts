@@ -12,14 +12,8 @@ import {
   type MessageConnection,
 } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode, type ErrorCodeValue } from "../api/errors.js";
-import {
-  PROGRESS_NOTIFICATION,
-  PROGRESS_TOKEN_KEY,
-  type MethodName,
-  type ParamsOf,
-  type ProgressReport,
-  type ResultOf,
-} from "../api/methods.js";
+import type { MethodName, ParamsOf, ProgressReport, ResultOf } from "../api/methods.js";
+import { PROGRESS_NOTIFICATION, PROGRESS_TOKEN_KEY } from "../api/progress.js";
 import type { Layout } from "../paths/layout.js";
 import { withoutAgent } from "../guest/ssh.js";
 import { CappedMessageReader, FramingError } from "../util/jsonrpc-reader.js";

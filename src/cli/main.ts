@@ -5,7 +5,6 @@ import { hostResources } from "../config/vm-defaults.js";
 import { resolveLayout } from "../paths/layout.js";
 import { visibleLines } from "../util/terminal-text.js";
 import { bangerVersion } from "../version.js";
-import { connectOrStart, startDaemon, tryConnect } from "./client.js";
 import { ExitStatus, type CliDeps } from "./context.js";
 import { buildProgram } from "./program.js";
 
@@ -14,23 +13,26 @@ export function realCliDeps(): CliDeps {
   const env = process.env;
   const out = { stdout: process.stdout, stderr: process.stderr };
   const connectDeps = { layout, env, notice: (line: string) => process.stderr.write(`${line}\n`) };
+  // The RPC library loads only for commands that talk to the daemon.
+  const client = () => import("./client.js");
   return {
     out,
     env,
     layout,
     version: bangerVersion(),
     host: hostResources(),
-    connect: () => connectOrStart(connectDeps),
-    tryConnect: () => tryConnect(layout),
-    startDaemon: () => startDaemon(connectDeps),
+    connect: async () => (await client()).connectOrStart(connectDeps),
+    tryConnect: async () => (await client()).tryConnect(layout),
+    startDaemon: async () => (await client()).startDaemon(connectDeps),
   };
 }
 
 /** Runs the CLI and returns the exit status; never lets an error escape as a stack trace. */
 export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
-  const program = buildProgram(deps);
-  program.exitOverride();
   try {
+    // Only the groups this command line needs are loaded.
+    const program = await buildProgram(deps, argv.slice(2));
+    program.exitOverride();
     await program.parseAsync(argv);
     return 0;
   } catch (err) {

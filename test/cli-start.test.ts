@@ -1,0 +1,118 @@
+// The CLI loads only the command groups (and libraries) the command being run needs; see
+// src/cli/program.ts. Timing lives in bench/cli-start.ts; this file checks what loads.
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { completeWords } from "../src/cli/completion.js";
+import { buildProgram } from "../src/cli/program.js";
+import { referenceDeps } from "../src/cli/reference.js";
+
+const run = promisify(execFile);
+const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
+
+const names = async (args: string[]) =>
+  (await buildProgram(referenceDeps(), args)).commands.map((c) => c.name());
+
+test("a command line loads only the group it runs", async () => {
+  assert.deepEqual(await names(["vm", "ls"]), ["vm"]);
+  assert.deepEqual(await names(["image", "pull", "alpine"]), ["image"]);
+  assert.deepEqual(await names(["internal", "--help"]), ["internal"]);
+  assert.deepEqual(await names(["__complete", "--", "vm", "show", ""]), [
+    "vm",
+    "__complete",
+    "completion",
+  ]);
+});
+
+test("help, no command, a typo and completing a group's name load every group", async () => {
+  const all = await names([]);
+  assert.ok(all.includes("vm") && all.includes("internal") && all.includes("__complete"));
+  for (const args of [["--help"], ["help", "vm"], ["vmm", "ls"], ["__complete", "--", "v"]]) {
+    assert.deepEqual(await names(args), all, args.join(" "));
+  }
+});
+
+test("each top-level command is built when its name is the first word", async () => {
+  for (const name of await names([])) {
+    assert.ok((await names([name, "--help"])).includes(name), name);
+  }
+});
+
+test("completion answers the same from the partly loaded tree as from the whole", async () => {
+  const deps = referenceDeps();
+  const whole = await buildProgram(deps);
+  for (const words of [
+    ["vm", ""],
+    ["vm", "st"],
+    ["vm", "ls", "--"],
+    ["vm", "workspace", ""],
+    ["image", "cache", ""],
+    ["kernel", "list", "--a"],
+    ["completion", ""],
+    ["system", "install", "--"],
+  ]) {
+    const partial = await buildProgram(deps, ["__complete", "--", ...words]);
+    assert.deepEqual(
+      await completeWords(partial, words, deps),
+      await completeWords(whole, words, deps),
+      words.join(" "),
+    );
+  }
+});
+
+test("completing a VM name loads neither the API schemas nor image, store or daemon code", async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-cli-start-"));
+  try {
+    // Records every module the ESM loader loads (packages are seen at their entry point).
+    const hook = path.join(dir, "hook.mjs");
+    await fs.writeFile(
+      hook,
+      `import { register } from "node:module";
+register("data:text/javascript," + encodeURIComponent(
+  "export async function load(url, context, next) { process.stderr.write('LOADED ' + url + '\\\\n'); return next(url, context); }"));
+`,
+    );
+    const { stdout, stderr } = await run(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "--import",
+        hook,
+        "-e",
+        `import(${JSON.stringify(path.join(root, "src/cli/main.ts"))}).then((m) => m.main())`,
+        "banger",
+        "__complete",
+        "--",
+        "vm",
+        "show",
+        "",
+      ],
+      // No daemon runs in this home: completion asks none and starts none.
+      { cwd: root, env: { ...process.env, BANGER_HOME: dir }, timeout: 60_000 },
+    );
+    assert.equal(stdout, "");
+    const loaded = stderr
+      .split("\n")
+      .filter((l) => l.startsWith("LOADED "))
+      .map((l) => l.slice("LOADED ".length));
+    assert.ok(
+      loaded.some((u) => u.endsWith("/src/cli/client.ts")),
+      "it looked for a daemon",
+    );
+    // (image/limits.ts is a table of numbers the config reads.)
+    const unwanted = loaded.filter((u) =>
+      /\/node_modules\/(zod|tar-stream|better-sqlite3|zstd-napi|pino)\/|\/src\/(api\/methods|image\/(?!limits)|kernel|store|daemon|net|disk)[./]/.test(
+        u,
+      ),
+    );
+    assert.deepEqual(unwanted, []);
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
