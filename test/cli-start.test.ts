@@ -11,6 +11,7 @@ import { promisify } from "node:util";
 import { completeWords } from "../src/cli/completion.js";
 import { buildProgram } from "../src/cli/program.js";
 import { referenceDeps } from "../src/cli/reference.js";
+import { packagePath, packageRoot } from "../src/paths/package-root.js";
 
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
@@ -115,4 +116,12 @@ register("data:text/javascript," + encodeURIComponent(
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+});
+
+test("packageRoot is the folder holding banger's package.json", async () => {
+  const pkg = JSON.parse(await fs.readFile(packagePath("package.json"), "utf8")) as {
+    name: string;
+  };
+  assert.equal(pkg.name, "banger");
+  assert.equal(packageRoot(), root);
 });

@@ -3,7 +3,6 @@ import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import net from "node:net";
-import { fileURLToPath } from "node:url";
 import {
   createMessageConnection,
   ErrorCodes,
@@ -15,6 +14,7 @@ import { BangerError, ErrorCode, type ErrorCodeValue } from "../api/errors.js";
 import type { MethodName, ParamsOf, ProgressReport, ResultOf } from "../api/methods.js";
 import { PROGRESS_NOTIFICATION, PROGRESS_TOKEN_KEY } from "../api/progress.js";
 import type { Layout } from "../paths/layout.js";
+import { packagePath } from "../paths/package-root.js";
 import { withoutAgent } from "../guest/ssh.js";
 import { CappedMessageReader, FramingError } from "../util/jsonrpc-reader.js";
 
@@ -171,7 +171,7 @@ export async function connectOrStart(deps: ConnectDeps): Promise<DaemonClient> {
 }
 
 export function defaultDaemonBin(): string {
-  return fileURLToPath(new URL("../../bin/bangerd", import.meta.url));
+  return packagePath("bin", "bangerd");
 }
 
 /** Spawn bangerd detached (it must outlive this CLI) and wait, bounded, until its socket answers. */

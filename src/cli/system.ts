@@ -1,8 +1,8 @@
 import net from "node:net";
-import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
 import { HelperClient } from "../net/helper-client.js";
 import { checkPinAgainstHost, makePin } from "../net/pin.js";
+import { packageRoot } from "../paths/package-root.js";
 import { createCommandRunner } from "../system/runner.js";
 import {
   installSystem,
@@ -42,7 +42,7 @@ function realSystemDeps(deps: CliDeps): SystemDeps {
     env: deps.env,
     euid,
     nodePath: process.execPath,
-    installDir: fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, ""),
+    installDir: packageRoot(),
     lookupUser: (spec) => lookupUser(runner, spec),
     userFiles: (user) => userFilesVia(runner, euid, user),
     whyNotRootOwned,
