@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
@@ -12,6 +13,7 @@ import { completeWords } from "../src/cli/completion.js";
 import { buildProgram } from "../src/cli/program.js";
 import { referenceDeps } from "../src/cli/reference.js";
 import { packagePath, packageRoot } from "../src/paths/package-root.js";
+import { ensureBuilt } from "./helpers/build.js";
 
 const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("..", import.meta.url)));
@@ -124,4 +126,28 @@ test("packageRoot is the folder holding banger's package.json", async () => {
   };
   assert.equal(pkg.name, "banger");
   assert.equal(packageRoot(), root);
+});
+
+test("bin/banger answers --version before loading the CLI, as the CLI itself would", async () => {
+  await ensureBuilt(root);
+  const bin = path.join(root, "bin", "banger");
+  const pkg = JSON.parse(await fs.readFile(packagePath("package.json"), "utf8")) as {
+    version: string;
+  };
+  for (const flag of ["--version", "-V"]) {
+    assert.equal((await run(bin, [flag])).stdout, `${pkg.version}\n`);
+    // With another word it is the CLI (commander) that answers.
+    assert.equal((await run(bin, [flag, "vm"])).stdout, `${pkg.version}\n`);
+  }
+});
+
+test("the build leaves a code cache V8 accepts for the CLI bundle", async () => {
+  await ensureBuilt(root);
+  const require = createRequire(import.meta.url);
+  const launcher = require(path.join(root, "bin", "banger")) as {
+    loadBundle(): { exports: { main: unknown }; script: { cachedDataRejected?: boolean } };
+  };
+  const { exports, script } = launcher.loadBundle();
+  assert.equal(typeof exports.main, "function");
+  assert.equal(script.cachedDataRejected, false);
 });

@@ -15,7 +15,6 @@ import type { MethodName, ParamsOf, ProgressReport, ResultOf } from "../api/meth
 import { PROGRESS_NOTIFICATION, PROGRESS_TOKEN_KEY } from "../api/progress.js";
 import type { Layout } from "../paths/layout.js";
 import { packagePath } from "../paths/package-root.js";
-import { withoutAgent } from "../guest/ssh.js";
 import { CappedMessageReader, FramingError } from "../util/jsonrpc-reader.js";
 
 export interface CallOptions {
@@ -177,6 +176,8 @@ export function defaultDaemonBin(): string {
 /** Spawn bangerd detached (it must outlive this CLI) and wait, bounded, until its socket answers. */
 export async function startDaemon(deps: ConnectDeps): Promise<number> {
   const { layout } = deps;
+  // Loaded here, not at the top: most commands find the daemon running.
+  const { withoutAgent } = await import("../guest/ssh.js");
   await fsp.mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
   const logFd = fs.openSync(layout.daemonLogFile, "a", 0o600);
   const logStart = fs.fstatSync(logFd).size;

@@ -1,5 +1,4 @@
 import { CommanderError } from "@commander-js/extra-typings";
-import pc from "picocolors";
 import { BangerError } from "../api/errors.js";
 import { hostResources } from "../config/vm-defaults.js";
 import { resolveLayout } from "../paths/layout.js";
@@ -42,8 +41,9 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
       return err.exitCode;
     }
     const color = deps.out.stderr.isTTY === true;
-    const red = color ? pc.red : (s: string) => s;
-    const dim = color ? pc.dim : (s: string) => s;
+    const pc = color ? (await import("picocolors")).default : null;
+    const red = pc ? pc.red : (s: string) => s;
+    const dim = pc ? pc.dim : (s: string) => s;
     // Messages may quote a guest's stderr: its control characters are shown, not obeyed.
     const message = visibleLines(err instanceof Error ? err.message : String(err));
     deps.out.stderr.write(`${red("banger: error:")} ${message}\n`);
