@@ -3,7 +3,7 @@ import { fileURLToPath } from "node:url";
 
 /**
  * banger's own folder (package.json, bin/, catalog/): two levels above this module, which holds
- * for src/paths/ under tsx, dist/paths/ and the CLI bundle in dist/cli-bundle/. Files found
+ * for src/paths/ under tsx, dist/paths/ and the CLI bundle, dist/cli/banger.cjs. Files found
  * relative to the package go through here, so moving code (or bundling it) cannot break them.
  */
 export function packageRoot(): string {
