@@ -151,3 +151,31 @@ test("the build leaves a code cache V8 accepts for the CLI bundle", async () => 
   assert.equal(typeof exports.main, "function");
   assert.equal(script.cachedDataRejected, false);
 });
+
+test("bin/banger runs the bundle, or the compiled modules when a bare tsc made them newer", async () => {
+  // A copy of the launcher with stand-ins for what the build writes, so dist/ is left alone.
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-launcher-"));
+  try {
+    await fs.mkdir(path.join(dir, "bin"));
+    await fs.mkdir(path.join(dir, "dist", "cli"), { recursive: true });
+    for (const file of ["banger", "package.json"])
+      await fs.copyFile(path.join(root, "bin", file), path.join(dir, "bin", file));
+    await fs.writeFile(path.join(dir, "package.json"), '{ "type": "module", "version": "1.2.3" }');
+    const bin = path.join(dir, "bin", "banger");
+    const launch = () => run(bin, ["vm", "ls"]).then((r) => r.stdout);
+
+    await assert.rejects(run(bin, ["vm", "ls"]), /not built yet: run 'make build'/);
+    const modules = path.join(dir, "dist", "cli", "main.js");
+    const bundle = path.join(dir, "dist", "cli", "banger.cjs");
+    await fs.writeFile(modules, 'export async function main() { console.log("modules"); }\n');
+    assert.equal(await launch(), "modules\n");
+    await fs.writeFile(bundle, 'exports.main = async () => console.log("bundle");\n');
+    assert.equal(await launch(), "bundle\n");
+    const later = new Date(Date.now() + 60_000);
+    await fs.utimes(modules, later, later);
+    assert.equal(await launch(), "modules\n");
+    assert.equal((await run(bin, ["--version"])).stdout, "1.2.3\n");
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
