@@ -5,6 +5,8 @@
 //   banger vm ls                    target <= 1.5x (daemon running: connect, one call, a table)
 //   banger __complete -- vm show "" tab completion of VM names from the running daemon
 //                                   target <= 1.5x, like vm ls (it never starts a daemon)
+//   banger __complete -- ""         tab completion of a group's name: the whole command tree
+//                                   target <= 1.5x
 // The daemon runs in a temporary BANGER_HOME with user-mode networking and holds no VM (the
 // list call and the table code run all the same).
 // Not a test: run `make bench`, or `node --import tsx bench/cli-start.ts [rounds=30]`.
@@ -33,6 +35,7 @@ const cases: Case[] = [
     args: [banger, "__complete", "--", "vm", "show", ""],
     target: 1.5,
   },
+  { label: "banger __complete -- ''", args: [banger, "__complete", "--", ""], target: 1.5 },
 ];
 
 /** Wall time of one run in milliseconds; a failing command fails the bench. */

@@ -68,7 +68,8 @@ test("completion answers the same from the partly loaded tree as from the whole"
   }
 });
 
-test("completing a VM name loads neither the API schemas nor image, store or daemon code", async () => {
+/** The modules `banger <args>` loads, run from source under tsx in a home where no daemon runs. */
+async function modulesLoaded(args: string[]): Promise<string[]> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-cli-start-"));
   try {
     // Records every module the ESM loader loads (packages are seen at their entry point).
@@ -80,7 +81,7 @@ register("data:text/javascript," + encodeURIComponent(
   "export async function load(url, context, next) { process.stderr.write('LOADED ' + url + '\\\\n'); return next(url, context); }"));
 `,
     );
-    const { stdout, stderr } = await run(
+    const { stderr } = await run(
       process.execPath,
       [
         "--import",
@@ -90,34 +91,46 @@ register("data:text/javascript," + encodeURIComponent(
         "-e",
         `import(${JSON.stringify(path.join(root, "src/cli/main.ts"))}).then((m) => m.main())`,
         "banger",
-        "__complete",
-        "--",
-        "vm",
-        "show",
-        "",
+        ...args,
       ],
-      // No daemon runs in this home: completion asks none and starts none.
       { cwd: root, env: { ...process.env, BANGER_HOME: dir }, timeout: 60_000 },
     );
-    assert.equal(stdout, "");
-    const loaded = stderr
+    return stderr
       .split("\n")
       .filter((l) => l.startsWith("LOADED "))
       .map((l) => l.slice("LOADED ".length));
-    assert.ok(
-      loaded.some((u) => u.endsWith("/src/cli/client.ts")),
-      "it looked for a daemon",
-    );
-    // (image/limits.ts is a table of numbers the config reads.)
-    const unwanted = loaded.filter((u) =>
-      /\/node_modules\/(zod|tar-stream|better-sqlite3|zstd-napi|pino)\/|\/src\/(api\/methods|image\/(?!limits)|kernel|store|daemon|net|disk)[./]/.test(
-        u,
-      ),
-    );
-    assert.deepEqual(unwanted, []);
   } finally {
     await fs.rm(dir, { recursive: true, force: true });
   }
+}
+
+// Libraries and folders no start-up needs (image/limits.ts is a table of numbers the config reads).
+const HEAVY =
+  /\/node_modules\/(zod|tar-stream|better-sqlite3|zstd-napi|pino)\/|\/src\/(api\/methods|image\/(?!limits)|kernel|store|daemon|net|disk)[./]/;
+
+test("completing a VM name loads neither the API schemas nor image, store or daemon code", async () => {
+  // No daemon runs in that home: completion asks none and starts none.
+  const loaded = await modulesLoaded(["__complete", "--", "vm", "show", ""]);
+  assert.ok(
+    loaded.some((u) => u.endsWith("/src/cli/client.ts")),
+    "it looked for a daemon",
+  );
+  assert.deepEqual(
+    loaded.filter((u) => HEAVY.test(u)),
+    [],
+  );
+});
+
+test("the whole command tree (completing a group's name) loads no heavy library and no RPC client", async () => {
+  const loaded = await modulesLoaded(["__complete", "--", ""]);
+  assert.ok(
+    loaded.some((u) => u.endsWith("/src/cli/internal.ts")),
+    "every group was loaded",
+  );
+  assert.deepEqual(
+    loaded.filter((u) => HEAVY.test(u) || /vscode-jsonrpc|\/src\/cli\/client\.ts/.test(u)),
+    [],
+  );
 });
 
 test("packageRoot is the folder holding banger's package.json", async () => {

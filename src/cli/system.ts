@@ -1,20 +1,7 @@
 import net from "node:net";
 import { Command } from "@commander-js/extra-typings";
-import { HelperClient } from "../net/helper-client.js";
-import { checkPinAgainstHost, makePin } from "../net/pin.js";
 import { packageRoot } from "../paths/package-root.js";
-import { createCommandRunner } from "../system/runner.js";
-import {
-  installSystem,
-  systemStatus,
-  uninstallSystem,
-  type SystemDeps,
-  type SystemStatus,
-  type UnitStatus,
-} from "../system/system-install.js";
-import { whyNotRootOwned } from "../system/root-owned.js";
-import { lookupUser } from "../system/users.js";
-import { userFilesVia } from "../system/user-files.js";
+import type { SystemDeps, SystemStatus, UnitStatus } from "../system/system-install.js";
 import { describeGroup, type CliDeps } from "./context.js";
 import { formatTable, printJson } from "./output.js";
 
@@ -33,10 +20,29 @@ function socketAnswers(socket: string, timeoutMs = 2_000): Promise<boolean> {
   });
 }
 
-function realSystemDeps(deps: CliDeps): SystemDeps {
+/**
+ * The system verbs and their real dependencies, loaded when one runs: building the command tree
+ * (help, completion) needs neither the helper client nor its schemas.
+ */
+async function loadSystem(deps: CliDeps): Promise<{
+  verbs: typeof import("../system/system-install.js");
+  systemDeps: SystemDeps;
+}> {
+  const [verbs, { HelperClient }, { checkPinAgainstHost, makePin }, { createCommandRunner }] =
+    await Promise.all([
+      import("../system/system-install.js"),
+      import("../net/helper-client.js"),
+      import("../net/pin.js"),
+      import("../system/runner.js"),
+    ]);
+  const [{ whyNotRootOwned }, { lookupUser }, { userFilesVia }] = await Promise.all([
+    import("../system/root-owned.js"),
+    import("../system/users.js"),
+    import("../system/user-files.js"),
+  ]);
   const runner = createCommandRunner(deps.env);
   const euid = process.geteuid?.() ?? 0;
-  return {
+  const systemDeps: SystemDeps = {
     root: "/",
     runner,
     env: deps.env,
@@ -67,6 +73,7 @@ function realSystemDeps(deps: CliDeps): SystemDeps {
     },
     say: (line) => deps.out.stdout.write(`${line}\n`),
   };
+  return { verbs, systemDeps };
 }
 
 const yesNo = (v: boolean | null) => (v === null ? "-" : v ? "yes" : "no");
@@ -135,7 +142,8 @@ export function systemCommand(deps: CliDeps): Command {
       "\nRun it with sudo. Running it again changes nothing unless banger's paths changed.\n\nExamples:\n  $ sudo banger system install\n  $ sudo banger system install --user alice --no-start\n  $ sudo banger system install --user bob --bridge banger1 --subnet 172.30.1.0/24\n",
     )
     .action(async (opts) => {
-      await installSystem(realSystemDeps(deps), {
+      const { verbs, systemDeps } = await loadSystem(deps);
+      await verbs.installSystem(systemDeps, {
         user: opts.user,
         noStart: !opts.start,
         ...(opts.bridge !== undefined ? { bridge: opts.bridge } : {}),
@@ -150,7 +158,8 @@ export function systemCommand(deps: CliDeps): Command {
     .option("--user <name>", "whose units (default: the user who ran sudo)")
     .addHelpText("after", "\nExamples:\n  $ sudo banger system uninstall\n")
     .action(async (opts) => {
-      await uninstallSystem(realSystemDeps(deps), { user: opts.user });
+      const { verbs, systemDeps } = await loadSystem(deps);
+      await verbs.uninstallSystem(systemDeps, { user: opts.user });
     });
   system
     .command("status")
@@ -164,7 +173,8 @@ export function systemCommand(deps: CliDeps): Command {
       "\nExamples:\n  $ banger system status\n  $ banger system status --json | jq '.installs[].helper'\n",
     )
     .action(async (opts) => {
-      const status = await systemStatus(realSystemDeps(deps), { user: opts.user });
+      const { verbs, systemDeps } = await loadSystem(deps);
+      const status = await verbs.systemStatus(systemDeps, { user: opts.user });
       if (opts.json) printJson(deps.out, status);
       else deps.out.stdout.write(formatStatus(status));
     });
