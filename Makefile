@@ -13,7 +13,7 @@ build: setup
 lint: setup
 	npx tsc -p tsconfig.test.json --noEmit
 	npx prettier --check .
-	shellcheck -s sh guest-scripts/*.sh
+	shellcheck -s sh guest-scripts/*.sh scripts/build.sh
 
 format:
 	npx prettier --write .
