@@ -14,14 +14,11 @@ export function doctorCommand(deps: CliDeps): Command {
     )
     .action(async (opts) => {
       // The checks load only when run, not whenever the command tree is built (help, completion).
-      const [{ readConfigSync }, { describeVmDefaults, resolveVmDefaults }, { probePrivileged }] =
-        await Promise.all([
-          import("../config/config.js"),
-          import("../config/vm-defaults.js"),
-          import("../net/privileged-mode.js"),
-        ]);
-      const [{ canOpenReadWrite, realAccelDeps }, { defaultChecks, formatReport, runChecks }] =
-        await Promise.all([import("../system/accel.js"), import("../system/doctor.js")]);
+      const { readConfigSync } = await import("../config/config.js");
+      const { describeVmDefaults, resolveVmDefaults } = await import("../config/vm-defaults.js");
+      const { probePrivileged } = await import("../net/privileged-mode.js");
+      const { canOpenReadWrite, realAccelDeps } = await import("../system/accel.js");
+      const { defaultChecks, formatReport, runChecks } = await import("../system/doctor.js");
       const { createCommandRunner } = await import("../system/runner.js");
       const checks = defaultChecks({
         runner: createCommandRunner(deps.env),

@@ -28,18 +28,13 @@ async function loadSystem(deps: CliDeps): Promise<{
   verbs: typeof import("../system/system-install.js");
   systemDeps: SystemDeps;
 }> {
-  const [verbs, { HelperClient }, { checkPinAgainstHost, makePin }, { createCommandRunner }] =
-    await Promise.all([
-      import("../system/system-install.js"),
-      import("../net/helper-client.js"),
-      import("../net/pin.js"),
-      import("../system/runner.js"),
-    ]);
-  const [{ whyNotRootOwned }, { lookupUser }, { userFilesVia }] = await Promise.all([
-    import("../system/root-owned.js"),
-    import("../system/users.js"),
-    import("../system/user-files.js"),
-  ]);
+  const verbs = await import("../system/system-install.js");
+  const { HelperClient } = await import("../net/helper-client.js");
+  const { checkPinAgainstHost, makePin } = await import("../net/pin.js");
+  const { createCommandRunner } = await import("../system/runner.js");
+  const { whyNotRootOwned } = await import("../system/root-owned.js");
+  const { lookupUser } = await import("../system/users.js");
+  const { userFilesVia } = await import("../system/user-files.js");
   const runner = createCommandRunner(deps.env);
   const euid = process.geteuid?.() ?? 0;
   const systemDeps: SystemDeps = {
