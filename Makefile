@@ -5,14 +5,15 @@
 setup:
 	@bash scripts/setup.sh
 
+# tsc for dist/, then the CLI bundle bin/banger runs (see scripts/build.sh).
 build: setup
-	@npx tsc -p tsconfig.json && date > dist/.build-stamp
+	@sh scripts/build.sh
 
 # Every script that runs in a guest or the initramfs is POSIX sh, checked as such.
 lint: setup
 	npx tsc -p tsconfig.test.json --noEmit
 	npx prettier --check .
-	shellcheck -s sh guest-scripts/*.sh
+	shellcheck -s sh guest-scripts/*.sh scripts/build.sh
 
 format:
 	npx prettier --write .

@@ -14,11 +14,11 @@ export function renderReadme(readme: string, table: string): string {
 }
 
 if (process.argv[1] && process.argv[1].endsWith("gen-docs.ts")) {
-  fs.writeFileSync("docs/commands.md", referencePage(buildProgram(referenceDeps())));
+  fs.writeFileSync("docs/commands.md", referencePage(await buildProgram(referenceDeps())));
   const readme = fs.readFileSync("README.md", "utf8");
   fs.writeFileSync(
     "README.md",
-    renderReadme(readme, referenceTable(buildProgram(referenceDeps()))),
+    renderReadme(readme, referenceTable(await buildProgram(referenceDeps()))),
   );
   console.log("wrote docs/commands.md and README.md's command table");
 }

@@ -1,8 +1,9 @@
 import { readFileSync } from "node:fs";
+import { packagePath } from "./paths/package-root.js";
 
-/** The package version; src/ and dist/ both sit one level below package.json. */
+/** The package version, from banger's package.json. */
 export function bangerVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {
+  const pkg = JSON.parse(readFileSync(packagePath("package.json"), "utf8")) as {
     version: string;
   };
   return pkg.version;

@@ -13,7 +13,7 @@ const run = promisify(execFile);
 
 async function complete(words: string[]): Promise<string[]> {
   const deps = referenceDeps();
-  return completeWords(buildProgram(deps), words, deps);
+  return completeWords(await buildProgram(deps), words, deps);
 }
 
 test("completes groups, subcommands, aliases' targets and options", async () => {

@@ -14,16 +14,16 @@ const root = new URL("..", import.meta.url);
 
 test("docs/commands.md matches the real --help (run 'make docs' to refresh)", async () => {
   const onDisk = await readFile(new URL("docs/commands.md", root), "utf8");
-  assert.equal(onDisk, referencePage(buildProgram(referenceDeps())));
+  assert.equal(onDisk, referencePage(await buildProgram(referenceDeps())));
 });
 
 test("README's command table matches the real command tree (run 'make docs' to refresh)", async () => {
   const readme = await readFile(new URL("README.md", root), "utf8");
-  assert.equal(readme, renderReadme(readme, referenceTable(buildProgram(referenceDeps()))));
+  assert.equal(readme, renderReadme(readme, referenceTable(await buildProgram(referenceDeps()))));
 });
 
-test("every group's landing help has examples and a next step", () => {
-  const program = buildProgram(referenceDeps());
+test("every group's landing help has examples and a next step", async () => {
+  const program = await buildProgram(referenceDeps());
   for (const { path, cmd } of walkCommands(program)) {
     if (cmd.commands.length === 0) continue;
     let help = "";
@@ -34,8 +34,8 @@ test("every group's landing help has examples and a next step", () => {
   }
 });
 
-test("every list and show command takes --json, every list has ls and every delete has rm", () => {
-  for (const { path, cmd } of walkCommands(buildProgram(referenceDeps()))) {
+test("every list and show command takes --json, every list has ls and every delete has rm", async () => {
+  for (const { path, cmd } of walkCommands(await buildProgram(referenceDeps()))) {
     const verb = path.at(-1);
     if (verb === "list" || verb === "show") {
       assert.ok(
@@ -48,8 +48,8 @@ test("every list and show command takes --json, every list has ls and every dele
   }
 });
 
-test("the vm index reads lifecycle verbs apart", () => {
-  const vm = buildProgram(referenceDeps()).commands.find((c) => c.name() === "vm")!;
+test("the vm index reads lifecycle verbs apart", async () => {
+  const vm = (await buildProgram(referenceDeps())).commands.find((c) => c.name() === "vm")!;
   const summary = (name: string) => vm.commands.find((c) => c.name() === name)!.description();
   assert.equal(summary("start"), "Start a stopped VM");
   assert.equal(summary("stop"), "Stop a running VM gracefully");

@@ -31,8 +31,7 @@ export type ResultOf<M extends MethodName> = z.output<Methods[M]["result"]>;
 
 export const methodNames = Object.keys(methods) as MethodName[];
 
-/** Notification the daemon sends while a long request runs; `token` ties it to the request. */
-export const PROGRESS_NOTIFICATION = "progress";
+export { PROGRESS_NOTIFICATION, PROGRESS_TOKEN_KEY } from "./progress.js";
 export const ProgressReport = z.object({
   token: z.string(),
   stage: z.string(),
@@ -41,9 +40,6 @@ export const ProgressReport = z.object({
   total: z.number().optional(),
 });
 export type ProgressReport = z.infer<typeof ProgressReport>;
-
-/** Requests may carry this key next to their params to ask for progress. */
-export const PROGRESS_TOKEN_KEY = "$progressToken";
 
 export { DaemonStatus, NetworkStatus } from "./methods/daemon.js";
 export { ImageInfo } from "./methods/image.js";

@@ -3,7 +3,6 @@ import { randomUUID } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import net from "node:net";
-import { fileURLToPath } from "node:url";
 import {
   createMessageConnection,
   ErrorCodes,
@@ -12,16 +11,10 @@ import {
   type MessageConnection,
 } from "vscode-jsonrpc/node.js";
 import { BangerError, ErrorCode, type ErrorCodeValue } from "../api/errors.js";
-import {
-  PROGRESS_NOTIFICATION,
-  PROGRESS_TOKEN_KEY,
-  type MethodName,
-  type ParamsOf,
-  type ProgressReport,
-  type ResultOf,
-} from "../api/methods.js";
+import type { MethodName, ParamsOf, ProgressReport, ResultOf } from "../api/methods.js";
+import { PROGRESS_NOTIFICATION, PROGRESS_TOKEN_KEY } from "../api/progress.js";
 import type { Layout } from "../paths/layout.js";
-import { withoutAgent } from "../guest/ssh.js";
+import { packagePath } from "../paths/package-root.js";
 import { CappedMessageReader, FramingError } from "../util/jsonrpc-reader.js";
 
 export interface CallOptions {
@@ -177,12 +170,14 @@ export async function connectOrStart(deps: ConnectDeps): Promise<DaemonClient> {
 }
 
 export function defaultDaemonBin(): string {
-  return fileURLToPath(new URL("../../bin/bangerd", import.meta.url));
+  return packagePath("bin", "bangerd");
 }
 
 /** Spawn bangerd detached (it must outlive this CLI) and wait, bounded, until its socket answers. */
 export async function startDaemon(deps: ConnectDeps): Promise<number> {
   const { layout } = deps;
+  // Loaded here, not at the top: most commands find the daemon running.
+  const { withoutAgent } = await import("../guest/ssh.js");
   await fsp.mkdir(layout.stateDir, { recursive: true, mode: 0o700 });
   const logFd = fs.openSync(layout.daemonLogFile, "a", 0o600);
   const logStart = fs.fstatSync(logFd).size;

@@ -1,12 +1,6 @@
 import fs from "node:fs/promises";
 import { Command } from "@commander-js/extra-typings";
-import { readConfigSync } from "../config/config.js";
 import os from "node:os";
-import { describeVmDefaults, resolveVmDefaults } from "../config/vm-defaults.js";
-import { probePrivileged } from "../net/privileged-mode.js";
-import { canOpenReadWrite, realAccelDeps } from "../system/accel.js";
-import { defaultChecks, formatReport, runChecks } from "../system/doctor.js";
-import { createCommandRunner } from "../system/runner.js";
 import { ExitStatus, type CliDeps } from "./context.js";
 import { printJson } from "./output.js";
 
@@ -19,6 +13,13 @@ export function doctorCommand(deps: CliDeps): Command {
       "\nExit status is 1 when any check fails (warnings do not count).\n\nExamples:\n  $ banger doctor\n  $ banger doctor --json | jq '.checks[] | select(.status != \"ok\")'\n",
     )
     .action(async (opts) => {
+      // The checks load only when run, not whenever the command tree is built (help, completion).
+      const { readConfigSync } = await import("../config/config.js");
+      const { describeVmDefaults, resolveVmDefaults } = await import("../config/vm-defaults.js");
+      const { probePrivileged } = await import("../net/privileged-mode.js");
+      const { canOpenReadWrite, realAccelDeps } = await import("../system/accel.js");
+      const { defaultChecks, formatReport, runChecks } = await import("../system/doctor.js");
+      const { createCommandRunner } = await import("../system/runner.js");
       const checks = defaultChecks({
         runner: createCommandRunner(deps.env),
         accel: realAccelDeps(),

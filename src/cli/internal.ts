@@ -1,16 +1,17 @@
 import net from "node:net";
 import path from "node:path";
 import { Command } from "@commander-js/extra-typings";
-import { makeImageBundle } from "../image/bundle.js";
-import { makeKernelBundle } from "../kernel/bundle.js";
-import { createCommandRunner } from "../system/runner.js";
 import type { PackedBundle } from "../util/bundle-pack.js";
 import { parseSize } from "../util/size.js";
 import { formatSizeBytes } from "../util/size.js";
 import { withDaemon, type CliDeps } from "./context.js";
 import { formatFields, printJson } from "./output.js";
 
-/** Maintainer tools (hidden from the main help): building catalog bundles. */
+/**
+ * Maintainer tools (hidden from the main help): building catalog bundles, and the ProxyCommand
+ * `banger ssh-config` writes. The bundle makers (tar, zstd, sqlite, zod) load only when run:
+ * the proxy starts on every `ssh <name>.vm`.
+ */
 export function internalCommand(deps: CliDeps): Command {
   const internal = new Command("internal").description("Maintainer tools: build catalog bundles");
   internal
@@ -28,6 +29,7 @@ export function internalCommand(deps: CliDeps): Command {
       "\nExamples:\n  $ banger internal make-kernel-bundle ~/.local/state/banger/kernels/debian-cloud --out ./bundles\n",
     )
     .action(async (dir, opts) => {
+      const { makeKernelBundle } = await import("../kernel/bundle.js");
       const bundle = await makeKernelBundle(path.resolve(dir), path.resolve(opts.out), {
         arch: opts.arch,
         ...(opts.name ? { name: opts.name } : {}),
@@ -52,6 +54,8 @@ export function internalCommand(deps: CliDeps): Command {
       "\nExamples:\n  $ docker export $(docker create debian:bookworm) | banger internal make-bundle --rootfs-tar - --name debian-bookworm --distro debian --kernel-ref debian-cloud --out ./bundles\n",
     )
     .action(async (opts) => {
+      const { makeImageBundle } = await import("../image/bundle.js");
+      const { createCommandRunner } = await import("../system/runner.js");
       const bundle = await makeImageBundle({
         rootfsTar: opts.rootfsTar === "-" ? process.stdin : opts.rootfsTar,
         name: opts.name,

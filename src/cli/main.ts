@@ -1,11 +1,9 @@
 import { CommanderError } from "@commander-js/extra-typings";
-import pc from "picocolors";
 import { BangerError } from "../api/errors.js";
 import { hostResources } from "../config/vm-defaults.js";
 import { resolveLayout } from "../paths/layout.js";
 import { visibleLines } from "../util/terminal-text.js";
 import { bangerVersion } from "../version.js";
-import { connectOrStart, startDaemon, tryConnect } from "./client.js";
 import { ExitStatus, type CliDeps } from "./context.js";
 import { buildProgram } from "./program.js";
 
@@ -14,23 +12,26 @@ export function realCliDeps(): CliDeps {
   const env = process.env;
   const out = { stdout: process.stdout, stderr: process.stderr };
   const connectDeps = { layout, env, notice: (line: string) => process.stderr.write(`${line}\n`) };
+  // The RPC library loads only for commands that talk to the daemon.
+  const client = () => import("./client.js");
   return {
     out,
     env,
     layout,
     version: bangerVersion(),
     host: hostResources(),
-    connect: () => connectOrStart(connectDeps),
-    tryConnect: () => tryConnect(layout),
-    startDaemon: () => startDaemon(connectDeps),
+    connect: async () => (await client()).connectOrStart(connectDeps),
+    tryConnect: async () => (await client()).tryConnect(layout),
+    startDaemon: async () => (await client()).startDaemon(connectDeps),
   };
 }
 
 /** Runs the CLI and returns the exit status; never lets an error escape as a stack trace. */
 export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
-  const program = buildProgram(deps);
-  program.exitOverride();
   try {
+    // Only the groups this command line needs are loaded.
+    const program = await buildProgram(deps, argv.slice(2));
+    program.exitOverride();
     await program.parseAsync(argv);
     return 0;
   } catch (err) {
@@ -40,8 +41,9 @@ export async function runCli(argv: string[], deps: CliDeps): Promise<number> {
       return err.exitCode;
     }
     const color = deps.out.stderr.isTTY === true;
-    const red = color ? pc.red : (s: string) => s;
-    const dim = color ? pc.dim : (s: string) => s;
+    const pc = color ? (await import("picocolors")).default : null;
+    const red = pc ? pc.red : (s: string) => s;
+    const dim = pc ? pc.dim : (s: string) => s;
     // Messages may quote a guest's stderr: its control characters are shown, not obeyed.
     const message = visibleLines(err instanceof Error ? err.message : String(err));
     deps.out.stderr.write(`${red("banger: error:")} ${message}\n`);

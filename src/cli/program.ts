@@ -1,18 +1,65 @@
 import { Command } from "@commander-js/extra-typings";
-import { completionCommand } from "./completion.js";
 import type { CliDeps } from "./context.js";
-import { daemonCommand } from "./daemon.js";
-import { doctorCommand } from "./doctor.js";
-import { imageCommand } from "./image.js";
-import { internalCommand } from "./internal.js";
-import { kernelCommand } from "./kernel.js";
-import { sshConfigCommand } from "./ssh-config.js";
-import { systemCommand } from "./system.js";
-import { versionCommand } from "./version.js";
-import { vmCommand } from "./vm.js";
 
-/** The whole `banger` command tree; pure construction, nothing runs until parse. */
-export function buildProgram(deps: CliDeps): Command {
+/** Builds one top-level command; `program` is the root, for commands that walk the tree. */
+type GroupFactory = (deps: CliDeps, program: Command) => Command;
+
+interface Group {
+  /** The command's name as typed; read before its module loads, so it must be what `load` builds. */
+  name: string;
+  /** Other first words that run a command this group's module adds (the completion engine). */
+  alsoRuns?: string[];
+  hidden?: boolean;
+  load(): Promise<GroupFactory>;
+}
+
+// Each group's module loads only when its command runs: the CLI is called hundreds of times per
+// task, and most of its start-up time was loading the modules of commands it did not run.
+// Definition order is help order.
+const GROUPS: readonly Group[] = [
+  { name: "vm", load: async () => (await import("./vm.js")).vmCommand },
+  { name: "image", load: async () => (await import("./image.js")).imageCommand },
+  { name: "kernel", load: async () => (await import("./kernel.js")).kernelCommand },
+  { name: "system", load: async () => (await import("./system.js")).systemCommand },
+  { name: "daemon", load: async () => (await import("./daemon.js")).daemonCommand },
+  { name: "ssh-config", load: async () => (await import("./ssh-config.js")).sshConfigCommand },
+  { name: "doctor", load: async () => (await import("./doctor.js")).doctorCommand },
+  {
+    name: "completion",
+    alsoRuns: ["__complete"],
+    load: async () => {
+      const { completionCommand } = await import("./completion.js");
+      return (deps, program) => completionCommand(program, deps);
+    },
+  },
+  { name: "version", load: async () => (await import("./version.js")).versionCommand },
+  {
+    name: "internal",
+    hidden: true,
+    load: async () => (await import("./internal.js")).internalCommand,
+  },
+];
+
+function groupRunning(word: string | undefined): Group | undefined {
+  return GROUPS.find((g) => g.name === word || g.alsoRuns?.includes(word ?? ""));
+}
+
+/**
+ * The groups a command line needs: the one its first word names; for the completion engine, also
+ * the group it completes inside. Everything else (no command, help, a typo to suggest a fix for,
+ * completing a group's own name) needs the whole tree.
+ */
+export function groupsFor(args: readonly string[]): readonly Group[] {
+  const group = groupRunning(args[0]);
+  if (!group) return GROUPS;
+  if (args[0] !== "__complete") return [group];
+  const words = args[1] === "--" ? args.slice(2) : args.slice(1);
+  const inside = words.length >= 2 ? groupRunning(words[0]) : undefined;
+  if (!inside) return GROUPS;
+  return GROUPS.filter((g) => g === group || g === inside);
+}
+
+function rootCommand(deps: CliDeps): Command {
   const program = new Command("banger")
     .description("Throwaway Linux microVMs in one command.")
     .version(deps.version, "-V, --version", "print banger's version")
@@ -34,15 +81,19 @@ Start here:
 Every group has its own help: banger vm --help, banger image --help, ...
 `,
     );
-  program.addCommand(vmCommand(deps));
-  program.addCommand(imageCommand(deps));
-  program.addCommand(kernelCommand(deps));
-  program.addCommand(systemCommand(deps));
-  program.addCommand(daemonCommand(deps));
-  program.addCommand(sshConfigCommand(deps));
-  program.addCommand(doctorCommand(deps));
-  program.addCommand(completionCommand(program as unknown as Command, deps));
-  program.addCommand(versionCommand(deps));
-  program.addCommand(internalCommand(deps), { hidden: true });
   return program as unknown as Command;
+}
+
+/**
+ * The `banger` command tree; pure construction, nothing runs until parse. Given `args` (the words
+ * after `banger`), only the groups those words need; without, every group (docs, tests).
+ */
+export async function buildProgram(deps: CliDeps, args?: readonly string[]): Promise<Command> {
+  const program = rootCommand(deps);
+  const groups = args ? groupsFor(args) : GROUPS;
+  const factories = await Promise.all(groups.map((g) => g.load()));
+  groups.forEach((group, i) => {
+    program.addCommand(factories[i]!(deps, program), { hidden: group.hidden === true });
+  });
+  return program;
 }

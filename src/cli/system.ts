@@ -1,16 +1,8 @@
 import net from "node:net";
-import { fileURLToPath } from "node:url";
 import { Command } from "@commander-js/extra-typings";
-import { HelperClient } from "../net/helper-client.js";
-import { checkPinAgainstHost, cidrsOverlap, makePin } from "../net/pin.js";
-import { createCommandRunner } from "../system/runner.js";
+import { packageRoot } from "../paths/package-root.js";
 import type { SystemDeps } from "../system/system-deps.js";
-import { installSystem } from "../system/system-install.js";
-import { systemStatus, type SystemStatus, type UnitStatus } from "../system/system-status.js";
-import { uninstallSystem } from "../system/system-uninstall.js";
-import { whyNotRootOwned } from "../system/root-owned.js";
-import { lookupUser } from "../system/users.js";
-import { userFilesVia } from "../system/user-files.js";
+import type { SystemStatus, UnitStatus } from "../system/system-status.js";
 import { describeGroup, type CliDeps } from "./context.js";
 import { formatTable, printJson } from "./output.js";
 
@@ -29,16 +21,39 @@ function socketAnswers(socket: string, timeoutMs = 2_000): Promise<boolean> {
   });
 }
 
-function realSystemDeps(deps: CliDeps): SystemDeps {
+/**
+ * The system verbs and their real dependencies, loaded when one runs: building the command tree
+ * (help, completion) needs neither the helper client nor its schemas.
+ */
+async function loadSystem(deps: CliDeps): Promise<{
+  verbs: {
+    installSystem: typeof import("../system/system-install.js").installSystem;
+    uninstallSystem: typeof import("../system/system-uninstall.js").uninstallSystem;
+    systemStatus: typeof import("../system/system-status.js").systemStatus;
+  };
+  systemDeps: SystemDeps;
+}> {
+  const [{ installSystem }, { uninstallSystem }, { systemStatus }] = await Promise.all([
+    import("../system/system-install.js"),
+    import("../system/system-uninstall.js"),
+    import("../system/system-status.js"),
+  ]);
+  const verbs = { installSystem, uninstallSystem, systemStatus };
+  const { HelperClient } = await import("../net/helper-client.js");
+  const { checkPinAgainstHost, cidrsOverlap, makePin } = await import("../net/pin.js");
+  const { createCommandRunner } = await import("../system/runner.js");
+  const { whyNotRootOwned } = await import("../system/root-owned.js");
+  const { lookupUser } = await import("../system/users.js");
+  const { userFilesVia } = await import("../system/user-files.js");
   const runner = createCommandRunner(deps.env);
   const euid = process.geteuid?.() ?? 0;
-  return {
+  const systemDeps: SystemDeps = {
     root: "/",
     runner,
     env: deps.env,
     euid,
     nodePath: process.execPath,
-    installDir: fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, ""),
+    installDir: packageRoot(),
     lookupUser: (spec) => lookupUser(runner, spec),
     userFiles: (user) => userFilesVia(runner, euid, user),
     whyNotRootOwned,
@@ -65,6 +80,7 @@ function realSystemDeps(deps: CliDeps): SystemDeps {
     subnetsOverlap: cidrsOverlap,
     say: (line) => deps.out.stdout.write(`${line}\n`),
   };
+  return { verbs, systemDeps };
 }
 
 const yesNo = (v: boolean | null) => (v === null ? "-" : v ? "yes" : "no");
@@ -133,7 +149,8 @@ export function systemCommand(deps: CliDeps): Command {
       "\nRun it with sudo. Running it again changes nothing unless banger's paths changed.\n\nExamples:\n  $ sudo banger system install\n  $ sudo banger system install --user alice --no-start\n  $ sudo banger system install --user bob --bridge banger1 --subnet 172.30.1.0/24\n",
     )
     .action(async (opts) => {
-      await installSystem(realSystemDeps(deps), {
+      const { verbs, systemDeps } = await loadSystem(deps);
+      await verbs.installSystem(systemDeps, {
         user: opts.user,
         noStart: !opts.start,
         ...(opts.bridge !== undefined ? { bridge: opts.bridge } : {}),
@@ -148,7 +165,8 @@ export function systemCommand(deps: CliDeps): Command {
     .option("--user <name>", "whose units (default: the user who ran sudo)")
     .addHelpText("after", "\nExamples:\n  $ sudo banger system uninstall\n")
     .action(async (opts) => {
-      await uninstallSystem(realSystemDeps(deps), { user: opts.user });
+      const { verbs, systemDeps } = await loadSystem(deps);
+      await verbs.uninstallSystem(systemDeps, { user: opts.user });
     });
   system
     .command("status")
@@ -162,7 +180,8 @@ export function systemCommand(deps: CliDeps): Command {
       "\nExamples:\n  $ banger system status\n  $ banger system status --json | jq '.installs[].helper'\n",
     )
     .action(async (opts) => {
-      const status = await systemStatus(realSystemDeps(deps), { user: opts.user });
+      const { verbs, systemDeps } = await loadSystem(deps);
+      const status = await verbs.systemStatus(systemDeps, { user: opts.user });
       if (opts.json) printJson(deps.out, status);
       else deps.out.stdout.write(formatStatus(status));
     });

@@ -2,7 +2,6 @@ import { Command, type CommandUnknownOpts } from "@commander-js/extra-typings";
 import { spawn } from "node:child_process";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import { randomVmName } from "../api/vm-names.js";
 import { guestDirFor } from "../guest/workspace.js";
 import { checkBranchName, findRepo, resolveCommit } from "../workspace/repo.js";
 import { createCommandRunner } from "../system/runner.js";
@@ -161,7 +160,8 @@ export async function runVm(
     const progress = createProgressRenderer(deps.out);
     const info = await (async () => {
       for (let attempt = 0; ; attempt++) {
-        const wanted = opts.name ?? randomVmName();
+        // (node:crypto, behind randomVmName, is not loaded for commands that name no VM)
+        const wanted = opts.name ?? (await import("../api/vm-names.js")).randomVmName();
         try {
           name = wanted;
           return await step((c) =>

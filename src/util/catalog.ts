@@ -1,6 +1,7 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { packagePath } from "../paths/package-root.js";
 import { z } from "zod";
 import { BangerError, ErrorCode } from "../api/errors.js";
 
@@ -100,7 +101,6 @@ export async function loadCatalog<S extends typeof BundleEntryBase>(
   envVar: string,
   shippedFile: string,
 ): Promise<Catalog<z.infer<S>>> {
-  const source =
-    env[envVar] || fileURLToPath(new URL(`../../catalog/${shippedFile}`, import.meta.url));
+  const source = env[envVar] || packagePath("catalog", shippedFile);
   return parseCatalog(kind, entry, await readCatalogText(kind, source, envVar), source);
 }

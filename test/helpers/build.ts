@@ -33,8 +33,8 @@ export async function ensureBuilt(root: string): Promise<void> {
     const handle = await fs.open(lock, "wx").catch(() => null);
     if (handle) {
       try {
-        await run("npx", ["tsc", "-p", "tsconfig.json"], { cwd: root, timeout: 180_000 });
-        await fs.writeFile(stamp, new Date().toISOString());
+        // tsc, the CLI bundle and the stamp.
+        await run("sh", ["scripts/build.sh"], { cwd: root, timeout: 180_000 });
         return;
       } finally {
         await handle.close();
