@@ -6,23 +6,10 @@ import { test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import type { OciPuller } from "../src/image/service.js";
 import { KernelService } from "../src/kernel/service.js";
-import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { InflightByName } from "../src/util/wait.js";
 import { imageServices } from "./helpers/services.js";
-import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
-
-/** A fresh home and store for one test, removed after it. */
-async function withStore(fn: (home: TempLayout, store: Store) => Promise<void>): Promise<void> {
-  const home = await tempLayout("banger-inflight-");
-  const store = Store.open(home.layout.dbFile);
-  try {
-    await fn(home, store);
-  } finally {
-    store.close();
-    await home.cleanup();
-  }
-}
+import { withTempStore } from "./helpers/temp-home.js";
 
 /** A promise the test settles by hand, and how many times it was waited on. */
 function held(): { wait(): Promise<never>; fail(): void; calls: number } {
@@ -69,7 +56,7 @@ test("InflightByName shows work from the call on, and forgets it once settled", 
 });
 
 test("a second image pull of a name being pulled fails Busy; the name is free after", () =>
-  withStore(async (home, store) => {
+  withTempStore(async (home, store) => {
     const source = held();
     const oci: OciPuller = { defaultName: () => "img", fetchLayers: () => source.wait() };
     const { images } = imageServices(store, home.layout, { env: home.env, oci });
@@ -90,7 +77,7 @@ test("a second image pull of a name being pulled fails Busy; the name is free af
   }));
 
 test("a second kernel pull of a name being installed fails Busy; the name is free after", () =>
-  withStore(async (home, store) => {
+  withTempStore(async (home, store) => {
     const source = held();
     const kernels = new KernelService({
       store,

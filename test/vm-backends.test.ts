@@ -7,7 +7,7 @@ import { test } from "node:test";
 import { GuestShell } from "../src/guest/shell.js";
 import { UserNetwork } from "../src/net/user-network.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
-import { Store } from "../src/store/store.js";
+import type { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
 import { FirecrackerDriver } from "../src/vmm/firecracker/driver.js";
@@ -16,7 +16,7 @@ import { selectVmm } from "../src/vmm/select.js";
 import { VmService } from "../src/vm/service.js";
 import { fakeDriver, fakeHandles } from "./helpers/fake-driver.js";
 import { imageServices } from "./helpers/services.js";
-import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import { withTempStore, type TempLayout } from "./helpers/temp-home.js";
 import { vmRow } from "./helpers/vm-row.js";
 
 const MiB = 1024 * 1024;
@@ -37,17 +37,6 @@ function service(home: TempLayout, store: Store, runner: CommandRunner, qemu?: D
   });
 }
 
-async function withHome(fn: (home: TempLayout, store: Store) => Promise<void>): Promise<void> {
-  const home = await tempLayout();
-  const store = Store.open(home.layout.dbFile);
-  try {
-    await fn(home, store);
-  } finally {
-    store.close();
-    await home.cleanup();
-  }
-}
-
 /** Handles of a Firecracker VM whose process is not there (pid 1 is no firecracker naming this socket). */
 function deadFirecracker(dir: string): VmHandles {
   return {
@@ -62,7 +51,7 @@ function deadFirecracker(dir: string): VmHandles {
 }
 
 test("a Firecracker root disk is a private copy of the image, and stats report its real bytes", async () => {
-  await withHome(async (home, store) => {
+  await withTempStore(async (home, store) => {
     const runner = createCommandRunner();
     const row = vmRow({ name: "fc", vmm: "firecracker", state: "stopped" });
     store.insertVm(row);
@@ -83,7 +72,7 @@ test("a Firecracker root disk is a private copy of the image, and stats report i
 });
 
 test("a Firecracker VM found dead at reconcile loses its API socket, as does one killed", async () => {
-  await withHome(async (home, store) => {
+  await withTempStore(async (home, store) => {
     const runner = createCommandRunner();
     for (const name of ["gone", "killed"]) {
       const id = randomBytes(6).toString("hex");
@@ -129,7 +118,7 @@ test("GuestShell's ssh carries keep-alives, BatchMode and no ssh config", () => 
 });
 
 test("vm health, ports and stop reach the guest with keep-alives", async () => {
-  await withHome(async (home, store) => {
+  await withTempStore(async (home, store) => {
     const sshArgs: string[][] = [];
     const runner: CommandRunner = {
       run: async (cmd, args) => {

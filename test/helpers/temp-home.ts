@@ -2,6 +2,7 @@ import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { resolveLayout, type Layout } from "../../src/paths/layout.js";
+import { Store } from "../../src/store/store.js";
 
 export interface TempLayout {
   home: string;
@@ -24,4 +25,19 @@ export async function tempLayout(prefix = "banger-test-"): Promise<TempLayout> {
     env,
     cleanup: () => fs.rm(home, { recursive: true, force: true }),
   };
+}
+
+/** Runs fn with a fresh home and an open store in it; both go afterwards, whatever fn did. */
+export async function withTempStore(
+  fn: (home: TempLayout, store: Store) => Promise<void>,
+  prefix?: string,
+): Promise<void> {
+  const home = await tempLayout(prefix);
+  const store = Store.open(home.layout.dbFile);
+  try {
+    await fn(home, store);
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
 }
