@@ -6,6 +6,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { GuestShell } from "../src/guest/shell.js";
 import { UserNetwork } from "../src/net/user-network.js";
+import type { NetworkBackend } from "../src/net/backend.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
 import type { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
@@ -183,4 +184,49 @@ test("user-mode networking refuses a VMM without it before starting passt", asyn
     /Firecracker has no user-mode networking/,
   );
   assert.deepEqual(asked, [], "nothing was started");
+});
+
+test("a kill the VMM outlives keeps its sockets; a network that fails to let go still leaves the console released", async () => {
+  await withTempStore(async (home, store) => {
+    const runner = createCommandRunner();
+    const row = vmRow({ name: "stubborn", state: "running" });
+    const dir = path.join(home.layout.vmsDir, row.id);
+    await fs.mkdir(dir, { recursive: true });
+    const handles: VmHandles = { ...fakeHandles, controlSocket: path.join(dir, "qmp.sock") };
+    await fs.writeFile(handles.controlSocket, "");
+    store.insertVm({ ...row, teardownJson: JSON.stringify(handles) });
+    const released: string[] = [];
+    // kill gives up while the process lives on (killVmm's own wait ran out).
+    const qemu: Driver = {
+      ...fakeDriver(runner),
+      kill: async () => {},
+      status: async () => "running",
+      release: () => released.push("console"),
+    };
+    const network: NetworkBackend = {
+      attachVm: async () => {
+        throw new Error("not in this test");
+      },
+      releaseVm: async () => {
+        throw new Error("helper: tap busy");
+      },
+      adoptVm: async () => {},
+    };
+    const { kernels, images } = imageServices(store, home.layout, { runner });
+    const vms = new VmService({
+      store,
+      layout: home.layout,
+      runner,
+      images,
+      kernels,
+      drivers: { qemu },
+      pickVmm: async () => "qemu",
+      network,
+      host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
+      stopDeadlineMs: 1000,
+    });
+    await assert.rejects(vms.kill("stubborn"), /tap busy/);
+    assert.deepEqual(released, ["console"], "the console recorder is let go first");
+    await fs.access(handles.controlSocket); // still there: the live QEMU's QMP socket
+  });
 });

@@ -195,7 +195,7 @@ export class HelperServer {
         async run(name, raw) {
           const method = name as HelperMethod;
           // No params at all means none: ping's schema takes {}.
-          const params = helperMethods[method].params.parse(raw ?? {});
+          const params = helperMethods[method].params.parse(raw === undefined ? {} : raw);
           if (method !== "ping") log.info({ method, params }, "operation");
           const run = dispatch[method] as (p: unknown) => Promise<unknown>;
           return await run(params);

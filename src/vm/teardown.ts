@@ -76,9 +76,13 @@ export async function shutdown(
       }
       await driver.stop(handles, Math.max(0, end - Date.now()));
     }
-    await driver.removeFiles(dir);
-    for (const network of ctx.networks) await network.releaseVm(handles, dir);
+    // The console first, as before the split: a network step that throws (a helper call)
+    // must not leave the recorder attached.
     driver.release?.(handles);
+    // A VMM that outlived kill's own wait still has its sockets open: they stay with it.
+    if ((await driver.status(handles).catch(() => "running" as const)) === "stopped")
+      await driver.removeFiles(dir);
+    for (const network of ctx.networks) await network.releaseVm(handles, dir);
   }
   await ctx.writeHandles(row, null);
   ctx.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });

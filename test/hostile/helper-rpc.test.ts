@@ -313,6 +313,12 @@ const framingRows: Array<{
     expect: /^-32602 banger-helper refused: /,
   },
   {
+    // null is not "no params": the daemon refuses it too (docs/internals/rpc.md).
+    name: "params null",
+    chunks: [frame('{"jsonrpc":"2.0","id":1,"method":"ping","params":null}').toString("latin1")],
+    expect: /^-32602 banger-helper refused: /,
+  },
+  {
     name: "a body that is not JSON",
     chunks: [frame("{nope").toString("latin1")],
     expect: /^-32700 /,
