@@ -5,6 +5,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { TempLayout } from "./temp-home.js";
+import { joinVmLane } from "./vm-lane.js";
 
 const run = promisify(execFile);
 const banger = path.resolve(fileURLToPath(new URL("../../bin/banger", import.meta.url)));
@@ -47,8 +48,10 @@ export interface SharedDefaults {
  * test file to ask builds both there, later ones import the kernel and register
  * the image (no copy) in seconds. Without the variable nothing happens and the
  * home's first `vm create` builds them, as on a user's machine.
+ * Either way the file has asked for a kernel and image to boot: it joins the VM lane.
  */
 export async function useSharedDefaultImage(home: TempLayout): Promise<void> {
+  await joinVmLane();
   if (!process.env.BANGER_TEST_SHARED) return;
   const shared = await sharedDefaultImage(home.env);
   if (!shared) return;
@@ -75,12 +78,14 @@ export async function useSharedDefaultImage(home: TempLayout): Promise<void> {
  * The run's shared default image and kernel, built on first use; null outside `make test`.
  * They are built the way a new user gets them: a fresh home's first `vm create` (on a
  * terminal, so its progress is recorded) derives the kernel and builds the image. That is
- * the suite's one build from nothing.
+ * the suite's one build from nothing. The caller joins the VM lane first (test/helpers/vm-lane.ts),
+ * so the build runs beside no VM.
  */
 export async function sharedDefaultImage(
   baseEnv: NodeJS.ProcessEnv,
   shared: string | undefined = process.env.BANGER_TEST_SHARED,
 ): Promise<SharedDefaults | null> {
+  await joinVmLane();
   if (!shared) return null;
   const ready = path.join(shared, "ready.json");
   const failed = path.join(shared, "failed.txt");
