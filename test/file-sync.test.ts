@@ -110,8 +110,11 @@ test("a file_sync error aborts the work disk and leaves no file behind", async (
   await fs.mkdir(bad);
   await fs.writeFile(path.join(bad, 'has"quote'), "x");
   const disk = path.join(dir, "work2.ext4");
-  const before = (await fs.readdir(os.tmpdir())).filter((n) => n.startsWith("banger-work-"));
-  await assert.rejects(
+  // A TMPDIR of this test's own, so the staging dir is told from other tests' work in /tmp.
+  const tmp = await fs.mkdtemp(path.join(home, "tmp-"));
+  const savedTmp = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  const made = assert.rejects(
     createWorkDisk({
       file: disk,
       sizeBytes: 64 * 2 ** 20,
@@ -122,9 +125,14 @@ test("a file_sync error aborts the work disk and leaves no file behind", async (
     }),
     (err: unknown) => err instanceof BangerError && /double quote/.test(err.message),
   );
+  try {
+    await made;
+  } finally {
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
+  }
   await assert.rejects(fs.stat(disk), { code: "ENOENT" });
-  const afterward = (await fs.readdir(os.tmpdir())).filter((n) => n.startsWith("banger-work-"));
-  assert.deepEqual(afterward.sort(), before.sort(), "the staging dir is removed");
+  assert.deepEqual(await fs.readdir(tmp), [], "the staging dir is removed");
 });
 
 test("file_sync guest paths stay under /root and never replace banger's key", () => {

@@ -59,3 +59,28 @@ export async function untilNoneNaming(
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+/** The parent pid of `pid`, from /proc (null when it is gone). */
+export async function parentPid(pid: number): Promise<number | null> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  if (!stat) return null;
+  // After the command name (which may hold spaces and parentheses): state, ppid, ...
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+}
+
+/** Taps by name, with the pids that hold them open (their /dev/net/tun fds). */
+export async function tunHolders(): Promise<Map<string, number[]>> {
+  const holders = new Map<string, number[]>();
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const fds = await fs.readdir(`/proc/${entry}/fd`).catch(() => [] as string[]);
+    for (const fd of fds) {
+      const target = await fs.readlink(`/proc/${entry}/fd/${fd}`).catch(() => "");
+      if (target !== "/dev/net/tun") continue;
+      const info = await fs.readFile(`/proc/${entry}/fdinfo/${fd}`, "utf8").catch(() => "");
+      const iff = /^iff:\s+(\S+)/m.exec(info)?.[1];
+      if (iff) holders.set(iff, [...(holders.get(iff) ?? []), Number(entry)]);
+    }
+  }
+  return holders;
+}

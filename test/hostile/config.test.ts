@@ -9,13 +9,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import {
-  hostileDaemon,
-  runTable,
-  USER_NET,
-  type HostileDaemon,
-  type HostileRow,
-} from "./harness.js";
+import { hostileDaemon, runTable, type HostileDaemon, type HostileRow } from "./harness.js";
 
 const BIN = path.resolve(import.meta.dirname, "../../bin/banger");
 let daemon: HostileDaemon;
@@ -355,7 +349,7 @@ test("config: hostile config files", async (t) => {
           await fs.rm(`${configFile}${extra}`, { force: true });
       }
     },
-    { daemon, roots: [daemon.home.home], ignore: [...USER_NET, "tmp"] },
+    { daemon, roots: [daemon.home.home] },
   );
 });
 

@@ -7,6 +7,8 @@ import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
 import { startDaemon, tryConnect, type DaemonClient } from "../../src/cli/client.js";
+import { natTable } from "../../src/net/privileged.js";
+import { parentPid, tunHolders } from "../helpers/procs.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 const run = promisify(execFile);
@@ -105,51 +107,106 @@ async function waitGone(pid: number, ms: number): Promise<void> {
   }
 }
 
-/** What an input could leave behind on the host. */
+/**
+ * What an input could leave behind on the host, scoped to what the table made: other test files
+ * run at the same time (`make test` runs two at once), so nothing host-wide is looked at.
+ */
 export interface Leftovers {
   /** Files under the given roots (relative paths), minus the ones the daemon keeps by design. */
   files: string[];
-  /** Entries of the temp dir that look like banger's. */
+  /** Entries that look like banger's staging dirs in the table's own temp dirs. */
   tmp: string[];
-  /** Network devices with banger's prefixes. */
+  /** Taps the table's processes hold open, and the table's own bridges with the taps on them. */
   links: string[];
-  /** nftables tables with banger's prefix. */
+  /** nftables tables of the table's own bridges. */
   nftTables: string[];
   /** Processes whose command line names one of the roots. */
   processes: string[];
 }
 
+/** What a table owns besides its roots. */
+export interface LeftoverScope {
+  /** Temp dirs only the table uses (its TMPDIR): banger's staging dirs there count. */
+  tmp?: string[];
+  /** Bridges only the table's daemon serves: the bridge, its taps and its NAT table count. */
+  bridges?: string[];
+  /** Pids whose process trees are the table's (its daemon): the taps they hold count. */
+  pids?: number[];
+}
+
 // The daemon's own files: present from start-up on, or appended to as it works.
 const KEPT = /(^|\/)(bangerd\.log|banger\.db(-wal|-shm|-journal)?|bangerd\.(pid|sock|lock))$/;
+const STAGING = /^banger-(kernel|bundle|work|caps|stage|pull|import)-/;
 
-/** A snapshot of leftovers under `roots` (the home, say), and host-wide banger traces. */
-export async function leftovers(roots: string[]): Promise<Leftovers> {
+/** A snapshot of leftovers under `roots` (the home, say) and of what `scope` names. */
+export async function leftovers(roots: string[], scope: LeftoverScope = {}): Promise<Leftovers> {
   const files: string[] = [];
   for (const root of roots) {
     for (const rel of await listTree(root)) if (!KEPT.test(rel)) files.push(`${root}:${rel}`);
   }
-  const tmp = (await fs.readdir(os.tmpdir()).catch(() => [] as string[]))
-    .filter((n) => /^banger-(kernel|bundle|work|caps|stage|pull|import)-/.test(n))
-    .sort();
-  const links = await run("ip", ["-o", "link", "show"])
-    .then(({ stdout }) =>
-      stdout
-        .split("\n")
-        .map((l) => /^\d+:\s+([^:@\s]+)/.exec(l)?.[1] ?? "")
-        .filter((n) => n.startsWith("bg-") || n.startsWith("banger")),
+  const tmp: string[] = [];
+  for (const dir of scope.tmp ?? [])
+    for (const n of await fs.readdir(dir).catch(() => [] as string[]))
+      if (STAGING.test(n)) tmp.push(path.join(dir, n));
+  const procs = await processTable();
+  const ours = tableProcesses(procs, roots, scope.pids ?? []);
+  const links: string[] = [];
+  for (const [tap, holders] of await tunHolders())
+    if (holders.some((pid) => ours.has(pid))) links.push(`${tap} (held by ${holders.join(", ")})`);
+  const nftTables: string[] = [];
+  for (const bridge of scope.bridges ?? []) {
+    const shown = await run("ip", ["-o", "link", "show", "master", bridge]).catch(() => null);
+    if (shown) {
+      links.push(bridge);
+      for (const tap of shown.stdout.matchAll(/^\d+: ([^:@\s]+)[@:]/gm))
+        links.push(`${tap[1]} (on ${bridge})`);
+    }
+    const table = natTable(bridge);
+    if (
+      await run("nft", ["list", "table", "ip", table]).then(
+        () => true,
+        () => false,
+      )
     )
-    .catch(() => [] as string[]);
-  const nftTables = await run("nft", ["list", "tables"])
-    .then(({ stdout }) => stdout.split("\n").filter((l) => /banger/.test(l)))
-    .catch(() => [] as string[]);
-  const processes = await run("ps", ["-eo", "pid=,args="])
-    .then(({ stdout }) =>
-      stdout
-        .split("\n")
-        .filter((l) => roots.some((r) => l.includes(r)) && !/bangerd|\bps\b/.test(l)),
-    )
-    .catch(() => [] as string[]);
-  return { files: files.sort(), tmp, links: links.sort(), nftTables, processes };
+      nftTables.push(`ip ${table}`);
+  }
+  const processes = procs
+    .filter((p) => roots.some((r) => p.args.includes(r)) && !/bangerd|\bps\b/.test(p.args))
+    .map((p) => `${p.pid} ${p.args}`);
+  return { files: files.sort(), tmp: tmp.sort(), links: links.sort(), nftTables, processes };
+}
+
+interface Proc {
+  pid: number;
+  ppid: number;
+  args: string;
+}
+
+async function processTable(): Promise<Proc[]> {
+  const out: Proc[] = [];
+  for (const entry of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    const ppid = await parentPid(Number(entry));
+    const cmdline = await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "");
+    if (ppid === null || !cmdline) continue;
+    out.push({ pid: Number(entry), ppid, args: cmdline.split("\0").join(" ").trim() });
+  }
+  return out;
+}
+
+/** The table's processes: those naming a root, and the trees of `pids`. */
+function tableProcesses(procs: Proc[], roots: string[], pids: number[]): Set<number> {
+  const ours = new Set(pids);
+  for (const p of procs) if (roots.some((r) => p.args.includes(r))) ours.add(p.pid);
+  for (let grew = true; grew;) {
+    grew = false;
+    for (const p of procs) {
+      if (ours.has(p.pid) || !ours.has(p.ppid)) continue;
+      ours.add(p.pid);
+      grew = true;
+    }
+  }
+  return ours;
 }
 
 async function listTree(root: string, rel = ""): Promise<string[]> {
@@ -183,7 +240,9 @@ export function assertClearError(err: unknown, expect: RegExp, what: string): vo
 
 /**
  * Runs every row: `attempt` tries the input; the outcome must match the row, then the daemon
- * must still answer and nothing may be left behind under `roots` (and the daemon's TMPDIR).
+ * must still answer and nothing may be left behind under `roots`, in the table's temp dirs (the
+ * daemon's TMPDIR, and a TMPDIR of its own this process uses while the table runs), or by the
+ * daemon's processes (a tap held open).
  */
 export async function runTable<I>(
   rows: Array<HostileRow<I>>,
@@ -191,37 +250,48 @@ export async function runTable<I>(
   opts: {
     daemon?: HostileDaemon;
     roots?: string[];
-    /**
-     * Host-wide kinds not to check: a table whose daemon runs user-mode networking cannot make
-     * links or nft tables, and other tests running at once may.
-     */
-    ignore?: Array<keyof Leftovers>;
+    /** Bridges only this table's daemon serves (their taps and NAT table count too). */
+    bridges?: string[];
   } = {},
 ): Promise<void> {
   // The daemon's own TMPDIR is always checked, unless it already lies under a root.
   const roots = [...(opts.roots ?? [])];
-  const tmp = opts.daemon?.tmp;
-  if (tmp && !roots.some((r) => tmp === r || tmp.startsWith(`${r}/`))) roots.push(tmp);
-  for (const row of rows) {
-    const before = await leftovers(roots);
-    let outcome: unknown = undefined;
-    let failed = false;
-    try {
-      await attempt(row.input, row);
-    } catch (err) {
-      failed = true;
-      outcome = err;
+  const daemonTmp = opts.daemon?.tmp;
+  if (daemonTmp && !roots.some((r) => daemonTmp === r || daemonTmp.startsWith(`${r}/`)))
+    roots.push(daemonTmp);
+  const tableTmp = await fs.mkdtemp(path.join(os.tmpdir(), "banger-table-tmp-"));
+  const scope: LeftoverScope = {
+    tmp: [tableTmp, ...(daemonTmp ? [daemonTmp] : [])],
+    bridges: opts.bridges ?? [],
+    pids: opts.daemon ? [opts.daemon.pid] : [],
+  };
+  const savedTmp = process.env.TMPDIR;
+  process.env.TMPDIR = tableTmp;
+  try {
+    for (const row of rows) {
+      const before = await leftovers(roots, scope);
+      let outcome: unknown = undefined;
+      let failed = false;
+      try {
+        await attempt(row.input, row);
+      } catch (err) {
+        failed = true;
+        outcome = err;
+      }
+      if (row.expect) {
+        assert.ok(failed, `${row.name}: was accepted, expected an error matching ${row.expect}`);
+        assertClearError(outcome, row.expect, row.name);
+      } else if (failed) {
+        assert.fail(`${row.name}: expected to be accepted, failed: ${(outcome as Error).message}`);
+      }
+      if (opts.daemon) await opts.daemon.assertAlive();
+      const after = await leftovers(roots, scope);
+      assertNothingLeft(before, after, row.name);
     }
-    if (row.expect) {
-      assert.ok(failed, `${row.name}: was accepted, expected an error matching ${row.expect}`);
-      assertClearError(outcome, row.expect, row.name);
-    } else if (failed) {
-      assert.fail(`${row.name}: expected to be accepted, failed: ${(outcome as Error).message}`);
-    }
-    if (opts.daemon) await opts.daemon.assertAlive();
-    const after = await leftovers(roots);
-    for (const key of opts.ignore ?? []) after[key] = before[key];
-    assertNothingLeft(before, after, row.name);
+  } finally {
+    if (savedTmp === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = savedTmp;
+    await fs.rm(tableTmp, { recursive: true, force: true });
   }
 }
 
@@ -229,6 +299,3 @@ export async function runTable<I>(
 export function countRows(...tables: Array<readonly unknown[]>): number {
   return tables.reduce((n, t) => n + t.length, 0);
 }
-
-/** For `ignore`: what a daemon on user-mode networking (the default in tests) cannot leave. */
-export const USER_NET: Array<keyof Leftovers> = ["links", "nftTables"];
