@@ -18,14 +18,18 @@ lint: setup
 format:
 	npx prettier --write .
 
-# Every test: unit, integration and end-to-end, one file at a time (files boot VMs,
-# start daemons and build images; running them side by side has made them flaky). Node's test runner
-# prints the summary CI reads.
+# Every test: unit, integration and end-to-end, in one run of node's test runner (it prints the
+# summary CI reads), two files at a time. The files that boot VMs ("VM files": every file that gets
+# its kernel and image from test/helpers/shared-image.ts, which a new test that boots a VM must use
+# too) take turns in the VM lane (test/helpers/vm-lane.ts, a lock the kernel frees when the file's
+# process exits), so no two of them ever run together; every other file runs beside them.
+# scripts/test-files.sh spreads the VM files through the list so one slot keeps booting VMs; it
+# lists test/zz-leaks.test.ts last, which waits until every other file has ended.
 # BANGER_TEST_SHARED: one default kernel and image per run, built by the first test file that needs
 # them (see test/helpers/shared-image.ts); removed afterwards whatever the result.
 test: build lint
 	@shared=$$(mktemp -d /tmp/banger-test-shared.XXXXXX); \
-	BANGER_TEST_SHARED=$$shared node --import tsx --test --test-concurrency=1 --test-reporter=spec $$(find test -name '*.test.ts' | sort); \
+	BANGER_TEST_SHARED=$$shared node --import tsx --test --test-concurrency=2 --test-reporter=spec $$(scripts/test-files.sh); \
 	status=$$?; \
 	BANGER_HOME=$$shared/home ./bin/banger daemon stop >/dev/null 2>&1; \
 	rm -rf $$shared; \

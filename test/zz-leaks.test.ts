@@ -1,5 +1,7 @@
-// Runs last (`make test` runs the files sorted, one at a time): fails on anything a test left on
-// this machine. It must fail on what tests leak and never on the user's own banger (a demo
+// Runs last (scripts/test-files.sh lists it last): fails on anything a test left on this machine.
+// `make test` runs two files at a time, so this one starts while the last other file still runs: it
+// first waits (bounded) until no other test file of its run is running, i.e. no process beside it
+// under the same runner (the same parent pid) runs a *.test.ts. It must fail on what tests leak and never on the user's own banger (a demo
 // daemon as root on banger0, its VMs under ~/.local/state), so everything is judged by where
 // it comes from:
 //
@@ -25,7 +27,7 @@
 // - The outside world of test/helpers/outside-world.ts (netns banger-ow-*, veths bangerow*/
 //   bangerop*) is always a test's.
 //
-// Run it alone: a test running at the same time (another checkout's suite) is seen as a leak.
+// A suite running at the same time from another runner (another checkout's) is seen as a leak.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
@@ -36,6 +38,7 @@ import { promisify } from "node:util";
 import { defaultConfig, readConfigSync } from "../src/config/config.js";
 import { natTable } from "../src/net/privileged.js";
 import { resolveLayout, type Env } from "../src/paths/layout.js";
+import { parentPid, tunHolders } from "./helpers/procs.js";
 
 const run = promisify(execFile);
 const TMP = path.resolve(os.tmpdir());
@@ -120,25 +123,37 @@ interface Machine {
   links: string[];
 }
 
-async function tunHolders(): Promise<Map<string, number[]>> {
-  const holders = new Map<string, number[]>();
+/** The other test files this file's runner is running (processes with the same parent pid). */
+async function siblingTestFiles(): Promise<string[]> {
+  const running: string[] = [];
   for (const entry of await fs.readdir("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    const fds = await fs.readdir(`/proc/${entry}/fd`).catch(() => [] as string[]);
-    for (const fd of fds) {
-      const target = await fs.readlink(`/proc/${entry}/fd/${fd}`).catch(() => "");
-      if (target !== "/dev/net/tun") continue;
-      const info = await fs.readFile(`/proc/${entry}/fdinfo/${fd}`, "utf8").catch(() => "");
-      const iff = /^iff:\s+(\S+)/m.exec(info)?.[1];
-      if (iff) holders.set(iff, [...(holders.get(iff) ?? []), Number(entry)]);
-    }
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    if ((await parentPid(Number(entry))) !== process.ppid) continue;
+    const argv = (await fs.readFile(`/proc/${entry}/cmdline`, "utf8").catch(() => "")).split("\0");
+    const file = argv.find((a) => /\.test\.[cm]?[jt]s$/.test(a));
+    if (file) running.push(`${file} (pid ${entry})`);
   }
-  return holders;
+  return running;
+}
+
+/** Waits until this run's other test files have ended; fails after `ms`, naming them. */
+async function othersEnded(ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const running = await siblingTestFiles();
+    if (running.length === 0) return;
+    if (Date.now() > deadline)
+      assert.fail(
+        `other test files still run after ${ms / 60_000} min, so leftovers cannot be told from work in progress: ${running.join(", ")}`,
+      );
+    await new Promise((r) => setTimeout(r, 1000));
+  }
 }
 
 let m: Machine;
 
 before(async () => {
+  await othersEnded(20 * 60_000);
   const procs = await processes();
   const testProcs = new Map<number, string>();
   const servedBridges = new Set<string>();
