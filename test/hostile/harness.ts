@@ -41,7 +41,9 @@ export interface HostileDaemon {
 /** Starts the real bangerd in a fresh home; `env` adds to (or overrides) the home's environment. */
 export async function hostileDaemon(env: NodeJS.ProcessEnv = {}): Promise<HostileDaemon> {
   const home = await tempLayout("banger-hostile-");
-  const ownTmp = env.TMPDIR ? null : await fs.mkdtemp(path.join(os.tmpdir(), "hostile-tmp-"));
+  const ownTmp = env.TMPDIR
+    ? null
+    : await fs.mkdtemp(path.join(os.tmpdir(), "banger-hostile-tmp-"));
   const tmp = env.TMPDIR ?? ownTmp!;
   const fullEnv = { ...home.env, TMPDIR: tmp, ...env };
   const pid = await startDaemon({ layout: home.layout, env: fullEnv, notice: () => {} });
