@@ -236,7 +236,9 @@ test(
   },
 );
 
-test("a real Firecracker binary boots a VM", { timeout: 300_000 }, async (t) => {
+// The bound covers the wait for the VM lane (test/helpers/vm-lane.ts, at most 20 min while other
+// VM files of the run boot theirs) and the boot itself.
+test("a real Firecracker binary boots a VM", { timeout: 25 * 60_000 }, async (t) => {
   // Each precondition Firecracker really has, checked in turn; a missing one skips with its reason.
   const runner = createCommandRunner();
   const binary = await runner.which("firecracker");
