@@ -9,11 +9,12 @@ setup:
 build: setup
 	@sh scripts/build.sh
 
-# Every script that runs in a guest or the initramfs is POSIX sh, checked as such.
+# Every script that runs in a guest or the initramfs is POSIX sh, checked as such (and the build and
+# test-order scripts).
 lint: setup
 	npx tsc -p tsconfig.test.json --noEmit
 	npx prettier --check .
-	shellcheck -s sh guest-scripts/*.sh scripts/build.sh
+	shellcheck -s sh guest-scripts/*.sh scripts/build.sh scripts/test-files.sh
 
 format:
 	npx prettier --write .
