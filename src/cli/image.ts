@@ -29,10 +29,11 @@ async function makeImage(
 export function imageCommand(deps: CliDeps): Command {
   const image = describeGroup(new Command("image"), {
     purpose:
-      "Root filesystems VMs boot from. The default Debian image is built for you on first use; pull any OCI image with 'banger image pull'.",
+      "Root filesystems VMs boot from. The default Debian image is built for you on first use; pull any OCI image with 'banger image pull', or import one saved by Docker, Podman or skopeo with 'banger image import'.",
     examples: [
       "banger image pull debian:bookworm          # from Docker Hub, into a bootable ext4",
       `banger image build                         # (re)build the default ${DEFAULT_IMAGE_NAME} image`,
+      "podman save -o app.tar app && banger image import app.tar",
       "banger image list",
     ],
     next: "'banger vm run --image <name>' boots it.",
@@ -86,6 +87,40 @@ export function imageCommand(deps: CliDeps): Command {
             ...(opts.insecureRegistry ? { insecureRegistry: true } : {}),
           },
           { onProgress },
+        ),
+      );
+    });
+  image
+    .command("import")
+    .description(
+      "Import what 'docker save', 'podman save' or 'skopeo copy' wrote: a docker-archive, an oci-archive or an OCI layout directory",
+    )
+    .argument("<source>", "archive file, OCI layout directory, or - to read an archive from stdin")
+    .option("--name <name>", "image name (default: the file's name; needed with -)")
+    .option("--kernel-ref <name>", `kernel to boot it with (default: ${DISTRO_KERNEL_NAME})`)
+    .option("--size <size>", "ext4 size (default: 1.5x the content, at least 1G)")
+    .action(async (source, opts) => {
+      const params = {
+        ...(opts.name ? { name: opts.name } : {}),
+        ...(opts.kernelRef ? { kernelRef: opts.kernelRef } : {}),
+        ...(opts.size ? { sizeBytes: parseSize(opts.size) } : {}),
+      };
+      if (source !== "-") {
+        await makeImage(deps, (c, onProgress) =>
+          c.call("image.import", { path: path.resolve(source), ...params }, { onProgress }),
+        );
+        return;
+      }
+      if (!opts.name)
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          "an archive from stdin needs a --name",
+          "e.g. 'podman save app | banger image import - --name app'",
+        );
+      const { withStdinSpool } = await import("./stdin-spool.js");
+      await withStdinSpool(deps.layout.stateDir, process.stdin, (file) =>
+        makeImage(deps, (c, onProgress) =>
+          c.call("image.import", { path: file, stdin: true, ...params }, { onProgress }),
         ),
       );
     });

@@ -93,6 +93,7 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
     "image.show": ({ name }) => afterSweep(() => images.show(name)),
     "image.build": (p, ctx) => afterSweep(() => images.build(p, ctx.progress, ctx.signal)),
     "image.pull": (p, ctx) => afterSweep(() => images.pull(p, ctx.progress, ctx.signal)),
+    "image.import": (p, ctx) => afterSweep(() => images.import(p, ctx.progress, ctx.signal)),
     "image.register": (p) => afterSweep(() => images.register(p)),
     "image.delete": ({ name }) => afterSweep(() => images.delete(name)),
     "image.promote": ({ name }) => afterSweep(() => images.promote(name)),

@@ -8,6 +8,7 @@ import { deleteImage } from "./delete.js";
 import { imageInfo, type Progress, type PullRequest } from "./model.js";
 import { pruneBlobCache } from "./oci/blob-cache.js";
 import { promoteImage } from "./promote.js";
+import { importImage, type ImportRequest } from "./import.js";
 import { pullImage } from "./pull.js";
 import { registerImage, type RegisterRequest } from "./register.js";
 
@@ -25,7 +26,7 @@ export {
 
 /**
  * Images: the locally built default, OCI pulls, catalog bundles, registered files. One file per
- * verb (build.ts, pull.ts, register.ts, promote.ts, delete.ts) sharing an ImageContext.
+ * verb (build.ts, pull.ts, import.ts, register.ts, promote.ts, delete.ts) sharing an ImageContext.
  */
 export class ImageService {
   private readonly ctx: ImageContext;
@@ -58,6 +59,15 @@ export class ImageService {
   /** A catalog name fetches its bundle; anything else is an OCI reference. */
   pull(req: PullRequest, progress: Progress = () => {}, signal?: AbortSignal): Promise<ImageInfo> {
     return pullImage(this.ctx, req, progress, signal);
+  }
+
+  /** A docker-archive, oci-archive or OCI layout directory, checked and finalised like a pull. */
+  import(
+    req: ImportRequest,
+    progress: Progress = () => {},
+    signal?: AbortSignal,
+  ): Promise<ImageInfo> {
+    return importImage(this.ctx, req, progress, signal);
   }
 
   /** Registers an existing ext4 file in place (unmanaged: banger never deletes the file). */

@@ -5,6 +5,7 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+import zlib from "node:zlib";
 
 export interface TestRegistry {
   /** host:port, for image references. */
@@ -111,6 +112,10 @@ export interface PushOptions {
    * own manifest over the same layers, with a config naming its platform.
    */
   indexPlatforms?: string[];
+  /** The image config's `config` (Env, WorkingDir, ...); default empty. */
+  config?: Record<string, unknown>;
+  /** Write the layers' real diff_ids (sha256 of each uncompressed tar), as tools that save archives need. */
+  diffIds?: boolean;
 }
 
 /** Pushes a synthetic image (layers oldest first) over the registry API; returns the digest the tag points at. */
@@ -138,8 +143,13 @@ export async function pushImage(
         architecture,
         os,
         ...(variant ? { variant } : {}),
-        rootfs: { type: "layers", diff_ids: [] },
-        config: {},
+        rootfs: {
+          type: "layers",
+          diff_ids: opts.diffIds
+            ? layers.map((l) => digestOf(l[0] === 0x1f && l[1] === 0x8b ? zlib.gunzipSync(l) : l))
+            : [],
+        },
+        config: opts.config ?? {},
       }),
     );
     return Buffer.from(

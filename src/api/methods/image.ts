@@ -50,6 +50,21 @@ export const imageMethods = {
     summary: "Pull a catalog bundle or an OCI image into a bootable ext4.",
     progress: true,
   },
+  "image.import": {
+    params: z
+      .object({
+        path: z.string().min(1),
+        name: z.string().optional(),
+        kernelRef: z.string().optional(),
+        sizeBytes: z.number().int().positive().optional(),
+        stdin: z.boolean().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary:
+      "Import a docker-archive, oci-archive or OCI layout directory into a bootable ext4, checked like a pull.",
+    progress: true,
+  },
   "image.register": {
     params: z
       .object({

@@ -55,7 +55,10 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
 }
 
 /** Declared sizes come from an untrusted manifest: past a bound, nothing is downloaded. */
-function checkDeclaredSizes(layers: Array<{ digest: string; size: number }>, limits: ImageLimits) {
+export function checkDeclaredSizes(
+  layers: Array<{ digest: string; size: number }>,
+  limits: ImageLimits,
+) {
   for (const layer of layers) {
     if (layer.size > limits.maxLayerBytes)
       throw limitError(

@@ -38,7 +38,7 @@ export interface ResolvedManifest {
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
 /** A descriptor's size is what every byte count is checked against, so it must be a real count. */
-function validDescriptor(d: unknown): d is Descriptor {
+export function validDescriptor(d: unknown): d is Descriptor {
   const { digest, size } = (d ?? {}) as { digest?: unknown; size?: unknown };
   return typeof digest === "string" && Number.isSafeInteger(size) && (size as number) >= 0;
 }

@@ -1,0 +1,120 @@
+import fsp from "node:fs/promises";
+import path from "node:path";
+import type { Readable } from "node:stream";
+import zlib from "node:zlib";
+import { DecompressStream } from "zstd-napi";
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { ImageInfo } from "../api/methods.js";
+import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
+import { openRegularFile } from "../util/regular-file.js";
+import type { ImageContext } from "./context.js";
+import type { ImageLimits } from "./limits.js";
+import { IMAGE_NAME, type Progress } from "./model.js";
+import { readArchiveImage } from "./oci/archive-image.js";
+import { spoolArchive, type MemberSource } from "./oci/archive-members.js";
+import { layoutDirectory } from "./oci/layout-dir.js";
+
+export interface ImportRequest {
+  /** Absolute path of a docker-archive or oci-archive file, or of an OCI layout directory. */
+  path: string;
+  name?: string | undefined;
+  kernelRef?: string | undefined;
+  sizeBytes?: number | undefined;
+  /** The CLI saved its stdin to `path`: the image's source says `-`, and --name is needed. */
+  stdin?: boolean | undefined;
+}
+
+/**
+ * `image import`: what `docker save`, `podman save` and `skopeo copy` write, through the same
+ * checks and finalisation as a pull. Every member is copied into the staging dir as it is read
+ * (nothing is held in memory), the image's blobs are verified there, and only those copies are
+ * unpacked; any failure removes the staging dir with everything in it.
+ */
+export async function importImage(
+  ctx: ImageContext,
+  req: ImportRequest,
+  progress: Progress,
+  signal?: AbortSignal,
+): Promise<ImageInfo> {
+  if (!path.isAbsolute(req.path))
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `the archive ${JSON.stringify(req.path)} is not an absolute path`,
+      "the CLI resolves paths for you; callers of the RPC must send absolute ones",
+    );
+  const name = req.name ?? nameFromPath(req);
+  const limits = await ctx.limits();
+  const label = req.stdin ? "-" : req.path;
+  return ctx.exclusive(name, () =>
+    ctx.create(name, async (staging) => {
+      const src = await openSource(req, path.join(staging, "archive"), limits, progress, signal);
+      progress({ stage: "verify", message: "manifest, config and layers" });
+      const image = await readArchiveImage(src, limits);
+      const result = await ctx.finalise(image.layers, staging, req.sizeBytes, limits, progress);
+      return {
+        rootfs: result.rootfs,
+        sizeBytes: result.sizeBytes,
+        source: `${image.format}:${label}`,
+        digest: image.digest,
+        kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
+      };
+    }),
+  );
+}
+
+/** The default name: the file's or directory's, without its archive extension. */
+function nameFromPath(req: ImportRequest): string {
+  const hint = "name it with --name, e.g. --name myapp";
+  if (req.stdin)
+    throw new BangerError(ErrorCode.InvalidParams, "an archive from stdin needs a --name", hint);
+  const name = path
+    .basename(req.path)
+    .replace(/\.(tar|tar\.gz|tgz|tar\.zst|oci|oci\.tar|docker\.tar)$/i, "")
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, "-")
+    .replace(/^[^a-z0-9]+/, "")
+    .slice(0, 63);
+  if (!IMAGE_NAME.test(name))
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `cannot make an image name from ${JSON.stringify(path.basename(req.path))}`,
+      hint,
+    );
+  return name;
+}
+
+/** A directory is an OCI layout; a file is a tar (gzip or zstd compressed, or not). */
+async function openSource(
+  req: ImportRequest,
+  spool: string,
+  limits: ImageLimits,
+  progress: Progress,
+  signal: AbortSignal | undefined,
+): Promise<MemberSource> {
+  const what = req.stdin ? "the archive on stdin" : `archive ${req.path}`;
+  // The user named the path: a symlink to it is followed; what it reaches is checked below.
+  const stat = await fsp.stat(req.path).catch(() => null);
+  if (stat?.isDirectory())
+    return layoutDirectory(await fsp.realpath(req.path), spool, limits, `OCI layout ${req.path}`);
+  const file = await openRegularFile(req.path, "the archive", { follow: true });
+  let streams: Readable[];
+  try {
+    const magic = Buffer.alloc(4);
+    await file.handle.read(magic, 0, 4, 0);
+    const raw = file.handle.createReadStream({ start: 0 });
+    streams = [raw];
+    if (magic[0] === 0x1f && magic[1] === 0x8b) streams.push(zlib.createGunzip());
+    else if (magic.readUInt32LE(0) === 0xfd2fb528) streams.push(new DecompressStream());
+  } catch (err) {
+    await file.handle.close();
+    throw err;
+  }
+  return spoolArchive(
+    streams,
+    spool,
+    limits,
+    what,
+    (n) => progress({ stage: "read", message: what, current: n, total: file.size }),
+    signal,
+  );
+}
