@@ -61,6 +61,7 @@ export async function copyCounted(
   dest: string,
   max: number,
   tooLarge: () => Error,
+  signal?: AbortSignal,
 ): Promise<{ size: number; digest: string }> {
   const hash = createHash("sha256");
   let size = 0;
@@ -75,6 +76,7 @@ export async function copyCounted(
       },
     }),
     fs.createWriteStream(dest, { flags: "wx", mode: 0o600 }),
+    signal ? { signal } : {},
   );
   return { size, digest: `sha256:${hash.digest("hex")}` };
 }
@@ -114,6 +116,7 @@ export async function spoolArchive(
   let total = 0;
   type Destroyable = { destroy(err?: Error): void };
   let current: Destroyable | null = null;
+  const stop = new AbortController();
   const consume = async (): Promise<void> => {
     for await (const entry of extract) {
       current = entry;
@@ -144,8 +147,13 @@ export async function spoolArchive(
         );
       await ensureFreeSpace(dir, declared, `reading ${what}`);
       const file = path.join(dir, `member-${seen.size}`);
-      const copied = await copyCounted(entry as unknown as Readable, file, declared, () =>
-        refuse(what, `member ${JSON.stringify(name)} is longer than its header says`),
+      // Once the archive's stream has failed, a member's data never comes: the abort ends the wait.
+      const copied = await copyCounted(
+        entry as unknown as Readable,
+        file,
+        declared,
+        () => refuse(what, `member ${JSON.stringify(name)} is longer than its header says`),
+        stop.signal,
       );
       total += copied.size;
       onBytes(total);
@@ -162,6 +170,7 @@ export async function spoolArchive(
     (err: unknown) => err,
   );
   if (streamed) {
+    stop.abort(streamed);
     (current as Destroyable | null)?.destroy(streamed as Error);
     extract.destroy();
   }
