@@ -1,8 +1,6 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
 import type { Readable } from "node:stream";
-import zlib from "node:zlib";
-import { DecompressStream } from "zstd-napi";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
@@ -12,6 +10,7 @@ import type { ImageLimits } from "./limits.js";
 import { IMAGE_NAME, type Progress } from "./model.js";
 import { readArchiveImage } from "./oci/archive-image.js";
 import { spoolArchive, type MemberSource } from "./oci/archive-members.js";
+import { decompressor, sniffCompression } from "./oci/compression.js";
 import { layoutDirectory } from "./oci/layout-dir.js";
 
 export interface ImportRequest {
@@ -99,12 +98,8 @@ async function openSource(
   const file = await openRegularFile(req.path, "the archive", { follow: true });
   let streams: Readable[];
   try {
-    const magic = Buffer.alloc(4);
-    await file.handle.read(magic, 0, 4, 0);
-    const raw = file.handle.createReadStream({ start: 0 });
-    streams = [raw];
-    if (magic[0] === 0x1f && magic[1] === 0x8b) streams.push(zlib.createGunzip());
-    else if (magic.readUInt32LE(0) === 0xfd2fb528) streams.push(new DecompressStream());
+    const unpack = decompressor(await sniffCompression(file.handle));
+    streams = [file.handle.createReadStream({ start: 0 }), ...(unpack ? [unpack] : [])];
   } catch (err) {
     await file.handle.close();
     throw err;

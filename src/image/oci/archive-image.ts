@@ -3,11 +3,10 @@ import fs from "node:fs";
 import fsp from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import { Writable } from "node:stream";
-import zlib from "node:zlib";
-import { DecompressStream } from "zstd-napi";
 import { BangerError, ErrorCode, type ErrorCodeValue } from "../../api/errors.js";
 import { formatBytes, limitError, type ImageLimits } from "../limits.js";
 import type { Member, MemberSource } from "./archive-members.js";
+import { decompressor, sniffCompression, type Compression } from "./compression.js";
 import { checkDeclaredSizes } from "./puller.js";
 import {
   choosePlatform,
@@ -34,8 +33,6 @@ export interface ArchiveImage {
 }
 
 const PLATFORM = { os: "linux", architecture: "amd64" };
-
-type Compression = "none" | "gzip" | "zstd";
 
 /** Layer media types banger unpacks, and the compression each one says its bytes have. */
 const LAYER_MEDIA: Record<string, Compression> = {
@@ -169,7 +166,7 @@ async function readOciImage(src: MemberSource, limits: ImageLimits): Promise<Arc
         `layer ${layer.digest} has media type ${JSON.stringify(layer.mediaType)}, which banger does not unpack`,
       );
     const member = await blob(src, layer, "layer", limits.maxLayerBytes);
-    const found = await compressionOf(member.file);
+    const found = await sniffCompression(member.file);
     if (found !== compression)
       throw refuse(
         src.what,
@@ -194,28 +191,15 @@ function checkPlatform(src: MemberSource, config: Json): void {
     );
 }
 
-async function compressionOf(file: string): Promise<Compression> {
-  const handle = await fsp.open(file, "r");
-  const magic = Buffer.alloc(4);
-  try {
-    await handle.read(magic, 0, 4, 0);
-  } finally {
-    await handle.close();
-  }
-  if (magic[0] === 0x1f && magic[1] === 0x8b) return "gzip";
-  if (magic.readUInt32LE(0) === 0xfd2fb528) return "zstd";
-  return "none";
-}
-
 /** sha256 of a layer's tar stream (its diff_id), decompressed as its magic says, bounded. */
 async function diffId(member: Member, limits: ImageLimits, what: string): Promise<string> {
-  const compression = await compressionOf(member.file);
+  const compression = await sniffCompression(member.file);
   if (compression === "none") return member.digest;
   const hash = createHash("sha256");
   let bytes = 0;
   await pipeline(
     fs.createReadStream(member.file),
-    compression === "gzip" ? zlib.createGunzip() : new DecompressStream(),
+    decompressor(compression)!,
     new Writable({
       write(chunk: Buffer, _enc, done) {
         bytes += chunk.length;

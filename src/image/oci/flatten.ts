@@ -1,11 +1,8 @@
 import fs from "node:fs";
-import fsp from "node:fs/promises";
 import path from "node:path";
 import { Readable, Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import zlib from "node:zlib";
 import tar from "tar-stream";
-import { DecompressStream } from "zstd-napi";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import { EntryDb } from "../../disk/entries.js";
 import { S_IFDIR, S_IFMT } from "../../disk/entry-meta.js";
@@ -16,6 +13,7 @@ import {
   limitError,
   type ImageLimits,
 } from "../limits.js";
+import { decompressor, sniffCompression } from "./compression.js";
 import { applyEntry, type LayerMember } from "./layer-entry.js";
 import { checkDir, removeTree } from "./staging-tree.js";
 
@@ -41,17 +39,9 @@ const FREE_SPACE_EVERY = 64 * 1024 * 1024;
  * fails (one descriptor lost per corrupt layer, until the daemon has none left).
  */
 async function openLayer(file: string): Promise<[Readable] | [Readable, Transform]> {
-  const handle = await fsp.open(file, "r");
-  const magic = Buffer.alloc(4);
-  try {
-    await handle.read(magic, 0, 4, 0);
-  } finally {
-    await handle.close();
-  }
+  const unpack = decompressor(await sniffCompression(file));
   const raw = fs.createReadStream(file);
-  if (magic[0] === 0x1f && magic[1] === 0x8b) return [raw, zlib.createGunzip()];
-  if (magic.readUInt32LE(0) === 0xfd2fb528) return [raw, new DecompressStream()];
-  return [raw];
+  return unpack ? [raw, unpack] : [raw];
 }
 
 /**
