@@ -29,10 +29,10 @@ const saved = {} as Record<ArchiveKind, string>;
 
 before(async () => {
   registry = await startRegistry();
-  home = await tempLayout("banger-import-test-");
+  home = await tempLayout("banger-imptest-");
   store = Store.open(home.layout.dbFile);
   ({ images } = imageServices(store, home.layout, { runner }));
-  work = await fsp.mkdtemp(path.join(os.tmpdir(), "import-archives-"));
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), "banger-imparchives-"));
   const base = await makeLayer([
     { name: "etc/", type: "directory" },
     { name: "etc/os-release", body: "ID=importtest\n" },
