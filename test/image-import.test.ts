@@ -126,6 +126,24 @@ test("a gzip-compressed docker-archive (docker save | gzip) imports", async () =
   await assertAppRootfs(info.rootfsPath);
 });
 
+test("a layout holding two tags is refused, naming them, and nothing is installed", async () => {
+  const two = path.join(work, "two-tags");
+  await fsp.cp(saved.oci, two, { recursive: true });
+  const index = JSON.parse(await fsp.readFile(path.join(two, "index.json"), "utf8")) as {
+    manifests: Array<{ annotations: Record<string, string> }>;
+  };
+  const second = structuredClone(index.manifests[0]!);
+  second.annotations["org.opencontainers.image.ref.name"] = "v2";
+  index.manifests.push(second);
+  await fsp.writeFile(path.join(two, "index.json"), JSON.stringify(index));
+  await assert.rejects(
+    images.import({ path: two }),
+    /lists 2 images without platforms \("v1", "v2"\)/,
+  );
+  assert.equal(store.getImageByName("two-tags"), null);
+  await assertNoWorkLeft();
+});
+
 /** `banger image import - --name <name>` with `file` as its stdin, against a real daemon. */
 async function importFromStdin(
   daemon: HostileDaemon,

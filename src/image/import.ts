@@ -96,10 +96,13 @@ async function openSource(
   if (stat?.isDirectory())
     return layoutDirectory(await fsp.realpath(req.path), spool, limits, `OCI layout ${req.path}`);
   const file = await openRegularFile(req.path, "the archive", { follow: true });
+  let total: number | undefined = file.size;
   let streams: Readable[];
   try {
     const unpack = decompressor(await sniffCompression(file.handle));
     streams = [file.handle.createReadStream({ start: 0 }), ...(unpack ? [unpack] : [])];
+    // Progress counts the tar's members: against a compressed file's size it would run past 100%.
+    if (unpack) total = undefined;
   } catch (err) {
     await file.handle.close();
     throw err;
@@ -109,7 +112,7 @@ async function openSource(
     spool,
     limits,
     what,
-    (n) => progress({ stage: "read", message: what, current: n, total: file.size }),
+    (n) => progress({ stage: "read", message: what, current: n, ...(total ? { total } : {}) }),
     signal,
   );
 }

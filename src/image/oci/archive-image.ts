@@ -127,9 +127,15 @@ function pick(src: MemberSource, entries: Descriptor[], what: string): Descripto
     );
   }
   if (entries.length === 1) return entries[0]!;
+  const names = entries.map(
+    (e) =>
+      (e as { annotations?: Record<string, unknown> }).annotations?.[
+        "org.opencontainers.image.ref.name"
+      ],
+  );
   throw refuse(
     src.what,
-    `${what} lists ${entries.length} images without platforms, banger cannot tell which to take`,
+    `${what} lists ${entries.length} images without platforms (${names.map((n) => (typeof n === "string" ? JSON.stringify(n) : "unnamed")).join(", ")}), banger cannot tell which to take; copy the one you want to a layout of its own`,
   );
 }
 
