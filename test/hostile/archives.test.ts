@@ -11,6 +11,7 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
 import zlib from "node:zlib";
+import * as zstd from "zstd-napi";
 import { bangerBin } from "../helpers/cli.js";
 import { makeLayer, type LayerEntry } from "../helpers/layer.js";
 import { hostileDaemon, runTable, type HostileDaemon, type HostileRow } from "./harness.js";
@@ -44,16 +45,21 @@ async function ociLayout(
     architecture?: string;
     layerSize?: number;
     mediaType?: string;
+    zstd?: boolean;
   } = {},
 ): Promise<{ files: Map<string, Buffer>; layer: string; manifest: string }> {
-  const layer = await makeLayer([
-    { name: "etc/", type: "directory" },
-    { name: "etc/os-release", body: "ID=hostile\n" },
-  ]);
+  const raw = await makeLayer(
+    [
+      { name: "etc/", type: "directory" },
+      { name: "etc/os-release", body: "ID=hostile\n" },
+    ],
+    { gzip: false },
+  );
+  const layer = opts.zstd ? zstd.compress(raw) : zlib.gzipSync(raw);
   const config = json({
     architecture: opts.architecture ?? "amd64",
     os: "linux",
-    rootfs: { type: "layers", diff_ids: [`sha256:${sha(zlib.gunzipSync(layer))}`] },
+    rootfs: { type: "layers", diff_ids: [`sha256:${sha(raw)}`] },
     config: {},
   });
   const manifest = json({
@@ -66,7 +72,8 @@ async function ociLayout(
     },
     layers: [
       {
-        mediaType: opts.mediaType ?? "application/vnd.oci.image.layer.v1.tar+gzip",
+        mediaType:
+          opts.mediaType ?? `application/vnd.oci.image.layer.v1.tar+${opts.zstd ? "zstd" : "gzip"}`,
         digest: `sha256:${sha(layer)}`,
         size: opts.layerSize ?? layer.length,
       },
@@ -211,6 +218,27 @@ const rows = async (): Promise<Array<HostileRow<Input>>> => {
       name: "a well-formed docker-archive",
       input: { file: await tarOf(await dockerArchive()) },
       expect: null,
+    },
+    {
+      name: "a zstd layer its media type calls zstd (accepted)",
+      input: { file: await tarOf(members((await ociLayout({ zstd: true })).files)) },
+      expect: null,
+    },
+    {
+      name: "a zstd layer its media type calls gzip",
+      input: {
+        file: await tarOf(
+          members(
+            (
+              await ociLayout({
+                zstd: true,
+                mediaType: "application/vnd.oci.image.layer.v1.tar+gzip",
+              })
+            ).files,
+          ),
+        ),
+      },
+      expect: /is zstd, but its media type says gzip/,
     },
     {
       name: "a member escaping with ../",
