@@ -107,12 +107,17 @@ async function openSource(
     await file.handle.close();
     throw err;
   }
-  return spoolArchive(
-    streams,
-    spool,
-    limits,
-    what,
-    (n) => progress({ stage: "read", message: what, current: n, ...(total ? { total } : {}) }),
-    signal,
-  );
+  try {
+    return await spoolArchive(
+      streams,
+      spool,
+      limits,
+      what,
+      (n) => progress({ stage: "read", message: what, current: n, ...(total ? { total } : {}) }),
+      signal,
+    );
+  } finally {
+    // The read stream closes it when it ends; this covers a failure before it ever started.
+    await file.handle.close().catch(() => {});
+  }
 }

@@ -86,8 +86,11 @@ function tailKeeper(): { stream: Transform; endsWithMarker: () => boolean } {
   let tail = Buffer.alloc(0);
   const stream = new Transform({
     transform(chunk: Buffer, _enc, done) {
-      tail = Buffer.concat([tail, chunk]);
-      if (tail.length > 1024) tail = tail.subarray(tail.length - 1024);
+      // A copy, so the kept tail never pins a whole chunk in memory.
+      tail =
+        chunk.length >= 1024
+          ? Buffer.from(chunk.subarray(chunk.length - 1024))
+          : Buffer.concat([tail, chunk]).subarray(-1024);
       done(null, chunk);
     },
   });
