@@ -1,12 +1,13 @@
 // `image import` of what skopeo writes (docker-archive, oci-archive, an oci: layout dir) from an
 // image in Debian's real docker-registry on 127.0.0.1; the rootfs is read back with debugfs.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
 import type { ImageService } from "../src/image/service.js";
 import { Store } from "../src/store/store.js";
@@ -19,6 +20,7 @@ import { imageServices } from "./helpers/services.js";
 import { skopeoSave, type ArchiveKind } from "./helpers/skopeo.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 
+const run = promisify(execFile);
 const runner = createCommandRunner();
 let registry: TestRegistry;
 let home: TempLayout;
@@ -110,6 +112,14 @@ test("the default name is the file's, without its archive extension", async () =
     images.import({ path: saved["oci-archive"] }),
     /an image named "app.oci-archive" already exists/,
   );
+});
+
+test("an OCI layout packed with 'tar -C dir .' (members ./, ./blobs/...) imports", async () => {
+  const packed = path.join(work, "repacked.tar");
+  await run("tar", ["-cf", packed, "-C", saved.oci, "."]);
+  const info = await images.import({ path: packed });
+  assert.equal(info.source, `oci:${packed}`);
+  await assertAppRootfs(info.rootfsPath);
 });
 
 test("a gzip-compressed docker-archive (docker save | gzip) imports", async () => {

@@ -124,6 +124,11 @@ export async function spoolArchive(
     for await (const entry of extract) {
       current = entry;
       const header = entry.header;
+      // `tar -C dir .` writes the top directory itself as "./": nothing to keep.
+      if (header.type === "directory" && /^\.(\/\.)*\/?$/.test(header.name)) {
+        entry.resume();
+        continue;
+      }
       const name = memberName(header.name, what);
       if (seen.has(name)) throw refuse(what, `member ${JSON.stringify(name)} appears twice`);
       seen.add(name);
