@@ -8,6 +8,8 @@ import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import { Readable } from "node:stream";
+import { withStdinSpool } from "../src/cli/stdin-spool.js";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
 import type { ImageService } from "../src/image/service.js";
 import { Store } from "../src/store/store.js";
@@ -152,6 +154,31 @@ test("a layout holding two tags is refused, naming them, and nothing is installe
   );
   assert.equal(store.getImageByName("two-tags"), null);
   await assertNoWorkLeft();
+});
+
+test("the CLI's stdin spool refuses a terminal, and a stdin that fails mid-way leaves no file", async () => {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), "banger-impspool-"));
+  try {
+    const tty = Object.assign(Readable.from([]), { isTTY: true });
+    await assert.rejects(
+      withStdinSpool(dir, tty, async () => assert.fail("not called")),
+      /reads the archive from stdin, which is a terminal/,
+    );
+    let reads = 0;
+    const broken = new Readable({
+      read() {
+        if (reads++ === 0) this.push(Buffer.alloc(4096));
+        else this.destroy(new Error("connection reset"));
+      },
+    });
+    await assert.rejects(
+      withStdinSpool(dir, broken, async () => assert.fail("not called")),
+      /cannot read the archive from stdin: connection reset; nothing was imported/,
+    );
+    assert.deepEqual(await fsp.readdir(path.join(dir, "imports")), []);
+  } finally {
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
 });
 
 /** `banger image import - --name <name>` with `file` as its stdin, against a real daemon. */
