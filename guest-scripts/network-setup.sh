@@ -1,5 +1,8 @@
-#!/bin/sh
+#!/usr/lib/banger/bin/sh
 # banger: apply banger.ip=, banger.gw=, banger.dns=, banger.hostname= from the kernel command line.
+# banger's busybox runs it, with busybox's ip and hostname: the image may have neither.
+PATH=/usr/lib/banger/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
 ip=""; gw=""; dns=""; name=""
 # shellcheck disable=SC2013 # the command line is one line of words, split on purpose
 for arg in $(cat /proc/cmdline); do

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  qemu-system-x86 qemu-utils e2fsprogs mmdebstrap busybox-static cpio zstd
+  qemu-system-x86 qemu-utils e2fsprogs mmdebstrap busybox-static dropbear-bin cpio zstd
   openssh-client openssh-server nftables docker-registry skopeo
   python3 make g++ git ca-certificates passt shellcheck
 )

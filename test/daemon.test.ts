@@ -125,6 +125,7 @@ test("long operations stream progress notifications to the caller", async () => 
             sizeBytes: null,
             managed: true,
             createdAt: "now",
+            init: null,
           };
         },
       }),

@@ -46,6 +46,8 @@ test("layers flatten oldest-first with whiteouts, opaque dirs, hardlinks, setuid
     { name: "etc/alternatives/", type: "directory" },
     { name: "etc/alternatives/awk", type: "symlink", linkname: "/usr/bin/mawk" },
     { name: "usr/bin/mawk", body: "mawk", mode: 0o755 },
+    // root's shell is there, so finalisation keeps the top layer's passwd as it is.
+    { name: "bin/bash", body: "bash", mode: 0o755 },
     { name: "usr/bin/sudo", body: "sudo", mode: 0o4755 },
     { name: "usr/bin/sudo-hard", type: "link", linkname: "usr/bin/sudo" },
     { name: "home/user/", type: "directory", uid: 1000, gid: 1000, mode: 0o700 },
@@ -142,7 +144,8 @@ test("guest assets are injected root-owned, with the pinned sshd drop-in and the
   for (const [file, script] of [
     ["network-setup", "network-setup.sh"],
     ["first-boot", "first-boot.sh"],
-    ["init", "init-wrapper.sh"],
+    ["init", "init.sh"],
+    ["ssh-server", "ssh-server.sh"],
   ]) {
     const dump = path.join(dir, `dump-${file}`);
     const r = await runner.run("debugfs", ["-R", `dump /usr/lib/banger/${file} ${dump}`, rootfs]);

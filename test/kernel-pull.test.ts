@@ -345,6 +345,7 @@ test("import: discovers files by glob and by metadata.json; delete refuses while
     sizeBytes: null,
     managed: true,
     createdAt: "now",
+    init: null,
   });
   await assert.rejects(service.delete("imported"), /used by image\(s\) img/);
   await service.delete("imported", { force: true });

@@ -30,6 +30,7 @@ const image: ImageRow = {
   sizeBytes: 1024,
   managed: true,
   createdAt: now,
+  init: "/usr/lib/banger/init",
 };
 const vm: VmRow = {
   id: "vm1",

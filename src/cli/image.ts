@@ -247,6 +247,7 @@ function formatImage(i: ImageInfo): string {
     ["source", orDash(i.source)],
     ["digest", orDash(i.digest)],
     ["managed", i.managed ? "yes" : "no (registered)"],
+    ["init", i.init ?? "/sbin/init"],
     ["created", i.createdAt],
   ]);
 }

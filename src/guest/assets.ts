@@ -1,5 +1,6 @@
 import { S_IFDIR, S_IFLNK, S_IFREG } from "../disk/entry-meta.js";
 import type { GuestScripts } from "./scripts.js";
+import { TOOLKIT_DIR, type ToolkitFile } from "./toolkit.js";
 
 /**
  * Files banger puts into every image so one read-only root serves every VM:
@@ -11,6 +12,8 @@ export interface GuestAsset {
   mode: number;
   content?: string;
   target?: string;
+  /** A host file copied in (the toolkit's binaries and libraries). */
+  source?: string;
 }
 
 /** Exactly these lines: a test pins the allow-list. */
@@ -40,8 +43,24 @@ ExecStart=/usr/lib/banger/network-setup
 WantedBy=multi-user.target
 `;
 
+// The image's own ssh.service wins when it has sshd; otherwise banger's dropbear serves.
+const SSH_UNIT = `[Unit]
+Description=banger: SSH server for images without sshd (dropbear from banger's toolkit)
+ConditionPathExists=!/usr/sbin/sshd
+After=banger-first-boot.service banger-network.service
+Wants=banger-first-boot.service
+
+[Service]
+ExecStart=/${TOOLKIT_DIR}/ssh-server
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+`;
+
 const FIRST_BOOT_UNIT = `[Unit]
-Description=banger: first boot (SSH host keys, sshd)
+Description=banger: first boot (SSH host keys)
 ConditionPathExists=!/var/lib/banger/first-boot-done
 After=banger-network.service local-fs.target
 Wants=banger-network.service
@@ -58,12 +77,23 @@ WantedBy=multi-user.target
 `;
 
 /** The scripts injected under /usr/lib/banger/, byte for byte as guest-scripts/ holds them. */
-export type AssetScripts = Pick<GuestScripts, "networkSetup" | "firstBoot" | "initWrapper">;
+export type AssetScripts = Pick<GuestScripts, "networkSetup" | "firstBoot" | "init" | "sshServer">;
 
-export function guestAssets(scripts: AssetScripts): GuestAsset[] {
+/** Every path under /usr/lib/banger/ except the systemd units, the sshd drop-in and /var/lib/banger. */
+export function guestAssets(scripts: AssetScripts, toolkit: readonly ToolkitFile[]): GuestAsset[] {
   const wants = "etc/systemd/system/multi-user.target.wants";
   return [
-    { path: "usr/lib/banger", kind: "dir", mode: 0o755 },
+    { path: TOOLKIT_DIR, kind: "dir", mode: 0o755 },
+    { path: `${TOOLKIT_DIR}/bin`, kind: "dir", mode: 0o755 },
+    { path: `${TOOLKIT_DIR}/lib`, kind: "dir", mode: 0o755 },
+    ...toolkit.map((f): GuestAsset => ({
+      path: f.path,
+      kind: "file",
+      mode: f.mode,
+      source: f.source,
+    })),
+    // The shebang of banger's scripts and root's shell where the image has none.
+    { path: `${TOOLKIT_DIR}/bin/sh`, kind: "symlink", mode: 0o777, target: "busybox" },
     {
       path: "usr/lib/banger/network-setup",
       kind: "file",
@@ -71,9 +101,9 @@ export function guestAssets(scripts: AssetScripts): GuestAsset[] {
       content: scripts.networkSetup,
     },
     { path: "usr/lib/banger/first-boot", kind: "file", mode: 0o755, content: scripts.firstBoot },
-    // For images without systemd (booted with banger.init=/usr/lib/banger/init): network and
-    // first boot, then the image's own init, or sshd when there is none.
-    { path: "usr/lib/banger/init", kind: "file", mode: 0o755, content: scripts.initWrapper },
+    // For images without systemd (booted with banger.init=/usr/lib/banger/init, recorded at pull).
+    { path: "usr/lib/banger/init", kind: "file", mode: 0o755, content: scripts.init },
+    { path: "usr/lib/banger/ssh-server", kind: "file", mode: 0o755, content: scripts.sshServer },
     {
       path: "etc/systemd/system/banger-network.service",
       kind: "file",
@@ -85,6 +115,12 @@ export function guestAssets(scripts: AssetScripts): GuestAsset[] {
       kind: "file",
       mode: 0o644,
       content: FIRST_BOOT_UNIT,
+    },
+    {
+      path: "etc/systemd/system/banger-ssh.service",
+      kind: "file",
+      mode: 0o644,
+      content: SSH_UNIT,
     },
     { path: wants, kind: "dir", mode: 0o755 },
     {
@@ -98,6 +134,12 @@ export function guestAssets(scripts: AssetScripts): GuestAsset[] {
       kind: "symlink",
       mode: 0o777,
       target: "/etc/systemd/system/banger-first-boot.service",
+    },
+    {
+      path: `${wants}/banger-ssh.service`,
+      kind: "symlink",
+      mode: 0o777,
+      target: "/etc/systemd/system/banger-ssh.service",
     },
     { path: "etc/ssh/sshd_config.d", kind: "dir", mode: 0o755 },
     {

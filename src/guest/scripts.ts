@@ -17,10 +17,12 @@ export const GUEST_SCRIPTS_DIR = fileURLToPath(new URL("../../guest-scripts/", i
 export const GUEST_SCRIPT_FILES = {
   /** /usr/lib/banger/network-setup: addresses, DNS and hostname from the kernel command line. */
   networkSetup: "network-setup.sh",
-  /** /usr/lib/banger/first-boot: fresh SSH host keys, sshd when the image lacks it. */
+  /** /usr/lib/banger/first-boot: fresh SSH host keys, for the image's sshd or banger's dropbear. */
   firstBoot: "first-boot.sh",
   /** /usr/lib/banger/init: boots an image without systemd. */
-  initWrapper: "init-wrapper.sh",
+  init: "init.sh",
+  /** /usr/lib/banger/ssh-server: the image's sshd, else banger's dropbear, in the foreground. */
+  sshServer: "ssh-server.sh",
   /** /init of banger's initramfs. */
   initramfsInit: "initramfs-init.sh",
   /** `banger vm session` verbs, run over SSH with `sh -c`. */

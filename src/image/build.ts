@@ -40,6 +40,7 @@ export async function buildImage(
         source: `mmdebstrap:${suite}`,
         digest: null,
         kernelRef: DISTRO_KERNEL_NAME,
+        init: result.init,
       };
     });
   });

@@ -49,6 +49,7 @@ export async function makeImageBundle(opts: MakeBundleOptions): Promise<PackedBu
       distro: opts.distro,
       arch: opts.arch,
       size_bytes: result.sizeBytes,
+      init: result.init,
     };
     const manifestFile = path.join(staging, "manifest.json");
     await fsp.writeFile(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);

@@ -39,6 +39,8 @@ export interface MadeImage {
   source: string;
   digest: string | null;
   kernelRef: string;
+  /** The init recorded on the image (FinaliseResult.init); null for /sbin/init. */
+  init: string | null;
 }
 
 /** What the image verbs share: one creation per name, staging and publishing, the config bounds. */
@@ -104,6 +106,7 @@ export class ImageContext {
         kernel_ref: made.kernelRef,
         source: made.source,
         size_bytes: made.sizeBytes,
+        ...(made.init ? { init: made.init } : {}),
       };
       await fsp.writeFile(
         path.join(staging, "manifest.json"),
@@ -125,6 +128,7 @@ export class ImageContext {
         sizeBytes: made.sizeBytes,
         managed: true,
         createdAt: this.now(),
+        init: made.init,
       };
       try {
         this.deps.store.insertImage(row);

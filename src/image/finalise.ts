@@ -10,45 +10,33 @@ import {
   type AssetScripts,
 } from "../guest/assets.js";
 import { loadGuestScripts } from "../guest/scripts.js";
+import { hostToolkit, TOOLKIT_DIR, type ToolkitFile } from "../guest/toolkit.js";
 import type { CommandRunner } from "../system/runner.js";
-import { S_IFDIR, S_IFREG, type EntryTable } from "../disk/entry-meta.js";
+import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
+import { pickInit } from "./guest-init.js";
+import { prepareParent } from "./guest-tree.js";
+import { ensureRootLogin, type RootLogin } from "./root-login.js";
 import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
 import { flattenLayers } from "./oci/flatten.js";
 
-/**
- * Every component of `rel`'s parent must be a real directory in the tree. An
- * image's absolute symlink (say etc/ssh -> /usr/share/ssh) would otherwise make
- * us write to the host's path.
- */
-async function prepareParent(tree: string, rel: string, entries: EntryTable): Promise<void> {
-  const parts = path.posix
-    .dirname(rel)
-    .split("/")
-    .filter((p) => p !== ".");
-  let current = "";
-  for (const part of parts) {
-    current = current ? `${current}/${part}` : part;
-    const abs = path.join(tree, current);
-    const stat = await fsp.lstat(abs).catch(() => null);
-    if (stat?.isDirectory()) continue;
-    if (stat) {
-      throw new BangerError(
-        ErrorCode.InvalidParams,
-        `cannot add banger's files: /${current} in the image is not a directory`,
-      );
-    }
-    await fsp.mkdir(abs, { mode: 0o755 });
-    entries.set(current, { uid: 0, gid: 0, mode: S_IFDIR | 0o755 });
-  }
+/** What finalisation decided about the image, kept in /usr/lib/banger/finalise.json too. */
+export interface GuestSetup {
+  /** The init banger's initramfs switches to (`banger.init=`). */
+  init: string;
+  rootLogin: RootLogin;
 }
 
-/** Adds the network unit, first-boot unit, sshd drop-in, init wrapper and work-disk fstab line. */
+/**
+ * Adds the toolkit, the network, first-boot and SSH units, the sshd drop-in, banger's init,
+ * the work-disk fstab line and root's login; picks the init.
+ */
 export async function injectGuestAssets(
   tree: string,
   entries: EntryTable,
   scripts: AssetScripts,
-): Promise<void> {
-  for (const asset of guestAssets(scripts)) {
+  toolkit: readonly ToolkitFile[],
+): Promise<GuestSetup> {
+  for (const asset of guestAssets(scripts, toolkit)) {
     await prepareParent(tree, asset.path, entries);
     const abs = path.join(tree, asset.path);
     const existing = await fsp.lstat(abs).catch(() => null);
@@ -58,6 +46,7 @@ export async function injectGuestAssets(
     } else {
       if (existing) await removeTree(abs);
       if (asset.kind === "symlink") await fsp.symlink(asset.target!, abs);
+      else if (asset.source !== undefined) await fsp.copyFile(asset.source, abs);
       else await fsp.writeFile(abs, asset.content ?? "", { mode: asset.mode });
     }
     entries.set(asset.path, { uid: 0, gid: 0, mode: ASSET_TYPE_BITS[asset.kind] | asset.mode });
@@ -92,6 +81,15 @@ export async function injectGuestAssets(
       await fsp.writeFile(sshdConfig, `Include /etc/ssh/sshd_config.d/*.conf\n${text}`);
     }
   }
+
+  const setup: GuestSetup = {
+    init: await pickInit(tree),
+    rootLogin: await ensureRootLogin(tree, entries),
+  };
+  const record = `${TOOLKIT_DIR}/finalise.json`;
+  await fsp.writeFile(path.join(tree, record), `${JSON.stringify(setup, null, 2)}\n`);
+  entries.set(record, { uid: 0, gid: 0, mode: S_IFREG | 0o644 });
+  return setup;
 }
 
 export interface FinaliseOptions {
@@ -105,9 +103,11 @@ export interface FinaliseOptions {
   limits?: ImageLimits;
   /** The injected scripts; read from guest-scripts/ when not given (once per image: it is rare). */
   scripts?: AssetScripts;
+  /** The toolkit's host files; found on the host (`hostToolkit`) when not given. */
+  toolkit?: readonly ToolkitFile[];
 }
 
-export interface FinaliseResult {
+export interface FinaliseResult extends GuestSetup {
   rootfs: string;
   sizeBytes: number;
   files: number;
@@ -127,8 +127,13 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
     });
     entries = flat.entries;
     const { estimatedBytes } = flat;
-    progress("guest assets", "network, first boot, sshd, work disk");
-    await injectGuestAssets(tree, entries, opts.scripts ?? loadGuestScripts());
+    progress("guest assets", "toolkit, init, network, first boot, SSH, work disk");
+    const setup = await injectGuestAssets(
+      tree,
+      entries,
+      opts.scripts ?? loadGuestScripts(),
+      opts.toolkit ?? (await hostToolkit(opts.runner)),
+    );
     const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
     if (opts.sizeBytes !== undefined && opts.sizeBytes < estimatedBytes) {
       throw new BangerError(
@@ -143,7 +148,7 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
     await ensureFreeSpace(opts.stagingDir, estimatedBytes, "the image's ext4 filesystem");
     const rootfs = path.join(opts.stagingDir, "rootfs.ext4");
     await buildExt4({ tree, entries, output: rootfs, sizeBytes, runner: opts.runner });
-    return { rootfs, sizeBytes, files };
+    return { ...setup, rootfs, sizeBytes, files };
   } finally {
     entries?.close();
     await removeTree(tree);

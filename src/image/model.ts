@@ -20,6 +20,8 @@ export const ImageManifest = z.object({
   distro: z.string().optional(),
   arch: z.string().optional(),
   size_bytes: z.number().int().optional(),
+  /** The init picked at finalisation; absent: /sbin/init. */
+  init: z.string().optional(),
 });
 export type ImageManifest = z.infer<typeof ImageManifest>;
 
@@ -61,6 +63,7 @@ export function imageInfo(row: ImageRow): ImageInfo {
     sizeBytes: row.sizeBytes,
     managed: row.managed,
     createdAt: row.createdAt,
+    init: row.init,
   };
 }
 

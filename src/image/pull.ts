@@ -44,6 +44,7 @@ export async function pullImage(
         source: fetched.canonical,
         digest: fetched.digest,
         kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
+        init: result.init,
       };
     }),
   );
@@ -105,6 +106,7 @@ async function pullBundle(
         source: entry.tarball_url,
         digest: `sha256:${entry.tarball_sha256}`,
         kernelRef,
+        init: manifest?.init ?? null,
       };
     }),
   );

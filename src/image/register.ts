@@ -71,6 +71,8 @@ export async function registerImage(ctx: ImageContext, req: RegisterRequest): Pr
       sizeBytes: (await fsp.stat(rootfs)).size,
       managed: false,
       createdAt: ctx.now(),
+      // A finished filesystem from the user: it boots its own /sbin/init, as it always did.
+      init: null,
     };
     ctx.deps.store.insertImage(row);
     return imageInfo(row);

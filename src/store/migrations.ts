@@ -60,4 +60,10 @@ export const migrations: Migration[] = [
       CREATE INDEX vms_image ON vms(image_id);
     `,
   },
+  {
+    version: 3,
+    name: "image_init",
+    // The init picked when the image was finalised (banger.init=); NULL: /sbin/init, as before.
+    up: `ALTER TABLE images ADD COLUMN init TEXT;`,
+  },
 ];

@@ -23,6 +23,8 @@ export interface ImageRow {
   sizeBytes: number | null;
   managed: boolean;
   createdAt: string;
+  /** The init picked at finalisation (`banger.init=`); null for /sbin/init (registered files, older images). */
+  init: string | null;
 }
 
 export type VmState = "created" | "running" | "stopped" | "error";
@@ -66,6 +68,7 @@ const imageFromSql = (r: SqlRow): ImageRow => ({
   sizeBytes: r.size_bytes as number | null,
   managed: r.managed === 1,
   createdAt: r.created_at as string,
+  init: (r.init as string | null | undefined) ?? null,
 });
 
 const vmFromSql = (r: SqlRow): VmRow => ({
@@ -175,6 +178,11 @@ export class Store {
     );
   }
 
+  getImage(id: string): ImageRow | null {
+    const row = this.db.prepare("SELECT * FROM images WHERE id = ?").get(id) as SqlRow | undefined;
+    return row ? imageFromSql(row) : null;
+  }
+
   getImageByName(name: string): ImageRow | null {
     const row = this.db.prepare("SELECT * FROM images WHERE name = ?").get(name) as
       SqlRow | undefined;
@@ -185,8 +193,8 @@ export class Store {
     this.unique("image", i.name, () =>
       this.db
         .prepare(
-          `INSERT INTO images (id, name, kernel_ref, rootfs_path, source, digest, size_bytes, managed, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO images (id, name, kernel_ref, rootfs_path, source, digest, size_bytes, managed, created_at, init)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           i.id,
@@ -198,6 +206,7 @@ export class Store {
           i.sizeBytes,
           i.managed ? 1 : 0,
           i.createdAt,
+          i.init,
         ),
     );
   }

@@ -3,6 +3,7 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
 import { loadConfig } from "../config/config.js";
 import { vmmExitedDuringBoot, waitForSsh } from "../guest/probe.js";
+import { initKernelArgs } from "../image/guest-init.js";
 import type { Progress } from "../image/service.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import type { NetworkAttachment } from "../net/backend.js";
@@ -53,6 +54,10 @@ export function startVm(
         ...extra,
         ...attached.kernelArgs,
         `banger.hostname=${row.name}`,
+        // The init recorded on the image when it was finalised.
+        ...initKernelArgs(
+          row.imageId ? (ctx.deps.store.getImage(row.imageId)?.init ?? null) : null,
+        ),
       ].join(" ");
       const spec: VmSpec = {
         id: row.id,

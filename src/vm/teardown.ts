@@ -1,4 +1,5 @@
 import { defaultConfig, loadConfig } from "../config/config.js";
+import { GUEST_POWEROFF_COMMAND } from "../guest/toolkit.js";
 import type { VmRow } from "../store/store.js";
 import type { Driver, VmHandles } from "../vmm/driver.js";
 import type { VmContext } from "./context.js";
@@ -68,7 +69,7 @@ export async function shutdown(
       // VMM's powerdown (next, with what is left of the deadline and a kill after it) is the fallback.
       if ((await driver.status(handles)) === "running") {
         await ctx.shell
-          .run(await ctx.targetOf(row, handles), "systemctl poweroff || poweroff", {
+          .run(await ctx.targetOf(row, handles), GUEST_POWEROFF_COMMAND, {
             what: "the poweroff request",
             timeoutMs: Math.min(POWEROFF_SSH_MS, stopMs),
           })

@@ -11,6 +11,8 @@ export const ImageInfo = z.object({
   sizeBytes: z.number().int().nullable(),
   managed: z.boolean(),
   createdAt: z.string(),
+  /** The init the image boots with, picked when it was finalised; null: its /sbin/init. */
+  init: z.string().nullable(),
 });
 
 const PruneResult = z.object({
