@@ -12,7 +12,7 @@ import {
   type DoctorDeps,
 } from "../src/system/doctor.js";
 import type { CommandResult, CommandRunner } from "../src/system/runner.js";
-import { BangerError } from "../src/api/errors.js";
+import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { canOpenReadWrite, realAccelDeps } from "../src/system/accel.js";
 import { probePrivileged } from "../src/net/privileged-mode.js";
@@ -30,6 +30,7 @@ const CHECK_NAMES = [
   "accel",
   "qemu",
   "e2fsprogs",
+  "toolkit",
   "ssh",
   "passt",
   "tun",
@@ -100,6 +101,7 @@ function doctorDeps(over: Partial<DoctorDeps> = {}): DoctorDeps {
     accel: accelDeps(VMX, true),
     canOpenRw: async () => true,
     nodeVersion: "v20.20.2",
+    guestToolkit: async () => ({ files: 10, bytes: 6_269_264 }),
     describeVmDefaults: async () => "vcpu 1 (builtin)",
     configFile: "/home/you/.config/banger/config.toml",
     configExists: async () => false,
@@ -241,6 +243,27 @@ test("doctor: missing tools, old e2fsprogs and old node fail with a fix", async 
     formatReport(report, { color: false }),
     /✗ qemu .*not found\n\s+fix: sudo apt-get install qemu-system-x86 qemu-utils/,
   );
+});
+
+test("doctor: a host without dropbear-bin fails the toolkit check with the package to install", async () => {
+  const report = await runChecks(
+    defaultChecks(
+      doctorDeps({
+        guestToolkit: async () => {
+          throw new BangerError(
+            ErrorCode.Precondition,
+            "/usr/sbin/dropbear is missing (banger copies it into every image: the SSH server for images without sshd)",
+            "sudo apt-get install dropbear-bin",
+          );
+        },
+      }),
+    ),
+  );
+  const toolkit = report.checks.find((c) => c.name === "toolkit")!;
+  assert.equal(toolkit.status, "fail");
+  assert.match(toolkit.detail, /\/usr\/sbin\/dropbear is missing/);
+  assert.equal(toolkit.fix, "sudo apt-get install dropbear-bin");
+  assert.equal(report.ok, false);
 });
 
 test("doctor: without passt, --nat on user-mode networking is a warning with the fix", async () => {

@@ -25,6 +25,13 @@ export function doctorCommand(deps: CliDeps): Command {
         accel: realAccelDeps(),
         canOpenRw: canOpenReadWrite,
         nodeVersion: process.version,
+        guestToolkit: async () => {
+          const { hostToolkit } = await import("../guest/toolkit.js");
+          const files = await hostToolkit(createCommandRunner(deps.env));
+          let bytes = 0;
+          for (const f of files) bytes += (await fs.stat(f.source)).size;
+          return { files: files.length, bytes };
+        },
         configFile: deps.layout.configFile,
         configExists: () =>
           fs.access(deps.layout.configFile).then(

@@ -63,6 +63,11 @@ export interface DoctorDeps {
   probePrivileged(): Promise<PrivilegedProbe>;
   /** For the fix line: the user the helper should serve. */
   userName: string;
+  /**
+   * The guest toolkit banger copies into every image (busybox-static, dropbear-bin and its
+   * libraries): how many files and bytes; throws, with the package to install, when incomplete.
+   */
+  guestToolkit(): Promise<{ files: number; bytes: number }>;
   /** How the running daemon networks VMs (and what failed); null when no daemon runs. */
   daemonNetwork?: () => Promise<NetworkStatus | null>;
 }
@@ -161,6 +166,26 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
         if (!(await runner.which("debugfs")))
           return { status: "fail", detail: "debugfs not found", fix: APT_FIX("e2fsprogs") };
         return { status: "ok", detail: `mkfs.ext4 ${text} and debugfs` };
+      },
+    },
+    {
+      name: "toolkit",
+      async run() {
+        try {
+          const { files, bytes } = await deps.guestToolkit();
+          const mib = (bytes / 2 ** 20).toFixed(1);
+          return {
+            status: "ok",
+            detail: `busybox and dropbear for images without a shell or sshd: ${files} files, ${mib} MiB per image`,
+          };
+        } catch (err) {
+          const hint = (err as { hint?: unknown }).hint;
+          return {
+            status: "fail",
+            detail: `${(err as Error).message}: container images without sshd cannot be finalised`,
+            fix: typeof hint === "string" ? hint : APT_FIX("busybox-static dropbear-bin"),
+          };
+        }
       },
     },
     {
