@@ -1,7 +1,7 @@
 #!/usr/lib/banger/bin/sh
 # banger first boot: fresh SSH host keys for this VM, for the image's sshd or banger's dropbear.
 # Nothing is installed: the SSH server banger brings (/usr/lib/banger/ssh-server) needs no network.
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/banger/bin
+PATH=/usr/lib/banger/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 marker=/var/lib/banger/first-boot-done
 [ -e "$marker" ] && exit 0

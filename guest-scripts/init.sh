@@ -4,7 +4,7 @@
 # server (the image's sshd when it has one, else banger's dropbear), then hands PID 1 to the
 # image's own /sbin/init when there is one. Without one it stays PID 1: it reaps orphans, keeps
 # the SSH server running and powers off on busybox's poweroff, halt and reboot (USR2, USR1, TERM).
-PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/banger/bin
+PATH=/usr/lib/banger/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 say() { echo "banger-init: $*" > /dev/console 2>/dev/null; }
 mounted() { grep -q "^[^ ]* $1 " /proc/mounts 2>/dev/null; }

@@ -10,9 +10,10 @@ import { loadGuestScripts } from "../src/guest/scripts.js";
 import {
   GUEST_POWEROFF_COMMAND,
   hostToolkit,
+  parseAppletList,
   parseLdd,
   TOOLKIT_SHELL,
-  type ToolkitFile,
+  type HostToolkit,
 } from "../src/guest/toolkit.js";
 import { finaliseImage } from "../src/image/finalise.js";
 import { BANGER_INIT, IMAGE_INIT, initKernelArgs, pickInit } from "../src/image/guest-init.js";
@@ -23,7 +24,7 @@ import { makeLayer, type LayerEntry } from "./helpers/layer.js";
 
 const runner = createCommandRunner();
 let dir: string;
-let toolkit: ToolkitFile[];
+let toolkit: HostToolkit;
 before(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-toolkit-"));
   toolkit = await hostToolkit(runner);
@@ -48,7 +49,7 @@ async function tree(entries: LayerEntry[]): Promise<string> {
 const table = () => new Map<string, EntryMeta>();
 
 test("the toolkit is busybox and dropbear with the libraries and loader ldd names, all under /usr/lib/banger", async (t) => {
-  const paths = toolkit.map((f) => f.path);
+  const paths = toolkit.files.map((f) => f.path);
   for (const p of paths) assert.match(p, /^usr\/lib\/banger\/(bin|lib)\/[^/]+$/, p);
   for (const p of [
     "usr/lib/banger/bin/busybox",
@@ -59,8 +60,17 @@ test("the toolkit is busybox and dropbear with the libraries and loader ldd name
   ])
     assert.ok(paths.includes(p), p);
   let bytes = 0;
-  for (const f of toolkit) bytes += (await fs.stat(f.source)).size;
-  t.diagnostic(`toolkit: ${toolkit.length} files, ${(bytes / 2 ** 20).toFixed(2)} MiB`);
+  for (const f of toolkit.files) bytes += (await fs.stat(f.source)).size;
+  t.diagnostic(`toolkit: ${toolkit.files.length} files, ${(bytes / 2 ** 20).toFixed(2)} MiB`);
+});
+
+test("busybox's applets each get a link beside it; a name that is not an applet's is refused", () => {
+  for (const name of ["sh", "ip", "tar", "mount", "poweroff", "hostname", "["])
+    assert.ok(toolkit.applets.includes(name), name);
+  assert.ok(!toolkit.applets.includes("busybox"));
+  assert.deepEqual(parseAppletList("[\n[[\nrun-parts\nbusybox\n"), ["[", "[[", "run-parts"]);
+  for (const bad of ["../../etc/passwd", "a/b", "..", "sh\u001b"])
+    assert.throws(() => parseAppletList(`sh\n${bad}\n`), /which is not an applet name/, bad);
 });
 
 test("ldd's output: libraries by soname, the loader apart; anything unresolved is refused", () => {
@@ -157,7 +167,7 @@ test("root's login: a passwd is written, root added, a missing shell replaced, /
   const entries = table();
   assert.equal(await ensureRootLogin(none, entries), "passwd-written");
   assert.equal(await fs.readFile(path.join(none, "etc/passwd"), "utf8"), `${ROOT_ENTRY}\n`);
-  assert.equal(ROOT_ENTRY, "root:x:0:0:root:/root:/usr/lib/banger/bin/sh");
+  assert.equal(ROOT_ENTRY, "root:x:0:0:root:/root:/usr/lib/banger/login-shell");
   assert.equal(await fs.readFile(path.join(none, "etc/group"), "utf8"), "root:x:0:\n");
   assert.equal(await fs.readFile(path.join(none, "etc/shells"), "utf8"), `${TOOLKIT_SHELL}\n`);
   for (const f of ["etc", "etc/passwd", "etc/group", "etc/shells"])
@@ -230,16 +240,22 @@ test("a busybox-only image gets the toolkit root-owned with its modes, banger's 
   const result = await finaliseImage({ layers: [layerFile], stagingDir: staging, runner, toolkit });
   assert.equal(result.init, BANGER_INIT);
   assert.equal(result.rootLogin, "passwd-written");
-  for (const f of toolkit) {
+  for (const f of toolkit.files) {
     const st = await statInImage(runner, result.rootfs, `/${f.path}`);
     assert.deepEqual([st?.type, st?.uid, st?.gid, st?.mode], ["regular", 0, 0, 0o755], f.path);
   }
-  for (const script of ["init", "ssh-server", "network-setup", "first-boot"]) {
+  for (const script of ["init", "ssh-server", "network-setup", "first-boot", "login-shell"]) {
     const st = await statInImage(runner, result.rootfs, `/usr/lib/banger/${script}`);
     assert.deepEqual([st?.uid, st?.mode], [0, 0o755], script);
   }
-  const sh = await runner.run("debugfs", ["-R", "stat /usr/lib/banger/bin/sh", result.rootfs]);
-  assert.match(sh.stdout, /Fast link dest: "busybox"/);
+  for (const applet of ["sh", "ip", "tar", "poweroff"]) {
+    const link = await runner.run("debugfs", [
+      "-R",
+      `stat /usr/lib/banger/bin/${applet}`,
+      result.rootfs,
+    ]);
+    assert.match(link.stdout, /Fast link dest: "busybox"/, applet);
+  }
   assert.equal(await catInImage(runner, result.rootfs, "/etc/passwd"), `${ROOT_ENTRY}\n`);
   assert.equal((await statInImage(runner, result.rootfs, "/etc/passwd"))?.mode, 0o644);
   assert.deepEqual(

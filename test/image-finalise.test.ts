@@ -146,6 +146,7 @@ test("guest assets are injected root-owned, with the pinned sshd drop-in and the
     ["first-boot", "first-boot.sh"],
     ["init", "init.sh"],
     ["ssh-server", "ssh-server.sh"],
+    ["login-shell", "login-shell.sh"],
   ]) {
     const dump = path.join(dir, `dump-${file}`);
     const r = await runner.run("debugfs", ["-R", `dump /usr/lib/banger/${file} ${dump}`, rootfs]);

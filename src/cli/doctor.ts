@@ -27,7 +27,7 @@ export function doctorCommand(deps: CliDeps): Command {
         nodeVersion: process.version,
         guestToolkit: async () => {
           const { hostToolkit } = await import("../guest/toolkit.js");
-          const files = await hostToolkit(createCommandRunner(deps.env));
+          const { files } = await hostToolkit(createCommandRunner(deps.env));
           let bytes = 0;
           for (const f of files) bytes += (await fs.stat(f.source)).size;
           return { files: files.length, bytes };

@@ -1,6 +1,6 @@
 import { S_IFDIR, S_IFLNK, S_IFREG } from "../disk/entry-meta.js";
 import type { GuestScripts } from "./scripts.js";
-import { TOOLKIT_DIR, type ToolkitFile } from "./toolkit.js";
+import { TOOLKIT_DIR, type HostToolkit } from "./toolkit.js";
 
 /**
  * Files banger puts into every image so one read-only root serves every VM:
@@ -77,23 +77,37 @@ WantedBy=multi-user.target
 `;
 
 /** The scripts injected under /usr/lib/banger/, byte for byte as guest-scripts/ holds them. */
-export type AssetScripts = Pick<GuestScripts, "networkSetup" | "firstBoot" | "init" | "sshServer">;
+export type AssetScripts = Pick<
+  GuestScripts,
+  "networkSetup" | "firstBoot" | "init" | "sshServer" | "loginShell"
+>;
 
-/** Every path under /usr/lib/banger/ except the systemd units, the sshd drop-in and /var/lib/banger. */
-export function guestAssets(scripts: AssetScripts, toolkit: readonly ToolkitFile[]): GuestAsset[] {
+/** The toolkit under /usr/lib/banger/, and outside it only the systemd units, the sshd drop-in and /var/lib/banger. */
+export function guestAssets(scripts: AssetScripts, toolkit: HostToolkit): GuestAsset[] {
   const wants = "etc/systemd/system/multi-user.target.wants";
   return [
     { path: TOOLKIT_DIR, kind: "dir", mode: 0o755 },
     { path: `${TOOLKIT_DIR}/bin`, kind: "dir", mode: 0o755 },
     { path: `${TOOLKIT_DIR}/lib`, kind: "dir", mode: 0o755 },
-    ...toolkit.map((f): GuestAsset => ({
+    ...toolkit.files.map((f): GuestAsset => ({
       path: f.path,
       kind: "file",
       mode: f.mode,
       source: f.source,
     })),
-    // The shebang of banger's scripts and root's shell where the image has none.
-    { path: `${TOOLKIT_DIR}/bin/sh`, kind: "symlink", mode: 0o777, target: "busybox" },
+    // bin/sh is the shebang of banger's scripts; every applet is on their PATH.
+    ...toolkit.applets.map((name): GuestAsset => ({
+      path: `${TOOLKIT_DIR}/bin/${name}`,
+      kind: "symlink",
+      mode: 0o777,
+      target: "busybox",
+    })),
+    {
+      path: `${TOOLKIT_DIR}/login-shell`,
+      kind: "file",
+      mode: 0o755,
+      content: scripts.loginShell,
+    },
     {
       path: "usr/lib/banger/network-setup",
       kind: "file",

@@ -23,6 +23,8 @@ export const GUEST_SCRIPT_FILES = {
   init: "init.sh",
   /** /usr/lib/banger/ssh-server: the image's sshd, else banger's dropbear, in the foreground. */
   sshServer: "ssh-server.sh",
+  /** /usr/lib/banger/login-shell: root's shell in images without one. */
+  loginShell: "login-shell.sh",
   /** /init of banger's initramfs. */
   initramfsInit: "initramfs-init.sh",
   /** `banger vm session` verbs, run over SSH with `sh -c`. */

@@ -15,8 +15,11 @@ import type { CommandRunner } from "../system/runner.js";
 export const TOOLKIT_DIR = "usr/lib/banger";
 /** The loader every guest-script names; x86_64 is the only architecture banger boots. */
 export const TOOLKIT_LOADER = "ld-linux-x86-64.so.2";
-/** banger's shell: root's login shell in images that have none. */
-export const TOOLKIT_SHELL = `/${TOOLKIT_DIR}/bin/sh`;
+/**
+ * root's login shell in images that have none (guest-scripts/login-shell.sh): busybox sh with
+ * busybox's applets on PATH after the image's own tools, which the SSH server's PATH lacks.
+ */
+export const TOOLKIT_SHELL = `/${TOOLKIT_DIR}/login-shell`;
 
 /**
  * How banger asks a guest to power off: systemd's way, the image's poweroff, else busybox's
@@ -31,6 +34,24 @@ export interface ToolkitFile {
   /** On the host. */
   source: string;
   mode: number;
+}
+
+/** What `hostToolkit` found: the files to copy, and busybox's applets (a `bin/<name>` link each). */
+export interface HostToolkit {
+  files: ToolkitFile[];
+  applets: string[];
+}
+
+/** Applet names as `busybox --list` prints them: `[`, `[[`, `run-parts`, ... never a path. */
+export function parseAppletList(stdout: string): string[] {
+  const names = stdout.split("\n").filter((n) => n !== "");
+  for (const name of names)
+    if (!/^[a-z0-9_.[-]+$/.test(name) || name === "." || name === "..")
+      throw new BangerError(
+        ErrorCode.Precondition,
+        `busybox --list printed ${JSON.stringify(name)}, which is not an applet name`,
+      );
+  return names.filter((n) => n !== "busybox");
 }
 
 /** Where the host's toolkit binaries are: Debian's busybox-static and dropbear-bin. */
@@ -94,7 +115,7 @@ async function present(file: string, pkg: string, why: string): Promise<void> {
 export async function hostToolkit(
   runner: CommandRunner,
   sources: ToolkitSources = HOST_TOOLKIT,
-): Promise<ToolkitFile[]> {
+): Promise<HostToolkit> {
   await present(sources.busybox, "busybox-static", "the shell, init tools, ip and tar");
   if (!isStaticElf(await fsp.readFile(sources.busybox)))
     throw new BangerError(
@@ -102,6 +123,14 @@ export async function hostToolkit(
       `${sources.busybox} is not statically linked (banger's toolkit must run without the image's libc)`,
       "sudo apt-get install busybox-static",
     );
+  // Debian's busybox runs no applet from PATH by itself: each one needs its link in bin/.
+  const list = await runner.run(sources.busybox, ["--list"]);
+  if (list.code !== 0)
+    throw new BangerError(
+      ErrorCode.Precondition,
+      `${sources.busybox} --list failed: ${list.stderr.trim()}`,
+    );
+  const applets = parseAppletList(list.stdout);
   const bin = `${TOOLKIT_DIR}/bin`;
   const lib = `${TOOLKIT_DIR}/lib`;
   const files: ToolkitFile[] = [{ path: `${bin}/busybox`, source: sources.busybox, mode: 0o755 }];
@@ -124,5 +153,5 @@ export async function hostToolkit(
   }
   for (const [soname, file] of [...libs].sort(([a], [b]) => a.localeCompare(b)))
     files.push({ path: `${lib}/${soname}`, source: file, mode: 0o755 });
-  return files;
+  return { files, applets };
 }

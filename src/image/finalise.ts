@@ -10,7 +10,7 @@ import {
   type AssetScripts,
 } from "../guest/assets.js";
 import { loadGuestScripts } from "../guest/scripts.js";
-import { hostToolkit, TOOLKIT_DIR, type ToolkitFile } from "../guest/toolkit.js";
+import { hostToolkit, TOOLKIT_DIR, type HostToolkit } from "../guest/toolkit.js";
 import type { CommandRunner } from "../system/runner.js";
 import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { pickInit } from "./guest-init.js";
@@ -34,7 +34,7 @@ export async function injectGuestAssets(
   tree: string,
   entries: EntryTable,
   scripts: AssetScripts,
-  toolkit: readonly ToolkitFile[],
+  toolkit: HostToolkit,
 ): Promise<GuestSetup> {
   for (const asset of guestAssets(scripts, toolkit)) {
     await prepareParent(tree, asset.path, entries);
@@ -104,7 +104,7 @@ export interface FinaliseOptions {
   /** The injected scripts; read from guest-scripts/ when not given (once per image: it is rare). */
   scripts?: AssetScripts;
   /** The toolkit's host files; found on the host (`hostToolkit`) when not given. */
-  toolkit?: readonly ToolkitFile[];
+  toolkit?: HostToolkit;
 }
 
 export interface FinaliseResult extends GuestSetup {
