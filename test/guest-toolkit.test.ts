@@ -15,9 +15,9 @@ import {
   TOOLKIT_SHELL,
   type HostToolkit,
 } from "../src/guest/toolkit.js";
-import { finaliseImage } from "../src/image/finalise.js";
+import { finaliseImage, injectGuestAssets } from "../src/image/finalise.js";
 import { BANGER_INIT, IMAGE_INIT, initKernelArgs, pickInit } from "../src/image/guest-init.js";
-import { resolveInTree } from "../src/image/guest-tree.js";
+import { MAX_TREE_TEXT_BYTES, resolveInTree } from "../src/image/guest-tree.js";
 import { ensureRootLogin, ROOT_ENTRY } from "../src/image/root-login.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { makeLayer, type LayerEntry } from "./helpers/layer.js";
@@ -227,6 +227,29 @@ test("root's login never writes through the image's links, and leaves a hardlink
     await fs.readFile(path.join(twin, "passwd-twin"), "utf8"),
     "root:x:0:0::/root:/bin/gone\n",
   );
+});
+
+test("the image's fstab and sshd_config are replaced by rename (a hardlinked twin keeps its text) and read only when small", async () => {
+  const root = await tree([
+    { name: "etc/fstab", body: "# static\n" },
+    { name: "etc/ssh/sshd_config", body: "Port 22\n" },
+  ]);
+  await fs.link(path.join(root, "etc/fstab"), path.join(root, "fstab-twin"));
+  await fs.link(path.join(root, "etc/ssh/sshd_config"), path.join(root, "sshd-twin"));
+  await injectGuestAssets(root, table(), loadGuestScripts(), toolkit);
+  assert.match(await fs.readFile(path.join(root, "etc/fstab"), "utf8"), /^\/dev\/vdb \/root ext4/m);
+  assert.equal(await fs.readFile(path.join(root, "fstab-twin"), "utf8"), "# static\n");
+  assert.match(await fs.readFile(path.join(root, "etc/ssh/sshd_config"), "utf8"), /^Include /);
+  assert.equal(await fs.readFile(path.join(root, "sshd-twin"), "utf8"), "Port 22\n");
+
+  for (const file of ["etc/fstab", "etc/ssh/sshd_config", "etc/passwd"]) {
+    const big = await tree([{ name: file, body: "#".repeat(MAX_TREE_TEXT_BYTES + 1) }]);
+    await assert.rejects(
+      injectGuestAssets(big, table(), loadGuestScripts(), toolkit),
+      new RegExp(`/${file.replace(/\//g, "\\/")} in the image is larger than 1024 KiB`),
+      file,
+    );
+  }
 });
 
 test("a busybox-only image gets the toolkit root-owned with its modes, banger's init, a passwd and the record", async () => {

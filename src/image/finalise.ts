@@ -14,7 +14,7 @@ import { hostToolkit, TOOLKIT_DIR, type HostToolkit } from "../guest/toolkit.js"
 import type { CommandRunner } from "../system/runner.js";
 import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { pickInit } from "./guest-init.js";
-import { prepareParent } from "./guest-tree.js";
+import { prepareParent, readTreeText, rewriteTreeFile } from "./guest-tree.js";
 import { ensureRootLogin, type RootLogin } from "./root-login.js";
 import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
 import { flattenLayers } from "./oci/flatten.js";
@@ -54,18 +54,13 @@ export async function injectGuestAssets(
 
   // The per-VM work disk is mounted at /root.
   await prepareParent(tree, "etc/fstab", entries);
-  const fstab = path.join(tree, "etc", "fstab");
-  const stat = await fsp.lstat(fstab).catch(() => null);
-  if (stat && !stat.isFile())
-    throw new BangerError(
-      ErrorCode.InvalidParams,
-      "cannot add the work disk: /etc/fstab in the image is not a regular file",
-    );
-  const current = stat ? await fsp.readFile(fstab, "utf8") : "";
+  // By rename, as every file of the image banger changes: a hardlinked twin keeps its text.
+  const current = (await readTreeText(tree, "etc/fstab", "add the work disk")) ?? "";
   if (!current.split("\n").includes(WORK_DISK_FSTAB_LINE)) {
     const sep = current === "" || current.endsWith("\n") ? "" : "\n";
-    await fsp.writeFile(
-      fstab,
+    await rewriteTreeFile(
+      tree,
+      "etc/fstab",
       `${current}${sep}# banger: per-VM work disk\n${WORK_DISK_FSTAB_LINE}\n`,
     );
   }
@@ -73,13 +68,12 @@ export async function injectGuestAssets(
     entries.set("etc/fstab", { uid: 0, gid: 0, mode: S_IFREG | 0o644 });
 
   // Older sshd_config files lack the Include that reads the drop-in.
-  const sshdConfig = path.join(tree, "etc", "ssh", "sshd_config");
-  const sshdStat = await fsp.lstat(sshdConfig).catch(() => null);
+  const sshdConfig = "etc/ssh/sshd_config";
+  const sshdStat = await fsp.lstat(path.join(tree, sshdConfig)).catch(() => null);
   if (sshdStat?.isFile()) {
-    const text = await fsp.readFile(sshdConfig, "utf8");
-    if (!/^\s*Include\s+\/etc\/ssh\/sshd_config\.d\/\*\.conf/m.test(text)) {
-      await fsp.writeFile(sshdConfig, `Include /etc/ssh/sshd_config.d/*.conf\n${text}`);
-    }
+    const text = (await readTreeText(tree, sshdConfig, "add banger's sshd settings")) ?? "";
+    if (!/^\s*Include\s+\/etc\/ssh\/sshd_config\.d\/\*\.conf/m.test(text))
+      await rewriteTreeFile(tree, sshdConfig, `Include /etc/ssh/sshd_config.d/*.conf\n${text}`);
   }
 
   const setup: GuestSetup = {

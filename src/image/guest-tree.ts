@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
@@ -72,11 +73,50 @@ export async function resolveInTree(
   return null;
 }
 
+/** The most banger reads of one of the image's small config files (fstab, passwd, sshd_config, ...). */
+export const MAX_TREE_TEXT_BYTES = 1024 * 1024;
+
+/**
+ * The text of a small regular file of the tree (each parent checked to be a real directory
+ * first), or null when it or a parent is absent. A file that is not regular, or larger than
+ * MAX_TREE_TEXT_BYTES (the daemon would hold it whole), is refused with `purpose` in the error.
+ */
+export async function readTreeText(
+  tree: string,
+  rel: string,
+  purpose: string,
+): Promise<string | null> {
+  const parts = rel.split("/");
+  for (let i = 1; i < parts.length; i++) {
+    const parent = parts.slice(0, i).join("/");
+    const stat = await fsp.lstat(path.join(tree, parent)).catch(() => null);
+    if (!stat) return null;
+    if (!stat.isDirectory())
+      throw new BangerError(
+        ErrorCode.InvalidParams,
+        `cannot ${purpose}: /${parent} in the image is not a directory`,
+      );
+  }
+  const abs = path.join(tree, rel);
+  const stat = await fsp.lstat(abs).catch(() => null);
+  if (!stat) return null;
+  if (!stat.isFile())
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `cannot ${purpose}: /${rel} in the image is not a regular file`,
+    );
+  if (stat.size > MAX_TREE_TEXT_BYTES)
+    throw new BangerError(
+      ErrorCode.InvalidParams,
+      `cannot ${purpose}: /${rel} in the image is larger than ${MAX_TREE_TEXT_BYTES / 1024} KiB`,
+    );
+  return fsp.readFile(abs, "utf8");
+}
+
 /** Replaces a regular file of the tree with new content by rename (a hardlinked name keeps the old text). */
 export async function rewriteTreeFile(tree: string, rel: string, content: string): Promise<void> {
-  const abs = path.join(tree, rel);
-  const tmp = `${abs}.banger-new`;
-  await fsp.rm(tmp, { force: true });
-  await fsp.writeFile(tmp, content, { mode: 0o644 });
-  await fsp.rename(tmp, abs);
+  // Written beside the tree (same filesystem, a name no image entry can take), then renamed in.
+  const tmp = path.join(path.dirname(tree), `rewrite-${randomBytes(6).toString("hex")}`);
+  await fsp.writeFile(tmp, content, { mode: 0o644, flag: "wx" });
+  await fsp.rename(tmp, path.join(tree, rel));
 }

@@ -1,9 +1,6 @@
-import fsp from "node:fs/promises";
-import path from "node:path";
-import { BangerError, ErrorCode } from "../api/errors.js";
 import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { TOOLKIT_SHELL } from "../guest/toolkit.js";
-import { prepareParent, resolveInTree, rewriteTreeFile } from "./guest-tree.js";
+import { prepareParent, readTreeText, resolveInTree, rewriteTreeFile } from "./guest-tree.js";
 
 /** What finalisation did to root's login so `vm ssh` and `vm run` always get a shell. */
 export type RootLogin =
@@ -18,16 +15,7 @@ export type RootLogin =
 
 export const ROOT_ENTRY = `root:x:0:0:root:/root:${TOOLKIT_SHELL}`;
 
-async function readRegular(tree: string, rel: string): Promise<string | null> {
-  const stat = await fsp.lstat(path.join(tree, rel)).catch(() => null);
-  if (!stat) return null;
-  if (!stat.isFile())
-    throw new BangerError(
-      ErrorCode.InvalidParams,
-      `cannot set up root's login: /${rel} in the image is not a regular file`,
-    );
-  return fsp.readFile(path.join(tree, rel), "utf8");
-}
+const readRegular = (tree: string, rel: string) => readTreeText(tree, rel, "set up root's login");
 
 function lines(text: string): string[] {
   return text === "" ? [] : text.replace(/\n$/, "").split("\n");
