@@ -230,3 +230,72 @@ test("a kill the VMM outlives keeps its sockets; a network that fails to let go 
     await fs.access(handles.controlSocket); // still there: the live QEMU's QMP socket
   });
 });
+
+test("start passes the init recorded on the image as banger.init=, and none for /sbin/init", async () => {
+  await withTempStore(async (home, store) => {
+    const runner = createCommandRunner();
+    store.insertKernel({
+      name: "debian-cloud",
+      version: null,
+      source: null,
+      dir: path.join(home.home, "no-kernel-dir"),
+      sha256: null,
+      createdAt: "now",
+    });
+    const cmdlines: string[] = [];
+    // The spec is all this test wants: the start stops there.
+    const qemu: Driver = {
+      ...fakeDriver(runner),
+      start: async (spec) => {
+        cmdlines.push(spec.kernel.cmdline);
+        throw new Error("spec seen");
+      },
+      status: async () => "stopped",
+    };
+    const network: NetworkBackend = {
+      attachVm: async () => ({
+        vmm: { mode: "user", sshPort: 1 },
+        handles: { tap: null },
+        kernelArgs: [],
+        ip: "10.0.2.15",
+        mac: null,
+      }),
+      releaseVm: async () => {},
+      adoptVm: async () => {},
+    };
+    const { kernels, images } = imageServices(store, home.layout, { runner });
+    const vms = new VmService({
+      store,
+      layout: home.layout,
+      runner,
+      images,
+      kernels,
+      drivers: { qemu },
+      pickVmm: async () => "qemu",
+      network,
+      host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
+      stopDeadlineMs: 1000,
+    });
+    for (const [i, init] of ["/usr/lib/banger/init", "/sbin/init", null].entries()) {
+      const imageId = `img${i}`;
+      store.insertImage({
+        id: imageId,
+        name: `image-${i}`,
+        kernelRef: "debian-cloud",
+        rootfsPath: "/x/rootfs.ext4",
+        source: null,
+        digest: null,
+        sizeBytes: null,
+        managed: true,
+        createdAt: "now",
+        init,
+      });
+      const row = vmRow({ id: `vm${i}`.padEnd(12, "0"), name: `vm-${i}`, imageId });
+      store.insertVm(row);
+      await assert.rejects(vms.start(row.name), /spec seen/);
+    }
+    assert.match(cmdlines[0]!, / banger\.init=\/usr\/lib\/banger\/init( |$)/);
+    assert.doesNotMatch(cmdlines[1]!, /banger\.init=/);
+    assert.doesNotMatch(cmdlines[2]!, /banger\.init=/);
+  });
+});
