@@ -23,7 +23,13 @@ import { vmRow } from "./helpers/vm-row.js";
 const MiB = 1024 * 1024;
 
 /** A VmService over a real store with both real drivers (nothing here boots a VM). */
-function service(home: TempLayout, store: Store, runner: CommandRunner, qemu?: Driver): VmService {
+function service(
+  home: TempLayout,
+  store: Store,
+  runner: CommandRunner,
+  qemu?: Driver,
+  network?: NetworkBackend,
+): VmService {
   const { kernels, images } = imageServices(store, home.layout, { runner });
   return new VmService({
     store,
@@ -33,6 +39,7 @@ function service(home: TempLayout, store: Store, runner: CommandRunner, qemu?: D
     kernels,
     drivers: { qemu: qemu ?? new QemuDriver(runner), firecracker: new FirecrackerDriver(runner) },
     pickVmm: async () => "qemu",
+    ...(network ? { network } : {}),
     host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
     stopDeadlineMs: 1000,
   });
@@ -212,19 +219,7 @@ test("a kill the VMM outlives keeps its sockets; a network that fails to let go 
       },
       adoptVm: async () => {},
     };
-    const { kernels, images } = imageServices(store, home.layout, { runner });
-    const vms = new VmService({
-      store,
-      layout: home.layout,
-      runner,
-      images,
-      kernels,
-      drivers: { qemu },
-      pickVmm: async () => "qemu",
-      network,
-      host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
-      stopDeadlineMs: 1000,
-    });
+    const vms = service(home, store, runner, qemu, network);
     await assert.rejects(vms.kill("stubborn"), /tap busy/);
     assert.deepEqual(released, ["console"], "the console recorder is let go first");
     await fs.access(handles.controlSocket); // still there: the live QEMU's QMP socket
@@ -263,19 +258,7 @@ test("start passes the init recorded on the image as banger.init=, and none for 
       releaseVm: async () => {},
       adoptVm: async () => {},
     };
-    const { kernels, images } = imageServices(store, home.layout, { runner });
-    const vms = new VmService({
-      store,
-      layout: home.layout,
-      runner,
-      images,
-      kernels,
-      drivers: { qemu },
-      pickVmm: async () => "qemu",
-      network,
-      host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
-      stopDeadlineMs: 1000,
-    });
+    const vms = service(home, store, runner, qemu, network);
     for (const [i, init] of ["/usr/lib/banger/init", "/sbin/init", null].entries()) {
       const imageId = `img${i}`;
       store.insertImage({
