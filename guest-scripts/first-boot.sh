@@ -16,8 +16,7 @@ if [ -x /usr/sbin/sshd ]; then
 else
   key=/var/lib/banger/dropbear_ed25519_host_key
   rm -f "$key"
-  /usr/lib/banger/lib/ld-linux-x86-64.so.2 --library-path /usr/lib/banger/lib \
-    /usr/lib/banger/bin/dropbearkey -t ed25519 -f "$key" >/dev/null ||
+  LD_LIBRARY_PATH=/usr/lib/banger/lib /usr/lib/banger/bin/dropbearkey -t ed25519 -f "$key" >/dev/null ||
     { say "error: dropbearkey failed"; exit 1; }
 fi
 # The keys reach the disk before the marker does: a VM killed seconds after its first boot

@@ -12,7 +12,9 @@ import {
   hostToolkit,
   parseAppletList,
   parseLdd,
+  TOOLKIT_INTERPRETER,
   TOOLKIT_SHELL,
+  withInterpreter,
   type HostToolkit,
 } from "../src/guest/toolkit.js";
 import { finaliseImage, injectGuestAssets } from "../src/image/finalise.js";
@@ -71,6 +73,28 @@ test("busybox's applets each get a link beside it; a name that is not an applet'
   assert.deepEqual(parseAppletList("[\n[[\nrun-parts\nbusybox\n"), ["[", "[[", "run-parts"]);
   for (const bad of ["../../etc/passwd", "a/b", "..", "sh\u001b"])
     assert.throws(() => parseAppletList(`sh\n${bad}\n`), /which is not an applet name/, bad);
+});
+
+test("the copied dropbear names banger's loader: PT_INTERP rewritten in place, or refused when it cannot be", async () => {
+  const dropbear = await fs.readFile("/usr/sbin/dropbear");
+  const patched = withInterpreter(dropbear, TOOLKIT_INTERPRETER, "dropbear");
+  assert.equal(patched.length, dropbear.length);
+  const readelf = path.join(dir, "patched-dropbear");
+  await fs.writeFile(readelf, patched);
+  const r = await runner.run("readelf", ["-l", readelf]);
+  assert.match(r.stdout, /Requesting program interpreter: \/usr\/lib\/banger\/lib\/ld\.so\]/);
+  assert.throws(
+    () => withInterpreter(dropbear, `/${"x".repeat(40)}`, "dropbear"),
+    /does not fit its 27-byte interpreter path/,
+  );
+  assert.throws(() => withInterpreter(Buffer.from("#!/bin/sh\n"), "/a", "s"), /not a 64-bit/);
+  const busybox = await fs.readFile("/bin/busybox");
+  assert.throws(() => withInterpreter(busybox, "/a", "busybox"), /has no PT_INTERP/);
+  for (const name of ["dropbear", "dropbearkey"])
+    assert.equal(
+      toolkit.files.find((f) => f.path === `usr/lib/banger/bin/${name}`)?.interpreter,
+      "/usr/lib/banger/lib/ld.so",
+    );
 });
 
 test("ldd's output: libraries by soname, the loader apart; anything unresolved is refused", () => {
@@ -271,6 +295,8 @@ test("a busybox-only image gets the toolkit root-owned with its modes, banger's 
     const st = await statInImage(runner, result.rootfs, `/usr/lib/banger/${script}`);
     assert.deepEqual([st?.uid, st?.mode], [0, 0o755], script);
   }
+  const ldso = await runner.run("debugfs", ["-R", "stat /usr/lib/banger/lib/ld.so", result.rootfs]);
+  assert.match(ldso.stdout, /Fast link dest: "ld-linux-x86-64\.so\.2"/);
   for (const applet of ["sh", "ip", "tar", "poweroff"]) {
     const link = await runner.run("debugfs", [
       "-R",

@@ -1,6 +1,6 @@
 import { S_IFDIR, S_IFLNK, S_IFREG } from "../disk/entry-meta.js";
 import type { GuestScripts } from "./scripts.js";
-import { TOOLKIT_DIR, type HostToolkit } from "./toolkit.js";
+import { TOOLKIT_DIR, TOOLKIT_LOADER, type HostToolkit } from "./toolkit.js";
 
 /**
  * Files banger puts into every image so one read-only root serves every VM:
@@ -14,6 +14,8 @@ export interface GuestAsset {
   target?: string;
   /** A host file copied in (the toolkit's binaries and libraries). */
   source?: string;
+  /** With `source`: the ELF interpreter written into the copy (toolkit.ts withInterpreter). */
+  interpreter?: string;
 }
 
 /** Exactly these lines: a test pins the allow-list. */
@@ -94,7 +96,15 @@ export function guestAssets(scripts: AssetScripts, toolkit: HostToolkit): GuestA
       kind: "file",
       mode: f.mode,
       source: f.source,
+      ...(f.interpreter ? { interpreter: f.interpreter } : {}),
     })),
+    // The interpreter the copied dropbear names: the loader copied beside its libraries.
+    {
+      path: `${TOOLKIT_DIR}/lib/ld.so`,
+      kind: "symlink",
+      mode: 0o777,
+      target: TOOLKIT_LOADER,
+    },
     // bin/sh is the shebang of banger's scripts; every applet is on their PATH.
     ...toolkit.applets.map((name): GuestAsset => ({
       path: `${TOOLKIT_DIR}/bin/${name}`,

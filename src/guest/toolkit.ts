@@ -8,13 +8,21 @@ import type { CommandRunner } from "../system/runner.js";
  * The guest toolkit: host files banger copies under /usr/lib/banger/ of every image, so any
  * image boots offline whatever libc it has, or none. busybox-static is the shell, init tools,
  * ip and tar; dropbear is the SSH server for images without sshd, with the libraries and the
- * loader it was linked against beside it (run as `lib/ld-linux-x86-64.so.2 --library-path lib
- * bin/dropbear`, so nothing of the image's libc is used and nothing leaks into its sessions).
+ * loader it was linked against beside it: the copies name lib/ld.so as their interpreter and run
+ * with LD_LIBRARY_PATH=lib, so nothing of the image's libc is used; dropbear clears the
+ * environment of its sessions, so nothing leaks into them.
  */
 
 export const TOOLKIT_DIR = "usr/lib/banger";
-/** The loader every guest-script names; x86_64 is the only architecture banger boots. */
+/** The loader ldd must name; x86_64 is the only architecture banger boots. */
 export const TOOLKIT_LOADER = "ld-linux-x86-64.so.2";
+/**
+ * What the copied dropbear and dropbearkey name as their ELF interpreter (a link to the copied
+ * loader; short enough to fit where /lib64/ld-linux-x86-64.so.2 was). dropbear re-executes
+ * its own binary for every connection: through the image's loader (minbase has one) it found
+ * none of its libraries and every connection died.
+ */
+export const TOOLKIT_INTERPRETER = `/${TOOLKIT_DIR}/lib/ld.so`;
 /**
  * root's login shell in images that have none (guest-scripts/login-shell.sh): busybox sh with
  * busybox's applets on PATH after the image's own tools, which the SSH server's PATH lacks.
@@ -34,6 +42,38 @@ export interface ToolkitFile {
   /** On the host. */
   source: string;
   mode: number;
+  /** Set for executables whose PT_INTERP is rewritten to this loader as they are copied. */
+  interpreter?: string;
+}
+
+/**
+ * `elf` with its PT_INTERP path replaced in place by `interpreter` (NUL-padded), which must
+ * fit in the old one's space: no section or segment moves.
+ */
+export function withInterpreter(elf: Buffer, interpreter: string, what: string): Buffer {
+  const refuse = (why: string) =>
+    new BangerError(ErrorCode.Precondition, `cannot copy ${what} into the image: ${why}`);
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1)
+    throw refuse("it is not a 64-bit little-endian ELF file");
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const phentsize = elf.readUInt16LE(0x36);
+  const phnum = elf.readUInt16LE(0x38);
+  for (let i = 0; i < phnum; i++) {
+    const at = phoff + i * phentsize;
+    if (at + 0x28 > elf.length) break;
+    if (elf.readUInt32LE(at) !== 3 /* PT_INTERP */) continue;
+    const offset = Number(elf.readBigUInt64LE(at + 0x08));
+    const size = Number(elf.readBigUInt64LE(at + 0x20));
+    const bytes = Buffer.from(interpreter);
+    if (offset + size > elf.length) throw refuse("its PT_INTERP lies outside the file");
+    if (bytes.length + 1 > size)
+      throw refuse(`${interpreter} does not fit its ${size - 1}-byte interpreter path`);
+    const out = Buffer.from(elf);
+    out.fill(0, offset, offset + size);
+    bytes.copy(out, offset);
+    return out;
+  }
+  throw refuse("it has no PT_INTERP (not a dynamically linked executable)");
 }
 
 /** What `hostToolkit` found: the files to copy, and busybox's applets (a `bin/<name>` link each). */
@@ -149,7 +189,7 @@ export async function hostToolkit(
     const found = parseLdd(r.stdout, source);
     for (const [soname, file] of found.libs) libs.set(soname, file);
     libs.set(TOOLKIT_LOADER, found.loader);
-    files.push({ path: `${bin}/${name}`, source, mode: 0o755 });
+    files.push({ path: `${bin}/${name}`, source, mode: 0o755, interpreter: TOOLKIT_INTERPRETER });
   }
   for (const [soname, file] of [...libs].sort(([a], [b]) => a.localeCompare(b)))
     files.push({ path: `${lib}/${soname}`, source: file, mode: 0o755 });

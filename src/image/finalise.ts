@@ -10,7 +10,7 @@ import {
   type AssetScripts,
 } from "../guest/assets.js";
 import { loadGuestScripts } from "../guest/scripts.js";
-import { hostToolkit, TOOLKIT_DIR, type HostToolkit } from "../guest/toolkit.js";
+import { hostToolkit, TOOLKIT_DIR, withInterpreter, type HostToolkit } from "../guest/toolkit.js";
 import type { CommandRunner } from "../system/runner.js";
 import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { pickInit } from "./guest-init.js";
@@ -46,7 +46,14 @@ export async function injectGuestAssets(
     } else {
       if (existing) await removeTree(abs);
       if (asset.kind === "symlink") await fsp.symlink(asset.target!, abs);
-      else if (asset.source !== undefined) await fsp.copyFile(asset.source, abs);
+      else if (asset.source !== undefined && asset.interpreter !== undefined) {
+        const elf = withInterpreter(
+          await fsp.readFile(asset.source),
+          asset.interpreter,
+          asset.source,
+        );
+        await fsp.writeFile(abs, elf, { mode: asset.mode });
+      } else if (asset.source !== undefined) await fsp.copyFile(asset.source, abs);
       else await fsp.writeFile(abs, asset.content ?? "", { mode: asset.mode });
     }
     entries.set(asset.path, { uid: 0, gid: 0, mode: ASSET_TYPE_BITS[asset.kind] | asset.mode });
