@@ -56,6 +56,7 @@ export async function importImage(
         source: `${image.format}:${label}`,
         digest: image.digest,
         kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
+        init: result.init,
       };
     }),
   );
