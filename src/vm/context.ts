@@ -85,6 +85,8 @@ export function notRunning(name: string): BangerError {
 export class VmContext {
   readonly handles = new Map<string, VmHandles>();
   readonly locks = new KeyedLock();
+  /** Releases of VMs whose VMM exited, in flight (teardown.ts releaseIfExited), by VM id. */
+  readonly exitReleases = new Map<string, Promise<boolean>>();
   /** Where new VMs are attached. */
   readonly network: NetworkBackend;
   /** Every network a VM's handles may hold a part of (one started under an earlier daemon's mode). */
