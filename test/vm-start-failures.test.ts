@@ -469,6 +469,22 @@ test("a VMM that dies as the SSH wait runs out: BootFailed, not SshTimeout's 'le
   }
 });
 
+test("prune counts a VM whose VMM has exited as not running", async () => {
+  const driver = scriptedDriver({});
+  const f = await fixture(driver, { bridge: true, state: "running" });
+  try {
+    await runningRow(f);
+    driver.alive = true;
+    assert.deepEqual((await f.vms.prune()).deleted, [], "a live VM was pruned");
+    driver.alive = false;
+    assert.deepEqual((await f.vms.prune()).deleted, ["dev"]);
+    assert.equal(f.store.getVmByName("dev"), null);
+    assert.ok(f.ops.calls.includes("deleteTap bg-0123456789ab"), f.ops.calls.join("\n"));
+  } finally {
+    await f.done();
+  }
+});
+
 test("list, show and health never call a VM running whose VMM has exited: they release it", async () => {
   for (const ask of ["list", "show", "health"] as const) {
     const driver = scriptedDriver({});

@@ -262,7 +262,9 @@ const BOOT_FAILURES = new Set<number>([ErrorCode.SshTimeout, ErrorCode.BootFaile
  * stays: a boot failure's quotes the console's last lines.
  */
 function afterDelete(err: unknown, name: string): unknown {
-  if (!(err instanceof BangerError) || !err.hint?.includes(name)) return err;
+  // Names are DNS labels: nothing in one means anything to a RegExp.
+  const namesIt = new RegExp(`banger vm [a-z-]+ ${name}(?![a-z0-9-])`);
+  if (!(err instanceof BangerError) || !namesIt.test(err.hint ?? "")) return err;
   const hint = BOOT_FAILURES.has(err.code)
     ? `the VM was deleted (--rm); the console's last lines are above. Without --rm a VM whose boot fails is kept for 'banger vm logs <name>'`
     : `the VM was deleted (--rm); without --rm it is kept for a look ('banger vm logs <name>')`;

@@ -208,6 +208,18 @@ export class VmContext {
     return (await this.driverFor(handles.vmm).status(handles)) === "running" ? handles : null;
   }
 
+  /**
+   * Recorded as running, and its VMM has exited (or left no handles). False when it cannot
+   * tell (the VM's VMM is not available here): such a VM is left as recorded.
+   */
+  async vmmGone(row: VmRow): Promise<boolean> {
+    if (row.state !== "running") return false;
+    return this.liveHandles(row).then(
+      (live) => live === null,
+      () => false,
+    );
+  }
+
   /** How GuestShell reaches this VM's sshd. */
   async targetOf(row: VmRow, handles: VmHandles): Promise<GuestTarget> {
     return {

@@ -19,7 +19,7 @@ const RELEASE_WAIT_MS = 2_000;
  * running: it is released (bounded wait) and shown stopped. Null when it was deleted meanwhile.
  */
 async function honestInfo(ctx: VmContext, row: VmRow): Promise<VmInfo | null> {
-  if (row.state !== "running" || (await ctx.liveHandles(row))) return ctx.info(row);
+  if (!(await ctx.vmmGone(row))) return ctx.info(row);
   let timer: NodeJS.Timeout | undefined;
   await Promise.race([
     releaseIfExited(ctx, row.id).catch(() => false),
@@ -27,8 +27,7 @@ async function honestInfo(ctx: VmContext, row: VmRow): Promise<VmInfo | null> {
   ]).finally(() => clearTimeout(timer));
   const now = ctx.deps.store.listVms().find((v) => v.id === row.id);
   if (!now) return null;
-  const dead = now.state === "running" && !(await ctx.liveHandles(now));
-  return ctx.info(dead ? { ...now, state: "stopped" } : now);
+  return ctx.info((await ctx.vmmGone(now)) ? { ...now, state: "stopped" } : now);
 }
 
 export async function listVms(ctx: VmContext): Promise<VmInfo[]> {

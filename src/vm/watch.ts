@@ -25,7 +25,7 @@ export function watchExits(ctx: VmContext, pollMs = EXIT_POLL_MS): ExitWatch {
   const checkOnce = async () => {
     for (const row of ctx.deps.store.listVms()) {
       if (stopped) return;
-      if (row.state !== "running" || (await ctx.liveHandles(row))) continue;
+      if (!(await ctx.vmmGone(row))) continue;
       await releaseIfExited(ctx, row.id).catch((err: unknown) =>
         ctx.deps.log?.error({ err, vm: row.name }, "could not release a VM whose VMM exited"),
       );
