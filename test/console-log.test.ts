@@ -9,6 +9,8 @@ import { parseConfig } from "../src/config/config.js";
 import {
   ConsoleRecorders,
   consoleFiles,
+  consoleMark,
+  consoleTail,
   LogFollower,
   readConsole,
   RotatingLog,
@@ -120,6 +122,76 @@ test("a console socket flooded with 64 MiB leaves at most the bound on disk", as
   server.close();
   assert.ok(onDisk(file) <= 4 * MiB, `${onDisk(file)} bytes on disk`);
   assert.ok(onDisk(file) >= 2 * MiB, "the newest half at least");
+});
+
+test("a boot error's console tail: this boot's last 20 lines of 4 KiB at most, escaped", () => {
+  const file = path.join(dir, "tail.log");
+  const log = new RotatingLog(file, 1 * MiB);
+  log.write(Buffer.from("an earlier boot: its own panic\n"));
+  const mark = consoleMark(file);
+  for (let i = 0; i < 50; i++) log.write(Buffer.from(`line ${i}\r\n`));
+  log.write(Buffer.from("Kernel panic \x1b]52;c;aGk=\x07 \x1b[2J\n\n"));
+  log.close();
+  const tail = consoleTail(file, mark);
+  const lines = tail.split("\n");
+  assert.equal(lines.length, 20, tail);
+  assert.equal(lines[0], "line 31");
+  assert.equal(lines.at(-1), "Kernel panic \\x1b]52;c;aGk=\\x07 \\x1b[2J");
+  assert.doesNotMatch(tail, /[\x00-\x08\x0b-\x1f\x7f]/, "a control character reaches the error");
+  assert.doesNotMatch(tail, /earlier boot/);
+  // Without a mark (no log before the boot) everything counts.
+  assert.match(consoleTail(file, null, 100), /earlier boot/);
+  // Long lines: 4 KiB at most, the cut first line dropped.
+  const long = path.join(dir, "tail-long.log");
+  fs.writeFileSync(long, `${"y".repeat(10_000)}\n${"z".repeat(3000)}\nend\n`);
+  const t = consoleTail(long, null);
+  assert.equal(t, `${"z".repeat(3000)}\nend`);
+  // A boot that printed nothing, or no log at all: nothing to quote.
+  assert.equal(consoleTail(file, consoleMark(file)), "");
+  assert.equal(consoleTail(path.join(dir, "none.log"), null), "");
+});
+
+test("a console tail across a rotation reads the rotated half from this boot's mark", () => {
+  const file = path.join(dir, "tail-rot.log");
+  const log = new RotatingLog(file, 200);
+  log.write(Buffer.from("old boot\n"));
+  const mark = consoleMark(file);
+  for (let i = 0; i < 30; i++) log.write(Buffer.from(`n${i}\n`)); // past the half (100 bytes): rotated
+  log.close();
+  assert.ok(fs.existsSync(consoleFiles(file)[0]), "no rotation happened");
+  const all = Array.from({ length: 30 }, (_, i) => `n${i}`);
+  assert.equal(consoleTail(file, mark, 100), all.join("\n"), "the earlier boot's line is left out");
+  assert.equal(consoleTail(file, mark), all.slice(-20).join("\n"));
+});
+
+test("a console recorder tells when the VMM ends the connection, never for its own detach", async () => {
+  const sock = path.join(dir, "ending.sock");
+  const file = path.join(dir, "ending.log");
+  const peers: net.Socket[] = [];
+  const server = net.createServer((c) => peers.push(c));
+  await new Promise<void>((r) => server.listen(sock, r));
+  try {
+    const consoles = new ConsoleRecorders();
+    const ended: string[] = [];
+    const off = consoles.onEnd((key) => ended.push(key));
+    await consoles.attach("a", sock, file, MiB);
+    await consoles.attach("b", sock, file, MiB);
+    consoles.detach("b");
+    for (let i = 0; i < 100 && peers.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    // The VMM's last words, then its exit: they are in the log once whenEnded resolves.
+    peers[0]!.end("last words before the exit\n");
+    await consoles.whenEnded("a", 5000);
+    assert.match(fs.readFileSync(file, "utf8"), /last words before the exit/);
+    for (let i = 0; i < 100 && ended.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(ended, ["a"], "only the recorder whose peer ended is reported");
+    // Nothing recorded under a key: nothing to wait for.
+    await consoles.whenEnded("b", 5000);
+    off();
+    consoles.closeAll();
+  } finally {
+    for (const p of peers) p.destroy();
+    server.close();
+  }
 });
 
 test("console_log_size: a size, 4 MiB by default, bounded both ways", () => {

@@ -105,7 +105,7 @@ test("a Firecracker VM found dead at reconcile loses its API socket, as does one
     await vms.kill("killed");
     await assert.rejects(fs.access(socketOf("killed")), "kill removes firecracker.sock");
     await vms.reconcile();
-    assert.equal(vms.show("gone").state, "stopped");
+    assert.equal(store.getVmByName("gone")?.state, "stopped");
     await assert.rejects(fs.access(socketOf("gone")), "reconcile removes firecracker.sock");
   });
 });

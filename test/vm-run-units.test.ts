@@ -6,7 +6,7 @@ import path from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
 import { Writable } from "node:stream";
-import { BangerError, ErrorCode } from "../src/api/errors.js";
+import { BangerError, ErrorCode, type ErrorCodeValue } from "../src/api/errors.js";
 import type { DaemonClient } from "../src/cli/client.js";
 import type { CliDeps } from "../src/cli/context.js";
 import { remoteCommand, runVm, splitRunOperands, type RunOptions } from "../src/cli/vm-run.js";
@@ -123,35 +123,59 @@ async function runWith(
   }
 }
 
-test("--rm keeps a VM whose SSH never came up, for 'vm logs'", async () => {
-  const daemon = fakeDaemon({
-    create: () => {
-      throw new BangerError(ErrorCode.SshTimeout, "VM x did not answer on SSH within 90s");
-    },
-    exists: () => true,
-  });
-  const { err, stderr } = await runWith(daemon, { rm: true, name: "stuck" });
-  assert.ok(err instanceof BangerError && err.code === ErrorCode.SshTimeout);
-  assert.equal(daemon.calls.filter(([m]) => m === "vm.delete").length, 0);
-  assert.match(stderr, /vm stuck is kept \(running\) so you can see why: 'banger vm logs stuck'/);
-});
-
-test("--rm keeps a VM whose VMM exited during boot (stopped), for 'vm logs'", async () => {
-  const daemon = fakeDaemon({
-    create: () => {
-      throw new BangerError(ErrorCode.BootFailed, "the VMM of VM panicky exited during boot");
-    },
-    exists: () => true,
-    state: "stopped",
-  });
-  const { err, stderr } = await runWith(daemon, { rm: true, name: "panicky" });
-  assert.ok(err instanceof BangerError && err.code === ErrorCode.BootFailed);
-  assert.equal(daemon.calls.filter(([m]) => m === "vm.delete").length, 0);
-  assert.match(
-    stderr,
-    /vm panicky is kept \(stopped\) so you can see why: 'banger vm logs panicky'; delete it with/,
+/** A boot failure as the daemon gives it: the console's last lines in the message, a hint naming the VM. */
+function bootFailure(code: ErrorCodeValue, name: string): BangerError {
+  return new BangerError(
+    code,
+    `VM ${name} stopped while booting: its VMM exited before SSH answered; its console's last lines:\n  | Kernel panic - not syncing: VFS: Unable to mount root fs`,
+    `'banger vm logs ${name}' shows its whole console; 'banger vm start ${name}' tries again, 'banger vm delete ${name}' removes it`,
   );
-});
+}
+
+for (const [what, code, state] of [
+  ["SSH never came up", ErrorCode.SshTimeout, "running"],
+  ["the VMM exited during boot", ErrorCode.BootFailed, "stopped"],
+] as const) {
+  test(`--rm deletes a VM whose boot failed (${what}); the error quotes its console and names no deleted VM`, async () => {
+    const daemon = fakeDaemon({
+      create: (name) => {
+        throw bootFailure(code, name);
+      },
+      exists: () => true,
+      state,
+    });
+    const { err, stderr } = await runWith(daemon, { rm: true, name: "panicky" });
+    assert.ok(err instanceof BangerError && err.code === code);
+    assert.deepEqual(
+      daemon.calls.filter(([m]) => m === "vm.delete").map(([, p]) => p),
+      [{ names: ["panicky"] }],
+    );
+    assert.match(err.message, /\| Kernel panic - not syncing/, "the reason is in the error");
+    assert.doesNotMatch(err.hint ?? "", /panicky/, `the hint points at a deleted VM: ${err.hint}`);
+    assert.match(err.hint ?? "", /deleted \(--rm\)/);
+    assert.doesNotMatch(stderr, /is kept/);
+  });
+
+  test(`without --rm a VM whose boot failed (${what}) is kept (${state}), for 'vm logs'`, async () => {
+    const daemon = fakeDaemon({
+      create: (name) => {
+        throw bootFailure(code, name);
+      },
+      exists: () => true,
+      state,
+    });
+    const { err, stderr } = await runWith(daemon, { name: "panicky" });
+    assert.ok(err instanceof BangerError && err.code === code);
+    assert.equal(daemon.calls.filter(([m]) => m === "vm.delete").length, 0);
+    assert.match(err.hint ?? "", /'banger vm logs panicky'/, "the VM exists: the hint stays");
+    assert.match(
+      stderr,
+      new RegExp(
+        `vm panicky is kept \\(${state}\\) so you can see why: 'banger vm logs panicky'; delete it with`,
+      ),
+    );
+  });
+}
 
 test("--rm deletes a VM whose create failed after it existed", async () => {
   const daemon = fakeDaemon({

@@ -24,6 +24,8 @@ interface ScriptedDriver extends Driver {
   /** What the VMM is doing now, as status() reports it. */
   alive: boolean;
   calls: string[];
+  /** Tells the daemon a VMM may have exited, as QEMU's console end does (Driver.onExit). */
+  exited(): void;
 }
 
 /**
@@ -34,15 +36,24 @@ function scriptedDriver(opts: {
   startError?: Error;
   exitsAtOnce?: boolean;
   sshPort?: number;
+  /** What the guest prints on its console once started. */
+  console?: string;
 }): ScriptedDriver {
+  const listeners = new Set<() => void>();
   const d: ScriptedDriver = {
     name: "qemu",
     ...qemuDiskAndFiles(createCommandRunner()),
     alive: false,
     calls: [],
+    exited: () => listeners.forEach((l) => l()),
+    onExit(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     async start(spec: VmSpec): Promise<VmHandles> {
       d.calls.push("start");
       if (opts.startError) throw opts.startError;
+      if (opts.console) await fs.appendFile(path.join(spec.dir, "console.log"), opts.console);
       d.alive = !opts.exitsAtOnce;
       return {
         vmm: "qemu",
@@ -214,6 +225,30 @@ const exists = (file: string) =>
     () => false,
   );
 
+/** A row recorded as running with a tap, its handles written as a started VM's are. */
+async function runningRow(f: Fixture): Promise<void> {
+  await f.ops.createTap("bg-0123456789ab", "banger9", 0);
+  const handles: VmHandles = {
+    vmm: "qemu",
+    pid: process.pid,
+    controlSocket: path.join(f.dir, "qmp.sock"),
+    consoleLog: path.join(f.dir, "console.log"),
+    sshHost: "127.0.0.1",
+    sshPort: 1,
+    tap: "bg-0123456789ab",
+  };
+  await fs.writeFile(path.join(f.dir, "handles.json"), JSON.stringify(handles));
+  f.store.updateVm(f.row.id, { teardownJson: JSON.stringify(handles) });
+}
+
+/** The VM has been released: stopped, tap given back, no handles. */
+async function assertReleased(f: Fixture): Promise<void> {
+  assert.equal(f.store.getVmByName("dev")?.state, "stopped");
+  assert.equal(f.store.getVmByName("dev")?.teardownJson, null);
+  assert.equal(await exists(path.join(f.dir, "handles.json")), false, "handles.json is left");
+  assert.ok(f.ops.calls.includes("deleteTap bg-0123456789ab"), f.ops.calls.join("\n"));
+}
+
 async function rejection(p: Promise<unknown>): Promise<BangerError> {
   const err = await p.then(
     () => assert.fail("expected the start to fail"),
@@ -236,7 +271,7 @@ test("driver.start failing (bridge mode): the tap is removed and the row is not 
     const tap = created[0]!.split(" ")[1]!;
     assert.ok(f.ops.calls.includes(`deleteTap ${tap}`), f.ops.calls.join("\n"));
     assert.equal(f.ops.taps.size, 0, "a tap is left");
-    assert.equal(f.vms.show("dev").state, "created");
+    assert.equal(f.store.getVmByName("dev")?.state, "created");
     assert.equal(await exists(path.join(f.dir, "handles.json")), false);
   } finally {
     await f.done();
@@ -255,7 +290,7 @@ test("driver.start failing (user NAT): the real passt and frame filter are stopp
     assert.deepEqual(await processesNaming(f.dir), [], "passt or the filter is left");
     // They did run: their logs are there (an early exit would be a test that proves nothing).
     assert.ok(await exists(path.join(f.dir, "passt.log")), "passt never started");
-    assert.equal(f.vms.show("dev").state, "created");
+    assert.equal(f.store.getVmByName("dev")?.state, "created");
     assert.equal(await exists(path.join(f.dir, "handles.json")), false);
   } finally {
     await f.done();
@@ -263,14 +298,25 @@ test("driver.start failing (user NAT): the real passt and frame filter are stopp
 });
 
 test("a VMM that exits during the SSH wait: BootFailed naming vm logs, stopped, tap given back", async () => {
-  const driver = scriptedDriver({ exitsAtOnce: true });
+  const lines = Array.from({ length: 30 }, (_, i) => `[ ${i}] booting`);
+  const driver = scriptedDriver({
+    exitsAtOnce: true,
+    console: `${lines.join("\n")}\nKernel panic - not syncing: \x1b[2J no root\n`,
+  });
   const f = await fixture(driver, { bridge: true, sshDeadlineMs: 60_000 });
   try {
+    await fs.writeFile(path.join(f.dir, "console.log"), "an earlier boot's own panic\n");
     const err = await rejection(f.vms.start("dev"));
     assert.equal(err.code, ErrorCode.BootFailed);
     assert.match(err.message, /VM dev stopped while booting/);
+    // This boot's last 20 console lines, escaped and quoted, are in the error itself.
+    const quoted = err.message.split("\n").filter((l) => l.startsWith("  | "));
+    assert.equal(quoted.length, 20, err.message);
+    assert.equal(quoted[0], "  | [ 11] booting");
+    assert.equal(quoted.at(-1), "  | Kernel panic - not syncing: \\x1b[2J no root");
+    assert.doesNotMatch(err.message, /\x1b|earlier boot/);
     assert.match(err.hint ?? "", /'banger vm logs dev'/);
-    assert.equal(f.vms.show("dev").state, "stopped");
+    assert.equal(f.store.getVmByName("dev")?.state, "stopped");
     assert.equal(await exists(path.join(f.dir, "handles.json")), false);
     assert.equal(f.store.getVmByName("dev")?.teardownJson, null);
     assert.equal(f.ops.taps.size, 0, `a tap is left: ${[...f.ops.taps.keys()].join(" ")}`);
@@ -278,7 +324,7 @@ test("a VMM that exits during the SSH wait: BootFailed naming vm logs, stopped, 
     // And it starts again from there.
     driver.alive = false;
     await rejection(f.vms.start("dev"));
-    assert.equal(f.vms.show("dev").state, "stopped");
+    assert.equal(f.store.getVmByName("dev")?.state, "stopped");
   } finally {
     await f.done();
   }
@@ -286,12 +332,19 @@ test("a VMM that exits during the SSH wait: BootFailed naming vm logs, stopped, 
 
 test("SSH never answering (a silent listener): SshTimeout, the live VM is left running with its tap", async () => {
   const listener = await silentListener();
-  const driver = scriptedDriver({ sshPort: listener.port });
+  const driver = scriptedDriver({
+    sshPort: listener.port,
+    console: "Welcome\nssh.service: masked, not started\n",
+  });
   const f = await fixture(driver, { bridge: true, sshDeadlineMs: 3000 });
   try {
     const err = await rejection(f.vms.start("dev"));
     assert.equal(err.code, ErrorCode.SshTimeout);
     assert.match(err.message, /VM dev did not answer on SSH within 3s/);
+    assert.match(
+      err.message,
+      /last lines:\n {2}\| Welcome\n {2}\| ssh\.service: masked, not started$/,
+    );
     assert.match(err.hint ?? "", /left running for inspection: 'banger vm logs dev'/);
     assert.ok(listener.accepted() > 0, "ssh never reached the listener");
     // A probe stuck on the silent listener must not outlive the 3 s wait (ssh's own limit was 15 s).
@@ -300,7 +353,7 @@ test("SSH never answering (a silent listener): SshTimeout, the live VM is left r
       f.sshTimeouts.every((ms) => ms <= 3000),
       `ssh probes outlive the wait: ${f.sshTimeouts.join(", ")} ms`,
     );
-    assert.equal(f.vms.show("dev").state, "running");
+    assert.equal(f.store.getVmByName("dev")?.state, "running");
     assert.ok(await exists(path.join(f.dir, "handles.json")), "handles.json is gone");
     assert.equal(f.ops.taps.size, 1, "the live VM lost its tap");
     // The VMM dies later: the next start sees it, gives the old tap back and starts afresh.
@@ -359,20 +412,9 @@ test("reconcile: a running row whose VMM is gone is stopped and gives back its t
   const driver = scriptedDriver({});
   const f = await fixture(driver, { bridge: true, state: "running" });
   try {
-    await f.ops.createTap("bg-0123456789ab", "banger9", 0);
-    const handles: VmHandles = {
-      vmm: "qemu",
-      pid: process.pid,
-      controlSocket: path.join(f.dir, "qmp.sock"),
-      consoleLog: path.join(f.dir, "console.log"),
-      sshHost: "127.0.0.1",
-      sshPort: 1,
-      tap: "bg-0123456789ab",
-    };
-    await fs.writeFile(path.join(f.dir, "handles.json"), JSON.stringify(handles));
-    f.store.updateVm(f.row.id, { teardownJson: JSON.stringify(handles) });
+    await runningRow(f);
     await f.vms.reconcile();
-    assert.equal(f.vms.show("dev").state, "stopped");
+    assert.equal(f.store.getVmByName("dev")?.state, "stopped");
     assert.equal(await exists(path.join(f.dir, "handles.json")), false);
     assert.equal(f.store.getVmByName("dev")?.teardownJson, null);
     assert.ok(f.ops.calls.includes("deleteTap bg-0123456789ab"), f.ops.calls.join("\n"));
@@ -396,7 +438,7 @@ test("a start cancelled during the SSH wait: Cancelled, the probe is cancelled t
     const err = await rejection(started);
     assert.equal(err.code, ErrorCode.Cancelled);
     assert.ok(f.sshSignals.length > 0 && f.sshSignals.every((s) => s === abort.signal));
-    assert.equal(f.vms.show("dev").state, "running");
+    assert.equal(f.store.getVmByName("dev")?.state, "running");
     assert.equal(f.ops.taps.size, 1);
   } finally {
     listener.close();
@@ -419,10 +461,73 @@ test("a VMM that dies as the SSH wait runs out: BootFailed, not SshTimeout's 'le
     assert.equal(err.code, ErrorCode.BootFailed, err.message);
     assert.match(err.hint ?? "", /'banger vm logs dev'/);
     assert.doesNotMatch(err.hint ?? "", /left running/);
-    assert.equal(f.vms.show("dev").state, "stopped");
+    assert.equal(f.store.getVmByName("dev")?.state, "stopped");
     assert.equal(f.ops.taps.size, 0);
   } finally {
     listener.close();
     await f.done();
+  }
+});
+
+test("prune counts a VM whose VMM has exited as not running", async () => {
+  const driver = scriptedDriver({});
+  const f = await fixture(driver, { bridge: true, state: "running" });
+  try {
+    await runningRow(f);
+    driver.alive = true;
+    assert.deepEqual((await f.vms.prune()).deleted, [], "a live VM was pruned");
+    driver.alive = false;
+    assert.deepEqual((await f.vms.prune()).deleted, ["dev"]);
+    assert.equal(f.store.getVmByName("dev"), null);
+    assert.ok(f.ops.calls.includes("deleteTap bg-0123456789ab"), f.ops.calls.join("\n"));
+  } finally {
+    await f.done();
+  }
+});
+
+test("list, show and health never call a VM running whose VMM has exited: they release it", async () => {
+  for (const ask of ["list", "show", "health"] as const) {
+    const driver = scriptedDriver({});
+    const f = await fixture(driver, { bridge: true, state: "running" });
+    try {
+      await runningRow(f);
+      driver.alive = true;
+      assert.equal((await f.vms.show("dev")).state, "running", "a live VMM is running");
+      driver.alive = false; // the guest powered off, or its QEMU was killed
+      if (ask === "list")
+        assert.deepEqual(
+          (await f.vms.list()).map((v) => v.state),
+          ["stopped"],
+        );
+      if (ask === "show") assert.equal((await f.vms.show("dev")).state, "stopped");
+      if (ask === "health") assert.equal((await f.vms.health("dev")).vmm, false);
+      await assertReleased(f);
+    } finally {
+      await f.done();
+    }
+  }
+});
+
+test("the daemon notices a VMM that exits, with no request about it: by its poll and by the driver's signal", async () => {
+  for (const by of ["poll", "signal"] as const) {
+    const driver = scriptedDriver({});
+    const f = await fixture(driver, { bridge: true, state: "running" });
+    // The signal's case polls once a minute: only the signal can be what noticed it.
+    const watch = f.vms.watchExits(by === "poll" ? 50 : 60_000);
+    try {
+      await runningRow(f);
+      driver.alive = true;
+      await watch.check();
+      assert.equal(f.store.getVmByName("dev")?.state, "running", "a live VMM was released");
+      driver.alive = false;
+      if (by === "signal") driver.exited();
+      for (let i = 0; i < 200 && f.store.getVmByName("dev")?.state !== "stopped"; i++)
+        await new Promise((r) => setTimeout(r, 25));
+      await watch.stop();
+      await assertReleased(f);
+    } finally {
+      await watch.stop();
+      await f.done();
+    }
   }
 });

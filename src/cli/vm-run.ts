@@ -156,6 +156,8 @@ export async function runVm(
   let name: string | null = null;
   const keep = !opts.rm;
   let keptForLogs = false;
+  let failure: { err: unknown } | null = null;
+  let deleted = false;
   try {
     const progress = createProgressRenderer(deps.out);
     const info = await (async () => {
@@ -183,8 +185,9 @@ export async function runVm(
           const taken = err instanceof BangerError && err.code === ErrorCode.AlreadyExists;
           if (taken) name = null;
           if (taken && !opts.name && attempt < 5) continue;
-          // A boot that failed is kept (running or stopped) so 'vm logs', which its error names, works.
-          if (err instanceof BangerError && KEPT_FOR_LOGS.has(err.code)) keptForLogs = true;
+          // Without --rm a boot that failed is kept (running or stopped): 'vm logs', which its
+          // error names, works. With --rm it goes like any other: the error quotes its console.
+          if (err instanceof BangerError && BOOT_FAILURES.has(err.code)) keptForLogs = keep;
           throw err;
         }
       }
@@ -234,57 +237,77 @@ export async function runVm(
   } catch (err) {
     if (interrupted && !(err instanceof ExitStatus)) {
       deps.out.stderr.write("banger: interrupted\n");
-      throw new ExitStatus(130);
-    }
-    throw err;
+      failure = { err: new ExitStatus(130) };
+    } else failure = { err };
   } finally {
     // Held against a second Ctrl-C until the clean-up is done: it would leave the VM behind.
     const hold = () => deps.out.stderr.write(`banger: cleaning up, please wait\n`);
     process.on("SIGINT", hold);
     process.off("SIGINT", onSigint);
     try {
-      if (name !== null) await finish(deps, name, keep, keptForLogs);
+      if (name !== null) deleted = await finish(deps, name, keep, keptForLogs);
     } finally {
       process.off("SIGINT", hold);
     }
   }
+  if (failure) throw deleted && name !== null ? afterDelete(failure.err, name) : failure.err;
 }
 
-/** Failures after which even --rm keeps the VM: its console says why. */
-const KEPT_FOR_LOGS = new Set<number>([ErrorCode.SshTimeout, ErrorCode.BootFailed]);
+/** Failures of the boot itself: without --rm the VM is kept for 'vm logs'. */
+const BOOT_FAILURES = new Set<number>([ErrorCode.SshTimeout, ErrorCode.BootFailed]);
 
-/** After the command: delete the VM (--rm) on a fresh connection, or say how to get rid of it. */
+/**
+ * The error once --rm has deleted its VM: a hint naming that VM ('vm logs', 'vm start',
+ * 'vm delete' it) would point at nothing, so it says what happened instead. The message
+ * stays: a boot failure's quotes the console's last lines.
+ */
+function afterDelete(err: unknown, name: string): unknown {
+  // Names are DNS labels: nothing in one means anything to a RegExp.
+  const namesIt = new RegExp(`banger vm [a-z-]+ ${name}(?![a-z0-9-])`);
+  if (!(err instanceof BangerError) || !namesIt.test(err.hint ?? "")) return err;
+  const hint = BOOT_FAILURES.has(err.code)
+    ? `the VM was deleted (--rm); the console's last lines are above. Without --rm a VM whose boot fails is kept for 'banger vm logs <name>'`
+    : `the VM was deleted (--rm); without --rm it is kept for a look ('banger vm logs <name>')`;
+  return new BangerError(err.code, err.message, hint);
+}
+
+/**
+ * After the command: delete the VM (--rm) on a fresh connection, or say how to get rid of it.
+ * True when it deleted the VM.
+ */
 async function finish(
   deps: CliDeps,
   name: string,
   keep: boolean,
   keptForLogs: boolean,
-): Promise<void> {
+): Promise<boolean> {
   const shown = await withDaemon(deps, (c) => c.call("vm.show", { name })).then(
     (info) => info,
     (err: unknown) =>
       err instanceof BangerError && err.code === ErrorCode.NotFound ? null : undefined,
   );
-  if (shown === null) return;
+  if (shown === null) return false;
   if (keptForLogs) {
     deps.out.stderr.write(
       `vm ${name} is kept${shown ? ` (${shown.state})` : ""} so you can see why: 'banger vm logs ${name}'; delete it with 'banger vm delete ${name}'\n`,
     );
-    return;
+    return false;
   }
   if (!keep) {
     try {
       await withDaemon(deps, (c) => c.call("vm.delete", { names: [name] }));
+      return true;
     } catch (err) {
       deps.out.stderr.write(
         `banger: could not delete VM ${name}: ${(err as Error).message}; remove it with 'banger vm delete ${name}'\n`,
       );
+      return false;
     }
-    return;
   }
   deps.out.stderr.write(
     `vm ${name} is still running (stop with 'banger vm stop ${name}', delete with 'banger vm delete ${name}')\n`,
   );
+  return false;
 }
 
 /** Records how many operands came before the `--` the user typed (commander drops it). */
@@ -324,8 +347,8 @@ Examples:
 
 Exit status: the remote command's (127 when it could not be started, 130 on Ctrl-C);
 1 when banger itself fails, with a message saying why. With --rm the VM is deleted
-afterwards, even on Ctrl-C; when SSH never came up it is kept so 'banger vm logs <name>'
-can show why.
+afterwards, even on Ctrl-C or a failed boot (whose error quotes the console's last
+lines); without --rm a VM whose boot failed is kept for 'banger vm logs <name>'.
 
 Next: without --rm, 'banger vm workspace export <name> -o changes.patch' brings the
 guest's changes back; 'banger vm delete <name>' when done.

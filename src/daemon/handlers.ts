@@ -59,7 +59,7 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
     },
 
     "vm.list": () => withVms((vms) => vms.list()),
-    "vm.show": ({ name }) => withVms((vms) => withNetwork(vms.show(name))),
+    "vm.show": ({ name }) => withVms(async (vms) => withNetwork(await vms.show(name))),
     "vm.create": (p, ctx) => withVms((vms) => vms.create(p, ctx.progress, ctx.signal)),
     "vm.start": ({ name }, ctx) => withVms((vms) => vms.start(name, ctx.progress, ctx.signal)),
     "vm.stop": ({ name }) => withVms((vms) => vms.stop(name)),

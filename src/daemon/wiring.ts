@@ -107,6 +107,12 @@ export function wireServices(daemon: Daemon): Services {
     await network
       ?.startPool()
       .catch((err: unknown) => daemon.deps.log.error({ err }, "tap pool start-up failed"));
+    // From here on a VMM that exits (a guest poweroff, a crash) is noticed and released
+    // (after the pool's start-up, which must not see a tap come back meanwhile).
+    if (!daemon.isClosed) {
+      const exits = vms.watchExits();
+      daemon.addCloser(() => exits.stop());
+    }
     return vms;
   })();
   return {

@@ -97,7 +97,7 @@ export function vmmExitedDuringBoot(vmName: string): BangerError {
   return new BangerError(
     ErrorCode.BootFailed,
     `VM ${vmName} stopped while booting: its VMM exited before SSH answered`,
-    `'banger vm logs ${vmName}' shows its console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${vmName}' tries again, 'banger vm delete ${vmName}' removes it`,
+    `'banger vm logs ${vmName}' shows its whole console (a kernel panic, a root disk that would not mount); the VM is stopped: 'banger vm start ${vmName}' tries again, 'banger vm delete ${vmName}' removes it`,
   );
 }
 

@@ -85,6 +85,8 @@ export function notRunning(name: string): BangerError {
 export class VmContext {
   readonly handles = new Map<string, VmHandles>();
   readonly locks = new KeyedLock();
+  /** Releases of VMs whose VMM exited, in flight (teardown.ts releaseIfExited), by VM id. */
+  readonly exitReleases = new Map<string, Promise<boolean>>();
   /** Where new VMs are attached. */
   readonly network: NetworkBackend;
   /** Every network a VM's handles may hold a part of (one started under an earlier daemon's mode). */
@@ -204,6 +206,18 @@ export class VmContext {
     const handles = await this.runningHandles(row);
     if (!handles) return null;
     return (await this.driverFor(handles.vmm).status(handles)) === "running" ? handles : null;
+  }
+
+  /**
+   * Recorded as running, and its VMM has exited (or left no handles). False when it cannot
+   * tell (the VM's VMM is not available here): such a VM is left as recorded.
+   */
+  async vmmGone(row: VmRow): Promise<boolean> {
+    if (row.state !== "running") return false;
+    return this.liveHandles(row).then(
+      (live) => live === null,
+      () => false,
+    );
   }
 
   /** How GuestShell reaches this VM's sshd. */

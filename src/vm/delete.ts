@@ -22,14 +22,14 @@ export async function deleteVms(ctx: VmContext, names: string[]): Promise<{ dele
   return { deleted };
 }
 
-/** Deletes every VM that is not running; one that fails is reported, the rest go on. */
+/** Deletes every VM that is not running (its VMM exited counts); one that fails is reported, the rest go on. */
 export async function pruneVms(
   ctx: VmContext,
 ): Promise<{ deleted: string[]; failed: Array<{ name: string; error: string }> }> {
   const deleted: string[] = [];
   const failed: Array<{ name: string; error: string }> = [];
   for (const row of ctx.deps.store.listVms()) {
-    if (row.state === "running") continue;
+    if (row.state === "running" && !(await ctx.vmmGone(row))) continue;
     try {
       await deleteVms(ctx, [row.name]);
       deleted.push(row.name);

@@ -11,6 +11,7 @@ import { setVm } from "./set.js";
 import { startVm } from "./start.js";
 import { killVm, restartVm, stopVm } from "./stop.js";
 import { exclusive, guestTarget, sshTarget } from "./target.js";
+import { watchExits, type ExitWatch } from "./watch.js";
 
 export type { VmServiceDeps } from "./context.js";
 export type { CreateRequest } from "./create.js";
@@ -23,8 +24,8 @@ export class VmService {
     this.ctx = new VmContext(deps);
   }
 
-  list = (): VmInfo[] => listVms(this.ctx);
-  show = (name: string): VmInfo => showVm(this.ctx, name);
+  list = (): Promise<VmInfo[]> => listVms(this.ctx);
+  show = (name: string): Promise<VmInfo> => showVm(this.ctx, name);
   create = (req: CreateRequest, progress?: Progress, signal?: AbortSignal) =>
     createVm(this.ctx, req, progress, signal);
   start = (name: string, progress?: Progress, signal?: AbortSignal): Promise<VmInfo> =>
@@ -46,4 +47,6 @@ export class VmService {
   exclusive = <T>(kind: string, vmId: string, fn: () => Promise<T>): Promise<T> =>
     exclusive(this.ctx, kind, vmId, fn);
   reconcile = (): Promise<void> => reconcileVms(this.ctx);
+  /** Starts noticing VMMs that exit (the daemon runs it after reconcile); stop() ends it. */
+  watchExits = (pollMs?: number): ExitWatch => watchExits(this.ctx, pollMs);
 }

@@ -8,7 +8,13 @@ import type { Progress } from "../image/service.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import type { NetworkAttachment } from "../net/backend.js";
 import { detectAccel, realAccelDeps, resolveAccel, tcgKernelArgs } from "../system/accel.js";
-import type { VmHandles, VmSpec } from "../vmm/driver.js";
+import {
+  CONSOLE_LOG_FILE,
+  consoleMark,
+  consoleTail,
+  type ConsoleMark,
+} from "../vmm/console-log.js";
+import type { Driver, VmHandles, VmSpec } from "../vmm/driver.js";
 import { WORK_DISK, type VmContext } from "./context.js";
 import { releaseDead } from "./teardown.js";
 
@@ -41,6 +47,8 @@ export function startVm(
         : [];
     const dir = ctx.dirOf(row.id);
     let attached: NetworkAttachment | null = null;
+    // What the console held before this boot is an earlier boot's, not this one's reason.
+    let mark: ConsoleMark | null = null;
     let handles: VmHandles;
     try {
       attached = await ctx.network.attachVm(row, {
@@ -81,6 +89,7 @@ export function startVm(
         stage: "boot",
         message: `${driver.name}, ${accel === "kvm" ? "KVM" : "software emulation (TCG)"}`,
       });
+      mark = consoleMark(path.join(dir, CONSOLE_LOG_FILE));
       handles = { ...(await driver.start(spec)), ...attached.handles };
     } catch (err) {
       if (attached) await ctx.network.releaseVm(attached.handles, dir, { failed: true });
@@ -105,13 +114,56 @@ export function startVm(
     } catch (err) {
       // A live VMM stays running for inspection (SshTimeout) or for the caller to remove
       // (a cancelled create). A dead one holds nothing: its row must not say running.
-      if ((await driver.status(handles).catch(() => "stopped" as const)) === "running") throw err;
+      if ((await driver.status(handles).catch(() => "stopped" as const)) === "running")
+        throw isBootFailure(err) ? withConsoleTail(err, handles, mark) : err;
+      const tail = await lastConsoleLines(driver, handles, mark);
       await releaseDead(ctx, ctx.row(name), handles);
       // It died as the deadline ran out: not "left running for inspection".
       if (err instanceof BangerError && err.code === ErrorCode.SshTimeout)
-        throw vmmExitedDuringBoot(row.name);
-      throw err;
+        throw quoting(vmmExitedDuringBoot(row.name), tail);
+      throw isBootFailure(err) ? quoting(err, tail) : err;
     }
     return ctx.info(ctx.row(name));
   });
+}
+
+/** Waits up to this long for an exited VMM's last console bytes to reach the log. */
+const CONSOLE_SETTLE_MS = 2_000;
+
+function isBootFailure(err: unknown): err is BangerError {
+  return (
+    err instanceof BangerError &&
+    (err.code === ErrorCode.BootFailed || err.code === ErrorCode.SshTimeout)
+  );
+}
+
+/** The console's last lines of this boot, once the exited VMM's last output is in the log. */
+async function lastConsoleLines(
+  driver: Driver,
+  handles: VmHandles,
+  mark: ConsoleMark | null,
+): Promise<string> {
+  await driver.consoleEnded?.(handles, CONSOLE_SETTLE_MS).catch(() => undefined);
+  return consoleTail(handles.consoleLog, mark);
+}
+
+function withConsoleTail(err: BangerError, handles: VmHandles, mark: ConsoleMark | null) {
+  return quoting(err, consoleTail(handles.consoleLog, mark));
+}
+
+/**
+ * The error with the console's last lines in its message (escaped guest text, each line
+ * marked as quoted), so it says why even once the VM is gone (`vm run --rm`).
+ */
+function quoting(err: BangerError, tail: string): BangerError {
+  if (!tail) return err;
+  const quoted = tail
+    .split("\n")
+    .map((line) => `  | ${line}`)
+    .join("\n");
+  return new BangerError(
+    err.code,
+    `${err.message}; its console's last lines:\n${quoted}`,
+    err.hint,
+  );
 }

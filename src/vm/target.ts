@@ -3,7 +3,7 @@ import { notRunning, type VmContext } from "./context.js";
 
 /** `vm ssh`: where the VM's sshd listens, with banger's key and known_hosts. */
 export async function sshTarget(ctx: VmContext, name: string): Promise<SshEndpoint> {
-  const handles = await ctx.runningHandles(ctx.row(name));
+  const handles = await ctx.liveHandles(ctx.row(name));
   if (!handles) throw notRunning(name);
   const identity = await ctx.sshIdentity();
   return {

@@ -45,6 +45,31 @@ export async function releaseDead(
   ctx.deps.store.updateVm(row.id, { state: "stopped", teardownJson: null });
 }
 
+/**
+ * The VMM of this VM may have exited (the daemon saw its console end, a poll or a `vm list`
+ * found it gone): under the VM's lock, with the row as it is then, release it as `releaseDead`
+ * does when its VMM is really gone. A start or stop in flight finishes first, and sees to
+ * its own VMM. True when it released the VM. One release per VM at a time.
+ */
+export function releaseIfExited(ctx: VmContext, id: string): Promise<boolean> {
+  const pending = ctx.exitReleases.get(id);
+  if (pending) return pending;
+  const release = ctx.locks
+    .run(id, async () => {
+      const row = ctx.deps.store.listVms().find((v) => v.id === id);
+      if (!row || row.state !== "running") return false;
+      const handles = await ctx.handlesOf(row);
+      const driver = handles ? driverIfAny(ctx, handles.vmm) : null;
+      if (handles && driver && (await driver.status(handles)) === "running") return false;
+      await releaseDead(ctx, row, handles);
+      ctx.deps.log?.info({ vm: row.name }, "VMM exited: VM marked stopped");
+      return true;
+    })
+    .finally(() => ctx.exitReleases.delete(id));
+  ctx.exitReleases.set(id, release);
+  return release;
+}
+
 /** Stops (graceful: the guest first, then the VMM, within [timeouts] stop) or kills a VM, then releases it. */
 export async function shutdown(
   ctx: VmContext,

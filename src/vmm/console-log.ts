@@ -1,5 +1,6 @@
 import fs from "node:fs";
 import net from "node:net";
+import { visibleLines } from "../util/terminal-text.js";
 
 /** What a guest's serial console may keep on disk unless the config says otherwise. */
 /** The serial console's log in a VM's directory, whichever VMM wrote it. */
@@ -127,6 +128,73 @@ export class LogFollower {
   }
 }
 
+/** Where the console log ended before a boot: what is after it is that boot's output. */
+export interface ConsoleMark {
+  ino: number;
+  size: number;
+}
+
+/** The console log's current end (null when there is no log yet: everything will be new). */
+export function consoleMark(file: string): ConsoleMark | null {
+  try {
+    const st = fs.statSync(file);
+    return { ino: st.ino, size: st.size };
+  } catch {
+    return null;
+  }
+}
+
+/** How much of a console a boot error quotes. */
+export const CONSOLE_TAIL_LINES = 20;
+export const CONSOLE_TAIL_BYTES = 4096;
+
+/**
+ * The last lines the guest printed (since `since`, when given: an earlier boot's output is
+ * not this boot's reason), at most `maxLines` lines of the last `maxBytes` bytes, with
+ * control characters escaped: guest text, quoted in an error message. Empty when there is none.
+ */
+export function consoleTail(
+  file: string,
+  since: ConsoleMark | null,
+  maxLines = CONSOLE_TAIL_LINES,
+  maxBytes = CONSOLE_TAIL_BYTES,
+): string {
+  const parts: Buffer[] = [];
+  let need = maxBytes;
+  let cut = false;
+  // Newest first: the current file, then the rotated half.
+  for (const f of [file, consoleFiles(file)[0]]) {
+    if (need <= 0) break;
+    let fd: number;
+    try {
+      fd = fs.openSync(f, "r");
+    } catch {
+      continue;
+    }
+    try {
+      const st = fs.fstatSync(fd);
+      const marked = since !== null && st.ino === since.ino;
+      const from = marked ? Math.min(since.size, st.size) : 0;
+      const start = Math.max(from, st.size - need);
+      cut = start > from;
+      const buf = Buffer.alloc(st.size - start);
+      const n = buf.length > 0 ? fs.readSync(fd, buf, 0, buf.length, start) : 0;
+      parts.unshift(buf.subarray(0, n));
+      need -= n;
+      // What is older than the mark is an earlier boot's.
+      if (marked) break;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  let text = Buffer.concat(parts).toString("utf8").replace(/\r/g, "");
+  // Cut mid-line: the first, partial line is dropped.
+  if (cut && text.includes("\n")) text = text.slice(text.indexOf("\n") + 1);
+  const lines = text.split("\n");
+  while (lines.length > 0 && lines.at(-1)!.trim() === "") lines.pop();
+  return visibleLines(lines.slice(-maxLines).join("\n"));
+}
+
 function statIno(file: string): number | null {
   try {
     return fs.statSync(file).ino;
@@ -142,9 +210,19 @@ function statIno(file: string): number | null {
  * without end costs the host at most the log's bound.
  */
 export class ConsoleRecorders {
-  private readonly open = new Map<string, { socket: net.Socket; log: RotatingLog }>();
+  private readonly open = new Map<string, Recorder>();
+  private readonly endListeners = new Set<(key: string) => void>();
 
   constructor(private readonly log?: { error(obj: object, msg: string): void }) {}
+
+  /**
+   * Calls `listener` with the key of each recorder whose VMM ended the connection (it exited:
+   * the kernel closed its end), never for a detach of ours. Returns the unsubscribe.
+   */
+  onEnd(listener: (key: string) => void): () => void {
+    this.endListeners.add(listener);
+    return () => this.endListeners.delete(listener);
+  }
 
   /** Connects (bounded) to `socketPath` and records into `file`; replaces an earlier recorder for `key`. */
   async attach(key: string, socketPath: string, file: string, maxBytes: number): Promise<void> {
@@ -158,7 +236,9 @@ export class ConsoleRecorders {
       socket.destroy();
       throw err;
     }
-    const entry = { socket, log };
+    let markEnded = () => {};
+    const ended = new Promise<void>((resolve) => (markEnded = resolve));
+    const entry: Recorder = { socket, log, ended, markEnded };
     this.open.set(key, entry);
     socket.on("data", (chunk: Buffer) => {
       try {
@@ -170,12 +250,30 @@ export class ConsoleRecorders {
       }
     });
     const end = () => {
-      if (this.open.get(key) === entry) this.detach(key);
+      if (this.open.get(key) !== entry) return;
+      this.detach(key);
+      for (const listener of this.endListeners) listener(key);
     };
+    // "end" follows the last "data": everything the VMM wrote is in the log by then.
+    socket.on("end", end);
     socket.on("close", end);
     socket.on("error", end);
     // The daemon may exit with VMs running: a console connection does not keep it alive.
     socket.unref();
+  }
+
+  /**
+   * The VMM has exited: resolves once its last console bytes are in the log (the connection
+   * ended, or was detached), or after `timeoutMs`, whichever is first.
+   */
+  async whenEnded(key: string, timeoutMs: number): Promise<void> {
+    const entry = this.open.get(key);
+    if (!entry) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      entry.ended,
+      new Promise<void>((r) => (timer = setTimeout(r, timeoutMs))),
+    ]).finally(() => clearTimeout(timer));
   }
 
   detach(key: string): void {
@@ -188,11 +286,20 @@ export class ConsoleRecorders {
     } catch {
       // already closed
     }
+    entry.markEnded();
   }
 
   closeAll(): void {
     for (const key of [...this.open.keys()]) this.detach(key);
   }
+}
+
+interface Recorder {
+  socket: net.Socket;
+  log: RotatingLog;
+  /** Settles when the recording stops (the VMM's end, or a detach). */
+  ended: Promise<void>;
+  markEnded: () => void;
 }
 
 async function connectBounded(socketPath: string, timeoutMs: number): Promise<net.Socket> {

@@ -84,5 +84,15 @@ export interface Driver {
   adopt?(handles: VmHandles, consoleLogBytes: number): Promise<void>;
   /** The VM is gone: let go of what the daemon held for it (its console). */
   release?(handles: VmHandles): void;
+  /**
+   * The VMM has exited: resolves once what it last wrote to the console is in the log (QEMU:
+   * the console socket reached its end), or after `timeoutMs`.
+   */
+  consoleEnded?(handles: VmHandles, timeoutMs: number): Promise<void>;
+  /**
+   * Calls `listener` when one of its VMMs may have exited (QEMU: a console socket the VMM
+   * closed), so the daemon need not wait for its next poll to notice. Returns the unsubscribe.
+   */
+  onExit?(listener: () => void): () => void;
   describe(): Promise<string>;
 }

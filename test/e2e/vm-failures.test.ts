@@ -1,6 +1,7 @@
 // VM start/create failure paths with real QEMU (TCG), the real bangerd and bin/banger, one home:
-// QEMU refusing a kernel, a kernel that panics, SSH that never answers, a create cancelled during
-// boot, and a VM whose QEMU died while the daemon was down. Every VM runs with --nat, so passt
+// QEMU refusing a kernel, a kernel that panics (also under `vm run --rm`), SSH that never
+// answers, a create cancelled during boot, a VM whose QEMU died while the daemon was down, a
+// guest that powers itself off and a QEMU killed while the daemon runs. Every VM runs with --nat, so passt
 // and banger's frame filter are there to be leaked or given back.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -187,12 +188,65 @@ test(
     assert.equal(e.code, ErrorCode.BootFailed, e.message);
     assert.match(e.message, /VM panics stopped while booting/);
     assert.match(e.hint, /'banger vm logs panics'/);
+    // The console's last lines are in the error itself, quoted and escaped.
+    assert.match(e.message, /its console's last lines:\n {2}\| .*\n(?: {2}\| .*\n)*.*Kernel panic/);
+    assert.ok(e.message.split("\n").length <= 21, `more than 20 console lines:\n${e.message}`);
+    assert.doesNotMatch(e.message, /[\x00-\x08\x0b-\x1f\x7f]/, "a control character in the error");
     const vm = await vmShow("panics");
     assert.equal(vm.state, "stopped");
     await assertNothingHeld(vm.id);
     const logs = await ok("vm", "logs", "panics");
     assert.match(logs.stdout, /Kernel panic/, "the console the hint points at shows why");
     await ok("vm", "delete", "panics");
+  },
+);
+
+test(
+  "vm run --rm with a kernel that panics: the error quotes the console, the VM is deleted, the hint names no deleted VM",
+  { timeout: 300_000 },
+  async () => {
+    const images = JSON.parse((await ok("image", "list", "--json")).stdout) as Array<{
+      name: string;
+      rootfsPath: string;
+    }>;
+    const rootfs = images.find((i) => i.name === "debian-bookworm")?.rootfsPath;
+    assert.ok(rootfs, "no default image");
+    await ok(
+      "image",
+      "register",
+      "--rootfs",
+      rootfs,
+      "--name",
+      "e2e-panicky",
+      "--kernel-ref",
+      "e2e-panic",
+    );
+    const r = await cli(
+      "vm",
+      "run",
+      "--rm",
+      "--name",
+      "run-panics",
+      "--image",
+      "e2e-panicky",
+      "--nat",
+      "--",
+      "true",
+    );
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /banger: error: VM run-panics stopped while booting/);
+    assert.match(
+      r.stderr,
+      /\n {2}\| .*Kernel panic/,
+      `the console's lines are not in the error:\n${r.stderr}`,
+    );
+    assert.match(r.stderr, /hint: the VM was deleted \(--rm\)/);
+    assert.doesNotMatch(r.stderr, /vm logs run-panics|vm delete run-panics|vm start run-panics/);
+    assert.ok(!(await vmList()).some((v) => v.name === "run-panics"), "the VM is left");
+    const left = await untilNoneNaming(home.layout.vmsDir, 10_000);
+    assert.deepEqual(left, [], `processes left:\n${left.map((p) => p.cmd).join("\n")}`);
+    assert.deepEqual(await fs.readdir(home.layout.vmsDir), [], "a VM directory is left");
+    await ok("image", "delete", "e2e-panicky");
   },
 );
 
@@ -316,6 +370,53 @@ test(
     assert.equal((await vmShow("no-ssh")).state, "running");
     const r = await ok("vm", "ssh", "no-ssh", "--", "echo", "up");
     assert.match(r.stdout, /^up$/m);
+  },
+);
+
+/**
+ * Waits (bounded) until the daemon, by itself, has released the VM in `dir`: its handles.json
+ * is gone and no QEMU, passt or filter names the directory. Nothing here asks the daemon.
+ */
+async function untilReleased(dir: string, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  const end = start + timeoutMs;
+  while (Date.now() < end) {
+    const held = await exists(path.join(dir, "handles.json"));
+    if (!held && (await processesNaming(dir)).length === 0) return Date.now() - start;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const procs = (await processesNaming(dir)).map((p) => p.cmd);
+  assert.fail(
+    `not released after ${timeoutMs / 1000} s: handles.json ${(await exists(path.join(dir, "handles.json"))) ? "left" : "gone"}; processes:\n${procs.join("\n")}`,
+  );
+}
+
+test(
+  "a guest that powers off ends stopped holding nothing, and a QEMU killed with the daemon up is noticed, both with no CLI call",
+  { timeout: 600_000 },
+  async (t) => {
+    const vm = await vmShow("no-ssh");
+    assert.equal(vm.state, "running");
+    const dir = vmDir(vm.id);
+    // The guest goes down under ssh's feet: its status is whatever the connection's end gives.
+    await cli("vm", "ssh", "no-ssh", "--", "poweroff");
+    t.diagnostic(
+      `released ${await untilReleased(dir, 240_000)} ms after the poweroff's ssh returned`,
+    );
+    assert.equal((await vmShow("no-ssh")).state, "stopped");
+    assert.equal((await vmList()).find((v) => v.name === "no-ssh")?.state, "stopped");
+    await assertNothingHeld(vm.id);
+
+    await ok("vm", "start", "no-ssh");
+    assert.equal((await vmShow("no-ssh")).state, "running");
+    const qemuPid = Number((await fs.readFile(path.join(dir, "qemu.pid"), "utf8")).trim());
+    process.kill(qemuPid, "SIGKILL");
+    t.diagnostic(`released ${await untilReleased(dir, 60_000)} ms after QEMU's SIGKILL`);
+    assert.equal((await vmShow("no-ssh")).state, "stopped");
+    const health = JSON.parse((await cli("vm", "health", "no-ssh", "--json")).stdout) as {
+      vmm: boolean;
+    };
+    assert.equal(health.vmm, false);
     await ok("vm", "delete", "no-ssh");
     await assertNothingHeld(vm.id);
     assert.deepEqual(await vmList(), []);

@@ -8,7 +8,14 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
-import { ConsoleRecorders, consoleFiles, readConsole } from "../../src/vmm/console-log.js";
+import {
+  CONSOLE_TAIL_BYTES,
+  CONSOLE_TAIL_LINES,
+  ConsoleRecorders,
+  consoleFiles,
+  consoleTail,
+  readConsole,
+} from "../../src/vmm/console-log.js";
 import { runTable, type HostileRow } from "./harness.js";
 
 const MiB = 1024 * 1024;
@@ -147,6 +154,15 @@ async function flood(input: Flood, n: number): Promise<void> {
       0,
     );
     assert.ok(onDisk <= input.bound, `${onDisk} bytes on disk, bound ${input.bound}`);
+    // What a boot error would quote of it: bounded and escaped (at most 4 characters per byte: "\\x1b").
+    const tail = consoleTail(file, null);
+    assert.ok(tail.split("\n").length <= CONSOLE_TAIL_LINES, "more lines than the tail's bound");
+    assert.ok(tail.length <= 4 * CONSOLE_TAIL_BYTES, `a ${tail.length}-character tail`);
+    assert.doesNotMatch(
+      tail,
+      /[\x00-\x08\x0b-\x1f\x7f-\x9f\u202e]/,
+      "a control character in the tail",
+    );
     const grew = process.memoryUsage().rss - rssBefore;
     assert.ok(grew < 64 * MiB, `the recorder's process grew by ${Math.round(grew / MiB)} MiB`);
   } finally {

@@ -190,6 +190,14 @@ export class QemuDriver implements Driver {
     this.consoles.detach(handles.controlSocket);
   }
 
+  consoleEnded(handles: VmHandles, timeoutMs: number): Promise<void> {
+    return this.consoles.whenEnded(handles.controlSocket, timeoutMs);
+  }
+
+  onExit(listener: () => void): () => void {
+    return this.consoles.onEnd(() => listener());
+  }
+
   status(handles: VmHandles): Promise<"running" | "stopped"> {
     return vmmStatus(handles, "qemu-system");
   }
