@@ -132,9 +132,7 @@ export class VmContext {
   }
 
   info(row: VmRow): VmInfo {
-    const image = row.imageId
-      ? this.deps.store.listImages().find((i) => i.id === row.imageId)
-      : undefined;
+    const image = row.imageId ? this.deps.store.getImage(row.imageId) : null;
     return vmInfo(row, image?.name ?? null);
   }
 
