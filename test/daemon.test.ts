@@ -126,6 +126,7 @@ test("long operations stream progress notifications to the caller", async () => 
             managed: true,
             createdAt: "now",
             init: null,
+            config: null,
           };
         },
       }),

@@ -53,7 +53,14 @@ before(async () => {
   );
   await pushImage(registry.url, "test/app", "v1", [base, top], {
     diffIds: true,
-    config: { Env: ["PATH=/usr/local/bin:/usr/bin:/bin", "APP=1"], WorkingDir: "/app" },
+    config: {
+      Env: ["PATH=/usr/local/bin:/usr/bin:/bin", "APP=1"],
+      WorkingDir: "/app",
+      Entrypoint: ["python3"],
+      Cmd: ["main.py"],
+      ExposedPorts: { "8000/tcp": {} },
+      User: "1000:1000",
+    },
   });
   for (const kind of ["docker-archive", "oci-archive", "oci"] as const) {
     saved[kind] = path.join(work, kind === "oci" ? "app-layout" : `app.${kind}.tar`);
@@ -104,6 +111,22 @@ for (const [kind, format] of [
     assert.ok(stages.has("verify") && stages.has("ext4"), [...stages].join(","));
     await assertAppRootfs(info.rootfsPath);
     await assertNoWorkLeft();
+    // The archive's verified config is kept: on the row (image show) and in manifest.json.
+    const expected = {
+      entrypoint: ["python3"],
+      cmd: ["main.py"],
+      env: ["PATH=/usr/local/bin:/usr/bin:/bin", "APP=1"],
+      workingDir: "/app",
+      exposedPorts: ["8000/tcp"],
+      user: "1000:1000",
+      warnings: [],
+    };
+    assert.deepEqual(info.config, expected);
+    assert.deepEqual(images.show(name).config, expected);
+    const manifest = JSON.parse(
+      await fsp.readFile(path.join(path.dirname(info.rootfsPath), "manifest.json"), "utf8"),
+    ) as { config?: unknown };
+    assert.deepEqual(manifest.config, expected);
   });
 }
 

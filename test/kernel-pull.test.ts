@@ -346,6 +346,7 @@ test("import: discovers files by glob and by metadata.json; delete refuses while
     managed: true,
     createdAt: "now",
     init: null,
+    config: null,
   });
   await assert.rejects(service.delete("imported"), /used by image\(s\) img/);
   await service.delete("imported", { force: true });

@@ -166,14 +166,59 @@ test("a second pull of the same image downloads no layer bytes", async () => {
   try {
     const info = await images.pull({ ref: `${proxy.host}/test/base:v1`, name: "base-again" });
     assert.equal(info.name, "base-again");
-    assert.deepEqual(
-      proxy.requests.filter((r) => r.includes("/blobs/")),
-      [],
-      "only manifests were fetched",
+    assert.equal(
+      proxy.requests.filter((r) => r.includes("/blobs/")).length,
+      1,
+      `only manifests and the (small, uncached) config were fetched: ${proxy.requests.join(", ")}`,
     );
   } finally {
     await proxy.close();
   }
+});
+
+test("pull keeps the image's config, validated, on the row and in manifest.json", async () => {
+  await pushImage(
+    registry.url,
+    "test/configured",
+    "v1",
+    [await makeLayer([{ name: "srv/app/" }])],
+    {
+      config: {
+        Env: ["PATH=/opt/tool/bin:/usr/bin:/bin", "FOO=a b;$(x)`y`", "1BAD=x", "NL=a\nb"],
+        WorkingDir: "/srv/app",
+        Entrypoint: null,
+        Cmd: ["sh"],
+        ExposedPorts: { "80/tcp": {}, "53/udp": {}, "x\u001b]0;t": {} },
+        User: "app",
+        Labels: { ignored: "yes" },
+      },
+    },
+  );
+  const info = await images.pull({ ref: `${registry.host}/test/configured:v1` });
+  const expected = {
+    entrypoint: null,
+    cmd: ["sh"],
+    // Shell metacharacters are data: kept as they are, applied literally (never evaluated).
+    env: ["PATH=/opt/tool/bin:/usr/bin:/bin", "FOO=a b;$(x)`y`"],
+    workingDir: "/srv/app",
+    exposedPorts: ["80/tcp", "53/udp"],
+    user: "app",
+    warnings: [
+      'Env entry "1BAD=x" dropped: not KEY=VALUE with a shell variable name',
+      "Env NL dropped: its value holds a newline or NUL, which cannot be applied",
+      // JSON-quoted: the escape character arrives as text, never as a terminal control.
+      'ExposedPorts entry "x\\u001b]0;t" dropped: not PORT or PORT/PROTO',
+    ],
+  };
+  assert.deepEqual(info.config, expected);
+  assert.deepEqual(images.show(info.name).config, expected);
+  const manifest = JSON.parse(
+    await fs.readFile(path.join(path.dirname(info.rootfsPath), "manifest.json"), "utf8"),
+  ) as { config?: unknown };
+  assert.deepEqual(manifest.config, expected);
+  // An image config that sets nothing is an empty summary, not none.
+  const base = images.show("base-v1");
+  assert.deepEqual(base.config?.env, []);
 });
 
 test("an index resolves to linux/amd64; an index without it lists what it has", async () => {
@@ -194,7 +239,8 @@ test("a corrupted blob is rejected by digest and nothing is cached or installed"
     const svc = imageServices(freshStore, fresh.layout, { runner }).images;
     await assert.rejects(
       svc.pull({ ref: `${proxy.host}/test/base:v1` }),
-      /digest mismatch for blob sha256:/,
+      // The config is fetched before the layers, so its check is the first to fire.
+      /digest mismatch for (blob|config) sha256:/,
     );
     assert.deepEqual(
       await fs.readdir(fresh.layout.ociBlobsDir).catch(() => []),

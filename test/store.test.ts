@@ -31,6 +31,7 @@ const image: ImageRow = {
   managed: true,
   createdAt: now,
   init: "/usr/lib/banger/init",
+  config: null,
 };
 const vm: VmRow = {
   id: "vm1",
@@ -127,6 +128,18 @@ test("CRUD round trips and unique names", async () => {
   store.insertImage(image);
   store.insertVm(vm);
   assert.deepEqual(store.getImageByName("debian-bookworm"), image);
+  const config = {
+    entrypoint: null,
+    cmd: ["python3"],
+    env: ["PATH=/usr/local/bin:/usr/bin", "A=b c"],
+    workingDir: "/app",
+    exposedPorts: ["80/tcp"],
+    user: null,
+    warnings: ["Env X dropped"],
+  };
+  store.insertImage({ ...image, id: "img2", name: "py", config });
+  assert.deepEqual(store.getImageByName("py")?.config, config, "the OCI config round-trips");
+  store.deleteImage("img2");
   assert.deepEqual(store.getVmByName("dev"), vm);
   assert.throws(
     () => store.insertVm({ ...vm, id: "vm2" }),

@@ -272,6 +272,7 @@ test("start passes the init recorded on the image as banger.init=, and none for 
         managed: true,
         createdAt: "now",
         init,
+        config: null,
       });
       const row = vmRow({ id: `vm${i}`.padEnd(12, "0"), name: `vm-${i}`, imageId });
       store.insertVm(row);

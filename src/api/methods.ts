@@ -42,7 +42,7 @@ export const ProgressReport = z.object({
 export type ProgressReport = z.infer<typeof ProgressReport>;
 
 export { DaemonStatus, NetworkStatus } from "./methods/daemon.js";
-export { ImageInfo } from "./methods/image.js";
+export { ImageConfig, ImageInfo } from "./methods/image.js";
 export { CatalogEntry, KernelDetail, KernelInfo } from "./methods/kernel.js";
 export { SessionInfo } from "./methods/session.js";
 export { Provenance, VmInfo } from "./methods/vm.js";

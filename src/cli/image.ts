@@ -7,6 +7,7 @@ import { formatSizeBytes, parseSize } from "../util/size.js";
 import { describeGroup, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
+import { visible } from "../util/terminal-text.js";
 
 /** Runs a long image call with progress on a TTY, then prints what was made. */
 async function makeImage(
@@ -20,6 +21,8 @@ async function makeImage(
   const info = await withDaemon(deps, (c) => call(c, progress.report)).finally(() =>
     progress.done(),
   );
+  // What the image's config held that banger will not apply (the registry's words, escaped).
+  for (const w of info.config?.warnings ?? []) deps.out.stderr.write(`warning: ${visible(w)}\n`);
   const size = info.sizeBytes === null ? "" : `, ${formatSizeBytes(info.sizeBytes)}`;
   deps.out.stdout.write(
     `image ${info.name} ready (${info.rootfsPath}${size}); boot it with 'banger vm run --image ${info.name}'\n`,
@@ -237,6 +240,24 @@ export function imageCommand(deps: CliDeps): Command {
   return image as unknown as Command;
 }
 
+/** The OCI config's fields as `show` rows; lists as JSON, so every word boundary is visible. */
+function configFields(c: ImageInfo["config"]): Array<[string, string]> {
+  if (c === null)
+    return [["config", "- (none: built by banger, registered, or pulled before banger kept it)"]];
+  const list = (v: string[] | null) => (v === null ? "-" : JSON.stringify(v));
+  return [
+    ["entrypoint", list(c.entrypoint)],
+    ["cmd", list(c.cmd)],
+    ...(c.env.length === 0
+      ? [["env", "-"] as [string, string]]
+      : c.env.map((e): [string, string] => ["env", e])),
+    ["workdir", orDash(c.workingDir)],
+    ["ports", c.exposedPorts.length === 0 ? "-" : c.exposedPorts.join(" ")],
+    ["user", orDash(c.user)],
+    ...c.warnings.map((w): [string, string] => ["dropped", w]),
+  ];
+}
+
 function formatImage(i: ImageInfo): string {
   return formatFields([
     ["name", i.name],
@@ -249,5 +270,6 @@ function formatImage(i: ImageInfo): string {
     ["managed", i.managed ? "yes" : "no (registered)"],
     ["init", i.init ?? "/sbin/init"],
     ["created", i.createdAt],
+    ...configFields(i.config),
   ]);
 }

@@ -41,6 +41,7 @@ export async function buildImage(
         digest: null,
         kernelRef: DISTRO_KERNEL_NAME,
         init: result.init,
+        config: null,
       };
     });
   });

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import type { ImageInfo } from "../api/methods.js";
+import type { ImageConfig, ImageInfo } from "../api/methods.js";
 import { loadConfig } from "../config/config.js";
 import type { KernelService } from "../kernel/service.js";
 import type { Layout } from "../paths/layout.js";
@@ -41,6 +41,8 @@ export interface MadeImage {
   kernelRef: string;
   /** The init recorded on the image (FinaliseResult.init); null for /sbin/init. */
   init: string | null;
+  /** The image's OCI config (pull, import, a bundle that has one); null: none. */
+  config: ImageConfig | null;
 }
 
 /** What the image verbs share: one creation per name, staging and publishing, the config bounds. */
@@ -107,6 +109,7 @@ export class ImageContext {
         source: made.source,
         size_bytes: made.sizeBytes,
         ...(made.init ? { init: made.init } : {}),
+        ...(made.config ? { config: made.config } : {}),
       };
       await fsp.writeFile(
         path.join(staging, "manifest.json"),
@@ -129,6 +132,7 @@ export class ImageContext {
         managed: true,
         createdAt: this.now(),
         init: made.init,
+        config: made.config,
       };
       try {
         this.deps.store.insertImage(row);

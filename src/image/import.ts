@@ -6,6 +6,7 @@ import type { ImageInfo } from "../api/methods.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { openRegularFile } from "../util/regular-file.js";
 import type { ImageContext } from "./context.js";
+import { summariseImageConfig } from "./image-config.js";
 import type { ImageLimits } from "./limits.js";
 import { IMAGE_NAME, type Progress } from "./model.js";
 import { readArchiveImage } from "./oci/archive-image.js";
@@ -49,6 +50,10 @@ export async function importImage(
       const src = await openSource(req, path.join(staging, "archive"), limits, progress, signal);
       progress({ stage: "verify", message: "manifest, config and layers" });
       const image = await readArchiveImage(src, limits);
+      const config = summariseImageConfig(
+        image.config,
+        `the config of ${req.stdin ? "the archive on stdin" : req.path}`,
+      );
       const result = await ctx.finalise(image.layers, staging, req.sizeBytes, limits, progress);
       return {
         rootfs: result.rootfs,
@@ -57,6 +62,7 @@ export async function importImage(
         digest: image.digest,
         kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
         init: result.init,
+        config,
       };
     }),
   );

@@ -1,6 +1,6 @@
 import { z } from "zod";
 import { BangerError, ErrorCode } from "../api/errors.js";
-import type { ImageInfo } from "../api/methods.js";
+import { ImageConfig, type ImageInfo } from "../api/methods.js";
 import type { ImageRow } from "../store/store.js";
 import { BundleEntryBase } from "../util/catalog.js";
 import type { ImageLimits } from "./limits.js";
@@ -22,6 +22,8 @@ export const ImageManifest = z.object({
   size_bytes: z.number().int().optional(),
   /** The init picked at finalisation; absent: /sbin/init. */
   init: z.string().optional(),
+  /** The image's OCI config as kept at pull or import; absent: none. One that does not parse is ignored. */
+  config: ImageConfig.optional().catch(undefined),
 });
 export type ImageManifest = z.infer<typeof ImageManifest>;
 
@@ -49,7 +51,13 @@ export interface OciPuller {
     progress: Progress,
     signal: AbortSignal | undefined,
     limits: ImageLimits,
-  ): Promise<{ digest: string; canonical: string; layers: string[] }>;
+  ): Promise<{
+    digest: string;
+    canonical: string;
+    layers: string[];
+    /** The image config JSON, its size and digest verified against the manifest. */
+    config: Record<string, unknown>;
+  }>;
 }
 
 export function imageInfo(row: ImageRow): ImageInfo {
@@ -64,6 +72,7 @@ export function imageInfo(row: ImageRow): ImageInfo {
     managed: row.managed,
     createdAt: row.createdAt,
     init: row.init,
+    config: row.config,
   };
 }
 

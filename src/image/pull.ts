@@ -7,6 +7,7 @@ import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { fetchBundleToStaging } from "../util/bundle-fetch.js";
 import { loadCatalog } from "../util/catalog.js";
 import type { ImageContext } from "./context.js";
+import { summariseImageConfig } from "./image-config.js";
 import { ImageCatalogEntry, ImageManifest, type Progress, type PullRequest } from "./model.js";
 
 /** `image pull`: a catalog name fetches its bundle; anything else is an OCI reference. */
@@ -30,6 +31,7 @@ export async function pullImage(
   return ctx.exclusive(name, () =>
     ctx.create(name, async (staging) => {
       const fetched = await ctx.deps.oci.fetchLayers(req, progress, signal, limits);
+      const config = summariseImageConfig(fetched.config, `the config of ${fetched.canonical}`);
       // Hardlink the cached layers into staging so a cache prune mid-pull cannot pull them away.
       const layers: string[] = [];
       for (const [i, layer] of fetched.layers.entries()) {
@@ -45,6 +47,7 @@ export async function pullImage(
         digest: fetched.digest,
         kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
         init: result.init,
+        config,
       };
     }),
   );
@@ -107,6 +110,7 @@ async function pullBundle(
         digest: `sha256:${entry.tarball_sha256}`,
         kernelRef,
         init: manifest?.init ?? null,
+        config: manifest?.config ?? null,
       };
     }),
   );

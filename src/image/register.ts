@@ -73,6 +73,7 @@ export async function registerImage(ctx: ImageContext, req: RegisterRequest): Pr
       createdAt: ctx.now(),
       // A finished filesystem from the user: it boots its own /sbin/init, as it always did.
       init: null,
+      config: null,
     };
     ctx.deps.store.insertImage(row);
     return imageInfo(row);

@@ -66,4 +66,10 @@ export const migrations: Migration[] = [
     // The init picked when the image was finalised (banger.init=); NULL: /sbin/init, as before.
     up: `ALTER TABLE images ADD COLUMN init TEXT;`,
   },
+  {
+    version: 4,
+    name: "image_config",
+    // The image's OCI config as kept at pull or import (ImageConfig, JSON); NULL: none (built, older).
+    up: `ALTER TABLE images ADD COLUMN config_json TEXT;`,
+  },
 ];

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { ImageConfig } from "../api/methods/image.js";
 import { migrations as allMigrations, type Migration } from "./migrations.js";
 
 export interface KernelRow {
@@ -25,6 +26,19 @@ export interface ImageRow {
   createdAt: string;
   /** The init picked at finalisation (`banger.init=`); null for /sbin/init (registered files, older images). */
   init: string | null;
+  /** The image's OCI config (Env, WorkingDir, ...); null for images without one. */
+  config: ImageConfig | null;
+}
+
+/** A stored config that no longer parses is treated as none, never as a reason to fail a listing. */
+function configFromSql(text: unknown): ImageConfig | null {
+  if (typeof text !== "string") return null;
+  try {
+    const parsed = ImageConfig.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : null;
+  } catch {
+    return null;
+  }
 }
 
 export type VmState = "created" | "running" | "stopped" | "error";
@@ -69,6 +83,7 @@ const imageFromSql = (r: SqlRow): ImageRow => ({
   managed: r.managed === 1,
   createdAt: r.created_at as string,
   init: (r.init as string | null | undefined) ?? null,
+  config: configFromSql(r.config_json),
 });
 
 const vmFromSql = (r: SqlRow): VmRow => ({
@@ -193,8 +208,8 @@ export class Store {
     this.unique("image", i.name, () =>
       this.db
         .prepare(
-          `INSERT INTO images (id, name, kernel_ref, rootfs_path, source, digest, size_bytes, managed, created_at, init)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          `INSERT INTO images (id, name, kernel_ref, rootfs_path, source, digest, size_bytes, managed, created_at, init, config_json)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           i.id,
@@ -207,6 +222,7 @@ export class Store {
           i.managed ? 1 : 0,
           i.createdAt,
           i.init,
+          i.config === null ? null : JSON.stringify(i.config),
         ),
     );
   }

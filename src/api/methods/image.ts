@@ -1,6 +1,20 @@
 import { z } from "zod";
 import { Empty, NameParam, type MethodSpec } from "./common.js";
 
+/** What banger kept of the image's OCI config (validated when it was pulled or imported). */
+export const ImageConfig = z.object({
+  entrypoint: z.array(z.string()).nullable(),
+  cmd: z.array(z.string()).nullable(),
+  /** KEY=VALUE, keys shell variable names, no newline in a value: applied to user commands. */
+  env: z.array(z.string()),
+  /** Absolute; where user commands start when no workspace is given. */
+  workingDir: z.string().nullable(),
+  exposedPorts: z.array(z.string()),
+  user: z.string().nullable(),
+  /** What was dropped from the config, and why. */
+  warnings: z.array(z.string()),
+});
+
 export const ImageInfo = z.object({
   id: z.string(),
   name: z.string(),
@@ -13,6 +27,8 @@ export const ImageInfo = z.object({
   createdAt: z.string(),
   /** The init the image boots with, picked when it was finalised; null: its /sbin/init. */
   init: z.string().nullable(),
+  /** The image's OCI config; null for images without one (built, registered, older). */
+  config: ImageConfig.nullable(),
 });
 
 const PruneResult = z.object({
@@ -99,3 +115,4 @@ export const imageMethods = {
 } as const satisfies Record<string, MethodSpec>;
 
 export type ImageInfo = z.infer<typeof ImageInfo>;
+export type ImageConfig = z.infer<typeof ImageConfig>;

@@ -20,6 +20,8 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
       const { digest, manifest } = await client.resolveManifest(ref);
       const total = manifest.layers.reduce((n, l) => n + l.size, 0);
       checkDeclaredSizes(manifest.layers, limits);
+      // Small and verified like a manifest (never cached): before the layers, so a bad one costs nothing.
+      const config = await client.fetchConfig(ref, manifest.config);
       // Only what the cache lacks is downloaded; it must fit before the first byte is written.
       const missing = manifest.layers.filter((l) => !cache.has(l.digest));
       await fsp.mkdir(cache.dir, { recursive: true });
@@ -49,7 +51,7 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
         });
         layers.push(file);
       }
-      return { digest, canonical: `${formatReference(ref)}@${digest}`, layers };
+      return { digest, canonical: `${formatReference(ref)}@${digest}`, layers, config };
     },
   };
 }

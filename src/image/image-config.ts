@@ -1,0 +1,133 @@
+import { BangerError, ErrorCode } from "../api/errors.js";
+import type { ImageConfig } from "../api/methods.js";
+
+/**
+ * The part of an image's OCI config banger keeps: Entrypoint, Cmd, Env, WorkingDir,
+ * ExposedPorts and User, validated. The config is untrusted JSON: a field of the wrong
+ * type refuses the image (it is not an image any tool would make); an entry banger cannot
+ * apply safely is dropped and named in `warnings`, so the image still works and says so.
+ */
+
+/** Bounds on what is kept: far above real images (python:3.12 sets 6 variables). */
+export const CONFIG_LIMITS = {
+  /** Entries of each list (Env, Entrypoint, Cmd, ExposedPorts). */
+  maxEntries: 256,
+  /** Bytes of the summary as JSON, all fields together. */
+  maxBytes: 64 * 1024,
+} as const;
+
+/** A name a POSIX shell can export: what `export "$line"` accepts, nothing that could parse as code. */
+export const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const PORT = /^[0-9]{1,5}(\/(tcp|udp|sctp))?$/;
+
+/** An image without a config, or one that sets nothing: what `image build` images also have. */
+export const EMPTY_CONFIG: ImageConfig = {
+  entrypoint: null,
+  cmd: null,
+  env: [],
+  workingDir: null,
+  exposedPorts: [],
+  user: null,
+  warnings: [],
+};
+
+function refuse(what: string, detail: string): BangerError {
+  return new BangerError(
+    ErrorCode.InvalidParams,
+    `${what}: ${detail}; nothing was installed`,
+    "the image's config is malformed: rebuild it with a current tool",
+  );
+}
+
+function stringList(what: string, field: string, value: unknown): string[] | null {
+  if (value === undefined || value === null) return null;
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string"))
+    throw refuse(what, `${field} is not a list of strings`);
+  if (value.length > CONFIG_LIMITS.maxEntries)
+    throw refuse(
+      what,
+      `${field} has ${value.length} entries, more than ${CONFIG_LIMITS.maxEntries}`,
+    );
+  return value as string[];
+}
+
+function optionalString(what: string, field: string, value: unknown): string | null {
+  if (value === undefined || value === null || value === "") return null;
+  if (typeof value !== "string") throw refuse(what, `${field} is not a string`);
+  return value;
+}
+
+/** A short, visible form of an untrusted value for a warning (the CLI escapes it as well). */
+function quoted(value: string): string {
+  const cut = value.length > 60 ? `${value.slice(0, 60)}...` : value;
+  return JSON.stringify(cut);
+}
+
+/** Env entries banger can write one per line and export literally; the rest are dropped with a reason. */
+function checkEnv(list: string[], warnings: string[]): string[] {
+  const kept: string[] = [];
+  for (const entry of list) {
+    const eq = entry.indexOf("=");
+    const key = eq < 0 ? entry : entry.slice(0, eq);
+    if (eq < 0 || !ENV_KEY.test(key))
+      warnings.push(`Env entry ${quoted(entry)} dropped: not KEY=VALUE with a shell variable name`);
+    else if (/[\n\r\0]/.test(entry))
+      warnings.push(
+        `Env ${key} dropped: its value holds a newline or NUL, which cannot be applied`,
+      );
+    else kept.push(entry);
+  }
+  return kept;
+}
+
+/**
+ * The summary of an OCI image config (`{ config: { Env, ... } }`, as pulled or imported).
+ * `what` names the image for errors. Throws on a malformed config or one past the bounds.
+ */
+export function summariseImageConfig(json: Record<string, unknown>, what: string): ImageConfig {
+  const raw = json.config;
+  if (raw === undefined || raw === null) return { ...EMPTY_CONFIG, warnings: [] };
+  if (typeof raw !== "object" || Array.isArray(raw))
+    throw refuse(what, "its config is not an object");
+  const c = raw as Record<string, unknown>;
+  const warnings: string[] = [];
+  const env = checkEnv(stringList(what, "Env", c.Env) ?? [], warnings);
+
+  let workingDir = optionalString(what, "WorkingDir", c.WorkingDir);
+  if (workingDir !== null && (!workingDir.startsWith("/") || /[\n\r\0]/.test(workingDir))) {
+    warnings.push(`WorkingDir ${quoted(workingDir)} dropped: not an absolute path`);
+    workingDir = null;
+  }
+
+  const ports = c.ExposedPorts;
+  if (ports !== undefined && ports !== null && (typeof ports !== "object" || Array.isArray(ports)))
+    throw refuse(what, "ExposedPorts is not an object");
+  const portNames = Object.keys((ports as Record<string, unknown> | null | undefined) ?? {});
+  if (portNames.length > CONFIG_LIMITS.maxEntries)
+    throw refuse(
+      what,
+      `ExposedPorts has ${portNames.length} entries, more than ${CONFIG_LIMITS.maxEntries}`,
+    );
+  const exposedPorts: string[] = [];
+  for (const p of portNames) {
+    if (PORT.test(p)) exposedPorts.push(p);
+    else warnings.push(`ExposedPorts entry ${quoted(p)} dropped: not PORT or PORT/PROTO`);
+  }
+
+  const summary: ImageConfig = {
+    entrypoint: stringList(what, "Entrypoint", c.Entrypoint),
+    cmd: stringList(what, "Cmd", c.Cmd),
+    env,
+    workingDir,
+    exposedPorts,
+    user: optionalString(what, "User", c.User),
+    warnings,
+  };
+  const bytes = Buffer.byteLength(JSON.stringify(summary));
+  if (bytes > CONFIG_LIMITS.maxBytes)
+    throw refuse(
+      what,
+      `its Entrypoint, Cmd, Env, WorkingDir, ExposedPorts and User take ${bytes} bytes, more than ${CONFIG_LIMITS.maxBytes}`,
+    );
+  return summary;
+}
