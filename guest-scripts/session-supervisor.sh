@@ -28,7 +28,12 @@ cd "$cwd" || exit 1
 exec 3<>"$d/stdin"
 collect <"$d/out.fifo" 3>&- &
 collector=$!
-setsid "$@" <"$d/stdin" >"$d/out.fifo" 2>&1 3>&- &
+# The command (only) gets the image's OCI Env; exec keeps $! the command's pid.
+# shellcheck disable=SC1091 # banger's own file in the guest
+(
+  [ ! -r /usr/lib/banger/image-env.sh ] || . /usr/lib/banger/image-env.sh
+  exec setsid "$@"
+) <"$d/stdin" >"$d/out.fifo" 2>&1 3>&- &
 pid=$!
 echo "$pid" >"$d/pid.tmp" && mv -f "$d/pid.tmp" "$d/pid"
 wait "$pid"

@@ -89,9 +89,15 @@ start)
   base=$1; name=$2; cap=$3; cwd=$4; display=$5; supervisor=$6; shift 6
   command -v setsid >/dev/null 2>&1 || die precondition "setsid is not installed in the guest"
   command -v mkfifo >/dev/null 2>&1 || die precondition "mkfifo is not installed in the guest"
+  # The command gets the image's OCI Env (image-env.sh); this script's own tools do not.
+  imageenv=/usr/lib/banger/image-env.sh
+  # No --cwd: the image's WorkingDir, else /root.
+  # shellcheck disable=SC1090 # banger's own file in the guest
+  [ -n "$cwd" ] || cwd=$({ [ -r "$imageenv" ] && . "$imageenv"; } || :; printf '%s' "${banger_workdir:-/root}")
   [ -d "$cwd" ] || die nocwd "no directory '$cwd' in the guest"
   cwd=$(cd "$cwd" && pwd -P) || die nocwd "cannot enter '$cwd' in the guest"
-  (cd "$cwd" && findcmd "$1") || die nocmd "'$1' is not an executable command in the guest (looked in PATH from $cwd)"
+  # shellcheck disable=SC1090
+  (cd "$cwd" && { [ ! -r "$imageenv" ] || . "$imageenv"; } && findcmd "$1") || die nocmd "'$1' is not an executable command in the guest (looked in PATH from $cwd)"
   case $name in ''|.*|*/*) die invalid "invalid session name '$name'" ;; esac
   mkdir -p "$base" || die internal "cannot create $base"
   d=$base/$name

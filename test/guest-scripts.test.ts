@@ -7,7 +7,14 @@ import { promisify } from "node:util";
 import { GUEST_SCRIPT_FILES, GUEST_SCRIPTS_DIR, loadGuestScripts } from "../src/guest/scripts.js";
 
 /** Injected under /usr/lib/banger/ and run by banger's busybox there: the image may have no shell. */
-const TOOLKIT_RUN = new Set(["networkSetup", "firstBoot", "init", "sshServer", "loginShell"]);
+const TOOLKIT_RUN = new Set([
+  "networkSetup",
+  "firstBoot",
+  "init",
+  "sshServer",
+  "loginShell",
+  "imageEnv",
+]);
 
 const exec = promisify(execFile);
 

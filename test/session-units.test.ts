@@ -110,9 +110,11 @@ test("start validates before any SSH, then runs the script over SSH under a per-
   await assert.rejects(service.start("dev", "Bad", ["x"], undefined), /invalid session name/);
   await assert.rejects(service.start("dev", "web", [], undefined), /no command to start/);
   await assert.rejects(service.start("dev", "web", ["x"], "/a\nb"), /invalid --cwd/);
+  await assert.rejects(service.start("dev", "web", ["x"], ""), /invalid --cwd/);
   assert.equal(calls.length, 0);
 
-  // The default cwd, the default sessions dir and the cap are on the command line; a guest
+  // The default cwd ('' : the image's WorkingDir, else /root, decided in the guest), the
+  // default sessions dir and the cap are on the command line; a guest
   // that answers no record is an error that says so.
   await assert.rejects(
     service.start("dev", "web", ["npm", "run", "dev"], undefined),
@@ -120,7 +122,7 @@ test("start validates before any SSH, then runs the script over SSH under a per-
   );
   const remote = calls[0]!.args.at(-1)!;
   assert.match(remote, /^sh -c '/);
-  assert.match(remote, / banger-session start \/root\/\.banger\/sessions web 8388608 \/root /);
+  assert.match(remote, / banger-session start \/root\/\.banger\/sessions web 8388608 '' /);
   assert.match(remote, / npm run dev$/);
 
   const guest = await localGuest();

@@ -5,7 +5,8 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import { guestDirFor } from "../guest/workspace.js";
 import { checkBranchName, findRepo, resolveCommit } from "../workspace/repo.js";
 import { createCommandRunner } from "../system/runner.js";
-import { endpointSshArgs, guestSshEnv, shellQuote } from "../guest/ssh.js";
+import { remoteCommand } from "../guest/image-env.js";
+import { endpointSshArgs, guestSshEnv } from "../guest/ssh.js";
 import type { DaemonClient } from "./client.js";
 import { ExitStatus, withDaemon, type CliDeps } from "./context.js";
 import { createProgressRenderer } from "./progress.js";
@@ -51,23 +52,7 @@ export function splitRunOperands(operands: string[], beforeDash: number | null):
   return { path: before[0] ?? null, cmd: after };
 }
 
-/**
- * The script the guest runs: cd into the workspace, check the command exists (a
- * clear error instead of a bare "not found"), then exec it with every argument
- * quoted, so `-- sh -c 'a && b'` reaches the guest as three words.
- */
-export function remoteCommand(dir: string, cmd: string[]): string {
-  const cd = `cd ${shellQuote(dir)} || exit 1`;
-  if (cmd.length === 0) return `${cd}; exec "\${SHELL:-/bin/sh}" -l`;
-  const first = cmd[0]!;
-  const hint = /\s/.test(first) ? " (to run a shell snippet, use: -- sh -c '...')" : "";
-  const notFound = `banger: the command could not be started in the VM: ${first}: not found${hint}`;
-  return [
-    cd,
-    `command -v ${shellQuote(first)} >/dev/null 2>&1 || { printf '%s\\n' ${shellQuote(notFound)} >&2; exit 127; }`,
-    `exec ${cmd.map(shellQuote).join(" ")}`,
-  ].join("; ");
-}
+export { remoteCommand } from "../guest/image-env.js";
 
 /** Git facts checked on the host before any VM exists, with the daemon's own checks, so a typo costs nothing. */
 async function checkRepo(repo: string, opts: RunOptions): Promise<void> {
@@ -194,7 +179,8 @@ export async function runVm(
     })().finally(() => progress.done());
     for (const w of info.warnings) deps.out.stderr.write(`warning: ${w}\n`);
 
-    let dir = "/root";
+    // No workspace: the image's WorkingDir (else /root), read in the guest.
+    let dir: string | null = null;
     if (repo) {
       const wsProgress = createProgressRenderer(deps.out);
       const ws = await step((c) =>
@@ -341,7 +327,7 @@ export function runCommand(deps: CliDeps): CommandUnknownOpts {
     () => `
 Examples:
   $ banger vm run --rm ./repo -- make test     # exit status is the command's
-  $ banger vm run --rm -- uname -a             # no repo: runs in /root
+  $ banger vm run --rm -- uname -a             # no repo: in /root (or the image's WorkingDir)
   $ banger vm run ./repo                       # a shell in /root/repo; the VM stays
   $ banger vm run --rm ./repo --branch fix --from origin/main -- ./test.sh
 

@@ -34,8 +34,11 @@ export function sessionCommand(deps: CliDeps): Command {
     .argument("<vm>", "a running VM")
     .argument("<name>", "session name: lower-case letters, digits, '_', '.', '-'")
     .argument("[cmd...]", "command and arguments, after --")
-    .option("--cwd <dir>", "directory in the guest to run in", "/root")
-    .action(async (vm: string, name: string, cmd: string[], opts: { cwd: string }) => {
+    .option(
+      "--cwd <dir>",
+      "directory in the guest to run in (default: the image's WorkingDir, else /root)",
+    )
+    .action(async (vm: string, name: string, cmd: string[], opts: { cwd?: string }) => {
       if (cmd.length === 0)
         throw new BangerError(
           ErrorCode.InvalidParams,
@@ -43,7 +46,12 @@ export function sessionCommand(deps: CliDeps): Command {
           `give it after --: 'banger vm session start ${vm} ${name} -- <cmd> [args...]'`,
         );
       const s = await withDaemon(deps, (c) =>
-        c.call("vm.session.start", { vm, name, command: cmd, cwd: opts.cwd }),
+        c.call("vm.session.start", {
+          vm,
+          name,
+          command: cmd,
+          ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+        }),
       );
       if (s.state === "running") {
         deps.out.stdout.write(`${visible(s.name)} started (pid ${orDash(s.pid)})\n`);

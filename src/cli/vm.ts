@@ -1,7 +1,8 @@
 import { Command } from "@commander-js/extra-typings";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmInfo } from "../api/methods.js";
-import { endpointSshArgs, guestSshEnv, shellQuote } from "../guest/ssh.js";
+import { remoteCommand } from "../guest/image-env.js";
+import { endpointSshArgs, guestSshEnv } from "../guest/ssh.js";
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline/promises";
 import { formatSizeBytes, parseSize } from "../util/size.js";
@@ -183,7 +184,9 @@ export function vmCommand(deps: CliDeps): Command {
     .action(async (name: string, cmd: string[]) => {
       const target = await withDaemon(deps, (c) => c.call("vm.ssh", { name }));
       const args = endpointSshArgs(name, target);
-      if (cmd.length > 0) args.push("--", cmd.map(shellQuote).join(" "));
+      // A command gets the image's Env and WorkingDir here; a login shell from its profile
+      // (image-profile.sh) or banger's login shell, which sshd starts as it always has.
+      if (cmd.length > 0) args.push("--", remoteCommand(null, cmd));
       else if (process.stdin.isTTY) args.unshift("-t");
       // OpenSSH owns the terminal; its exit status becomes ours.
       const status = await new Promise<number>((resolve, reject) => {

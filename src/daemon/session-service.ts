@@ -67,8 +67,9 @@ export class SessionService {
         "no command to start",
         `give it after --: 'banger vm session start ${vm} ${name} -- <cmd> [args...]'`,
       );
-    const dir = cwd ?? "/root";
-    if (dir === "" || /[\x00-\x1f\x7f]/.test(dir))
+    // No --cwd: "" tells the guest script to use the image's WorkingDir, else /root.
+    const dir = cwd ?? "";
+    if (cwd === "" || /[\x00-\x1f\x7f]/.test(dir))
       throw new BangerError(
         ErrorCode.InvalidParams,
         `invalid --cwd ${JSON.stringify(dir)}`,

@@ -1,4 +1,5 @@
 import { S_IFDIR, S_IFLNK, S_IFREG } from "../disk/entry-meta.js";
+import { IMAGE_ENV_SCRIPT } from "./image-env.js";
 import type { GuestScripts } from "./scripts.js";
 import { TOOLKIT_DIR, TOOLKIT_LOADER, type HostToolkit } from "./toolkit.js";
 
@@ -81,7 +82,7 @@ WantedBy=multi-user.target
 /** The scripts injected under /usr/lib/banger/, byte for byte as guest-scripts/ holds them. */
 export type AssetScripts = Pick<
   GuestScripts,
-  "networkSetup" | "firstBoot" | "init" | "sshServer" | "loginShell"
+  "networkSetup" | "firstBoot" | "init" | "sshServer" | "loginShell" | "imageEnv" | "imageProfile"
 >;
 
 /** The toolkit under /usr/lib/banger/, and outside it only the systemd units, the sshd drop-in and /var/lib/banger. */
@@ -118,6 +119,8 @@ export function guestAssets(scripts: AssetScripts, toolkit: HostToolkit): GuestA
       mode: 0o755,
       content: scripts.loginShell,
     },
+    // Sourced before user commands; a no-op unless finalisation wrote image.env / image.workdir.
+    { path: IMAGE_ENV_SCRIPT, kind: "file", mode: 0o644, content: scripts.imageEnv },
     {
       path: "usr/lib/banger/network-setup",
       kind: "file",

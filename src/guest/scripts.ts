@@ -25,6 +25,10 @@ export const GUEST_SCRIPT_FILES = {
   sshServer: "ssh-server.sh",
   /** /usr/lib/banger/login-shell: root's shell in images without one. */
   loginShell: "login-shell.sh",
+  /** /usr/lib/banger/image-env.sh: sourced before user commands, exports the image's OCI Env. */
+  imageEnv: "image-env.sh",
+  /** /etc/profile.d/banger-image-env.sh in images with an Env or WorkingDir: login shells apply them. */
+  imageProfile: "image-profile.sh",
   /** /init of banger's initramfs. */
   initramfsInit: "initramfs-init.sh",
   /** `banger vm session` verbs, run over SSH with `sh -c`. */

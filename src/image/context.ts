@@ -153,8 +153,10 @@ export class ImageContext {
     sizeBytes: number | undefined,
     limits: ImageLimits,
     progress: Progress,
+    config: ImageConfig | null = null,
   ): Promise<FinaliseResult> {
     return finaliseImage({
+      config,
       layers,
       stagingDir: staging,
       sizeBytes,

@@ -18,6 +18,8 @@ import { prepareParent, readTreeText, rewriteTreeFile } from "./guest-tree.js";
 import { ensureRootLogin, type RootLogin } from "./root-login.js";
 import { DEFAULT_IMAGE_LIMITS, ensureFreeSpace, type ImageLimits } from "./limits.js";
 import { flattenLayers } from "./oci/flatten.js";
+import { writeImageEnv } from "./image-env.js";
+import type { ImageConfig } from "../api/methods.js";
 
 /** What finalisation decided about the image, kept in /usr/lib/banger/finalise.json too. */
 export interface GuestSetup {
@@ -106,6 +108,8 @@ export interface FinaliseOptions {
   scripts?: AssetScripts;
   /** The toolkit's host files; found on the host (`hostToolkit`) when not given. */
   toolkit?: HostToolkit;
+  /** The image's OCI config: its Env and WorkingDir are written for image-env.sh. */
+  config?: ImageConfig | null;
 }
 
 export interface FinaliseResult extends GuestSetup {
@@ -129,12 +133,14 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
     entries = flat.entries;
     const { estimatedBytes } = flat;
     progress("guest assets", "toolkit, init, network, first boot, SSH, work disk");
+    const scripts = opts.scripts ?? loadGuestScripts();
     const setup = await injectGuestAssets(
       tree,
       entries,
-      opts.scripts ?? loadGuestScripts(),
+      scripts,
       opts.toolkit ?? (await hostToolkit(opts.runner)),
     );
+    await writeImageEnv(tree, entries, opts.config ?? null, scripts.imageProfile);
     const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
     if (opts.sizeBytes !== undefined && opts.sizeBytes < estimatedBytes) {
       throw new BangerError(

@@ -54,7 +54,14 @@ export async function importImage(
         image.config,
         `the config of ${req.stdin ? "the archive on stdin" : req.path}`,
       );
-      const result = await ctx.finalise(image.layers, staging, req.sizeBytes, limits, progress);
+      const result = await ctx.finalise(
+        image.layers,
+        staging,
+        req.sizeBytes,
+        limits,
+        progress,
+        config,
+      );
       return {
         rootfs: result.rootfs,
         sizeBytes: result.sizeBytes,

@@ -39,7 +39,7 @@ export async function pullImage(
         await fsp.link(layer, local).catch(() => fsp.copyFile(layer, local));
         layers.push(local);
       }
-      const result = await ctx.finalise(layers, staging, req.sizeBytes, limits, progress);
+      const result = await ctx.finalise(layers, staging, req.sizeBytes, limits, progress, config);
       return {
         rootfs: result.rootfs,
         sizeBytes: result.sizeBytes,
