@@ -3,13 +3,17 @@
 // the image; an entry banger cannot apply literally is dropped and named. Every row: the daemon
 // alive and nothing left in its home; an accepted row's kept config is checked as well.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import type { ImageConfig } from "../../src/api/methods.js";
 import type { DaemonClient } from "../../src/cli/client.js";
+import { bangerBin } from "../helpers/cli.js";
 import { makeLayer } from "../helpers/layer.js";
 import { pushImage, startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { hostileDaemon, runTable, type HostileDaemon, type HostileRow } from "./harness.js";
 
+const run = promisify(execFile);
 let daemon: HostileDaemon;
 let registry: TestRegistry;
 let layer: Buffer;
@@ -152,6 +156,9 @@ async function attempt(client: DaemonClient, input: Input): Promise<void> {
     };
     assert.ok(info.config, `${name}: no config kept`);
     input.check?.(info.config);
+    // What the image said reaches the terminal escaped: no control character but the newlines.
+    const shown = await run(bangerBin, ["image", "show", name], { env: daemon.env });
+    assert.doesNotMatch(shown.stdout, /[\x00-\x09\x0b-\x1f\x7f-\x9f]/, `${name}: ${shown.stdout}`);
     await client.call("image.delete", { name });
   } finally {
     await client.call("image.cache.prune", { dryRun: false });
