@@ -100,6 +100,7 @@ test("a catalog name pulls the bundle, takes the manifest's kernel, and register
   const info = await images.pull({ ref: "tiny" });
   assert.equal(info.name, "tiny");
   assert.equal(info.kernel, "manifest-kernel", "manifest kernel_ref beats the catalog's");
+  assert.equal(info.config, null, "a bundle made from a rootfs tar has no OCI config");
   assert.equal(await catInImage(runner, info.rootfsPath, "/etc/os-release"), "ID=tiny\n");
   assert.match(
     (await catInImage(runner, info.rootfsPath, "/etc/ssh/sshd_config.d/banger.conf")) ?? "",
