@@ -98,9 +98,25 @@ test("the default image builds locally with mmdebstrap and boots-ready files are
     "/usr/bin/sudo",
     "/sbin/init",
     "/usr/sbin/ip",
+    // The dev box (test/e2e/vm-run.test.ts runs them).
+    "/usr/bin/make",
+    "/usr/bin/gcc",
+    "/usr/bin/g++",
+    "/usr/bin/python3",
+    "/usr/bin/pip3",
+    "/usr/bin/jq",
+    "/usr/bin/rg",
+    "/usr/bin/tmux",
   ]) {
     assert.ok(await statInImage(runner, rootfs, file), `${file} is in the image`);
   }
+  // Room to work beyond the content: about 1 GiB free on the root filesystem.
+  const header = await runner.run("dumpe2fs", ["-h", rootfs]);
+  assert.equal(header.code, 0, header.stderr);
+  const field = (name: string) =>
+    Number(new RegExp(`^${name}:\\s+(\\d+)$`, "m").exec(header.stdout)?.[1]);
+  const freeMiB = (field("Free blocks") * field("Block size")) / 2 ** 20;
+  assert.ok(freeMiB >= 768, `${freeMiB.toFixed(0)} MiB free on the image's root filesystem`);
   const sudo = await statInImage(runner, rootfs, "/usr/bin/sudo");
   assert.deepEqual([sudo?.uid, sudo?.gid, sudo?.mode], [0, 0, 0o4755]);
   const shadow = await statInImage(runner, rootfs, "/etc/shadow");

@@ -1,9 +1,23 @@
+import fsp from "node:fs/promises";
 import path from "node:path";
 import type { ImageInfo } from "../api/methods.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { bootstrapDebian } from "./build/debian.js";
 import type { ImageContext } from "./context.js";
 import type { Progress } from "./model.js";
+
+const MiB = 2 ** 20;
+/**
+ * Free space a built image keeps on its root filesystem beyond what it holds: the guest's
+ * /tmp, /var and what `apt-get install` adds live there (the repo is on the work disk).
+ * The ext4 file is sparse and VMs' disks copy-on-write, so unused room costs next to nothing.
+ */
+export const BUILT_IMAGE_FREE_BYTES = 1024 * MiB;
+
+/** The root filesystem size of a built image when the user gives none: its content plus the free room. */
+export function builtImageSize(contentBytes: number): number {
+  return Math.ceil((contentBytes + BUILT_IMAGE_FREE_BYTES) / MiB) * MiB;
+}
 
 /** `image build`: a Debian root filesystem from mmdebstrap, finalised like a pulled image. */
 export async function buildImage(
@@ -33,7 +47,8 @@ export async function buildImage(
         progress: (message) => progress({ stage: "bootstrap", message }),
         ...(signal ? { signal } : {}),
       });
-      const result = await ctx.finalise([tarball], staging, opts.sizeBytes, limits, progress);
+      const sizeBytes = opts.sizeBytes ?? builtImageSize((await fsp.stat(tarball)).size);
+      const result = await ctx.finalise([tarball], staging, sizeBytes, limits, progress);
       return {
         rootfs: result.rootfs,
         sizeBytes: result.sizeBytes,

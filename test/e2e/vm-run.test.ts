@@ -41,8 +41,35 @@ before(async () => {
   repo = path.join(home.home, "my repo");
   await fs.mkdir(repo);
   await fs.writeFile(path.join(repo, "README.md"), "hello\n");
+  // The headline `vm run ./repo -- make test`: the default image is a dev box (make, a C
+  // compiler, python3 with pip and venv, the everyday tools). The recipe also checks what
+  // vm run promised (the workspace, file_sync's owners and modes), then fails with 7.
+  await fs.writeFile(
+    path.join(repo, "hello.c"),
+    '#include <stdio.h>\nint main(void) { puts("hello from gcc"); return 0; }\n',
+  );
+  await fs.writeFile(
+    path.join(repo, "Makefile"),
+    [
+      "test:",
+      "\ttest -f README.md",
+      "\tpwd",
+      "\tstat -c '%U:%G %a %n' /root/.gitconfig /root/.config/tool/run.sh",
+      "\tmake -v",
+      "\tpython3 -V",
+      "\tpython3 -m pip --version",
+      "\tpython3 -c 'import ensurepip, venv'",
+      "\tcc -o /tmp/hello hello.c && /tmp/hello",
+      "\tg++ --version",
+      "\tjq --version",
+      "\tfor t in git curl wget rg file tree patch rsync unzip zip xz bzip2 less vi tmux ssh; do \\",
+      '\t  command -v $$t >/dev/null || { echo "missing: $$t"; exit 1; }; done',
+      "\texit 7",
+      "",
+    ].join("\n"),
+  );
   await run("git", ["init", "-q", repo]);
-  await run("git", ["-C", repo, "add", "README.md"]);
+  await run("git", ["-C", repo, "add", "README.md", "hello.c", "Makefile"]);
   await run("git", [
     "-C",
     repo,
@@ -86,26 +113,25 @@ after(async () => {
 });
 
 test(
-  "vm run --rm <repo> -- cmd exits with the command's status and deletes the VM",
+  "vm run --rm <repo> -- make test runs the repo's tests on the default image and deletes the VM",
   { timeout: 600_000 },
   async () => {
-    const r = await cli(
-      "vm",
-      "run",
-      "--rm",
-      "--name",
-      "run-rm",
-      repo,
-      "--",
-      "sh",
-      "-c",
-      "test -f README.md && pwd && stat -c '%U:%G %a %n' /root/.gitconfig /root/.config/tool/run.sh && exit 7",
-    );
-    assert.equal(r.code, 7, r.stderr);
+    const r = await cli("vm", "run", "--rm", "--name", "run-rm", repo, "--", "make", "test");
+    // The recipe's `exit 7` is make's failure: status 2, and make names the 7.
+    assert.equal(r.code, 2, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stderr, /make: \*\*\* \[Makefile:\d+: test\] Error 7/);
+    assert.doesNotMatch(r.stdout, /^missing: /m);
     // The command ran in the imported workspace; file_sync landed root-owned with its modes.
     assert.match(r.stdout, /^\/root\/my repo$/m);
     assert.match(r.stdout, /^root:root 600 \/root\/\.gitconfig$/m);
     assert.match(r.stdout, /^root:root 755 \/root\/\.config\/tool\/run\.sh$/m);
+    // The dev box: make, python3 with pip and venv, a C compiler that builds and runs.
+    assert.match(r.stdout, /^GNU Make \d/m);
+    assert.match(r.stdout, /^Python 3\.\d+\.\d+$/m);
+    assert.match(r.stdout, /^pip \d+/m);
+    assert.match(r.stdout, /^hello from gcc$/m);
+    assert.match(r.stdout, /^g\+\+ .* \d+\.\d+/m);
+    assert.match(r.stdout, /^jq-1\.\d/m);
     assert.match(r.stderr, /warning: file_sync: .*missing does not exist on this host; skipped/);
     assert.doesNotMatch(r.stderr, /still running/);
     await assertNoVm("after --rm");

@@ -1,18 +1,43 @@
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
 
-/** What the default image holds beyond minbase: enough for SSH, git and everyday work. */
+/**
+ * What the default image holds beyond minbase: SSH and systemd, then a dev box, so that
+ * `vm run ./repo -- make test` finds what a coding agent reaches for. Installed without
+ * Recommends (mmdebstrap's default); `--packages` adds more.
+ */
 export const DEFAULT_PACKAGES = [
+  // The system: init, devices, SSH in, network, certificates.
   "systemd-sysv",
   "udev",
   "openssh-server",
   "iproute2",
   "ca-certificates",
-  "git",
-  "curl",
   "sudo",
-  "less",
   "procps",
+  // Building: gcc, g++, make, libc headers (build-essential), and python3 with venv and pip.
+  "build-essential",
+  "python3",
+  "python3-venv",
+  "python3-pip",
+  // Everyday tools: sources, downloads, archives, text and files.
+  "git",
+  "openssh-client",
+  "curl",
+  "wget",
+  "jq",
+  "ripgrep",
+  "file",
+  "tree",
+  "patch",
+  "rsync",
+  "unzip",
+  "zip",
+  "xz-utils",
+  "bzip2",
+  "less",
+  "vim-tiny",
+  "tmux",
 ];
 
 export interface DebianBuildOptions {
