@@ -61,9 +61,15 @@ test("the toolkit is busybox and dropbear with the libraries and loader ldd name
     "usr/lib/banger/lib/libc.so.6",
   ])
     assert.ok(paths.includes(p), p);
-  let bytes = 0;
-  for (const f of toolkit.files) bytes += (await fs.stat(f.source)).size;
-  t.diagnostic(`toolkit: ${toolkit.files.length} files, ${(bytes / 2 ** 20).toFixed(2)} MiB`);
+  // Where the bytes are, largest first (docs/internals/architecture.md explains each).
+  const sizes: Array<[string, number]> = [];
+  for (const f of toolkit.files)
+    sizes.push([path.basename(f.path), (await fs.stat(f.source)).size]);
+  sizes.sort(([, a], [, b]) => b - a);
+  const bytes = sizes.reduce((sum, [, size]) => sum + size, 0);
+  const mib = (n: number) => (n / 2 ** 20).toFixed(2);
+  t.diagnostic(`toolkit: ${toolkit.files.length} files, ${mib(bytes)} MiB`);
+  t.diagnostic(sizes.map(([name, size]) => `${name} ${mib(size)}`).join(", "));
 });
 
 test("busybox's applets each get a link beside it; a name that is not an applet's is refused", () => {
