@@ -1,13 +1,18 @@
 #!/bin/sh
 # banger vm workspace, guest side, run over SSH as `sh -c <this> banger-workspace <verb> ...`:
-#   import <state-dir> <commit-marker> <dir> <git-config> <from> <branch> <dest>...
-#     stdin: one tar archive per <dest> ("." or ".git" of the new workspace), then the marker;
-#     <from> (a commit) and <branch> may be empty.
+#   import <state-dir> <commit-marker> <dir> <git-config> <from> <branch>
+#     stdin: one tar archive of the new workspace (work tree, .git), whose last member
+#     .git/banger/commit holds <commit-marker>; <from> (a commit) and <branch> may be empty.
 #   export <state-dir> patch|names
-# Exit statuses (GuestStatus in src/guest/workspace.ts): 10 no git in the guest, 11 no
-# workspace to export, 12 the import stream ended before its marker.
+# Import needs only tar (and git for <from>, <branch> and the base export diffs against);
+# export needs git. Exit statuses (GuestStatus in src/guest/workspace.ts): 10 no git in the
+# guest for what needs it, 11 no workspace to export, 12 the import stream ended early.
 set -eu
-command -v git >/dev/null 2>&1 || { echo "banger: git is not installed in the guest" >&2; exit 10; }
+# banger's busybox (tar, mktemp, flock, ...) where the image lacks a tool; the image's own first.
+PATH="${PATH:-/usr/sbin:/usr/bin:/sbin:/bin}:/usr/lib/banger/bin"
+export PATH
+have_git() { command -v git >/dev/null 2>&1; }
+no_git() { echo "banger: $1 needs git, which is not installed in the guest" >&2; exit 10; }
 
 # Git in the guest, never running the repo's hooks or an fsmonitor the guest does not have.
 # The imported index carries the host's inodes and ctimes: comparing only mtime and size
@@ -26,9 +31,11 @@ snapshot() {
 
 # Extracts into a temp dir beside the workspaces, checks out <from> / <branch>, records the
 # base, then swaps the temp dir in; any failure before the swap removes the temp dir and leaves
-# the previous workspace as it was. Prints `base <object>` last.
+# the previous workspace as it was. Prints `base <object>` last, or `no-git` without git.
 import_workspace() {
-  state=$1; marker=$2; dir=$3; config=$4; from=$5; branch=$6; shift 6
+  state=$1; marker=$2; dir=$3; config=$4; from=$5; branch=$6
+  # Before anything is read or changed.
+  [ -z "$from$branch" ] || have_git || no_git "checking out --from or --branch"
   mkdir -p "$state"
   # The daemon's workspace lock ends when its ssh ends, but a cancelled import's script may
   # still run here: a lock in the guest keeps the next one from sweeping its temp dir.
@@ -39,14 +46,24 @@ import_workspace() {
   chmod 755 "$tmp"
   trap 'rm -rf "$tmp"' EXIT
   mkdir "$tmp/.git"
-  for dest in "$@"; do
-    tar -x -f - --no-same-owner -C "$tmp/$dest"
-  done
+  # One tar -x: busybox's reads its input to the end. -o: GNU, busybox and bsdtar's no-same-owner.
+  extracted=0
+  tar -x -f - -o -C "$tmp" || extracted=$?
   # Only a complete stream ends with the marker: a killed or failed host tar never sends it.
-  tail=$(tail -c $((${#marker} + 1)) | tr -d '\000')
-  [ "$tail" = "$marker" ] || { echo "banger: the import stream ended early; the previous workspace is untouched" >&2; exit 12; }
+  commit=$tmp/.git/banger/commit
+  { [ -f "$commit" ] && [ "$(cat "$commit")" = "$marker" ]; } ||
+    { echo "banger: the import stream ended early; the previous workspace is untouched" >&2; exit 12; }
+  [ "$extracted" -eq 0 ] ||
+    { echo "banger: tar could not extract the workspace (status $extracted); the previous workspace is untouched" >&2; exit 1; }
+  rm -f "$commit"
   cd "$tmp"
   printf '%s' "$config" >.git/config
+  if ! have_git; then
+    # The files are all here; export (which needs git) finds no base and says so.
+    swap_in
+    echo no-git
+    return
+  fi
   # A submodule's or bare-backed worktree's config points elsewhere; here it is a plain repo.
   git config --file .git/config --unset-all core.worktree 2>/dev/null || true
   git config --file .git/config core.bare false
@@ -70,6 +87,12 @@ import_workspace() {
   fi
   mkdir -p .git/banger
   printf '%s\n' "$base" >.git/banger/base
+  swap_in
+  printf 'base %s\n' "$base"
+}
+
+# Moves the import's temp dir to <dir> (the previous workspace goes) and records it.
+swap_in() {
   cd /
   old=""
   if [ -e "$dir" ] || [ -L "$dir" ]; then old=$(mktemp -d "$state/workspace-old.XXXXXX"); mv "$dir" "$old"/; fi
@@ -78,7 +101,6 @@ import_workspace() {
   printf '%s\n' "$dir" >"$state/workspace.new"
   mv "$state/workspace.new" "$state/workspace"
   [ -z "$old" ] || rm -rf "$old"
-  printf 'base %s\n' "$base"
 }
 
 # Prints the workspace dir and the base on two lines, then a binary patch (or NUL-separated
@@ -86,13 +108,16 @@ import_workspace() {
 # throwaway index, removed on exit; the real index, work tree and refs are only read.
 export_workspace() {
   state=$1; what=$2
+  have_git || no_git "workspace export"
   record=$state/workspace
   [ -f "$record" ] || { echo "banger: no workspace has been prepared in this VM" >&2; exit 11; }
   # The CLI streams exports over its own SSH connection, outside the daemon's workspace lock:
   # the guest's own lock keeps an import from swapping the workspace away under it.
   if command -v flock >/dev/null 2>&1; then exec 9>"$state/workspace.lock" && flock 9; fi
   dir=$(cat "$record")
-  [ -f "$dir/.git/banger/base" ] || { echo "banger: the workspace $dir is gone" >&2; exit 11; }
+  [ -d "$dir/.git" ] || { echo "banger: the workspace $dir is gone" >&2; exit 11; }
+  [ -f "$dir/.git/banger/base" ] ||
+    { echo "banger: the workspace $dir was prepared while the guest had no git, so it has no base to diff against: prepare it again" >&2; exit 11; }
   cd "$dir"
   base=$(cat .git/banger/base)
   idx=$(mktemp .git/banger/export-index.XXXXXX)

@@ -8,6 +8,7 @@ import { promisify } from "node:util";
 import { loadGuestScripts, scriptArgv } from "../src/guest/scripts.js";
 import {
   COMMIT_MARKER,
+  COMMIT_MEMBER,
   GuestStatus,
   WORKSPACE_SCRIPT_NAME,
   workspaceExportArgs,
@@ -17,7 +18,7 @@ import {
 import { createCommandRunner } from "../src/system/runner.js";
 import { planWorkspace } from "../src/workspace/plan.js";
 import { findRepo } from "../src/workspace/repo.js";
-import { gnuTarSource } from "../src/workspace/stream.js";
+import { commitTrailer, gnuTarSource } from "../src/workspace/stream.js";
 import { runScript as runArgv, type ScriptRun as Run } from "./helpers/run-script.js";
 
 // guest-scripts/workspace.sh run by the host's dash with real git and tar, against a temp dir
@@ -29,16 +30,23 @@ let scratch: string;
 let repo: string;
 /** dash by its full path: one test runs the script with a PATH that has no git. */
 let dash: string;
+/** A guest with no git and nothing but busybox: busybox's sh, and its applets alone on PATH. */
+let busyboxGuest: { shell: string[]; env: NodeJS.ProcessEnv };
 
-function runScript(args: string[], input?: Buffer, env = process.env): Promise<Run> {
-  return runArgv(scriptArgv([dash], script, WORKSPACE_SCRIPT_NAME, args), input, env);
+function runScript(
+  args: string[],
+  input?: Buffer,
+  env = process.env,
+  shell: string[] = [dash],
+): Promise<Run> {
+  return runArgv(scriptArgv(shell, script, WORKSPACE_SCRIPT_NAME, args), input, env);
 }
 
-/** The import of `repo` into `dir`, its stream ending with the marker unless `marked` is false. */
+/** The import of `repo` into `dir`, its stream ending with the commit member unless `marked` is false. */
 async function importRepo(
   state: string,
   dir: string,
-  opts: Partial<ImportOptions> & { marked?: boolean } = {},
+  opts: Partial<ImportOptions> & { marked?: boolean; guest?: typeof busyboxGuest } = {},
 ): Promise<Run> {
   const withWorkTree = opts.from === undefined;
   const plan = await planWorkspace(runner, await findRepo(runner, repo), { withWorkTree });
@@ -46,18 +54,19 @@ async function importRepo(
   const chunks: Buffer[] = [];
   source.stream.on("data", (c: Buffer) => chunks.push(c));
   await source.done;
-  if (opts.marked !== false) chunks.push(Buffer.from(`${COMMIT_MARKER}\n`));
+  if (opts.marked !== false) chunks.push(commitTrailer(COMMIT_MEMBER, COMMIT_MARKER));
   const args = workspaceImportArgs(
     {
       dir,
-      dests: plan.parts.map((p) => p.dest),
       gitConfig: plan.gitConfig,
       from: opts.from,
       branch: opts.branch,
     },
     state,
   );
-  return runScript(args, Buffer.concat(chunks));
+  const input = Buffer.concat(chunks);
+  if (opts.guest) return runScript(args, input, opts.guest.env, opts.guest.shell);
+  return runScript(args, input);
 }
 
 before(async () => {
@@ -73,6 +82,12 @@ before(async () => {
   await git("add", "-A");
   await git("commit", "-qm", "init");
   await fs.writeFile(path.join(repo, "untracked.txt"), "new\n");
+  // Debian's busybox runs no applet from PATH by itself: a link per applet, as the toolkit has.
+  const bin = path.join(scratch, "busybox-bin");
+  await fs.mkdir(bin);
+  const applets = (await exec("/bin/busybox", ["--list"])).stdout.split("\n").filter(Boolean);
+  for (const applet of applets) await fs.symlink("/bin/busybox", path.join(bin, applet));
+  busyboxGuest = { shell: ["/bin/busybox", "sh"], env: { PATH: bin, HOME: scratch } };
 });
 
 after(async () => {
@@ -154,5 +169,66 @@ test("the script's own exit statuses are the ones GuestStatus names", async () =
     PATH: noPath,
   });
   assert.equal(noGit.code, GuestStatus.NoGit, noGit.stderr);
-  assert.match(noGit.stderr, /git is not installed in the guest/);
+  assert.match(noGit.stderr, /workspace export needs git, which is not installed in the guest/);
+});
+
+test("without git in the guest, import extracts the tree with busybox tar and records no base", async () => {
+  const state = path.join(scratch, "state-nogit");
+  const dir = path.join(scratch, "guest", "no git");
+  await fs.mkdir(path.dirname(dir), { recursive: true });
+  const r = await importRepo(state, dir, { guest: busyboxGuest });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout.toString(), /^no-git$/m);
+  assert.doesNotMatch(r.stdout.toString(), /^base /m);
+  assert.equal(await fs.readFile(path.join(dir, "a.txt"), "utf8"), "one\n");
+  assert.equal(await fs.readFile(path.join(dir, "untracked.txt"), "utf8"), "new\n");
+  assert.equal(await fs.readFile(path.join(state, "workspace"), "utf8"), `${dir}\n`);
+  await assert.rejects(fs.stat(path.join(dir, COMMIT_MEMBER)), "the commit member is removed");
+  await assert.rejects(fs.stat(path.join(dir, ".git", "banger", "base")), "no base recorded");
+  // The .git that arrived is a working clone once git is there (the host's git reads it).
+  const head = (await exec("git", ["-C", repo, "rev-parse", "HEAD"])).stdout;
+  assert.equal((await exec("git", ["-C", dir, "rev-parse", "HEAD"])).stdout, head);
+  assert.equal(
+    (await exec("git", ["-C", dir, "status", "--porcelain"])).stdout,
+    "?? untracked.txt\n",
+  );
+  assert.deepEqual(
+    (await fs.readdir(state)).filter((n) => n.startsWith("workspace-")),
+    [],
+    "no temp dirs left",
+  );
+
+  // A cut stream changes nothing, with busybox tar too.
+  await fs.writeFile(path.join(dir, "mine.txt"), "made in the guest\n");
+  const cut = await importRepo(state, dir, { guest: busyboxGuest, marked: false });
+  assert.equal(cut.code, GuestStatus.Incomplete, cut.stderr);
+  assert.equal(await fs.readFile(path.join(dir, "mine.txt"), "utf8"), "made in the guest\n");
+
+  // Export needs git: it says so before anything else. With git it finds no base and says why.
+  const exp = await runScript(
+    workspaceExportArgs({ nameOnly: false }, state),
+    undefined,
+    busyboxGuest.env,
+    busyboxGuest.shell,
+  );
+  assert.equal(exp.code, GuestStatus.NoGit, exp.stderr);
+  assert.match(exp.stderr, /workspace export needs git, which is not installed in the guest/);
+  const later = await runScript(workspaceExportArgs({ nameOnly: false }, state));
+  assert.equal(later.code, GuestStatus.NoWorkspace, later.stderr);
+  assert.match(later.stderr, /prepared while the guest had no git.*prepare it again/);
+});
+
+test("without git in the guest, --from and --branch fail before anything is read or changed", async () => {
+  const head = (await exec("git", ["-C", repo, "rev-parse", "HEAD"])).stdout.trim();
+  for (const opts of [{ from: head }, { branch: "fix" }]) {
+    const state = path.join(scratch, "state-nogit-checkout");
+    const r = await importRepo(state, path.join(scratch, "guest", "never"), {
+      ...opts,
+      guest: busyboxGuest,
+    });
+    assert.equal(r.code, GuestStatus.NoGit, r.stderr);
+    assert.match(r.stderr, /checking out --from or --branch needs git/);
+    await assert.rejects(fs.stat(state), "the state dir was not even made");
+    await assert.rejects(fs.stat(path.join(scratch, "guest", "never")));
+  }
 });

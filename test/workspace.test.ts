@@ -6,11 +6,15 @@ import path from "node:path";
 import { PassThrough, type Readable } from "node:stream";
 import { after, before, test } from "node:test";
 import { promisify } from "node:util";
+import type { BangerError } from "../src/api/errors.js";
 import { VmService } from "../src/vm/service.js";
 import { WorkspaceService, type GuestExec } from "../src/daemon/workspace-service.js";
 import { loadGuestScripts } from "../src/guest/scripts.js";
 import {
   COMMIT_MARKER,
+  COMMIT_MEMBER,
+  exportError,
+  GuestStatus,
   guestDirFor,
   workspaceExportArgs,
   workspaceImportArgs,
@@ -20,7 +24,7 @@ import { shellQuote } from "../src/guest/ssh.js";
 import { listWorkTree } from "../src/workspace/files.js";
 import { planWorkspace } from "../src/workspace/plan.js";
 import { checkBranchName, findRepo, resolveCommit } from "../src/workspace/repo.js";
-import { gnuTarSource, type TarSourceFactory } from "../src/workspace/stream.js";
+import { commitTrailer, gnuTarSource, type TarSourceFactory } from "../src/workspace/stream.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner, type CommandRunner } from "../src/system/runner.js";
@@ -133,11 +137,7 @@ test("the tar stream carries modes, symlinks, odd names and .git; locks and work
     assert.ok(!gitNames.some((n) => n.startsWith("worktrees")), "no worktree admin dirs");
 
     const out = path.join(scratch, "extracted");
-    await extractAll(
-      plan.parts.map((p) => p.dest),
-      gnuTarSource(plan.parts),
-      out,
-    );
+    await extractAll(gnuTarSource(plan.parts), out);
     assert.equal((await fs.stat(path.join(out, "run.sh"))).mode & 0o777, 0o755);
     assert.equal(await fs.readlink(path.join(out, "link")), "README.md");
     assert.equal(await fs.readFile(path.join(out, "naïve-ü.txt"), "utf8"), "é\n");
@@ -159,11 +159,7 @@ test("the tar stream carries modes, symlinks, odd names and .git; locks and work
     assert.equal(fromLinked.parts.length, 3);
     assert.ok(!fromLinked.parts[2]!.names.includes("gitdir"));
     const out2 = path.join(scratch, "extracted-linked");
-    await extractAll(
-      fromLinked.parts.map((p) => p.dest),
-      gnuTarSource(fromLinked.parts),
-      out2,
-    );
+    await extractAll(gnuTarSource(fromLinked.parts), out2);
     assert.equal((await gitIn(out2, "symbolic-ref", "HEAD")).trim(), "refs/heads/side");
     assert.equal(await gitIn(out2, "status", "--porcelain"), "");
   } finally {
@@ -217,11 +213,7 @@ test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no 
   const plan = await planWorkspace(runner, await findRepo(runner, dir), { withWorkTree: true });
   const command = workspaceRemoteCommand(
     script,
-    workspaceImportArgs({
-      dir: plan.dir,
-      dests: plan.parts.map((p) => p.dest),
-      gitConfig: plan.gitConfig,
-    }),
+    workspaceImportArgs({ dir: plan.dir, gitConfig: plan.gitConfig }),
   );
   // Everything that crosses to the guest: the command (it carries the config) and the tar stream.
   const source = gnuTarSource(plan.parts);
@@ -257,11 +249,7 @@ test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no 
   );
   // What the guest script does: extract, write the config. The copy is a working clone.
   const out = path.join(scratch, "secret-extracted");
-  await extractAll(
-    plan.parts.map((p) => p.dest),
-    gnuTarSource(plan.parts),
-    out,
-  );
+  await extractAll(gnuTarSource(plan.parts), out);
   await fs.writeFile(path.join(out, ".git", "config"), plan.gitConfig);
   assert.equal(await gitIn(out, "config", "remote.origin.url"), "https://host.example/repo.git\n");
   assert.equal(await gitIn(out, "config", "user.name"), 'a "quoted" \\ name\n');
@@ -269,39 +257,52 @@ test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no 
   assert.equal(await gitIn(out, "status", "--porcelain"), "");
 });
 
-/** What the guest script does with the stream: one `tar -x` per archive, in order. */
-async function extractAll(dests: string[], source: ReturnType<TarSourceFactory>, into: string) {
-  await fs.mkdir(path.join(into, ".git"), { recursive: true });
-  const script = dests.map((d) => `tar -x -f - --no-same-owner -C "$1"/${d}`).join("\n");
-  const child = execFile("sh", ["-c", `set -e\n${script}\ncat >/dev/null`, "sh", into]);
-  source.stream.pipe(child.stdin!);
-  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
+/**
+ * What the guest script does with the stream (the commit member added): one `tar -x`, by GNU
+ * tar into `into` and by busybox tar (the guest's where the image has none) beside it; both
+ * must give the same tree.
+ */
+async function extractAll(source: ReturnType<TarSourceFactory>, into: string) {
+  const chunks: Buffer[] = [];
+  source.stream.on("data", (c: Buffer) => chunks.push(c));
   await source.done;
-  assert.equal(await exited, 0);
+  const stream = Buffer.concat([...chunks, commitTrailer(COMMIT_MEMBER, COMMIT_MARKER)]);
+  for (const [tar, dir] of [
+    [["tar"], into],
+    [["/bin/busybox", "tar"], `${into}-busybox`],
+  ] as const) {
+    await fs.mkdir(path.join(dir, ".git"), { recursive: true });
+    const child = execFile(tar[0], [...tar.slice(1), "-x", "-f", "-", "-o", "-C", dir]);
+    child.stdin!.end(stream);
+    assert.equal(await new Promise((resolve) => child.on("close", resolve)), 0, tar.join(" "));
+    assert.equal(await fs.readFile(path.join(dir, COMMIT_MEMBER), "utf8"), `${COMMIT_MARKER}\n`);
+    await fs.rm(path.join(dir, COMMIT_MEMBER));
+  }
+  await exec("diff", ["-r", "--no-dereference", into, `${into}-busybox`]);
 }
 
 test("guest scripts parse, quote odd names, and only swap after the commit marker", async () => {
   await exec("sh", ["-n", "-c", script]);
-  const args = workspaceImportArgs({
-    dir: "/root/it's a repo",
-    dests: [".", ".git"],
-    branch: "feature/x",
-  });
+  const args = workspaceImportArgs({ dir: "/root/it's a repo", branch: "feature/x" });
   const command = workspaceRemoteCommand(script, args);
   await exec("sh", ["-n", "-c", command]);
   // Values are arguments, quoted for the guest's login shell; the script text is sent as is.
   assert.ok(command.includes(` ${shellQuote("/root/it's a repo")} `), command);
   assert.ok(command.startsWith(`sh -c ${shellQuote(script)} banger-workspace import `));
-  assert.deepEqual(args.slice(3), ["/root/it's a repo", "", "", "feature/x", ".", ".git"]);
+  assert.deepEqual(args.slice(3), ["/root/it's a repo", "", "", "feature/x"]);
   assert.match(script, /g checkout -q -B "\$branch"/);
   assert.ok(
-    script.indexOf('[ "$tail" = "$marker" ]') < script.indexOf('mv "$tmp" "$dir"'),
+    script.indexOf('[ "$(cat "$commit")" = "$marker" ]') < script.indexOf("  swap_in\n"),
     "the marker is checked before the swap",
   );
   assert.ok(args.includes("BANGER-WORKSPACE-COMMIT"), "the marker travels as an argument");
-  const from = workspaceImportArgs({ dir: "/root/r", dests: [".git"], from: "a".repeat(40) });
+  assert.ok(
+    script.includes(`commit=$tmp/${COMMIT_MEMBER}`),
+    "the script looks where the host puts it",
+  );
+  const from = workspaceImportArgs({ dir: "/root/r", from: "a".repeat(40) });
   await exec("sh", ["-n", "-c", workspaceRemoteCommand(script, from)]);
-  assert.deepEqual(from.slice(3), ["/root/r", "", "a".repeat(40), "", ".git"]);
+  assert.deepEqual(from.slice(3), ["/root/r", "", "a".repeat(40), ""]);
   assert.match(script, /checkout -q -f --detach "\$from"/);
   assert.match(script, /base=\$from/);
   for (const nameOnly of [true, false]) {
@@ -399,15 +400,12 @@ async function importCommand(dir: string): Promise<string> {
   const plan = await planWorkspace(runner, await findRepo(runner, dir), { withWorkTree: true });
   return workspaceRemoteCommand(
     script,
-    workspaceImportArgs({
-      dir: plan.dir,
-      dests: plan.parts.map((p) => p.dest),
-      gitConfig: plan.gitConfig,
-    }),
+    workspaceImportArgs({ dir: plan.dir, gitConfig: plan.gitConfig }),
   );
 }
 
-const MARKED = (bytes: string) => `${bytes}${COMMIT_MARKER}\n`;
+const TRAILER = commitTrailer(COMMIT_MEMBER, COMMIT_MARKER);
+const MARKED = (bytes: string) => Buffer.concat([Buffer.from(bytes), TRAILER]);
 
 /** Bounded polling: never wait forever for something that should happen. */
 async function until(what: string, cond: () => boolean): Promise<void> {
@@ -471,7 +469,7 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
       ["0123456789ab", "ws", handles.sshHost, handles.sshPort],
     );
     assert.equal(call!.command, expectedCommand);
-    assert.equal(call!.received.toString(), MARKED("some tar bytes"));
+    assert.deepEqual(call!.received, MARKED("some tar bytes"));
     assert.deepEqual(
       [r1.vm, r1.dir, r1.base, r1.files, r1.bytes],
       ["ws", "/root/my repo", "1234", 9, "some tar bytes".length],
@@ -492,7 +490,7 @@ test("a stalled import makes neither stop nor delete wait; a second import waits
     // An import already running when the VM was deleted finishes what it was sending.
     assert.deepEqual((await third).dir, "/root/my repo");
     assert.equal(guest.calls.length, 2);
-    assert.equal(guest.calls[1]!.received.toString(), MARKED("some tar bytes"));
+    assert.deepEqual(guest.calls[1]!.received, MARKED("some tar bytes"));
   } finally {
     store.close();
     await home.cleanup();
@@ -541,7 +539,7 @@ test("a failing tar source or a cancel stops the guest side and the import fails
     // The cancelled import sent no marker; the next one sent its stream whole, marker last.
     assert.equal(guest2.calls.length, 2);
     assert.ok(!guest2.calls[0]!.received.includes(COMMIT_MARKER), "no marker after a cancel");
-    assert.equal(guest2.calls[1]!.received.toString(), MARKED("some tar bytes"));
+    assert.deepEqual(guest2.calls[1]!.received, MARKED("some tar bytes"));
   } finally {
     store.close();
     await home.cleanup();
@@ -583,6 +581,50 @@ test("bad host input fails before the guest is touched", async () => {
   }
 });
 
+test("a guest without git: prepare reports no base; --from there fails with what to do", async () => {
+  const home = await tempLayout();
+  const { store, vms } = await vmFixture(home);
+  try {
+    const source: TarSourceFactory = () => {
+      const stream = new PassThrough();
+      stream.end("some tar bytes");
+      return { stream, done: Promise.resolve(), kill: () => stream.destroy() };
+    };
+    const noGit: GuestExec = async (_target, _command, opts) => {
+      for await (const c of opts.stdin as Readable) void c;
+      return { code: 0, signal: null, stdout: Buffer.from("files 0\nno-git\n"), stderr: "" };
+    };
+    const ws = new WorkspaceService({ vms, runner, tarSource: source, guestExec: noGit });
+    const r = await ws.prepare({ name: "ws", path: repo });
+    assert.equal(r.base, null);
+    assert.equal(r.dir, "/root/my repo");
+
+    // workspace.sh exits NoGit before reading anything when --from/--branch need git.
+    const refuses: GuestExec = async () => ({
+      code: GuestStatus.NoGit,
+      signal: null,
+      stdout: Buffer.alloc(0),
+      stderr:
+        "banger: checking out --from or --branch needs git, which is not installed in the guest\n",
+    });
+    const ws2 = new WorkspaceService({ vms, runner, tarSource: source, guestExec: refuses });
+    await assert.rejects(
+      ws2.prepare({ name: "ws", path: repo, branch: "fix" }),
+      (err: Error) =>
+        /--from and --branch check a commit out in the guest, and VM ws has no git; nothing was changed/.test(
+          err.message,
+        ) && /leave them out/.test((err as BangerError).hint ?? ""),
+    );
+    assert.match(
+      exportError("ws", { code: GuestStatus.NoGit, signal: null, stderr: "" }).hint ?? "",
+      /--packages git/,
+    );
+  } finally {
+    store.close();
+    await home.cleanup();
+  }
+});
+
 test("a large import reaches the guest whole, marker last, even when tar finishes before the guest reads", async () => {
   // Regression: the commit marker was written as soon as every tar had exited, while
   // their output still sat in the stream's buffer; a 40 MiB repo arrived cut short.
@@ -609,8 +651,8 @@ test("a large import reaches the guest whole, marker last, even when tar finishe
     };
     const ws = new WorkspaceService({ vms, runner, tarSource: source, guestExec: slowGuest });
     assert.equal((await ws.prepare({ name: "ws", path: repo })).bytes, total);
-    assert.equal(received.length, total + `${COMMIT_MARKER}\n`.length);
-    assert.equal(received.subarray(total).toString(), `${COMMIT_MARKER}\n`);
+    assert.equal(received.length, total + TRAILER.length);
+    assert.deepEqual(received.subarray(total), TRAILER);
     assert.ok(received.subarray(0, total).every((b) => b === 0x61));
   } finally {
     store.close();

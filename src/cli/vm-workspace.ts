@@ -63,8 +63,12 @@ export function workspaceCommand(deps: CliDeps): Command {
         ),
       ).finally(() => progress.done());
       deps.out.stdout.write(`${visible(r.dir)}\n`);
+      const back =
+        r.base === null
+          ? "the guest has no git, so 'banger vm workspace export' will not work in this VM (use an image with git for that)"
+          : `'banger vm workspace export ${r.vm}' gets the changes back`;
       deps.out.stderr.write(
-        `imported ${r.files} files (${formatSizeBytes(r.bytes)} streamed) into ${r.vm}:${visible(r.dir)}; 'banger vm workspace export ${r.vm}' gets the changes back\n`,
+        `imported ${r.files} files (${formatSizeBytes(r.bytes)} streamed) into ${r.vm}:${visible(r.dir)}; ${back}\n`,
       );
     });
 

@@ -7,6 +7,7 @@ import type { GuestTarget } from "../guest/ssh.js";
 import { loadGuestScripts, type GuestScripts } from "../guest/scripts.js";
 import {
   COMMIT_MARKER,
+  COMMIT_MEMBER,
   exportError,
   guestStderrTail,
   noGitError,
@@ -19,7 +20,7 @@ import type { Progress } from "../image/service.js";
 import type { CommandRunner } from "../system/runner.js";
 import { planWorkspace } from "../workspace/plan.js";
 import { checkBranchName, findRepo, resolveCommit } from "../workspace/repo.js";
-import { gnuTarSource, type TarSourceFactory } from "../workspace/stream.js";
+import { commitTrailer, gnuTarSource, type TarSourceFactory } from "../workspace/stream.js";
 import type { VmService } from "../vm/service.js";
 
 /** Runs one command in the guest over SSH (GuestShell.stream; tests script it). */
@@ -121,7 +122,6 @@ export class WorkspaceService {
         this.script,
         workspaceImportArgs({
           dir: plan.dir,
-          dests: plan.parts.map((p) => p.dest),
           from,
           branch: req.branch,
           gitConfig: plan.gitConfig,
@@ -132,7 +132,7 @@ export class WorkspaceService {
       const onAbort = () => abort.abort();
       signal.addEventListener("abort", onAbort, { once: true });
       const source = this.tarSource(plan.parts);
-      // The marker goes after the last archive only once every tar succeeded.
+      // The commit member goes after the last part only once every tar succeeded.
       const feed = new PassThrough();
       source.stream.pipe(feed, { end: false });
       let bytes = 0;
@@ -152,7 +152,7 @@ export class WorkspaceService {
       // stream's buffer: the marker goes after the stream has ended, i.e. after its last byte.
       const drained = new Promise<void>((resolve) => source.stream.once("end", resolve));
       source.done.then(
-        () => drained.then(() => feed.end(`${COMMIT_MARKER}\n`)),
+        () => drained.then(() => feed.end(commitTrailer(COMMIT_MEMBER, COMMIT_MARKER))),
         (err: unknown) => {
           sourceError = err;
           abort.abort();
@@ -174,9 +174,10 @@ export class WorkspaceService {
         });
         if (sourceError) throw sourceError;
         if (signal.aborted) throw new BangerError(ErrorCode.Cancelled, "cancelled");
-        if (r.code === GuestStatus.NoGit) throw noGitError(target.vmName);
-        const base = /^base (\S+)$/m.exec(r.stdout.toString("utf8"))?.[1];
-        if (r.code !== 0 || !base)
+        if (r.code === GuestStatus.NoGit) throw noGitError(target.vmName, "checkout");
+        const out = r.stdout.toString("utf8");
+        const base = /^no-git$/m.test(out) ? null : /^base (\S+)$/m.exec(out)?.[1];
+        if (r.code !== 0 || base === undefined)
           throw new BangerError(
             ErrorCode.Internal,
             `could not prepare the workspace in ${target.vmName}: ${guestStderrTail(r.stderr) || `ssh exited with status ${r.code ?? r.signal}`}`,
@@ -184,7 +185,7 @@ export class WorkspaceService {
               ? `SSH failed: 'banger vm health ${target.vmName}' checks the VM`
               : "the previous workspace (if any) was left as it was",
           );
-        const checkedOut = /^files (\d+)$/m.exec(r.stdout.toString("utf8"))?.[1];
+        const checkedOut = /^files (\d+)$/m.exec(out)?.[1];
         const files = checkedOut !== undefined ? Number(checkedOut) : plan.files;
         return { vm: target.vmName, dir: plan.dir, base, files, bytes };
       } finally {

@@ -14,8 +14,14 @@ import { scriptRemoteCommand } from "./scripts.js";
  * script records the last prepared workspace's path in `<state>/workspace` for `export`.
  */
 export const GUEST_STATE_DIR = "/root/.banger";
-/** Sent after the last tar byte only when every host tar succeeded: the guest swaps in nothing without it. */
+/**
+ * The content of the import archive's last member, COMMIT_MEMBER, sent only when every host tar
+ * succeeded: the guest swaps in nothing without it. The host never sends `.git/banger/` itself
+ * (GIT_DIR_SENT), so no file of the repo can stand in for it; the guest removes it.
+ */
 export const COMMIT_MARKER = "BANGER-WORKSPACE-COMMIT";
+/** Where the marker lands in the new workspace (workspace.sh looks there). */
+export const COMMIT_MEMBER = ".git/banger/commit";
 
 /** Exit statuses of the guest script that mean something specific (workspace.sh exits with them). */
 export const GuestStatus = {
@@ -27,7 +33,7 @@ export const GuestStatus = {
 /** $0 of workspace.sh, so its messages and `ps` name it. */
 export const WORKSPACE_SCRIPT_NAME = "banger-workspace";
 
-/** Where one archive of the import stream is extracted, relative to the new workspace. */
+/** Where one part of the import archive lands, relative to the new workspace. */
 export type ImportDest = "." | ".git";
 
 /** /root/<repo-name>; names the guest shell scripts could not carry are refused. */
@@ -52,8 +58,6 @@ export function guestDirFor(top: string): string {
 
 export interface ImportOptions {
   dir: string;
-  /** The archives' guest destinations, in stream order. */
-  dests: ImportDest[];
   /** --from, resolved to a commit on the host. */
   from?: string | undefined;
   branch?: string | undefined;
@@ -62,8 +66,9 @@ export interface ImportOptions {
 }
 
 /**
- * `import`: fed the tar stream on stdin followed by the commit marker; prints `base <object>`
- * last. `stateDir` is for tests that run the script on the host.
+ * `import`: fed one tar archive on stdin, the commit member last; prints `base <object>` last,
+ * or `no-git` when the guest has no git (the files are there, no base is recorded). `stateDir`
+ * is for tests that run the script on the host.
  */
 export function workspaceImportArgs(opts: ImportOptions, stateDir = GUEST_STATE_DIR): string[] {
   return [
@@ -74,7 +79,6 @@ export function workspaceImportArgs(opts: ImportOptions, stateDir = GUEST_STATE_
     opts.gitConfig ?? "",
     opts.from ?? "",
     opts.branch ?? "",
-    ...opts.dests,
   ];
 }
 
@@ -99,11 +103,24 @@ export function guestStderrTail(stderr: string): string {
     .join("\n");
 }
 
-export function noGitError(vm: string): BangerError {
+/** What needed git in a guest that has none. */
+export type NeedsGit = "export" | "checkout";
+
+/** Where git comes from: an image that has it; one VM's install comes too late for its workspace. */
+const GIT_IMAGE_HINT =
+  "the default debian-bookworm image has git; 'banger image build <name> --packages git' builds a Debian one with it, or add it in the Dockerfile of your image";
+
+export function noGitError(vm: string, needs: NeedsGit): BangerError {
+  if (needs === "checkout")
+    return new BangerError(
+      ErrorCode.Precondition,
+      `--from and --branch check a commit out in the guest, and VM ${vm} has no git; nothing was changed`,
+      `leave them out to import the work tree as it is (that needs no git in the guest), or use an image with git: ${GIT_IMAGE_HINT}`,
+    );
   return new BangerError(
     ErrorCode.Precondition,
-    `git is not installed in VM ${vm}`,
-    `use an image with git (the default debian-bookworm has it), or install it: 'banger vm ssh ${vm} -- apt-get install -y git' (needs --nat)`,
+    `workspace export needs git in the guest, and VM ${vm} has none`,
+    `use an image with git and prepare the workspace there: ${GIT_IMAGE_HINT}`,
   );
 }
 
@@ -112,7 +129,7 @@ export function exportError(
   vm: string,
   r: { code: number | null; signal: string | null; stderr: string },
 ): BangerError {
-  if (r.code === GuestStatus.NoGit) return noGitError(vm);
+  if (r.code === GuestStatus.NoGit) return noGitError(vm, "export");
   if (r.code === GuestStatus.NoWorkspace)
     return new BangerError(
       ErrorCode.InvalidState,

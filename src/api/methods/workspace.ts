@@ -14,7 +14,8 @@ export const workspaceMethods = {
     result: z.object({
       vm: z.string(),
       dir: z.string(),
-      base: z.string(),
+      /** null: the guest has no git, so no base was recorded and export will say it needs git. */
+      base: z.string().nullable(),
       files: z.number().int(),
       bytes: z.number().int(),
     }),
