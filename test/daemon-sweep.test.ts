@@ -13,6 +13,7 @@ import { bangerCli } from "./helpers/cli.js";
 import { cleanupE2eHome } from "./helpers/e2e-cleanup.js";
 import { ensureBuilt } from "./helpers/build.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
+import { waitFor } from "./helpers/wait-for.js";
 
 const run = promisify(execFile);
 const root = path.resolve(import.meta.dirname, "..");
@@ -26,17 +27,6 @@ async function exists(p: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** Polls `check` every 50 ms until it returns a value, for at most `ms`. */
-async function waitFor<T>(what: string, ms: number, check: () => Promise<T | null>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== null) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 async function pidAlive(pid: number): Promise<boolean> {

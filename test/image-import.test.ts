@@ -184,7 +184,7 @@ test("the CLI's stdin spool refuses a terminal, and a stdin that fails mid-way l
   try {
     const tty = Object.assign(Readable.from([]), { isTTY: true });
     await assert.rejects(
-      withStdinSpool(dir, tty, async () => assert.fail("not called")),
+      withStdinSpool(path.join(dir, "imports"), tty, async () => assert.fail("not called")),
       /reads the archive from stdin, which is a terminal/,
     );
     let reads = 0;
@@ -195,7 +195,7 @@ test("the CLI's stdin spool refuses a terminal, and a stdin that fails mid-way l
       },
     });
     await assert.rejects(
-      withStdinSpool(dir, broken, async () => assert.fail("not called")),
+      withStdinSpool(path.join(dir, "imports"), broken, async () => assert.fail("not called")),
       /cannot read the archive from stdin: connection reset; nothing was imported/,
     );
     assert.deepEqual(await fsp.readdir(path.join(dir, "imports")), []);

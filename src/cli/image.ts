@@ -121,7 +121,7 @@ export function imageCommand(deps: CliDeps): Command {
           "e.g. 'podman save app | banger image import - --name app'",
         );
       const { withStdinSpool } = await import("./stdin-spool.js");
-      await withStdinSpool(deps.layout.stateDir, process.stdin, (file) =>
+      await withStdinSpool(deps.layout.importsDir, process.stdin, (file) =>
         makeImage(deps, (c, onProgress) =>
           c.call("image.import", { path: file, stdin: true, ...params }, { onProgress }),
         ),

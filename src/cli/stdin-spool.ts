@@ -1,19 +1,18 @@
-import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import path from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { BangerError, ErrorCode } from "../api/errors.js";
+import { spoolPath, sweepImportSpools } from "../image/import-spool.js";
 
 /**
  * An archive piped into the CLI is saved whole under `<state>/imports/` before the daemon reads
  * it (the daemon takes paths, not streams): read to its end, so a stream cut short reaches the
  * daemon as a truncated archive, which it refuses. The file is removed afterwards, also on
- * Ctrl-C; only a CLI killed outright leaves it (safe to delete).
+ * Ctrl-C; what a CLI killed outright left is swept (src/image/import-spool.ts), here first.
  */
 export async function withStdinSpool<T>(
-  stateDir: string,
+  importsDir: string,
   stdin: Readable & { isTTY?: boolean },
   fn: (file: string) => Promise<T>,
 ): Promise<T> {
@@ -23,9 +22,9 @@ export async function withStdinSpool<T>(
       "'-' reads the archive from stdin, which is a terminal",
       "pipe one in, e.g. 'podman save app | banger image import - --name app'",
     );
-  const dir = path.join(stateDir, "imports");
-  await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
-  const file = path.join(dir, `stdin-${randomBytes(6).toString("hex")}.tar`);
+  await fsp.mkdir(importsDir, { recursive: true, mode: 0o700 });
+  await sweepImportSpools(importsDir);
+  const file = await spoolPath(importsDir);
   const onSignal = (signal: NodeJS.Signals) => {
     fs.rmSync(file, { force: true });
     process.exit(signal === "SIGINT" ? 130 : 143);

@@ -1,5 +1,6 @@
 import fsp from "node:fs/promises";
 import path from "node:path";
+import { sweepImportSpools, type ProcessStartTime } from "../image/import-spool.js";
 import { KERNEL_NAME } from "../kernel/kernel-dir.js";
 import type { Layout } from "../paths/layout.js";
 import type { Store } from "../store/store.js";
@@ -10,10 +11,15 @@ export interface SweepDeps {
   store: Store;
   layout: Layout;
   log?: { info(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  /** Which CLIs still run (their spools are kept); /proc when not given. */
+  startTime?: ProcessStartTime;
 }
 
 export interface SweepResult {
-  /** Paths removed: left by a daemon that died mid-create, mid-build or mid-install. */
+  /**
+   * Paths removed: left by a daemon that died mid-create, mid-build or mid-install, or by a
+   * CLI killed while `image import -` spooled its stdin.
+   */
   removed: string[];
   /** Entries that are not banger's names (or not plain directories): left alone. */
   skipped: string[];
@@ -52,7 +58,8 @@ async function vmKind(name: string, entry: string): Promise<Kind> {
  * written, still holding its `creating` marker; an image's `<id>.staging`; a kernel's
  * `.staging-*`). Only banger's own work names, only real directories (a symlink is never
  * followed nor removed), never anything a row's path lies in, however that path is spelled,
- * and never a finished VM, image or kernel dir, even one no row names (only logged).
+ * and never a finished VM, image or kernel dir, even one no row names (only logged). Then the
+ * stdin spools under imports/ whose CLI is gone (sweepImportSpools).
  */
 export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
   const { store, layout } = deps;
@@ -119,6 +126,10 @@ export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
         deps.log?.error({ err, path: entry }, "could not remove a leftover");
       }
     }
+  }
+  for (const file of await sweepImportSpools(layout.importsDir, deps.startTime)) {
+    result.removed.push(file);
+    deps.log?.info({ path: file }, "removed a stdin import spool whose CLI is gone");
   }
   if (result.skipped.length > 0)
     deps.log?.info({ paths: result.skipped }, "left alone: not a name banger makes");

@@ -10,6 +10,8 @@ export interface Layout {
   imagesDir: string;
   kernelsDir: string;
   vmsDir: string;
+  /** Archives piped into `banger image import -`, saved by the CLI while the daemon reads them. */
+  importsDir: string;
   sshDir: string;
   cacheDir: string;
   ociBlobsDir: string;
@@ -63,6 +65,7 @@ export function resolveLayout(env: Env = process.env, homeDir: string = os.homed
     imagesDir: path.join(stateDir, "images"),
     kernelsDir: path.join(stateDir, "kernels"),
     vmsDir: path.join(stateDir, "vms"),
+    importsDir: path.join(stateDir, "imports"),
     sshDir: path.join(stateDir, "ssh"),
     cacheDir,
     ociBlobsDir: path.join(cacheDir, "oci", "blobs", "sha256"),
