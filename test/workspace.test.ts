@@ -617,7 +617,7 @@ test("a guest without git: prepare reports no base; --from there fails with what
     );
     assert.match(
       exportError("ws", { code: GuestStatus.NoGit, signal: null, stderr: "" }).hint ?? "",
-      /--packages git/,
+      /default debian-bookworm image has it.*Dockerfile/,
     );
   } finally {
     store.close();

@@ -108,7 +108,7 @@ export type NeedsGit = "export" | "checkout";
 
 /** Where git comes from: an image that has it; one VM's install comes too late for its workspace. */
 const GIT_IMAGE_HINT =
-  "the default debian-bookworm image has git; 'banger image build <name> --packages git' builds a Debian one with it, or add it in the Dockerfile of your image";
+  "the default debian-bookworm image has it; for another image, add git to the image itself (e.g. 'RUN apt-get install -y git' in its Dockerfile)";
 
 export function noGitError(vm: string, needs: NeedsGit): BangerError {
   if (needs === "checkout")
