@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import fs from "node:fs/promises";
 import path from "node:path";
+import { promisify } from "node:util";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ensureBuilt } from "../helpers/build.js";
@@ -9,15 +11,19 @@ import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
 import { pushContainerImages } from "../helpers/container-images.js";
 import { vmmPids } from "../helpers/procs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { skopeoSave } from "../helpers/skopeo.js";
 import { useSharedDefaultImage } from "../helpers/shared-image.js";
 import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 // Container images banger has no say in, booted as VMs under TCG with banger's toolkit, offline
 // (no --nat): a busybox-only image (a static busybox and nothing else: no libc, no /etc/passwd,
-// no init) and a Debian minbase (no systemd, no sshd, no ip), both from a real local registry.
+// no init) and a Debian minbase (no systemd, no sshd, no ip, no git), both from a real local
+// registry, and the minbase again as skopeo saves it (docker-archive, oci-archive), imported.
+const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
 let registry: TestRegistry;
+let repo: string;
 const { cli, ok } = bangerCli(() => home.env);
 
 before(async () => {
@@ -29,6 +35,25 @@ before(async () => {
   const refs = await pushContainerImages(registry, home.home);
   await ok("image", "pull", refs.busybox, "--name", "bbox");
   await ok("image", "pull", refs.minbase, "--name", "debmin");
+  for (const [kind, name] of [
+    ["docker-archive", "debmin-docker"],
+    ["oci-archive", "debmin-oci"],
+  ] as const) {
+    const file = path.join(home.home, `${name}.tar`);
+    await skopeoSave(registry.host, "test/minbase", "1", kind, file, home.home);
+    await ok("image", "import", file, "--name", name);
+    await fs.rm(file);
+  }
+  // A small repo: a commit, an uncommitted edit and an untracked file; no guest here has git.
+  repo = path.join(home.home, "demo");
+  await fs.mkdir(repo);
+  const git = (...args: string[]) => run("git", ["-C", repo, ...args]);
+  await git("init", "-q", "-b", "main");
+  await fs.writeFile(path.join(repo, "README.md"), "committed\n");
+  await git("add", "README.md");
+  await git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "first");
+  await fs.writeFile(path.join(repo, "README.md"), "edited on the host\n");
+  await fs.writeFile(path.join(repo, "notes.txt"), "untracked\n");
   await useSharedDefaultImage(home);
 });
 
@@ -58,9 +83,11 @@ function sshShell(name: string, script: string): Promise<{ code: number; stdout:
 for (const [image, osRelease] of [
   ["bbox", null],
   ["debmin", /^ID=debian$/m],
+  ["debmin-docker", /^ID=debian$/m],
+  ["debmin-oci", /^ID=debian$/m],
 ] as const) {
   test(
-    `${image}: banger's init, vm run exits with the command's status, vm ssh gives a shell, stop powers off`,
+    `${image}: banger's init; vm run ./repo exits with the command's status; a workspace without git; vm ssh gives a shell; stop powers off`,
     {
       timeout: 900_000,
     },
@@ -70,17 +97,50 @@ for (const [image, osRelease] of [
       };
       assert.equal(info.init, "/usr/lib/banger/init", "recorded at pull: the image has no systemd");
 
-      const r = await cli("vm", "run", "--rm", "--image", image, "--", "sh", "-c", "exit 7");
-      assert.equal(r.code, 7, r.stderr);
-      assert.deepEqual(await vmmPids(home.home), [], "--rm left no VMM");
-
+      // One VM per image, for every check: `vm run` always makes a new VM, and --rm's delete is
+      // the same on any image (test/e2e/vm-run.test.ts checks it), so this one is kept.
       const name = `${image}-vm`;
-      await ok("vm", "create", "--image", image, "--name", name);
       try {
-        if (osRelease) {
-          const cat = await ok("vm", "ssh", name, "--", "cat", "/etc/os-release");
-          assert.match(cat.stdout, osRelease);
-        }
+        const osCheck = osRelease ? "cat /etc/os-release; " : "";
+        const r = await cli(
+          "vm",
+          "run",
+          "--name",
+          name,
+          "--image",
+          image,
+          repo,
+          "--",
+          "sh",
+          "-c",
+          `pwd; cat README.md notes.txt; ${osCheck}exit 7`,
+        );
+        assert.equal(r.code, 7, r.stderr);
+        // The work tree as it is on the host (the edit, the untracked file), by the guest's tar.
+        assert.match(r.stdout, /^\/root\/demo\nedited on the host\nuntracked\n/);
+        if (osRelease) assert.match(r.stdout, osRelease);
+
+        // The verb itself: the files arrive, and prepare says export will not work here.
+        const again = await ok("vm", "workspace", "prepare", name, repo);
+        assert.equal(again.stdout, "/root/demo\n");
+        assert.match(
+          again.stderr,
+          /the guest has no git, so 'banger vm workspace export' will not/,
+        );
+        await ok("vm", "ssh", name, "--", "sh", "-c", "echo guest > /root/demo/guest.txt");
+        // What needs git says so before anything changed.
+        const branch = await cli("vm", "workspace", "prepare", name, repo, "--branch", "fix");
+        assert.notEqual(branch.code, 0);
+        assert.match(branch.stderr, /--from and --branch check a commit out in the guest/);
+        const exp = await cli("vm", "workspace", "export", name);
+        assert.notEqual(exp.code, 0);
+        assert.match(
+          exp.stderr,
+          /workspace export needs git in the guest.*default debian-bookworm image has it/s,
+        );
+        const kept = await ok("vm", "ssh", name, "--", "cat", "/root/demo/guest.txt");
+        assert.equal(kept.stdout, "guest\n", "the failed prepare left the workspace as it was");
+
         // root's shell: the image's bash where it has one (a login shell: $0 is -bash), banger's
         // busybox sh (through /usr/lib/banger/login-shell) where it has none.
         const shell = await sshShell(name, 'echo "shell=$0 home=$HOME sum=$((6 * 7))"; exit 3\n');

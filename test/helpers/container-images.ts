@@ -44,13 +44,17 @@ export async function minbaseLayer(workDir: string): Promise<Buffer> {
   }
 }
 
-/** Pushes both to the registry as test/busybox:1 and test/minbase:1; returns their references. */
+/**
+ * Pushes both to the registry as test/busybox:1 and test/minbase:1, with the diff_ids real
+ * images have (skopeo's docker-archive of them needs them); returns their references.
+ */
 export async function pushContainerImages(
   registry: TestRegistry,
   workDir: string,
 ): Promise<{ busybox: string; minbase: string }> {
-  await pushImage(registry.url, "test/busybox", "1", [await busyboxOnlyLayer()]);
-  await pushImage(registry.url, "test/minbase", "1", [await minbaseLayer(workDir)]);
+  const real = { diffIds: true };
+  await pushImage(registry.url, "test/busybox", "1", [await busyboxOnlyLayer()], real);
+  await pushImage(registry.url, "test/minbase", "1", [await minbaseLayer(workDir)], real);
   return {
     busybox: `${registry.host}/test/busybox:1`,
     minbase: `${registry.host}/test/minbase:1`,
