@@ -434,7 +434,7 @@ test(
 );
 
 test(
-  "bad input and a guest without git fail clearly and leave the workspace alone",
+  "bad input fails clearly and leaves the workspace alone; without git, --branch and export say so first and a plain prepare works",
   {
     timeout: 600_000,
   },
@@ -453,13 +453,20 @@ test(
     const base = await guest("cat '/root/ws repo/.git/banger/base'");
     await guest("chmod -x /usr/bin/git");
     try {
-      const r = await cli("vm", "workspace", "prepare", VM, repo);
-      assert.equal(r.code, 1);
-      assert.match(r.stderr, new RegExp(`git is not installed in VM ${VM}`));
-      assert.match(r.stderr, /apt-get install -y git/);
+      // What needs git in the guest says so before it changes anything.
+      const branch = await cli("vm", "workspace", "prepare", VM, repo, "--branch", "b");
+      assert.equal(branch.code, 1);
+      assert.match(branch.stderr, new RegExp(`--from and --branch .* VM ${VM} has no git`));
+      const exp = await cli("vm", "workspace", "export", VM);
+      assert.equal(exp.code, 1);
+      assert.match(exp.stderr, new RegExp(`workspace export needs git in the guest, and VM ${VM}`));
+      assert.equal(await guest("cat '/root/ws repo/.git/banger/base'"), base);
+      // A plain prepare needs only tar: the files arrive, no base is recorded.
+      const plain = await ok("vm", "workspace", "prepare", VM, repo);
+      assert.match(plain.stderr, /the guest has no git/);
+      assert.equal(await guest("test -e '/root/ws repo/.git/banger/base' || echo none"), "none\n");
     } finally {
       await guest("chmod +x /usr/bin/git");
     }
-    assert.equal(await guest("cat '/root/ws repo/.git/banger/base'"), base);
   },
 );
