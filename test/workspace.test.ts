@@ -168,6 +168,37 @@ test("the tar stream carries modes, symlinks, odd names and .git; locks and work
   }
 });
 
+test("parts join into one archive whatever their members end with: zero-filled data, long names, hard links", async () => {
+  const dir = path.join(scratch, "join");
+  const other = path.join(scratch, "join-other");
+  const long = `${"l".repeat(120)}/${"n".repeat(120)}.txt`;
+  await fs.mkdir(path.join(dir, "l".repeat(120)), { recursive: true });
+  await fs.mkdir(other);
+  await fs.writeFile(path.join(dir, long), "long\n");
+  await fs.writeFile(path.join(dir, "a"), "a\n");
+  await fs.link(path.join(dir, "a"), path.join(dir, "hard"));
+  // Last in its part: data ending in whole zero blocks must not be taken for the end.
+  await fs.writeFile(path.join(dir, "zeros"), Buffer.alloc(64 * 1024));
+  await fs.writeFile(path.join(other, "HEAD"), "ref: refs/heads/main\n");
+  await fs.writeFile(path.join(other, "zeros"), Buffer.alloc(10 * 1024));
+  const out = path.join(scratch, "join-out");
+  await extractAll(
+    gnuTarSource([
+      { root: dir, dest: ".", names: ["l".repeat(120), long, "a", "hard", "zeros"] },
+      { root: other, dest: ".git", names: ["HEAD", "zeros"] },
+    ]),
+    out,
+  );
+  assert.equal(await fs.readFile(path.join(out, long), "utf8"), "long\n");
+  assert.equal(
+    (await fs.stat(path.join(out, "hard"))).ino,
+    (await fs.stat(path.join(out, "a"))).ino,
+  );
+  assert.deepEqual(await fs.readFile(path.join(out, "zeros")), Buffer.alloc(64 * 1024));
+  assert.deepEqual(await fs.readFile(path.join(out, ".git", "zeros")), Buffer.alloc(10 * 1024));
+  assert.equal(await fs.readFile(path.join(out, ".git", "HEAD"), "utf8"), "ref: refs/heads/main\n");
+});
+
 test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no FETCH_HEAD, no modules", async () => {
   const dir = path.join(scratch, "secret-repo");
   await fs.mkdir(dir);

@@ -12,32 +12,77 @@ export interface TarSource {
 
 export type TarSourceFactory = (parts: TarPart[]) => TarSource;
 
-/** A tar archive ends with two zero blocks; GNU tar at `--blocking-factor=1` adds no padding. */
+/** A tar archive ends with two zero blocks (GNU tar pads its last record with more zeros). */
 const END_OF_ARCHIVE_BYTES = 1024;
 
+const isZeros = (b: Buffer) => b.every((x) => x === 0);
+
+/** A member's data size from its header, or null when the header is not one GNU tar wrote. */
+function memberSize(h: Buffer): number | null {
+  let sum = 0;
+  for (let i = 0; i < 512; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i]!;
+  if (parseInt(h.toString("latin1", 148, 156), 8) !== sum) return null;
+  // GNU's old sparse members carry extension blocks banger never asks tar for (no --sparse).
+  if (h[156] === 0x53 /* S */) return null;
+  if (h[124]! & 0x80) {
+    // base-256, for sizes past 8 GiB
+    let n = h[124]! & 0x7f;
+    for (let i = 125; i < 136; i++) n = n * 256 + h[i]!;
+    return n;
+  }
+  const text = h.toString("latin1", 124, 136).replace(/[\0 ]+$/, "");
+  return /^[0-7]*$/.test(text) ? parseInt(text || "0", 8) : null;
+}
+
 /**
- * Passes a GNU tar's output on without its end-of-archive blocks, so parts join into one
- * archive: busybox tar, the guest's tar where the image has none, reads its input to the end
- * once it has seen the end of an archive, so the guest runs exactly one `tar -x`.
+ * Passes a GNU tar's output on up to its end-of-archive, so parts join into one archive:
+ * busybox tar, the guest's tar where the image has none, reads its input to the end once it
+ * has seen the end of an archive, so the guest runs exactly one `tar -x`. It walks the member
+ * headers (each followed by its data in 512-byte blocks) to the first zero block; what follows
+ * must be zeros too.
  */
 function withoutEndOfArchive(): Transform {
-  let held = Buffer.alloc(0);
+  const refuse = (why: string) =>
+    new BangerError(ErrorCode.Internal, `tar's output is not what banger expects: ${why}`);
+  let held: Buffer = Buffer.alloc(0);
+  /** Data bytes of the current member still to pass on. */
+  let data = 0;
+  let ended = false;
+  let trailing = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
-      held = Buffer.concat([held, chunk]);
-      const pass = held.length - END_OF_ARCHIVE_BYTES;
-      if (pass > 0) {
-        this.push(held.subarray(0, pass));
-        held = held.subarray(pass);
+      if (ended) {
+        trailing += chunk.length;
+        return done(isZeros(chunk) ? null : refuse("data after its end-of-archive"));
       }
+      held = held.length === 0 ? chunk : Buffer.concat([held, chunk]);
+      let at = 0;
+      for (;;) {
+        const pass = Math.min(data, held.length - at);
+        at += pass;
+        data -= pass;
+        if (data > 0 || held.length - at < 512) break;
+        const header = held.subarray(at, at + 512);
+        if (isZeros(header)) {
+          ended = true;
+          const rest = held.subarray(at);
+          trailing = rest.length;
+          if (!isZeros(rest)) return done(refuse("data after its end-of-archive"));
+          this.push(held.subarray(0, at));
+          held = Buffer.alloc(0);
+          return done();
+        }
+        const size = memberSize(header);
+        if (size === null) return done(refuse("a member header that does not check out"));
+        at += 512;
+        data = Math.ceil(size / 512) * 512;
+      }
+      this.push(held.subarray(0, at));
+      held = held.subarray(at);
       done();
     },
     flush(done) {
-      done(
-        held.length === END_OF_ARCHIVE_BYTES && held.every((b) => b === 0)
-          ? null
-          : new BangerError(ErrorCode.Internal, "tar's output did not end with an end-of-archive"),
-      );
+      done(ended && trailing >= END_OF_ARCHIVE_BYTES ? null : refuse("it ended early"));
     },
   });
 }
@@ -61,7 +106,6 @@ export const gnuTarSource: TarSourceFactory = (parts) => {
           "-c",
           "-f",
           "-",
-          "--blocking-factor=1",
           "-C",
           part.root,
           // Symlink targets keep pointing where they did (S); hard link targets move too.
