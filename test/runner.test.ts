@@ -146,6 +146,22 @@ test("every stderr line reaches onStderrLine, including a last one without a new
   assert.deepEqual(lines, ["one", "two", "last"]);
 });
 
+test("onStdoutLine gets stdout's lines, onStderrLine stderr's, each the last one too", async () => {
+  const out: string[] = [];
+  const err: string[] = [];
+  const r = await runner.run(
+    "sh",
+    ["-c", "echo out1; echo err1 >&2; printf 'out2'; printf 'err2' >&2"],
+    {
+      onStdoutLine: (line) => out.push(line),
+      onStderrLine: (line) => err.push(line),
+    },
+  );
+  assert.deepEqual(out, ["out1", "out2"]);
+  assert.deepEqual(err, ["err1", "err2"]);
+  assert.equal(r.stdout, "out1\nout2", "stdout is still collected whole");
+});
+
 test(
   "output past the default cap kills the command and rejects clearly, without crashing",
   PROMPT,

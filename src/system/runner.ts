@@ -14,6 +14,8 @@ export interface RunOptions {
   cwd?: string;
   /** Called with each line of stderr as it arrives (progress from long tools), the last one too. */
   onStderrLine?: (line: string) => void;
+  /** The same for stdout (a build's steps and what they print). */
+  onStdoutLine?: (line: string) => void;
   /** Kills the child's whole process group when aborted; an already-aborted signal runs nothing. */
   signal?: AbortSignal;
   /**
@@ -163,8 +165,6 @@ function spawnAndCollect(
     let overflow: "stdout" | "stderr" | null = null;
     const stdout = new BoundedBuffer(cap, () => tooMuch("stdout"));
     const stderr = new BoundedBuffer(cap, () => tooMuch("stderr"));
-    const decoder = new StringDecoder("utf8");
-    let partial = "";
     let timedOut = false;
     let exited: { code: number | null; signal: string | null } | undefined;
     let settled = false;
@@ -181,30 +181,17 @@ function spawnAndCollect(
         EXIT_GRACE_MS,
       );
     };
-    // The callback is the caller's: whatever it throws must not escape from an event handler.
-    const emitLine = (line: string) => {
-      try {
-        opts.onStderrLine?.(line);
-      } catch {
-        // a progress callback's failure is not the command's
-      }
-    };
+    const stdoutLines = lineSplitter(opts.onStdoutLine);
+    const stderrLines = lineSplitter(opts.onStderrLine);
     child.stdout.on("data", (c: Buffer) => {
       stdout.push(c);
       if (exited) armGrace();
+      if (!overflow) stdoutLines.write(c);
     });
     child.stderr.on("data", (c: Buffer) => {
       stderr.push(c);
       if (exited) armGrace();
-      if (!opts.onStderrLine || overflow) return;
-      const lines = (partial + decoder.write(c)).split("\n");
-      partial = lines.pop() ?? "";
-      for (const line of lines) emitLine(line);
-      // A "line" that never ends arrives in pieces rather than piling up here.
-      while (partial.length > MAX_LINE_CHARS) {
-        emitLine(partial.slice(0, MAX_LINE_CHARS));
-        partial = partial.slice(MAX_LINE_CHARS);
-      }
+      if (!overflow) stderrLines.write(c);
     });
 
     // Once the command itself has exited, what is left of its group may be a tool's own daemon:
@@ -238,8 +225,8 @@ function spawnAndCollect(
         reject(new OutputTooLargeError(path.basename(file), overflow, cap));
         return;
       }
-      partial += decoder.end();
-      if (partial && opts.onStderrLine) emitLine(partial);
+      stdoutLines.end();
+      stderrLines.end();
       try {
         resolve({
           ...exited,
@@ -266,6 +253,42 @@ function spawnAndCollect(
     child.stdin.on("error", () => {});
     child.stdin.end(opts.input ?? "");
   });
+}
+
+/** Feeds a stream's chunks to `onLine` line by line (none when it is absent), the last one too. */
+function lineSplitter(onLine: ((line: string) => void) | undefined): {
+  write(chunk: Buffer): void;
+  end(): void;
+} {
+  const decoder = new StringDecoder("utf8");
+  let partial = "";
+  // The callback is the caller's: whatever it throws must not escape from an event handler.
+  const emit = (line: string) => {
+    try {
+      onLine?.(line);
+    } catch {
+      // a progress callback's failure is not the command's
+    }
+  };
+  return {
+    write(chunk) {
+      if (!onLine) return;
+      const lines = (partial + decoder.write(chunk)).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) emit(line);
+      // A "line" that never ends arrives in pieces rather than piling up here.
+      while (partial.length > MAX_LINE_CHARS) {
+        emit(partial.slice(0, MAX_LINE_CHARS));
+        partial = partial.slice(MAX_LINE_CHARS);
+      }
+    },
+    end() {
+      if (!onLine) return;
+      partial += decoder.end();
+      if (partial) emit(partial);
+      partial = "";
+    },
+  };
 }
 
 /** SIGKILL to a child spawned `detached` and to its whole process group. */
