@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils e2fsprogs mmdebstrap busybox-static dropbear-bin cpio zstd
-  openssh-client openssh-server nftables docker-registry skopeo
+  openssh-client openssh-server nftables docker-registry skopeo buildah
   python3 make g++ git ca-certificates passt shellcheck
 )
 

@@ -33,6 +33,7 @@ const CHECK_NAMES = [
   "toolkit",
   "ssh",
   "passt",
+  "builder",
   "tun",
   "helper",
   "bridge",
@@ -97,6 +98,7 @@ function doctorDeps(over: Partial<DoctorDeps> = {}): DoctorDeps {
       debugfs: "debugfs 1.47.0",
       ssh: "OpenSSH_9.2p1",
       passt: "",
+      buildah: "buildah version 1.28.2 (image-spec 1.1.0-rc2, runtime-spec 1.0.2-dev)",
     }),
     accel: accelDeps(VMX, true),
     canOpenRw: async () => true,
@@ -276,6 +278,27 @@ test("doctor: without passt, --nat on user-mode networking is a warning with the
   assert.match(passt.fix ?? "", /apt-get install passt/);
 });
 
+test("doctor: the builder check names buildah when it is there, and the package when it is not", async () => {
+  const builder = async (tools: Record<string, string>) =>
+    (await runChecks(defaultChecks(doctorDeps({ runner: fakeRunner(tools) })))).checks.find(
+      (c) => c.name === "builder",
+    )!;
+  const found = await builder({ buildah: "buildah version 1.28.2 (image-spec 1.1.0-rc2)" });
+  assert.equal(found.status, "ok");
+  assert.match(found.detail, /^buildah version 1\.28\.2 .*'image build -f'/);
+  const none = await builder({});
+  assert.equal(none.status, "warn");
+  assert.match(none.detail, /no buildah: 'image build -f'/);
+  assert.match(none.fix ?? "", /apt-get install buildah/);
+  const podmanOnly = await builder({ podman: "podman version 4.3.1" });
+  assert.equal(podmanOnly.status, "warn");
+  assert.match(
+    podmanOnly.detail,
+    /podman is installed, but banger builds Dockerfiles with Buildah only/,
+  );
+  assert.match(podmanOnly.fix ?? "", /apt-get install buildah/);
+});
+
 test("doctor: a check that throws or hangs is a failure, not a crash", async () => {
   const report = await runChecks(
     [
@@ -328,6 +351,8 @@ test("doctor: the real checks run on this machine and give what this machine has
   expect("qemu", "ok", /^QEMU emulator version \d+\.\d+/);
   expect("e2fsprogs", "ok", /^mkfs\.ext4 1\.\d+\.\d+ and debugfs$/);
   expect("ssh", "ok", /^OpenSSH_\d/);
+  // The suite builds Dockerfiles with buildah (scripts/setup.sh installs it).
+  expect("builder", "ok", /^buildah version \d+\.\d+/);
   expect("vm defaults", "ok", /\(not present: using defaults\)$/);
   // The rest follows facts read here independently of the checks.
   const cpuinfo = await fs.readFile("/proc/cpuinfo", "utf8");

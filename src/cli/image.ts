@@ -32,10 +32,11 @@ async function makeImage(
 export function imageCommand(deps: CliDeps): Command {
   const image = describeGroup(new Command("image"), {
     purpose:
-      "Root filesystems VMs boot from. The default Debian image is built for you on first use; pull any OCI image with 'banger image pull', or import one saved by Docker, Podman or skopeo with 'banger image import'.",
+      "Root filesystems VMs boot from. The default Debian image is built for you on first use; pull any OCI image with 'banger image pull', import one saved by Docker, Podman or skopeo with 'banger image import', or build a Dockerfile with 'banger image build -f'.",
     examples: [
       "banger image pull debian:bookworm          # from Docker Hub, into a bootable ext4",
       `banger image build                         # (re)build the default ${DEFAULT_IMAGE_NAME} image`,
+      "banger image build -f Dockerfile . --name myapp   # a Dockerfile, with Buildah",
       "podman save -o app.tar app && banger image import app.tar",
       "banger image list",
     ],
@@ -44,18 +45,89 @@ export function imageCommand(deps: CliDeps): Command {
 
   image
     .command("build")
-    .description("Build the default Debian image locally with mmdebstrap")
-    .argument("[name]", "image name", DEFAULT_IMAGE_NAME)
-    .option("--suite <suite>", "Debian suite", "bookworm")
-    .option("--packages <list>", "extra packages, comma-separated")
+    .description(
+      "Build the default Debian image with mmdebstrap, or with -f a Dockerfile with Buildah",
+    )
+    .argument(
+      "[name|context]",
+      `without -f: the image name (default ${DEFAULT_IMAGE_NAME}); with -f: the build context directory (default: the Dockerfile's)`,
+    )
+    .option("-f, --file <Dockerfile>", "build this Dockerfile with Buildah (needs --name)")
+    .option("--name <name>", "image name")
+    .option("--build-arg <NAME=VALUE>", "with -f: a build argument (repeatable)", collect, [])
+    .option("--insecure-registry", "with -f: allow plain HTTP to the registries FROM names")
+    .option(
+      "--kernel-ref <name>",
+      `with -f: kernel to boot it with (default: ${DISTRO_KERNEL_NAME})`,
+    )
+    .option("--suite <suite>", "without -f: Debian suite (default: bookworm)")
+    .option("--packages <list>", "without -f: extra packages, comma-separated")
     .option("--size <size>", "ext4 size, e.g. 4G")
-    .action(async (name, opts) => {
+    .addHelpText(
+      "after",
+      [
+        "",
+        "With -f, Buildah runs the Dockerfile's RUN steps on this host, as the daemon's user,",
+        "under chroot isolation: that is not a sandbox. Build only Dockerfiles (and FROM images)",
+        "you would run on this machine yourself; the VM that boots the result is the boundary.",
+        "",
+        "Examples:",
+        "  $ banger image build                                   # the default Debian image",
+        "  $ banger image build -f Dockerfile . --name myapp      # then: banger vm run --image myapp",
+        "  $ banger image build -f ci/Dockerfile --name ci --build-arg VERSION=1.2",
+        "",
+      ].join("\n"),
+    )
+    .action(async (positional, opts) => {
+      const size = opts.size ? { sizeBytes: parseSize(opts.size) } : {};
+      if (opts.file) {
+        refuseFlags(
+          { "--suite": opts.suite, "--packages": opts.packages },
+          "is for the Debian image, not a Dockerfile build",
+          "put the packages in the Dockerfile (RUN apt-get install ...)",
+        );
+        if (!opts.name)
+          throw new BangerError(
+            ErrorCode.InvalidParams,
+            "a Dockerfile build needs --name",
+            `e.g. 'banger image build -f ${opts.file} --name myapp'`,
+          );
+        const file = path.resolve(opts.file);
+        const params = {
+          name: opts.name,
+          file,
+          context: positional ? path.resolve(positional) : path.dirname(file),
+          ...(opts.buildArg.length > 0 ? { buildArgs: opts.buildArg } : {}),
+          ...(opts.insecureRegistry ? { insecureRegistry: true } : {}),
+          ...(opts.kernelRef ? { kernelRef: opts.kernelRef } : {}),
+          ...size,
+        };
+        await makeImage(deps, (c, onProgress) =>
+          c.call("image.build.dockerfile", params, { onProgress }),
+        );
+        return;
+      }
+      refuseFlags(
+        {
+          "--build-arg": opts.buildArg.length > 0,
+          "--insecure-registry": opts.insecureRegistry,
+          "--kernel-ref": opts.kernelRef,
+        },
+        "is for a Dockerfile build (-f)",
+        "give -f <Dockerfile>, or leave the flag out",
+      );
+      if (positional && opts.name && positional !== opts.name)
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `two names given: ${JSON.stringify(positional)} and --name ${JSON.stringify(opts.name)}`,
+          "give the name once",
+        );
       await makeImage(deps, (c, onProgress) =>
         c.call(
           "image.build",
           {
-            name,
-            suite: opts.suite,
+            name: opts.name ?? positional ?? DEFAULT_IMAGE_NAME,
+            ...(opts.suite ? { suite: opts.suite } : {}),
             ...(opts.packages
               ? {
                   packages: opts.packages
@@ -64,7 +136,7 @@ export function imageCommand(deps: CliDeps): Command {
                     .filter(Boolean),
                 }
               : {}),
-            ...(opts.size ? { sizeBytes: parseSize(opts.size) } : {}),
+            ...size,
           },
           { onProgress },
         ),
@@ -256,6 +328,17 @@ function configFields(c: ImageInfo["config"]): Array<[string, string]> {
     ["user", orDash(c.user)],
     ...c.warnings.map((w): [string, string] => ["dropped", w]),
   ];
+}
+
+/** The first of these flags that was given is an error: it belongs to the other kind of build. */
+function refuseFlags(flags: Record<string, unknown>, why: string, hint: string): void {
+  for (const [flag, given] of Object.entries(flags))
+    if (given) throw new BangerError(ErrorCode.InvalidParams, `${flag} ${why}`, hint);
+}
+
+/** Commander's accumulator for a repeatable option. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
 }
 
 function formatImage(i: ImageInfo): string {

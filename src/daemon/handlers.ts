@@ -92,6 +92,8 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
     "image.list": () => afterSweep(() => images.list()),
     "image.show": ({ name }) => afterSweep(() => images.show(name)),
     "image.build": (p, ctx) => afterSweep(() => images.build(p, ctx.progress, ctx.signal)),
+    "image.build.dockerfile": (p, ctx) =>
+      afterSweep(() => images.buildDockerfile(p, ctx.progress, ctx.signal)),
     "image.pull": (p, ctx) => afterSweep(() => images.pull(p, ctx.progress, ctx.signal)),
     "image.import": (p, ctx) => afterSweep(() => images.import(p, ctx.progress, ctx.signal)),
     "image.register": (p) => afterSweep(() => images.register(p)),

@@ -5,11 +5,11 @@ import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { openRegularFile } from "../util/regular-file.js";
-import type { ImageContext } from "./context.js";
+import type { ImageContext, MadeImage } from "./context.js";
 import { summariseImageConfig } from "./image-config.js";
 import type { ImageLimits } from "./limits.js";
 import { IMAGE_NAME, type Progress } from "./model.js";
-import { readArchiveImage } from "./oci/archive-image.js";
+import { readArchiveImage, type ArchiveImage } from "./oci/archive-image.js";
 import { spoolArchive, type MemberSource } from "./oci/archive-members.js";
 import { decompressor, sniffCompression } from "./oci/compression.js";
 import { layoutDirectory } from "./oci/layout-dir.js";
@@ -46,33 +46,60 @@ export async function importImage(
   const limits = await ctx.limits();
   const label = req.stdin ? "-" : req.path;
   return ctx.exclusive(name, () =>
-    ctx.create(name, async (staging) => {
-      const src = await openSource(req, path.join(staging, "archive"), limits, progress, signal);
-      progress({ stage: "verify", message: "manifest, config and layers" });
-      const image = await readArchiveImage(src, limits);
-      const config = summariseImageConfig(
-        image.config,
-        `the config of ${req.stdin ? "the archive on stdin" : req.path}`,
-      );
-      const result = await ctx.finalise(
-        image.layers,
+    ctx.create(name, (staging) =>
+      archiveIntoStaging(
+        ctx,
         staging,
-        req.sizeBytes,
+        {
+          ...req,
+          what: req.stdin ? "the archive on stdin" : req.path,
+          source: (format) => `${format}:${label}`,
+        },
         limits,
         progress,
-        config,
-      );
-      return {
-        rootfs: result.rootfs,
-        sizeBytes: result.sizeBytes,
-        source: `${image.format}:${label}`,
-        digest: image.digest,
-        kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
-        init: result.init,
-        config,
-      };
-    }),
+        signal,
+      ),
+    ),
   );
+}
+
+/** What `archiveIntoStaging` reads, and how the image will name where it came from. */
+export interface ArchiveSource {
+  path: string;
+  stdin?: boolean | undefined;
+  kernelRef?: string | undefined;
+  sizeBytes?: number | undefined;
+  /** What the config's errors name: the archive, or the build that wrote it. */
+  what: string;
+  source: (format: ArchiveImage["format"]) => string;
+}
+
+/**
+ * An archive or OCI layout into `staging`'s rootfs: every member spooled, verified, then
+ * finalised. What an import and a Dockerfile build (buildah's output) share.
+ */
+export async function archiveIntoStaging(
+  ctx: ImageContext,
+  staging: string,
+  req: ArchiveSource,
+  limits: ImageLimits,
+  progress: Progress,
+  signal?: AbortSignal,
+): Promise<MadeImage> {
+  const src = await openSource(req, path.join(staging, "archive"), limits, progress, signal);
+  progress({ stage: "verify", message: "manifest, config and layers" });
+  const image = await readArchiveImage(src, limits);
+  const config = summariseImageConfig(image.config, `the config of ${req.what}`);
+  const result = await ctx.finalise(image.layers, staging, req.sizeBytes, limits, progress, config);
+  return {
+    rootfs: result.rootfs,
+    sizeBytes: result.sizeBytes,
+    source: req.source(image.format),
+    digest: image.digest,
+    kernelRef: req.kernelRef ?? DISTRO_KERNEL_NAME,
+    init: result.init,
+    config,
+  };
 }
 
 /** The default name: the file's or directory's, without its archive extension. */
@@ -98,7 +125,7 @@ function nameFromPath(req: ImportRequest): string {
 
 /** A directory is an OCI layout; a file is a tar (gzip or zstd compressed, or not). */
 async function openSource(
-  req: ImportRequest,
+  req: { path: string; stdin?: boolean | undefined },
   spool: string,
   limits: ImageLimits,
   progress: Progress,

@@ -3,6 +3,7 @@ import type { ImageInfo } from "../api/methods.js";
 import { DEFAULT_IMAGE_NAME } from "../config/defaults.js";
 import { existingOrMade } from "../util/wait.js";
 import { buildImage } from "./build.js";
+import { buildFromDockerfile, type DockerfileBuildRequest } from "./build-dockerfile.js";
 import { ImageContext, type ImageServiceDeps } from "./context.js";
 import { deleteImage } from "./delete.js";
 import { imageInfo, type Progress, type PullRequest } from "./model.js";
@@ -26,7 +27,7 @@ export {
 
 /**
  * Images: the locally built default, OCI pulls, catalog bundles, registered files. One file per
- * verb (build.ts, pull.ts, import.ts, register.ts, promote.ts, delete.ts) sharing an ImageContext.
+ * verb (build.ts, build-dockerfile.ts, pull.ts, import.ts, register.ts, promote.ts, delete.ts) sharing an ImageContext.
  */
 export class ImageService {
   private readonly ctx: ImageContext;
@@ -54,6 +55,15 @@ export class ImageService {
     signal?: AbortSignal,
   ): Promise<ImageInfo> {
     return buildImage(this.ctx, opts.name ?? DEFAULT_IMAGE_NAME, opts, progress, signal);
+  }
+
+  /** A Dockerfile built by buildah, then imported like an oci archive. */
+  buildDockerfile(
+    req: DockerfileBuildRequest,
+    progress: Progress = () => {},
+    signal?: AbortSignal,
+  ): Promise<ImageInfo> {
+    return buildFromDockerfile(this.ctx, req, progress, signal);
   }
 
   /** A catalog name fetches its bundle; anything else is an OCI reference. */

@@ -210,6 +210,25 @@ export function defaultChecks(deps: DoctorDeps): DoctorCheck[] {
       },
     },
     {
+      name: "builder",
+      async run() {
+        // Only `image build -f` needs it; everything else works without.
+        if (await runner.which("buildah"))
+          return {
+            status: "ok",
+            detail: `${await firstLine(runner, "buildah", ["--version"])}: 'image build -f' builds Dockerfiles with it`,
+          };
+        const podman = await runner.which("podman");
+        return {
+          status: "warn",
+          detail: podman
+            ? "podman is installed, but banger builds Dockerfiles with Buildah only: 'image build -f' cannot run"
+            : "no buildah: 'image build -f' (Dockerfiles) cannot run",
+          fix: APT_FIX("buildah"),
+        };
+      },
+    },
+    {
       name: "tun",
       async run() {
         return (await deps.canOpenRw("/dev/net/tun"))

@@ -21,6 +21,20 @@ export async function busyboxOnlyLayer(): Promise<Buffer> {
   ]);
 }
 
+/**
+ * Pushes a busybox image whose /bin/sh is busybox (what a Dockerfile's RUN needs: buildah runs
+ * `/bin/sh -c`) as test/base:1, with the diff_ids builders check; returns its reference.
+ */
+export async function pushShellBase(registry: TestRegistry): Promise<string> {
+  const layer = await makeLayer([
+    { name: "bin/", type: "directory" },
+    { name: "bin/busybox", body: await fs.readFile("/bin/busybox"), mode: 0o755 },
+    { name: "bin/sh", type: "symlink", linkname: "busybox" },
+  ]);
+  await pushImage(registry.url, "test/base", "1", [layer], { diffIds: true });
+  return `${registry.host}/test/base:1`;
+}
+
 /** A bookworm minbase rootfs as one uncompressed layer (a minute or two; Debian's packages). */
 export async function minbaseLayer(workDir: string): Promise<Buffer> {
   const tar = path.join(workDir, "minbase.tar");

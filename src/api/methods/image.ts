@@ -54,6 +54,23 @@ export const imageMethods = {
     summary: "Build the default Debian image locally with mmdebstrap.",
     progress: true,
   },
+  "image.build.dockerfile": {
+    params: z
+      .object({
+        name: z.string().min(1),
+        file: z.string().min(1),
+        context: z.string().min(1).optional(),
+        buildArgs: z.array(z.string()).optional(),
+        insecureRegistry: z.boolean().optional(),
+        kernelRef: z.string().optional(),
+        sizeBytes: z.number().int().positive().optional(),
+      })
+      .strict(),
+    result: ImageInfo,
+    summary:
+      "Build a Dockerfile with Buildah (RUN runs on the daemon's host) and import the result like an oci archive.",
+    progress: true,
+  },
   "image.pull": {
     params: z
       .object({

@@ -1,0 +1,155 @@
+import { randomBytes } from "node:crypto";
+import fsp from "node:fs/promises";
+import path from "node:path";
+import { BangerError, ErrorCode } from "../../api/errors.js";
+import type { CommandRunner } from "../../system/runner.js";
+import { removeTree } from "../../util/remove-tree.js";
+import { tailLines, visibleLines } from "../../util/terminal-text.js";
+
+/** The apt package that provides the builder banger runs for `image build -f`. */
+export const BUILDAH_PACKAGE = "buildah";
+
+export interface BuildahBuild {
+  runner: CommandRunner;
+  /** Buildah's storage, config and temp files for this build alone; removed before returning. */
+  workDir: string;
+  /** Where the built image is written, as an OCI layout directory. */
+  output: string;
+  dockerfile: string;
+  context: string;
+  /** `--build-arg` values, KEY=VALUE each. */
+  buildArgs: string[];
+  /** Plain HTTP (or unverified TLS) for the registries FROM names. */
+  insecureRegistry: boolean;
+  env: NodeJS.ProcessEnv;
+  /** Each line buildah prints (its steps, what RUN prints, pulls), as it arrives. */
+  progress: (line: string) => void;
+  signal?: AbortSignal | undefined;
+}
+
+// What an error quotes of the build's output: enough to see the failing step and why.
+const TAIL_LINES = 25;
+const TAIL_CHARS = 4000;
+
+/** The error for a missing buildah: what to install, and that nothing else needs it. */
+export function noBuildahError(): BangerError {
+  return new BangerError(
+    ErrorCode.Precondition,
+    "image build -f needs Buildah, which is not installed",
+    `install the ${BUILDAH_PACKAGE} package (sudo apt-get install ${BUILDAH_PACKAGE}); 'banger doctor' shows which builder banger finds`,
+  );
+}
+
+/**
+ * `buildah bud --isolation chroot` in storage of its own under `workDir` (vfs: nothing is
+ * mounted, so a killed build leaves only files), never the user's containers storage or
+ * config; the result is pushed to `output` as an OCI layout. Whatever happens, buildah's
+ * containers and images are removed and `workDir` with them.
+ */
+export async function buildWithBuildah(b: BuildahBuild): Promise<void> {
+  const storage = await prepareStorage(b.workDir);
+  const tag = `localhost/banger-build-${randomBytes(6).toString("hex")}`;
+  const recent: string[] = [];
+  const onLine = (line: string) => {
+    recent.push(line);
+    if (recent.length > TAIL_LINES) recent.shift();
+    b.progress(line);
+  };
+  const run = (args: string[], timeoutMs: number, signal?: AbortSignal) =>
+    b.runner.run("buildah", [...storage.flags, ...args], {
+      env: { ...b.env, ...storage.env },
+      timeoutMs,
+      maxOutputBytes: 64 * 1024 * 1024,
+      onStdoutLine: onLine,
+      onStderrLine: onLine,
+      ...(signal ? { signal } : {}),
+    });
+  try {
+    const bud = await run(
+      [
+        "bud",
+        "--isolation",
+        "chroot",
+        "--layers=false",
+        `--tls-verify=${b.insecureRegistry ? "false" : "true"}`,
+        ...b.buildArgs.flatMap((a) => ["--build-arg", a]),
+        "-f",
+        b.dockerfile,
+        "-t",
+        tag,
+        b.context,
+      ],
+      60 * 60_000,
+      b.signal,
+    );
+    checkCancelled(b.signal);
+    if (bud.code !== 0) throw failed("the Dockerfile build", bud, recent);
+    // Uncompressed: the import reads the layers once, right away; gzip would only cost time.
+    const push = await run(
+      ["push", "--disable-compression", tag, `oci:${b.output}`],
+      30 * 60_000,
+      b.signal,
+    );
+    checkCancelled(b.signal);
+    if (push.code !== 0) throw failed("writing the built image", push, recent);
+  } finally {
+    // Not under the caller's signal: a cancelled build is cleaned up all the same.
+    await run(["rm", "--all"], 120_000).catch(() => undefined);
+    await run(["rmi", "--all", "--force"], 120_000).catch(() => undefined);
+    // The staging dir's removal tries again; the build's own error matters more than this one.
+    await removeTree(b.workDir).catch(() => undefined);
+  }
+}
+
+/** Storage flags, and config files that keep the user's (and the system's) out of the build. */
+async function prepareStorage(
+  workDir: string,
+): Promise<{ flags: string[]; env: NodeJS.ProcessEnv }> {
+  const root = path.join(workDir, "root");
+  const runroot = path.join(workDir, "runroot");
+  const tmp = path.join(workDir, "tmp");
+  for (const dir of [root, runroot, tmp]) await fsp.mkdir(dir, { recursive: true, mode: 0o700 });
+  const storageConf = path.join(workDir, "storage.conf");
+  await fsp.writeFile(
+    storageConf,
+    `[storage]\ndriver = "vfs"\nrunroot = ${JSON.stringify(runroot)}\ngraphroot = ${JSON.stringify(root)}\n`,
+  );
+  // FROM debian:bookworm means Docker Hub, as it does for docker build and banger's pull.
+  const registriesConf = path.join(workDir, "registries.conf");
+  await fsp.writeFile(
+    registriesConf,
+    'unqualified-search-registries = ["docker.io"]\nshort-name-mode = "permissive"\n',
+  );
+  return {
+    flags: ["--root", root, "--runroot", runroot, "--storage-driver", "vfs"],
+    env: {
+      CONTAINERS_STORAGE_CONF: storageConf,
+      CONTAINERS_REGISTRIES_CONF: registriesConf,
+      TMPDIR: tmp,
+    },
+  };
+}
+
+function checkCancelled(signal: AbortSignal | undefined): void {
+  if (signal?.aborted)
+    throw new BangerError(ErrorCode.Cancelled, "the Dockerfile build was cancelled");
+}
+
+/** The failure with the build's last lines (its own output: escaped, bounded). */
+function failed(
+  what: string,
+  result: { code: number | null; signal: string | null; timedOut?: boolean },
+  recent: string[],
+): BangerError {
+  const status = result.timedOut
+    ? "timed out"
+    : result.signal
+      ? `was killed by ${result.signal}`
+      : `exited with status ${result.code}`;
+  const tail = visibleLines(tailLines(recent.join("\n"), TAIL_LINES, TAIL_CHARS));
+  return new BangerError(
+    ErrorCode.Precondition,
+    `${what} failed (buildah ${status})${tail ? `; its last lines:\n${tail}` : ""}`,
+    "fix the step the output names and build again; nothing was kept",
+  );
+}
