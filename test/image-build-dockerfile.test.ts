@@ -8,13 +8,15 @@ import path from "node:path";
 import { after, before, test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { catInImage } from "../src/disk/ext4.js";
-import type { ImageService } from "../src/image/service.js";
+import { rootlessProblem } from "../src/image/build/buildah.js";
+import { ImageService } from "../src/image/service.js";
+import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { pushShellBase } from "./helpers/container-images.js";
 import { processesNaming } from "./helpers/procs.js";
 import { startRegistry, type TestRegistry } from "./helpers/registry.js";
-import { imageServices } from "./helpers/services.js";
+import { imageServices, noOci } from "./helpers/services.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
 
 const runner = createCommandRunner();
@@ -229,3 +231,50 @@ test(
     }
   },
 );
+
+test("rootless builds need subordinate ids: which file lacks a range for the user, by name or uid", () => {
+  const user = { name: "ann", uid: 1000 };
+  const ok = "ann:100000:65536\n";
+  assert.equal(rootlessProblem(user, { subuid: ok, subgid: ok }), null);
+  assert.equal(
+    rootlessProblem(user, { subuid: "1000:100000:65536\n", subgid: " ann:165536:65536 \n" }),
+    null,
+  );
+  assert.match(
+    rootlessProblem(user, { subuid: "bob:100000:65536\n", subgid: ok }) ?? "",
+    /\/etc\/subuid has no range for ann$/,
+  );
+  assert.match(
+    rootlessProblem(user, { subuid: "", subgid: "ann:100000:0\nann:x:5\n" }) ?? "",
+    /\/etc\/subuid and \/etc\/subgid have no range for ann$/,
+  );
+});
+
+test("a daemon that is not root is refused up front when its user has no subordinate ids", async (t) => {
+  const user = { name: os.userInfo().username, uid: process.getuid?.() ?? 0 };
+  const read = (f: string) => fsp.readFile(f, "utf8").catch(() => "");
+  const files = { subuid: await read("/etc/subuid"), subgid: await read("/etc/subgid") };
+  if (rootlessProblem(user, files) === null) {
+    t.skip(`${user.name} has subordinate ids on this machine: a rootless build would run`);
+    return;
+  }
+  const rootless = new ImageService({
+    store,
+    layout: home.layout,
+    env: {},
+    runner,
+    kernels: new KernelService({ store, layout: home.layout, env: {}, runner }),
+    oci: noOci,
+    isRoot: false,
+  });
+  const file = await dockerfile("rootless", ["RUN true"]);
+  await assert.rejects(
+    rootless.buildDockerfile({ name: "df-rootless", file, insecureRegistry: true }),
+    (err: unknown) =>
+      err instanceof BangerError &&
+      err.code === ErrorCode.Precondition &&
+      /runs Buildah rootless/.test(err.message) &&
+      /usermod --add-subuids/.test(err.hint ?? ""),
+  );
+  assert.equal(store.getImageByName("df-rootless"), null);
+});

@@ -1,9 +1,15 @@
 import fsp from "node:fs/promises";
+import os from "node:os";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageInfo } from "../api/methods.js";
 import { describeKind } from "../util/regular-file.js";
-import { buildWithBuildah, noBuildahError } from "./build/buildah.js";
+import {
+  buildWithBuildah,
+  noBuildahError,
+  rootlessHint,
+  rootlessProblem,
+} from "./build/buildah.js";
 import type { ImageContext } from "./context.js";
 import { archiveIntoStaging } from "./import.js";
 import type { Progress } from "./model.js";
@@ -46,6 +52,7 @@ export async function buildFromDockerfile(
       );
   }
   if (!(await ctx.deps.runner.which("buildah"))) throw noBuildahError();
+  if (!(ctx.deps.isRoot ?? process.getuid?.() === 0)) await checkRootless();
   return ctx.exclusive(req.name, async () => {
     const limits = await ctx.limits();
     return ctx.create(req.name, async (staging) => {
@@ -79,6 +86,17 @@ export async function buildFromDockerfile(
       );
     });
   });
+}
+
+/** A non-root daemon builds rootless: refused up front when the user has no subordinate ids. */
+async function checkRootless(): Promise<void> {
+  const read = (f: string) => fsp.readFile(f, "utf8").catch(() => "");
+  const user = { name: os.userInfo().username, uid: process.getuid?.() ?? 0 };
+  const why = rootlessProblem(user, {
+    subuid: await read("/etc/subuid"),
+    subgid: await read("/etc/subgid"),
+  });
+  if (why) throw new BangerError(ErrorCode.Precondition, why, rootlessHint(user.name));
 }
 
 async function checkPath(p: string, what: string, want: "file" | "directory"): Promise<void> {

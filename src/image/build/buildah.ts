@@ -41,6 +41,34 @@ export function noBuildahError(): BangerError {
 }
 
 /**
+ * Why a rootless Buildah (a daemon that is not root) cannot build for this user, or null. It
+ * maps the build's users onto the user's subordinate ids; without a range in both /etc/subuid
+ * and /etc/subgid every RUN fails with "error setting supplemental groups list".
+ */
+export function rootlessProblem(
+  user: { name: string; uid: number },
+  files: { subuid: string; subgid: string },
+): string | null {
+  const hasRange = (text: string) =>
+    text.split("\n").some((line) => {
+      const [who, start, count] = line.trim().split(":");
+      return (
+        (who === user.name || who === String(user.uid)) &&
+        /^\d+$/.test(start ?? "") &&
+        /^[1-9]\d*$/.test(count ?? "")
+      );
+    });
+  const missing = (["subuid", "subgid"] as const).filter((f) => !hasRange(files[f]));
+  if (missing.length === 0) return null;
+  return `image build -f runs Buildah rootless for ${user.name}, which needs subordinate ids: ${missing.map((f) => `/etc/${f}`).join(" and ")} ${missing.length > 1 ? "have" : "has"} no range for ${user.name}`;
+}
+
+/** The hint that goes with rootlessProblem: how to give the user a range. */
+export function rootlessHint(name: string): string {
+  return `sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ${name}`;
+}
+
+/**
  * `buildah bud --isolation chroot` in storage of its own under `workDir` (vfs: nothing is
  * mounted, so a killed build leaves only files), never the user's containers storage or
  * config; the result is pushed to `output` as an OCI layout. Whatever happens, buildah's
