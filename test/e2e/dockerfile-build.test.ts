@@ -1,0 +1,118 @@
+import assert from "node:assert/strict";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { after, before, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { ensureBuilt } from "../helpers/build.js";
+import { bangerCli } from "../helpers/cli.js";
+import { pushShellBase } from "../helpers/container-images.js";
+import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
+import { processesNaming, vmmPids } from "../helpers/procs.js";
+import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { useSharedDefaultImage } from "../helpers/shared-image.js";
+import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
+
+// `banger image build -f` as a user runs it: a Dockerfile FROM a busybox image in a real local
+// registry (plain HTTP), built by the real Buildah through the CLI and the daemon, then booted
+// once under TCG, offline (no --nat), to see what its RUN made.
+const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
+let home: TempLayout;
+let registry: TestRegistry;
+let context: string;
+const { cli, ok } = bangerCli(() => home.env);
+
+before(async () => {
+  await ensureBuilt(root);
+  home = await tempLayout("banger-e2e-dfbuild-");
+  registry = await startRegistry();
+  const base = await pushShellBase(registry);
+  context = path.join(home.home, "app");
+  await fs.mkdir(context);
+  await fs.writeFile(
+    path.join(context, "Dockerfile"),
+    [`FROM ${base}`, "RUN echo built > /built.txt", "ENV GREETING=hello", "WORKDIR /srv", ""].join(
+      "\n",
+    ),
+  );
+  await fs.writeFile(
+    path.join(context, "Failing.Dockerfile"),
+    [`FROM ${base}`, "RUN echo about to fail && ls /no-such-file", ""].join("\n"),
+  );
+});
+
+after(async () => {
+  await cleanupE2eHome(home, { extra: [() => registry?.stop()] });
+});
+
+/** No staging dir (buildah's storage lives in it) and no process of this home but its daemon. */
+async function assertNoBuildLeft(): Promise<void> {
+  const dirs = await fs.readdir(home.layout.imagesDir).catch(() => [] as string[]);
+  assert.deepEqual(
+    dirs.filter((d) => d.includes("staging")),
+    [],
+  );
+  const buildah = await processesNaming(home.home, (argv0) => /buildah/.test(argv0));
+  assert.deepEqual(buildah, [], "no buildah process is left");
+}
+
+test("piped, a failing RUN prints nothing but the error, which quotes RUN's output", async () => {
+  const r = await cli(
+    "image",
+    "build",
+    "-f",
+    path.join(context, "Failing.Dockerfile"),
+    "--name",
+    "dffail",
+    "--insecure-registry",
+  );
+  assert.notEqual(r.code, 0);
+  assert.equal(r.stdout, "");
+  assert.match(r.stderr, /^banger: error: the Dockerfile build failed/m);
+  assert.match(r.stderr, /about to fail\n/);
+  assert.match(r.stderr, /ls: \/no-such-file: No such file or directory/);
+  assert.match(r.stderr, /hint: fix the step the output names/);
+  const list = JSON.parse((await ok("image", "list", "--json")).stdout) as Array<{ name: string }>;
+  assert.deepEqual(
+    list.map((i) => i.name),
+    [],
+  );
+  await assertNoBuildLeft();
+});
+
+test(
+  "a Dockerfile FROM the test registry builds with image build -f, and its RUN output is in the VM",
+  { timeout: 900_000 },
+  async () => {
+    const built = await ok(
+      "image",
+      "build",
+      "-f",
+      path.join(context, "Dockerfile"),
+      context,
+      "--name",
+      "dfimg",
+      "--insecure-registry",
+    );
+    // Piped: the result line only, no progress.
+    assert.match(built.stdout, /^image dfimg ready \(.*\); boot it with/);
+    assert.doesNotMatch(built.stderr, /STEP/);
+    await assertNoBuildLeft();
+    const info = JSON.parse((await ok("image", "show", "dfimg", "--json")).stdout) as {
+      source: string;
+      init: string | null;
+    };
+    assert.equal(info.source, `dockerfile:${path.join(context, "Dockerfile")}`);
+    assert.equal(info.init, "/usr/lib/banger/init", "busybox has no init: banger's");
+
+    // Boots the VM lane only now: the builds above boot nothing.
+    await useSharedDefaultImage(home);
+    await ok("vm", "create", "--image", "dfimg", "--name", "dfvm");
+    try {
+      const cat = await ok("vm", "ssh", "dfvm", "--", "cat", "/built.txt");
+      assert.equal(cat.stdout, "built\n");
+    } finally {
+      await cli("vm", "delete", "dfvm");
+    }
+    assert.deepEqual(await vmmPids(home.home), []);
+  },
+);
