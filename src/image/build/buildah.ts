@@ -83,14 +83,15 @@ export async function buildWithBuildah(b: BuildahBuild): Promise<void> {
     if (recent.length > TAIL_LINES) recent.shift();
     b.progress(line);
   };
-  const run = (args: string[], timeoutMs: number, signal?: AbortSignal) =>
+  // The build's steps stream; what the clean-up prints (untagged ..., ids) is nobody's progress.
+  const run = (args: string[], timeoutMs: number, mode: "build" | "cleanup") =>
     b.runner.run("buildah", [...storage.flags, ...args], {
       env: { ...b.env, ...storage.env },
       timeoutMs,
       maxOutputBytes: 64 * 1024 * 1024,
-      onStdoutLine: onLine,
-      onStderrLine: onLine,
-      ...(signal ? { signal } : {}),
+      ...(mode === "build"
+        ? { onStdoutLine: onLine, onStderrLine: onLine, ...(b.signal ? { signal: b.signal } : {}) }
+        : {}),
     });
   try {
     const bud = await run(
@@ -108,7 +109,7 @@ export async function buildWithBuildah(b: BuildahBuild): Promise<void> {
         b.context,
       ],
       60 * 60_000,
-      b.signal,
+      "build",
     );
     checkCancelled(b.signal);
     if (bud.code !== 0) throw failed("the Dockerfile build", bud, recent);
@@ -116,14 +117,14 @@ export async function buildWithBuildah(b: BuildahBuild): Promise<void> {
     const push = await run(
       ["push", "--disable-compression", tag, `oci:${b.output}`],
       30 * 60_000,
-      b.signal,
+      "build",
     );
     checkCancelled(b.signal);
     if (push.code !== 0) throw failed("writing the built image", push, recent);
   } finally {
-    // Not under the caller's signal: a cancelled build is cleaned up all the same.
-    await run(["rm", "--all"], 120_000).catch(() => undefined);
-    await run(["rmi", "--all", "--force"], 120_000).catch(() => undefined);
+    // Not under the caller's signal ("cleanup"): a cancelled build is cleaned up all the same.
+    await run(["rm", "--all"], 120_000, "cleanup").catch(() => undefined);
+    await run(["rmi", "--all", "--force"], 120_000, "cleanup").catch(() => undefined);
     // The staging dir's removal tries again; the build's own error matters more than this one.
     await removeTree(b.workDir).catch(() => undefined);
   }
