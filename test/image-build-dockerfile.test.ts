@@ -105,6 +105,13 @@ test(
     assert.equal(info.name, "df-ok");
     assert.equal(info.source, `dockerfile:${file}`);
     assert.equal(info.init, "/usr/lib/banger/init", "finalised like any image without an init");
+    // The config is the one buildah wrote: the base's (none) plus the Dockerfile's ENV and WORKDIR.
+    assert.deepEqual(info.config?.env, [
+      "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+      "GREETING=hello",
+    ]);
+    assert.equal(info.config?.workingDir, "/srv");
+    assert.deepEqual(info.config?.warnings, []);
     assert.equal(await catInImage(runner, info.rootfsPath, "/built.txt"), "built\n");
     assert.equal(await catInImage(runner, info.rootfsPath, "/flavour.txt"), "spicy\n");
     assert.equal(await catInImage(runner, info.rootfsPath, "/srv/note.txt"), "from the context\n");

@@ -14,7 +14,7 @@ import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 // `banger image build -f` as a user runs it: a Dockerfile FROM a busybox image in a real local
 // registry (plain HTTP), built by the real Buildah through the CLI and the daemon, then booted
-// once under TCG, offline (no --nat), to see what its RUN made.
+// once under TCG, offline (no --nat), to see what its RUN made and that its ENV and WORKDIR apply.
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
 let registry: TestRegistry;
@@ -80,7 +80,7 @@ test("piped, a failing RUN prints nothing but the error, which quotes RUN's outp
 });
 
 test(
-  "a Dockerfile FROM the test registry builds with image build -f, and its RUN output is in the VM",
+  "a Dockerfile FROM the test registry builds with image build -f; its RUN output, ENV and WORKDIR are seen in the VM",
   { timeout: 900_000 },
   async () => {
     const built = await ok(
@@ -100,9 +100,13 @@ test(
     const info = JSON.parse((await ok("image", "show", "dfimg", "--json")).stdout) as {
       source: string;
       init: string | null;
+      config: { env: string[]; workingDir: string | null } | null;
     };
     assert.equal(info.source, `dockerfile:${path.join(context, "Dockerfile")}`);
     assert.equal(info.init, "/usr/lib/banger/init", "busybox has no init: banger's");
+    // The config buildah wrote, kept like an imported archive's.
+    assert.ok(info.config?.env.includes("GREETING=hello"), JSON.stringify(info.config));
+    assert.equal(info.config?.workingDir, "/srv");
 
     // Boots the VM lane only now: the builds above boot nothing.
     await useSharedDefaultImage(home);
@@ -110,6 +114,9 @@ test(
     try {
       const cat = await ok("vm", "ssh", "dfvm", "--", "cat", "/built.txt");
       assert.equal(cat.stdout, "built\n");
+      // ENV and WORKDIR apply to what banger runs for the user.
+      const envCwd = await ok("vm", "ssh", "dfvm", "--", "sh", "-c", "echo $GREETING; pwd");
+      assert.equal(envCwd.stdout, "hello\n/srv\n");
     } finally {
       await cli("vm", "delete", "dfvm");
     }
