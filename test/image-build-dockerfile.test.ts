@@ -138,7 +138,14 @@ test(
         assert.ok(err instanceof BangerError);
         assert.match(err.message, /^the Dockerfile build failed \(buildah exited with status 1\)/);
         assert.match(err.message, /about to fail \\x1b\[31m/, "RUN's output, its ESC escaped");
-        assert.match(err.message, /No such file or directory/);
+        // stdout's end and stderr's, each kept whatever order the two pipes were read in.
+        assert.match(err.message, /; its output ended:\n(.*\n)*out-199\n/);
+        assert.match(
+          err.message,
+          /\nand its errors:\n(.*\n)*ls: \/no-such-file: No such file or directory/,
+        );
+        assert.match(err.message, /Error: building at STEP/);
+        assert.match(err.hint ?? "", /fix the step the output names/);
         assert.doesNotMatch(err.message, /\x1b/);
         assert.match(err.message, /out-199\n/);
         assert.doesNotMatch(err.message, /out-10\b/, "only the last lines");
@@ -202,6 +209,35 @@ test("bad input is refused up front with what to do", { timeout: 300_000 }, asyn
     [],
   );
 });
+
+test(
+  "FROM a plain-HTTP registry without --insecure-registry: the hint says to pass it; a missing tag is not the Dockerfile's fault",
+  { timeout: 300_000 },
+  async () => {
+    const file = await dockerfile("http", ["RUN true"]);
+    await assert.rejects(images.buildDockerfile({ name: "df-http", file }), (err: unknown) => {
+      assert.ok(err instanceof BangerError);
+      assert.match(err.message, /server gave HTTP response to HTTPS client/);
+      assert.match(err.hint ?? "", /pass --insecure-registry/);
+      return true;
+    });
+    const missing = path.join(work, "missing-tag");
+    await fsp.mkdir(missing);
+    await fsp.writeFile(path.join(missing, "Dockerfile"), `FROM ${registry.host}/test/base:nope\n`);
+    await assert.rejects(
+      images.buildDockerfile({
+        name: "df-missing",
+        file: path.join(missing, "Dockerfile"),
+        insecureRegistry: true,
+      }),
+      (err: unknown) => {
+        assert.ok(err instanceof BangerError);
+        assert.match(err.hint ?? "", /FROM's image could not be fetched/);
+        return true;
+      },
+    );
+  },
+);
 
 test("a taken name is refused before buildah runs", { timeout: 300_000 }, async () => {
   const file = await dockerfile("taken", ["RUN true"]);

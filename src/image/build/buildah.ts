@@ -27,9 +27,11 @@ export interface BuildahBuild {
   signal?: AbortSignal | undefined;
 }
 
-// What an error quotes of the build's output: enough to see the failing step and why.
-const TAIL_LINES = 25;
-const TAIL_CHARS = 4000;
+// What an error quotes of each of buildah's streams: enough to see the failing step and why.
+// Two tails, not one: the pipes are read independently, so stdout lines arriving after the
+// error lines must not push those out of a shared window.
+const TAIL_LINES = { stdout: 15, stderr: 12 } as const;
+const TAIL_CHARS = 2000;
 
 /** The error for a missing buildah: what to install, and that nothing else needs it. */
 export function noBuildahError(): BangerError {
@@ -77,10 +79,10 @@ export function rootlessHint(name: string): string {
 export async function buildWithBuildah(b: BuildahBuild): Promise<void> {
   const storage = await prepareStorage(b.workDir);
   const tag = `localhost/banger-build-${randomBytes(6).toString("hex")}`;
-  const recent: string[] = [];
-  const onLine = (line: string) => {
-    recent.push(line);
-    if (recent.length > TAIL_LINES) recent.shift();
+  const recent: Recent = { stdout: [], stderr: [] };
+  const keep = (stream: keyof Recent) => (line: string) => {
+    recent[stream].push(line);
+    if (recent[stream].length > TAIL_LINES[stream]) recent[stream].shift();
     b.progress(line);
   };
   // The build's steps stream; what the clean-up prints (untagged ..., ids) is nobody's progress.
@@ -90,7 +92,11 @@ export async function buildWithBuildah(b: BuildahBuild): Promise<void> {
       timeoutMs,
       maxOutputBytes: 64 * 1024 * 1024,
       ...(mode === "build"
-        ? { onStdoutLine: onLine, onStderrLine: onLine, ...(b.signal ? { signal: b.signal } : {}) }
+        ? {
+            onStdoutLine: keep("stdout"),
+            onStderrLine: keep("stderr"),
+            ...(b.signal ? { signal: b.signal } : {}),
+          }
         : {}),
     });
   try {
@@ -164,21 +170,41 @@ function checkCancelled(signal: AbortSignal | undefined): void {
     throw new BangerError(ErrorCode.Cancelled, "the Dockerfile build was cancelled");
 }
 
+/** The last lines of each stream, kept for the error. */
+interface Recent {
+  stdout: string[];
+  stderr: string[];
+}
+
 /** The failure with the build's last lines (its own output: escaped, bounded). */
 function failed(
   what: string,
   result: { code: number | null; signal: string | null; timedOut?: boolean },
-  recent: string[],
+  recent: Recent,
 ): BangerError {
   const status = result.timedOut
     ? "timed out"
     : result.signal
       ? `was killed by ${result.signal}`
       : `exited with status ${result.code}`;
-  const tail = visibleLines(tailLines(recent.join("\n"), TAIL_LINES, TAIL_CHARS));
+  const tail = (stream: keyof Recent) =>
+    visibleLines(tailLines(recent[stream].join("\n"), TAIL_LINES[stream], TAIL_CHARS));
+  const out = tail("stdout");
+  const err = tail("stderr");
   return new BangerError(
     ErrorCode.Precondition,
-    `${what} failed (buildah ${status})${tail ? `; its last lines:\n${tail}` : ""}`,
-    "fix the step the output names and build again; nothing was kept",
+    `${what} failed (buildah ${status})` +
+      (out ? `; its output ended:\n${out}` : "") +
+      (err ? `\n${out ? "and its errors:" : "its errors:"}\n${err}` : ""),
+    failureHint(err),
   );
+}
+
+/** What to do next: a FROM that could not be fetched is not the Dockerfile's fault. */
+function failureHint(tail: string): string {
+  if (/server gave HTTP response to HTTPS client/.test(tail))
+    return "a registry FROM names speaks plain HTTP: pass --insecure-registry; nothing was kept";
+  if (/pinging container registry|initializing source|reading manifest/.test(tail))
+    return "FROM's image could not be fetched: check its reference and that its registry is reachable; nothing was kept";
+  return "fix the step the output names and build again; nothing was kept";
 }
