@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ensureBuilt } from "../helpers/build.js";
-import { bangerCli } from "../helpers/cli.js";
+import { bangerBin, bangerCli } from "../helpers/cli.js";
 import { pushShellBase } from "../helpers/container-images.js";
 import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
 import { processesNaming, vmmPids } from "../helpers/procs.js";
@@ -19,13 +20,14 @@ const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
 let registry: TestRegistry;
 let context: string;
+let base: string;
 const { cli, ok } = bangerCli(() => home.env);
 
 before(async () => {
   await ensureBuilt(root);
   home = await tempLayout("banger-e2e-dfbuild-");
   registry = await startRegistry();
-  const base = await pushShellBase(registry);
+  base = await pushShellBase(registry);
   context = path.join(home.home, "app");
   await fs.mkdir(context);
   await fs.writeFile(
@@ -77,6 +79,68 @@ test("piped, a failing RUN prints nothing but the error, which quotes RUN's outp
     [],
   );
   await assertNoBuildLeft();
+});
+
+/** Pids of live processes whose argv is exactly this. */
+async function processesRunning(argv: string[]): Promise<number[]> {
+  const want = `${argv.join("\0")}\0`;
+  const found: number[] = [];
+  for (const pid of await fs.readdir("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmd = await fs.readFile(`/proc/${pid}/cmdline`, "utf8").catch(() => "");
+    if (cmd === want) found.push(Number(pid));
+  }
+  return found;
+}
+
+/** Polls (bounded) until `check` holds; returns whether it did. */
+async function until(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test("Ctrl-C during RUN stops the build: RUN is killed, nothing is left", async () => {
+  const file = path.join(context, "Sleepy.Dockerfile");
+  await fs.writeFile(file, [`FROM ${base}`, "RUN sleep 319", ""].join("\n"));
+  const child = spawn(
+    bangerBin,
+    ["image", "build", "-f", file, "--name", "dfsleepy", "--insecure-registry"],
+    { env: home.env, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let stderr = "";
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("close", (code) => resolve(code)),
+  );
+  try {
+    assert.ok(
+      await until(async () => (await processesRunning(["sleep", "319"])).length > 0, 60_000),
+      `RUN never started: ${stderr}`,
+    );
+    child.kill("SIGINT");
+    assert.notEqual(await exited, 0);
+    assert.ok(
+      await until(async () => (await processesRunning(["sleep", "319"])).length === 0, 30_000),
+      "RUN's sleep outlived the cancelled build",
+    );
+    assert.ok(
+      await until(
+        async () =>
+          (await fs.readdir(home.layout.imagesDir).catch(() => [] as string[])).length === 0,
+        30_000,
+      ),
+      "the staging dir (buildah's storage) is removed",
+    );
+    await assertNoBuildLeft();
+    assert.equal((await cli("image", "show", "dfsleepy")).code === 0, false);
+  } finally {
+    child.kill("SIGKILL");
+    for (const pid of await processesRunning(["sleep", "319"])) process.kill(pid, "SIGKILL");
+  }
 });
 
 test(
