@@ -2,10 +2,12 @@
 // on 127.0.0.1 (plain HTTP); the rootfs is read back with debugfs. No VM boots here:
 // test/e2e/dockerfile-build.test.ts boots one.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import fsp from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { catInImage } from "../src/disk/ext4.js";
 import { rootlessProblem } from "../src/image/build/buildah.js";
@@ -183,6 +185,9 @@ test("a build cancelled during RUN kills it and leaves nothing", { timeout: 300_
 
 test("bad input is refused up front with what to do", { timeout: 300_000 }, async () => {
   const file = await dockerfile("refusals", ["RUN true"]);
+  // A FIFO as the Dockerfile is refused by its type, never opened: it cannot block the daemon.
+  const fifo = path.join(work, "refusals", "fifo");
+  await promisify(execFile)("mkfifo", [fifo]);
   const refusals: Array<[Parameters<ImageService["buildDockerfile"]>[0], RegExp]> = [
     [
       { name: "x1", file: path.join(work, "missing", "Dockerfile") },
@@ -193,6 +198,8 @@ test("bad input is refused up front with what to do", { timeout: 300_000 }, asyn
     [{ name: "x4", file: "Dockerfile" }, /is not an absolute path/],
     [{ name: "Bad Name", file }, /invalid image name/],
     [{ name: "x5", file, buildArgs: ["no-equals"] }, /invalid --build-arg/],
+    [{ name: "x6", file: fifo }, /is a FIFO \(named pipe\), not a regular file/],
+    [{ name: "x7", file, context: fifo }, /build context .* is not a directory/],
   ];
   for (const [req, message] of refusals) {
     await assert.rejects(images.buildDockerfile(req), (err: unknown) => {
