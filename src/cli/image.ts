@@ -54,7 +54,7 @@ export function imageCommand(deps: CliDeps): Command {
     )
     .option("-f, --file <Dockerfile>", "build this Dockerfile with Buildah (needs --name)")
     .option("--name <name>", "image name")
-    .option("--build-arg <NAME=VALUE>", "with -f: a build argument (repeatable)", collect, [])
+    .option("--build-arg <NAME=VALUE>", "with -f: a build argument (repeatable)", collect)
     .option("--insecure-registry", "with -f: allow plain HTTP to the registries FROM names")
     .option(
       "--kernel-ref <name>",
@@ -97,7 +97,7 @@ export function imageCommand(deps: CliDeps): Command {
           name: opts.name,
           file,
           context: positional ? path.resolve(positional) : path.dirname(file),
-          ...(opts.buildArg.length > 0 ? { buildArgs: opts.buildArg } : {}),
+          ...(opts.buildArg ? { buildArgs: opts.buildArg } : {}),
           ...(opts.insecureRegistry ? { insecureRegistry: true } : {}),
           ...(opts.kernelRef ? { kernelRef: opts.kernelRef } : {}),
           ...size,
@@ -109,7 +109,7 @@ export function imageCommand(deps: CliDeps): Command {
       }
       refuseFlags(
         {
-          "--build-arg": opts.buildArg.length > 0,
+          "--build-arg": opts.buildArg,
           "--insecure-registry": opts.insecureRegistry,
           "--kernel-ref": opts.kernelRef,
         },
@@ -336,9 +336,9 @@ function refuseFlags(flags: Record<string, unknown>, why: string, hint: string):
     if (given) throw new BangerError(ErrorCode.InvalidParams, `${flag} ${why}`, hint);
 }
 
-/** Commander's accumulator for a repeatable option. */
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+/** Commander's accumulator for a repeatable option (undefined until it is first given). */
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 function formatImage(i: ImageInfo): string {

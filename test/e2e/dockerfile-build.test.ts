@@ -32,9 +32,15 @@ before(async () => {
   await fs.mkdir(context);
   await fs.writeFile(
     path.join(context, "Dockerfile"),
-    [`FROM ${base}`, "RUN echo built > /built.txt", "ENV GREETING=hello", "WORKDIR /srv", ""].join(
-      "\n",
-    ),
+    [
+      `FROM ${base}`,
+      "ARG FLAVOUR=plain",
+      "ARG SIZE=small",
+      "RUN echo built > /built.txt && echo $FLAVOUR $SIZE > /args.txt",
+      "ENV GREETING=hello",
+      "WORKDIR /srv",
+      "",
+    ].join("\n"),
   );
   await fs.writeFile(
     path.join(context, "Failing.Dockerfile"),
@@ -156,6 +162,10 @@ test(
       "--name",
       "dfimg",
       "--insecure-registry",
+      "--build-arg",
+      "FLAVOUR=spicy",
+      "--build-arg",
+      "SIZE=large",
     );
     // Piped: the result line only, no progress.
     assert.match(built.stdout, /^image dfimg ready \(.*\); boot it with/);
@@ -176,8 +186,12 @@ test(
     await useSharedDefaultImage(home);
     await ok("vm", "create", "--image", "dfimg", "--name", "dfvm");
     try {
-      const cat = await ok("vm", "ssh", "dfvm", "--", "cat", "/built.txt");
-      assert.equal(cat.stdout, "built\n");
+      const cat = await ok("vm", "ssh", "dfvm", "--", "cat", "/built.txt", "/args.txt");
+      assert.equal(
+        cat.stdout,
+        "built\nspicy large\n",
+        "RUN's output, with both --build-arg values",
+      );
       // ENV and WORKDIR apply to what banger runs for the user.
       const envCwd = await ok("vm", "ssh", "dfvm", "--", "sh", "-c", "echo $GREETING; pwd");
       assert.equal(envCwd.stdout, "hello\n/srv\n");
