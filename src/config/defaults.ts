@@ -8,3 +8,6 @@ export const DISTRO_KERNEL_NAME = "debian-cloud";
 /** The `[network]` defaults, which are also banger-helper's default pin. */
 export const DEFAULT_BRIDGE = "banger0";
 export const DEFAULT_SUBNET = "172.30.0.0/24";
+
+/** Where everything banger injects into an image lives (relative to its root): the guest toolkit. */
+export const TOOLKIT_DIR = "usr/lib/banger";

@@ -1,5 +1,5 @@
 import { shellQuote } from "./ssh.js";
-import { TOOLKIT_DIR } from "./toolkit.js";
+import { TOOLKIT_DIR } from "../config/defaults.js";
 
 /**
  * The image's OCI Env and WorkingDir in the guest: finalisation writes them as data

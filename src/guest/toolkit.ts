@@ -3,6 +3,7 @@ import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { isStaticElf } from "../kernel/initramfs.js";
 import type { CommandRunner } from "../system/runner.js";
+import { TOOLKIT_DIR } from "../config/defaults.js";
 
 /**
  * The guest toolkit: host files banger copies under /usr/lib/banger/ of every image, so any
@@ -13,7 +14,7 @@ import type { CommandRunner } from "../system/runner.js";
  * environment of its sessions, so nothing leaks into them.
  */
 
-export const TOOLKIT_DIR = "usr/lib/banger";
+export { TOOLKIT_DIR };
 /** The loader ldd must name; x86_64 is the only architecture banger boots. */
 export const TOOLKIT_LOADER = "ld-linux-x86-64.so.2";
 /**
