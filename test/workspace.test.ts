@@ -22,7 +22,7 @@ import {
 } from "../src/guest/workspace.js";
 import { shellQuote } from "../src/guest/ssh.js";
 import { listWorkTree } from "../src/workspace/files.js";
-import { planWorkspace } from "../src/workspace/plan.js";
+import { planWorkspace, type TarPart } from "../src/workspace/plan.js";
 import { checkBranchName, findRepo, resolveCommit } from "../src/workspace/repo.js";
 import { commitTrailer, gnuTarSource, type TarSourceFactory } from "../src/workspace/stream.js";
 import type { GuestTarget } from "../src/guest/ssh.js";
@@ -181,14 +181,22 @@ test("parts join into one archive whatever their members end with: zero-filled d
   await fs.writeFile(path.join(dir, "zeros"), Buffer.alloc(64 * 1024));
   await fs.writeFile(path.join(other, "HEAD"), "ref: refs/heads/main\n");
   await fs.writeFile(path.join(other, "zeros"), Buffer.alloc(10 * 1024));
+  // A hard link inside a part under a dest: --transform must move its target there too.
+  await fs.link(path.join(other, "HEAD"), path.join(other, "ORIG_HEAD"));
   const out = path.join(scratch, "join-out");
   await extractAll(
     gnuTarSource([
       { root: dir, dest: ".", names: ["l".repeat(120), long, "a", "hard", "zeros"] },
-      { root: other, dest: ".git", names: ["HEAD", "zeros"] },
+      { root: other, dest: ".git", names: ["HEAD", "ORIG_HEAD", "zeros"] },
     ]),
     out,
   );
+  for (const tree of [out, `${out}-busybox`]) {
+    const [head, orig] = await Promise.all(
+      ["HEAD", "ORIG_HEAD"].map((n) => fs.stat(path.join(tree, ".git", n))),
+    );
+    assert.equal(orig!.ino, head!.ino, `${tree}: .git/ORIG_HEAD is a hard link to .git/HEAD`);
+  }
   assert.equal(await fs.readFile(path.join(out, long), "utf8"), "long\n");
   assert.equal(
     (await fs.stat(path.join(out, "hard"))).ino,
@@ -286,6 +294,96 @@ test("secrets in .git stay home: the guest gets a scrubbed config, no hooks, no 
   assert.equal(await gitIn(out, "config", "user.name"), 'a "quoted" \\ name\n');
   assert.equal(await gitIn(out, "rev-parse", "HEAD"), await gitIn(dir, "rev-parse", "HEAD"));
   assert.equal(await gitIn(out, "status", "--porcelain"), "");
+});
+
+/** A sparse file (GNU tar's --sparse makes it an old-style sparse member) and a 3 MB one after it. */
+async function sparseThenBig(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+  const sparse = await fs.open(path.join(dir, "a-sparse"), "w");
+  await sparse.write("start\n", 0);
+  await sparse.write("end\n", 8 * 2 ** 20);
+  await sparse.close();
+  await fs.writeFile(path.join(dir, "b-big"), Buffer.alloc(3 * 10 ** 6, 0x62));
+}
+
+/** `p`, or a failure after `ms`: a hang shows as a failed test, not a stuck run. */
+async function within<T>(what: string, ms: number, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test("TAR_OPTIONS in the daemon's environment does not change the stream", async () => {
+  const dir = path.join(scratch, "sparse-env");
+  await sparseThenBig(dir);
+  const parts: TarPart[] = [{ root: dir, dest: ".", names: ["a-sparse", "b-big"] }];
+  const bytesOf = async () => {
+    const source = gnuTarSource(parts);
+    const chunks: Buffer[] = [];
+    source.stream.on("data", (c: Buffer) => chunks.push(c));
+    try {
+      await within("the tar source", 120_000, source.done);
+    } finally {
+      source.kill();
+    }
+    return Buffer.concat(chunks);
+  };
+  const plain = await bytesOf();
+  process.env.TAR_OPTIONS = "--sparse";
+  try {
+    assert.deepEqual(await bytesOf(), plain);
+    const out = path.join(scratch, "sparse-env-out");
+    await extractAll(gnuTarSource(parts), out);
+    assert.equal((await fs.stat(path.join(out, "a-sparse"))).size, 8 * 2 ** 20 + 4);
+    assert.deepEqual(
+      await fs.readFile(path.join(out, "b-big")),
+      await fs.readFile(path.join(dir, "b-big")),
+    );
+  } finally {
+    delete process.env.TAR_OPTIONS;
+  }
+});
+
+test("a part the header walk refuses ends the import at once: tar is killed, the guest side is stopped", async () => {
+  // A tar that writes what the walk refuses (old GNU sparse members) and then more than a pipe holds.
+  const bin = path.join(scratch, "sparse-tar-bin");
+  const pids = path.join(scratch, "sparse-tar.pids");
+  await fs.mkdir(bin);
+  const realTar = (await exec("sh", ["-c", "command -v tar"])).stdout.trim();
+  await fs.writeFile(
+    path.join(bin, "tar"),
+    `#!/bin/sh\necho $$ >> '${pids}'\nexec '${realTar}' "$@" --sparse\n`,
+    { mode: 0o755 },
+  );
+  const dir = path.join(scratch, "sparse-repo");
+  await sparseThenBig(dir);
+  await gitIn(dir, "init", "-q", "-b", "main");
+  const home = await tempLayout();
+  const { store, vms } = await vmFixture(home);
+  const savedPath = process.env.PATH;
+  process.env.PATH = `${bin}:${savedPath}`;
+  try {
+    const guest = recordingGuest();
+    const ws = new WorkspaceService({ vms, runner, guestExec: guest.exec });
+    await assert.rejects(
+      within("the import", 120_000, ws.prepare({ name: "ws", path: dir })),
+      /tar's output is not what banger expects: a member header that does not check out/,
+    );
+    const pid = Number((await fs.readFile(pids, "utf8")).trim().split("\n")[0]);
+    assert.throws(() => process.kill(pid, 0), { code: "ESRCH" }, "no tar child is left");
+    assert.equal(guest.calls.length, 1);
+    assert.ok(!guest.calls[0]!.received.includes(COMMIT_MARKER), "no marker after a refusal");
+  } finally {
+    process.env.PATH = savedPath;
+    store.close();
+    await home.cleanup();
+  }
 });
 
 /**

@@ -88,6 +88,17 @@ function withoutEndOfArchive(): Transform {
 }
 
 /**
+ * The daemon's environment without what GNU tar reads as options (TAR_OPTIONS, and
+ * POSIXLY_CORRECT, TAPE and the rest of TAR_*): the user's settings must not change what
+ * the stream carries or what withoutEndOfArchive has to parse.
+ */
+function tarEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return Object.fromEntries(
+    Object.entries(env).filter(([k]) => !/^(TAR_.*|TAPE|POSIXLY_CORRECT)$/.test(k)),
+  );
+}
+
+/**
  * The real tar source: one GNU tar per part, run one after another, their archives joined
  * into one (each part's names under its dest, `.git/` for the git dir) without an end: the
  * caller ends it with commitTrailer. Names go to tar NUL-separated and verbatim, so spaces,
@@ -108,6 +119,8 @@ export const gnuTarSource: TarSourceFactory = (parts) => {
           "-",
           "-C",
           part.root,
+          // What withoutEndOfArchive walks: GNU headers, whatever tar was built to default to.
+          "--format=gnu",
           // Symlink targets keep pointing where they did (S); hard link targets move too.
           ...(part.dest === "." ? [] : [`--transform=s,^,${part.dest}/,S`]),
           "--numeric-owner",
@@ -119,7 +132,7 @@ export const gnuTarSource: TarSourceFactory = (parts) => {
           "-T",
           "-",
         ],
-        { stdio: ["pipe", "pipe", "pipe"] },
+        { stdio: ["pipe", "pipe", "pipe"], env: tarEnv(process.env) },
       );
       current = child;
       let stderr = "";
@@ -127,7 +140,13 @@ export const gnuTarSource: TarSourceFactory = (parts) => {
       const body = child.stdout.pipe(withoutEndOfArchive());
       body.pipe(stream, { end: false });
       let bodyError: unknown = null;
-      body.on("error", (err) => (bodyError = err));
+      body.on("error", (err) => {
+        // A refused part: tar would block on its full pipe forever, so end it; `close` rejects.
+        bodyError = err;
+        child.stdout.unpipe();
+        child.stdout.destroy();
+        child.kill("SIGKILL");
+      });
       // Every byte of the part is in the stream before the next part (or the end) follows.
       const flushed = new Promise<void>((r) => body.once("end", r).once("error", () => r()));
       child.stdin.on("error", () => {});
@@ -135,6 +154,7 @@ export const gnuTarSource: TarSourceFactory = (parts) => {
       child.on("error", reject);
       child.on("close", (code, signal) => {
         current = null;
+        if (bodyError) return reject(bodyError);
         if (code === 0) return void flushed.then(() => (bodyError ? reject(bodyError) : resolve()));
         const tail = stderr.trim().split("\n").slice(-5).join("\n");
         reject(
