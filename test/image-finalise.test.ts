@@ -1,16 +1,20 @@
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import fs from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { after, before, test } from "node:test";
+import { promisify } from "node:util";
 import { catInImage, statInImage } from "../src/disk/ext4.js";
 import { SSHD_DROP_IN, WORK_DISK_FSTAB_LINE } from "../src/guest/assets.js";
 import { GUEST_SCRIPTS_DIR } from "../src/guest/scripts.js";
 import { finaliseImage } from "../src/image/finalise.js";
+import { BUILT_IMAGE_FREE_BYTES } from "../src/image/build.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { makeLayer } from "./helpers/layer.js";
 
 const runner = createCommandRunner();
+const exec = promisify(execFile);
 let dir: string;
 before(async () => {
   dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-final-"));
@@ -202,6 +206,29 @@ for (const [name, entries, pattern] of hostile) {
     assert.deepEqual(await fs.readdir(staging), [], "the tree was removed");
   });
 }
+
+test("free room asked for (a built image without --size) is free on ext4, however small the files", async () => {
+  // 20,000 one-byte files: 1 KiB each in tar, over 4 KiB each on ext4 (a block and an inode).
+  const entries = Array.from({ length: 20_000 }, (_, i) => ({
+    name: `d${i % 100}/f${i}`,
+    body: "x",
+  }));
+  const layers = await layerFiles([await makeLayer(entries, { gzip: false })]);
+  const staging = await fs.mkdtemp(path.join(dir, "staging-"));
+  const { rootfs, sizeBytes } = await finaliseImage({
+    layers,
+    stagingDir: staging,
+    runner,
+    freeBytes: BUILT_IMAGE_FREE_BYTES,
+  });
+  const header = (await exec("dumpe2fs", ["-h", rootfs])).stdout;
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)$`, "m").exec(header)?.[1]);
+  const free = field("Free blocks") * field("Block size");
+  assert.ok(
+    free >= BUILT_IMAGE_FREE_BYTES,
+    `${Math.floor(free / 2 ** 20)} MiB free of ${sizeBytes / 2 ** 20} MiB; wanted ${BUILT_IMAGE_FREE_BYTES / 2 ** 20}`,
+  );
+});
 
 test("a layer that ends inside a file is refused, not waited on forever", async () => {
   // The layer's end arrives while the member's parents are still being made: the member's

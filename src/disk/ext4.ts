@@ -14,6 +14,14 @@ export function defaultExt4Size(estimatedBytes: number): number {
   return Math.ceil(wanted / MiB) * MiB;
 }
 
+/**
+ * Image size that leaves `freeBytes` free once the tree is in: the tree, the free room, and
+ * a sixteenth on top for what ext4 keeps for itself (journal, inode tables, bitmaps), whole MiB.
+ */
+export function ext4SizeWithFree(estimatedBytes: number, freeBytes: number): number {
+  return Math.ceil(((estimatedBytes + freeBytes) * 17) / 16 / MiB) * MiB;
+}
+
 export interface BuildExt4Options {
   tree: string;
   entries: EntryTable;

@@ -1,4 +1,3 @@
-import fsp from "node:fs/promises";
 import path from "node:path";
 import type { ImageInfo } from "../api/methods.js";
 import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
@@ -13,11 +12,6 @@ const MiB = 2 ** 20;
  * The ext4 file is sparse and VMs' disks copy-on-write, so unused room costs next to nothing.
  */
 export const BUILT_IMAGE_FREE_BYTES = 1024 * MiB;
-
-/** The root filesystem size of a built image when the user gives none: its content plus the free room. */
-export function builtImageSize(contentBytes: number): number {
-  return Math.ceil((contentBytes + BUILT_IMAGE_FREE_BYTES) / MiB) * MiB;
-}
 
 /** `image build`: a Debian root filesystem from mmdebstrap, finalised like a pulled image. */
 export async function buildImage(
@@ -47,8 +41,17 @@ export async function buildImage(
         progress: (message) => progress({ stage: "bootstrap", message }),
         ...(signal ? { signal } : {}),
       });
-      const sizeBytes = opts.sizeBytes ?? builtImageSize((await fsp.stat(tarball)).size);
-      const result = await ctx.finalise([tarball], staging, sizeBytes, limits, progress);
+      // Without --size, finalisation sizes it from what the tree takes on ext4 (the tarball's
+      // 512-byte blocks undercount small files), never as if the user had given that size.
+      const result = await ctx.finalise(
+        [tarball],
+        staging,
+        opts.sizeBytes,
+        limits,
+        progress,
+        null,
+        opts.sizeBytes === undefined ? BUILT_IMAGE_FREE_BYTES : undefined,
+      );
       return {
         rootfs: result.rootfs,
         sizeBytes: result.sizeBytes,

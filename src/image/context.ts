@@ -154,12 +154,14 @@ export class ImageContext {
     limits: ImageLimits,
     progress: Progress,
     config: ImageConfig | null = null,
+    freeBytes?: number,
   ): Promise<FinaliseResult> {
     return finaliseImage({
       config,
       layers,
       stagingDir: staging,
       sizeBytes,
+      freeBytes,
       limits,
       runner: this.deps.runner,
       progress: (stage, message) => progress({ stage, ...(message ? { message } : {}) }),

@@ -2,7 +2,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { removeTree } from "../util/remove-tree.js";
-import { buildExt4, defaultExt4Size } from "../disk/ext4.js";
+import { buildExt4, defaultExt4Size, ext4SizeWithFree } from "../disk/ext4.js";
 import {
   ASSET_TYPE_BITS,
   guestAssets,
@@ -100,7 +100,10 @@ export interface FinaliseOptions {
   layers: string[];
   /** Where to work; receives rootfs.ext4. */
   stagingDir: string;
+  /** The user's --size; it must fit the content. */
   sizeBytes?: number | undefined;
+  /** Without sizeBytes: size the filesystem to keep this much free beyond the content. */
+  freeBytes?: number | undefined;
   runner: CommandRunner;
   progress?: (stage: string, message?: string) => void;
   limits?: ImageLimits;
@@ -141,7 +144,11 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
       opts.toolkit ?? (await hostToolkit(opts.runner)),
     );
     await writeImageEnv(tree, entries, opts.config ?? null, scripts.imageProfile);
-    const sizeBytes = opts.sizeBytes ?? defaultExt4Size(estimatedBytes);
+    const sizeBytes =
+      opts.sizeBytes ??
+      (opts.freeBytes !== undefined
+        ? ext4SizeWithFree(entries.estimatedBytes(), opts.freeBytes)
+        : defaultExt4Size(estimatedBytes));
     if (opts.sizeBytes !== undefined && opts.sizeBytes < estimatedBytes) {
       throw new BangerError(
         ErrorCode.InvalidParams,
