@@ -11,6 +11,7 @@ import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
 import { makeLayer } from "./helpers/layer.js";
 import {
+  digestOf,
   pushImage,
   startRegistry,
   startTokenProxy,
@@ -219,6 +220,28 @@ test("pull keeps the image's config, validated, on the row and in manifest.json"
   // An image config that sets nothing is an empty summary, not none.
   const base = images.show("base-v1");
   assert.deepEqual(base.config?.env, []);
+});
+
+test("a config field that must be refused is refused before any layer is requested", async () => {
+  // A layer no other test pushed, so no cache hit hides a request for it.
+  const layer = await makeLayer([{ name: "refused/only-here", body: "never fetched" }]);
+  await pushImage(registry.url, "test/badconfig", "v1", [layer], {
+    config: { WorkingDir: 7 },
+  });
+  const proxy = await startTokenProxy(registry.url);
+  try {
+    await assert.rejects(
+      images.pull({ ref: `${proxy.host}/test/badconfig:v1` }),
+      /WorkingDir is not a string/,
+    );
+    const blobs = proxy.requests.filter((r) => r.includes("/blobs/"));
+    assert.equal(blobs.length, 1, `only the config blob was requested: ${blobs.join(", ")}`);
+    assert.ok(!blobs[0]!.includes(digestOf(layer)), "the layer was not requested");
+    assert.ok(!(await cachedBlobs()).includes(digestOf(layer).slice("sha256:".length)));
+    assert.equal(store.getImageByName("badconfig-v1"), null);
+  } finally {
+    await proxy.close();
+  }
 });
 
 test("an index resolves to linux/amd64; an index without it lists what it has", async () => {

@@ -46,17 +46,22 @@ export interface PullRequest {
 export interface OciPuller {
   /** Default local name for a reference, e.g. debian:bookworm → debian-bookworm. */
   defaultName(ref: string): string;
-  fetchLayers(
+  /**
+   * `readConfig` gets the image config JSON (size and digest verified against the manifest)
+   * before any layer is requested: what it throws refuses the image with nothing downloaded.
+   */
+  fetchLayers<C>(
     req: PullRequest,
     progress: Progress,
     signal: AbortSignal | undefined,
     limits: ImageLimits,
+    readConfig: (config: Record<string, unknown>, canonical: string) => C,
   ): Promise<{
     digest: string;
     canonical: string;
     layers: string[];
-    /** The image config JSON, its size and digest verified against the manifest. */
-    config: Record<string, unknown>;
+    /** What readConfig made of the config. */
+    config: C;
   }>;
 }
 

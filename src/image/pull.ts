@@ -30,8 +30,10 @@ export async function pullImage(
   const limits = await ctx.limits();
   return ctx.exclusive(name, () =>
     ctx.create(name, async (staging) => {
-      const fetched = await ctx.deps.oci.fetchLayers(req, progress, signal, limits);
-      const config = summariseImageConfig(fetched.config, `the config of ${fetched.canonical}`);
+      const fetched = await ctx.deps.oci.fetchLayers(req, progress, signal, limits, (json, ref) =>
+        summariseImageConfig(json, `the config of ${ref}`),
+      );
+      const config = fetched.config;
       // Hardlink the cached layers into staging so a cache prune mid-pull cannot pull them away.
       const layers: string[] = [];
       for (const [i, layer] of fetched.layers.entries()) {

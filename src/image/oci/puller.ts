@@ -11,7 +11,13 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
   const cache = new BlobCache(deps.layout.ociBlobsDir);
   return {
     defaultName: (ref) => defaultImageName(parseReference(ref)),
-    async fetchLayers(req: PullRequest, progress: Progress, _signal, limits: ImageLimits) {
+    async fetchLayers(
+      req: PullRequest,
+      progress: Progress,
+      _signal,
+      limits: ImageLimits,
+      readConfig,
+    ) {
       const ref = parseReference(req.ref);
       const client = new RegistryClient({
         insecureRegistries: req.insecureRegistry ? [ref.registry] : [],
@@ -21,7 +27,8 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
       const total = manifest.layers.reduce((n, l) => n + l.size, 0);
       checkDeclaredSizes(manifest.layers, limits);
       // Small and verified like a manifest (never cached): before the layers, so a bad one costs nothing.
-      const config = await client.fetchConfig(ref, manifest.config);
+      const canonical = `${formatReference(ref)}@${digest}`;
+      const config = readConfig(await client.fetchConfig(ref, manifest.config), canonical);
       // Only what the cache lacks is downloaded; it must fit before the first byte is written.
       const missing = manifest.layers.filter((l) => !cache.has(l.digest));
       await fsp.mkdir(cache.dir, { recursive: true });
@@ -51,7 +58,7 @@ export function createOciPuller(deps: { layout: Layout; env: NodeJS.ProcessEnv }
         });
         layers.push(file);
       }
-      return { digest, canonical: `${formatReference(ref)}@${digest}`, layers, config };
+      return { digest, canonical, layers, config };
     },
   };
 }
