@@ -6,10 +6,12 @@ import { after, before, test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { catInImage } from "../src/disk/ext4.js";
 import { makeImageBundle } from "../src/image/bundle.js";
+import { EMPTY_CONFIG } from "../src/image/image-config.js";
 import { ImageService, type OciPuller } from "../src/image/service.js";
 import { KernelService } from "../src/kernel/service.js";
 import { Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
+import { packBundle } from "../src/util/bundle-pack.js";
 import { startServer, type TestServer } from "./helpers/http-server.js";
 import { makeLayer } from "./helpers/layer.js";
 import { tempLayout, type TempLayout } from "./helpers/temp-home.js";
@@ -113,6 +115,28 @@ test("a catalog name pulls the bundle, takes the manifest's kernel, and register
 
   const renamed = await images.pull({ ref: "tiny", name: "tiny2", kernelRef: "flag-kernel" });
   assert.equal(renamed.kernel, "flag-kernel", "--kernel-ref beats the manifest");
+});
+
+test("a bundle's config goes through the rules an OCI config gets", async () => {
+  const work = path.join(home.home, "cfg-bundle");
+  await fs.mkdir(work);
+  const src = await images.pull({ ref: "tiny", name: "tiny-src" });
+  const manifest = path.join(work, "manifest.json");
+  const config = { ...EMPTY_CONFIG, env: ["UID=0", "OK=1"], workingDir: '/a"b' };
+  await fs.writeFile(manifest, JSON.stringify({ name: "tiny-cfg", kernel_ref: null, config }));
+  const packed = await packBundle(
+    [
+      { name: "rootfs.ext4", from: src.rootfsPath },
+      { name: "manifest.json", from: manifest },
+    ],
+    path.join(work, "out"),
+    (sha) => `tiny-cfg-${sha.slice(0, 12)}.tar.zst`,
+  );
+  publish("tiny-cfg", await fs.readFile(packed.path));
+  const info = await images.pull({ ref: "tiny-cfg" });
+  assert.deepEqual(info.config?.env, ["OK=1"]);
+  assert.equal(info.config?.workingDir, null);
+  assert.match(info.config?.warnings.join("\n") ?? "", /Env UID dropped[^]*WorkingDir .* dropped/);
 });
 
 for (const [name, pattern] of [

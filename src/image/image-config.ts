@@ -1,5 +1,6 @@
 import { BangerError, ErrorCode } from "../api/errors.js";
 import type { ImageConfig } from "../api/methods.js";
+import { HOSTILE_NAME } from "./oci/layer-path.js";
 
 /**
  * The part of an image's OCI config banger keeps: Entrypoint, Cmd, Env, WorkingDir,
@@ -18,6 +19,17 @@ export const CONFIG_LIMITS = {
 
 /** A name a POSIX shell can export: what `export "$line"` accepts, nothing that could parse as code. */
 export const ENV_KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/**
+ * Names a shell owns: bash refuses to set its read-only ones (`export UID=1` exits a POSIX-mode
+ * bash, /bin/sh on Fedora and RHEL), and the rest change how the shell itself runs. An image
+ * setting one is dropped with a warning (docs/images.md lists them).
+ */
+export const SHELL_OWNED_ENV: ReadonlySet<string> = new Set([
+  ...["UID", "EUID", "PPID", "BASHOPTS", "SHELLOPTS", "BASH_VERSINFO"],
+  ...["GROUPS", "BASHPID", "BASH_ARGC", "BASH_ARGV", "BASH_LINENO", "BASH_SOURCE", "FUNCNAME"],
+  ...["BASH_COMMAND", "BASH_SUBSHELL", "DIRSTACK", "PIPESTATUS", "HISTCMD"],
+  ...["LINENO", "OPTIND", "OPTARG", "IFS", "PS4"],
+]);
 const PORT = /^[0-9]{1,5}(\/(tcp|udp|sctp))?$/;
 
 /** An image without a config, or one that sets nothing: what `image build` images also have. */
@@ -71,6 +83,10 @@ function checkEnv(list: string[], warnings: string[]): string[] {
     const key = eq < 0 ? entry : entry.slice(0, eq);
     if (eq < 0 || !ENV_KEY.test(key))
       warnings.push(`Env entry ${quoted(entry)} dropped: not KEY=VALUE with a shell variable name`);
+    else if (SHELL_OWNED_ENV.has(key))
+      warnings.push(
+        `Env ${key} dropped: the shell owns this variable (bash refuses or misuses it)`,
+      );
     else if (/[\n\r\0]/.test(entry))
       warnings.push(
         `Env ${key} dropped: its value holds a newline or NUL, which cannot be applied`,
@@ -78,6 +94,17 @@ function checkEnv(list: string[], warnings: string[]): string[] {
     else kept.push(entry);
   }
   return kept;
+}
+
+/** Why a WorkingDir cannot be made and entered as it is (the rule layer names follow), or null. */
+function workingDirProblem(dir: string): string | null {
+  if (!dir.startsWith("/")) return "not an absolute path";
+  if (HOSTILE_NAME.test(dir)) return "it holds a control character or a double quote";
+  const parts = dir.split("/");
+  if (parts.includes("..")) return "it has a '..' component";
+  if (parts.some((p) => Buffer.byteLength(p) > 255) || Buffer.byteLength(dir) > 4000)
+    return "a component is longer than Linux allows (255 bytes)";
+  return null;
 }
 
 /**
@@ -94,8 +121,9 @@ export function summariseImageConfig(json: Record<string, unknown>, what: string
   const env = checkEnv(stringList(what, "Env", c.Env) ?? [], warnings);
 
   let workingDir = optionalString(what, "WorkingDir", c.WorkingDir);
-  if (workingDir !== null && (!workingDir.startsWith("/") || /[\n\r\0]/.test(workingDir))) {
-    warnings.push(`WorkingDir ${quoted(workingDir)} dropped: not an absolute path`);
+  const badDir = workingDir === null ? null : workingDirProblem(workingDir);
+  if (workingDir !== null && badDir !== null) {
+    warnings.push(`WorkingDir ${quoted(workingDir)} dropped: ${badDir}`);
     workingDir = null;
   }
 
@@ -130,4 +158,32 @@ export function summariseImageConfig(json: Record<string, unknown>, what: string
       `its Entrypoint, Cmd, Env, WorkingDir, ExposedPorts and User take ${bytes} bytes, more than ${CONFIG_LIMITS.maxBytes}`,
     );
   return summary;
+}
+
+/**
+ * A summary kept elsewhere (a catalog bundle's manifest.json, which only has the shape checked)
+ * put through the same rules: what they drop is dropped with a warning, after its own warnings.
+ */
+export function recheckImageConfig(kept: ImageConfig, what: string): ImageConfig {
+  const again = summariseImageConfig(
+    {
+      config: {
+        Entrypoint: kept.entrypoint,
+        Cmd: kept.cmd,
+        Env: kept.env,
+        WorkingDir: kept.workingDir,
+        ExposedPorts: Object.fromEntries(kept.exposedPorts.map((p) => [p, {}])),
+        User: kept.user,
+      },
+    },
+    what,
+  );
+  const merged = { ...again, warnings: [...kept.warnings, ...again.warnings] };
+  const bytes = Buffer.byteLength(JSON.stringify(merged));
+  if (bytes > CONFIG_LIMITS.maxBytes)
+    throw refuse(
+      what,
+      `with its warnings it takes ${bytes} bytes, more than ${CONFIG_LIMITS.maxBytes}`,
+    );
+  return merged;
 }

@@ -7,7 +7,7 @@ import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { fetchBundleToStaging } from "../util/bundle-fetch.js";
 import { loadCatalog } from "../util/catalog.js";
 import type { ImageContext } from "./context.js";
-import { summariseImageConfig } from "./image-config.js";
+import { recheckImageConfig, summariseImageConfig } from "./image-config.js";
 import { ImageCatalogEntry, ImageManifest, type Progress, type PullRequest } from "./model.js";
 
 /** `image pull`: a catalog name fetches its bundle; anything else is an OCI reference. */
@@ -112,7 +112,9 @@ async function pullBundle(
         digest: `sha256:${entry.tarball_sha256}`,
         kernelRef,
         init: manifest?.init ?? null,
-        config: manifest?.config ?? null,
+        config: manifest?.config
+          ? recheckImageConfig(manifest.config, `the config in the bundle of ${entry.name}`)
+          : null,
       };
     }),
   );

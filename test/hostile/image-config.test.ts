@@ -90,6 +90,37 @@ const table: Array<HostileRow<Input>> = [
     expect: null,
   },
   {
+    name: "Env names the shell owns are dropped (bash's read-only UID would end the shell)",
+    input: {
+      config: { Env: ["UID=1000", "EUID=0", "BASHOPTS=x", "IFS=,", "PS4=$(id)", "OK=3"] },
+      check: (c) => {
+        assert.deepEqual(c.env, ["OK=3"]);
+        for (const k of ["UID", "EUID", "BASHOPTS", "IFS", "PS4"])
+          assert.match(c.warnings.join("\n"), new RegExp(`Env ${k} dropped: the shell owns`));
+      },
+    },
+    expect: null,
+  },
+  ...(
+    [
+      ["a double quote", '/srv/a"b', /double quote/],
+      ["a control character", "/srv/a\u001bb", /control character/],
+      ["a '..' component", "/srv/../etc", /'\.\.' component/],
+      ["a component over 255 bytes", `/srv/${"x".repeat(256)}`, /255 bytes/],
+    ] as const
+  ).map(([what, dir, why]) => ({
+    name: `a WorkingDir with ${what} is dropped, not handed to debugfs`,
+    input: {
+      config: { WorkingDir: dir, Env: ["OK=1"] },
+      check: (c: ImageConfig) => {
+        assert.equal(c.workingDir, null);
+        assert.match(c.warnings.join("\n"), /WorkingDir .* dropped/);
+        assert.match(c.warnings.join("\n"), why);
+      },
+    },
+    expect: null,
+  })),
+  {
     name: "control characters in shown fields are kept as data (the CLI escapes them)",
     input: {
       config: { User: "\u001b]52;c;aGk=\u0007", Cmd: ["\u001b[2J"] },
