@@ -32,10 +32,16 @@ after(async () => {
   await fs.rm(dir, { recursive: true, force: true });
 });
 
-async function finalise(cfg: ImageConfig | null) {
+async function finalise(
+  cfg: ImageConfig | null,
+  extra: Array<{ name: string; body: string }> = [],
+) {
   const staging = await fs.mkdtemp(path.join(dir, "staging-"));
   const layer = path.join(staging, "layer.tar");
-  await fs.writeFile(layer, await makeLayer([{ name: "etc/os-release", body: "ID=x\n" }]));
+  await fs.writeFile(
+    layer,
+    await makeLayer([{ name: "etc/os-release", body: "ID=x\n" }, ...extra]),
+  );
   return finaliseImage({ layers: [layer], stagingDir: staging, runner, config: cfg });
 }
 
@@ -52,12 +58,20 @@ test("finalisation writes the Env and WorkingDir as data, a profile.d hook, and 
   );
   const app = await statInImage(runner, rootfs, "/srv/app");
   assert.deepEqual([app?.uid, app?.mode], [0, 0o755], "the missing WorkingDir is made");
+  // No /etc/profile (busybox, scratch images): one that reads profile.d, so login shells get it.
+  assert.equal(
+    await catInImage(runner, rootfs, "/etc/profile"),
+    await fs.readFile(path.join(GUEST_SCRIPTS_DIR, "profile.sh"), "utf8"),
+  );
+  const own = await finalise(config, [{ name: "etc/profile", body: "# the image's own\n" }]);
+  assert.equal(await catInImage(runner, own.rootfs, "/etc/profile"), "# the image's own\n");
 
   const none = await finalise(null);
   assert.ok(await statInImage(runner, none.rootfs, "/usr/lib/banger/image-env.sh"));
   for (const f of ["/usr/lib/banger/image.env", "/usr/lib/banger/image.workdir"])
     assert.equal(await statInImage(runner, none.rootfs, f), null, `${f} without a config`);
   assert.equal(await statInImage(runner, none.rootfs, "/etc/profile.d/banger-image-env.sh"), null);
+  assert.equal(await statInImage(runner, none.rootfs, "/etc/profile"), null);
 });
 
 /** A root holding a static busybox, banger's image-env.sh and the files finalisation writes. */
@@ -69,7 +83,7 @@ async function guestRoot(withConfig: boolean): Promise<string> {
   await fs.copyFile("/bin/busybox", path.join(root, "bin/busybox"));
   await fs.chmod(path.join(root, "bin/busybox"), 0o755);
   // Debian's busybox runs only the applets it finds on PATH.
-  for (const a of ["sh", "printf", "pwd", "touch", "echo"])
+  for (const a of ["sh", "printf", "pwd", "touch", "echo", "mkdir"])
     await fs.symlink("busybox", path.join(root, "bin", a));
   await fs.writeFile(path.join(root, "opt/tool/bin/hello"), "#!/bin/sh\necho hello\n", {
     mode: 0o755,
@@ -85,9 +99,9 @@ async function guestRoot(withConfig: boolean): Promise<string> {
   return root;
 }
 
-async function inRoot(root: string, script: string) {
+async function inRoot(root: string, script: string, env: Record<string, string> = {}) {
   const { stdout } = await run("/usr/sbin/chroot", [root, "/bin/busybox", "sh", "-c", script], {
-    env: { PATH: "/bin", HOME: "/root" },
+    env: { PATH: "/bin", HOME: "/root", ...env },
   });
   return stdout;
 }
@@ -122,11 +136,71 @@ test(
     assert.equal(await login("/root"), "hello\n/srv/app\n");
     assert.equal(await login("/tmp"), "hello\n/tmp\n", "a shell started elsewhere stays there");
 
-    // An image without a config: /root, as before, and PATH untouched.
+    // An image without a WorkingDir: where the SSH server started it (the user's home), as
+    // before, and PATH untouched. (chroot starts in /: `cd` stands for the SSH server.)
     const plain = await guestRoot(false);
     assert.equal(
-      await inRoot(plain, remoteCommand(null, ["sh", "-c", 'printf "%s\\n" "$PATH"; pwd'])),
-      "/bin\n/root\n",
+      await inRoot(
+        plain,
+        `cd /tmp && ${remoteCommand(null, ["sh", "-c", 'printf "%s\\n" "$PATH"; pwd'])}`,
+        {
+          HOME: "/tmp",
+        },
+      ),
+      "/bin\n/tmp\n",
     );
   },
 );
+
+test(
+  "a WorkingDir missing at run time (hidden by the work disk on /root) is made and used",
+  rootOnly,
+  async () => {
+    const root = await guestRoot(true);
+    await fs.writeFile(path.join(root, "usr/lib/banger/image.workdir"), "/root/app\n");
+    assert.equal(await inRoot(root, remoteCommand(null, ["pwd"])), "/root/app\n");
+    await fs.rm(path.join(root, "root/app"), { recursive: true });
+    await fs.mkdir(path.join(root, "etc/profile.d"), { recursive: true });
+    await fs.copyFile(
+      path.join(GUEST_SCRIPTS_DIR, "image-profile.sh"),
+      path.join(root, "etc/profile.d/banger-image-env.sh"),
+    );
+    await fs.copyFile(path.join(GUEST_SCRIPTS_DIR, "profile.sh"), path.join(root, "etc/profile"));
+    // A login shell of an image whose profile finalisation wrote: profile.d, then the WorkingDir.
+    assert.equal(
+      await inRoot(root, "cd /root && . /etc/profile && hello && pwd"),
+      "hello\n/root/app\n",
+    );
+  },
+);
+
+test("vm run's login shell is the SSH server's, not the image's Env SHELL", rootOnly, async () => {
+  const root = await guestRoot(true);
+  await fs.appendFile(path.join(root, "usr/lib/banger/image.env"), "SHELL=/bin/zsh\n");
+  await fs.writeFile(path.join(root, "bin/login-sh"), '#!/bin/sh\necho "login $1 $SHELL"\n', {
+    mode: 0o755,
+  });
+  assert.equal(
+    await inRoot(root, remoteCommand(null, []), { SHELL: "/bin/login-sh" }),
+    "login -l /bin/zsh\n",
+  );
+});
+
+// image-env.sh in the shells /bin/sh is: dash, busybox ash and bash in POSIX mode (Fedora, RHEL),
+// where exporting a read-only name (UID) is a fatal error for the shell that sources it.
+test("an Env name the shell refuses does not end the shell sourcing image-env.sh", async () => {
+  const root = await fs.mkdtemp(path.join(dir, "shells-"));
+  await fs.writeFile(path.join(root, "image.env"), "A=1\nUID=1000\nEUID=0\nB=two words\n");
+  const script = (await fs.readFile(path.join(GUEST_SCRIPTS_DIR, "image-env.sh"), "utf8"))
+    .replaceAll("/usr/lib/banger/image.env", path.join(root, "image.env"))
+    .replaceAll("/usr/lib/banger/image.workdir", path.join(root, "image.workdir"));
+  await fs.writeFile(path.join(root, "image-env.sh"), script);
+  for (const shell of [["dash"], ["busybox", "sh"], ["bash", "--posix"]]) {
+    const { stdout } = await run(
+      shell[0]!,
+      [...shell.slice(1), "-c", `. ${root}/image-env.sh; echo "after: $A $B"`],
+      { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: root } },
+    );
+    assert.equal(stdout, "after: 1 two words\n", shell.join(" "));
+  }
+});

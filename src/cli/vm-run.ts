@@ -179,7 +179,7 @@ export async function runVm(
     })().finally(() => progress.done());
     for (const w of info.warnings) deps.out.stderr.write(`warning: ${w}\n`);
 
-    // No workspace: the image's WorkingDir (else /root), read in the guest.
+    // No workspace: the image's WorkingDir (else root's home), read in the guest.
     let dir: string | null = null;
     if (repo) {
       const wsProgress = createProgressRenderer(deps.out);

@@ -82,7 +82,14 @@ WantedBy=multi-user.target
 /** The scripts injected under /usr/lib/banger/, byte for byte as guest-scripts/ holds them. */
 export type AssetScripts = Pick<
   GuestScripts,
-  "networkSetup" | "firstBoot" | "init" | "sshServer" | "loginShell" | "imageEnv" | "imageProfile"
+  | "networkSetup"
+  | "firstBoot"
+  | "init"
+  | "sshServer"
+  | "loginShell"
+  | "imageEnv"
+  | "imageProfile"
+  | "minimalProfile"
 >;
 
 /** The toolkit under /usr/lib/banger/, and outside it only the systemd units, the sshd drop-in and /var/lib/banger. */

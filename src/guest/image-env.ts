@@ -19,19 +19,24 @@ export const SOURCE_IMAGE_ENV = `[ -r /${IMAGE_ENV_SCRIPT} ] && . /${IMAGE_ENV_S
 
 /**
  * The script the guest runs for a user command (`vm run`, `vm ssh`): the image's env, cd
- * into `dir` (a workspace) or else the image's WorkingDir (else /root), check the command
- * exists (a clear error instead of a bare "not found"), then exec it with every argument
- * quoted, so `-- sh -c 'a && b'` reaches the guest as three words. No command: a login shell.
+ * into `dir` (a workspace) or else the image's WorkingDir (else it stays in the user's home,
+ * where the SSH server starts it), check the command exists (a clear error instead of a bare
+ * "not found"), then exec it with every argument quoted, so `-- sh -c 'a && b'` reaches the
+ * guest as three words. No command: a login shell, the one the SSH server picked (the user's
+ * from passwd), taken before the image's Env, whose SHELL must not choose it.
  */
 export function remoteCommand(dir: string | null, cmd: string[]): string {
-  const where = dir === null ? `"\${banger_workdir:-/root}"` : shellQuote(dir);
-  const cd = `${SOURCE_IMAGE_ENV}; cd ${where} || exit 1`;
-  if (cmd.length === 0) return `${cd}; exec "\${SHELL:-/bin/sh}" -l`;
+  const cd =
+    dir === null
+      ? `{ [ -z "$banger_workdir" ] || cd "$banger_workdir" || exit 1; }`
+      : `cd ${shellQuote(dir)} || exit 1`;
+  const setup = `banger_shell=$SHELL; banger_workdir=; ${SOURCE_IMAGE_ENV}; ${cd}`;
+  if (cmd.length === 0) return `${setup}; exec "\${banger_shell:-/bin/sh}" -l`;
   const first = cmd[0]!;
   const hint = /\s/.test(first) ? " (to run a shell snippet, use: -- sh -c '...')" : "";
   const notFound = `banger: the command could not be started in the VM: ${first}: not found${hint}`;
   return [
-    cd,
+    setup,
     `command -v ${shellQuote(first)} >/dev/null 2>&1 || { printf '%s\\n' ${shellQuote(notFound)} >&2; exit 127; }`,
     `exec ${cmd.map(shellQuote).join(" ")}`,
   ].join("; ");

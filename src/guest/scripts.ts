@@ -29,6 +29,8 @@ export const GUEST_SCRIPT_FILES = {
   imageEnv: "image-env.sh",
   /** /etc/profile.d/banger-image-env.sh in images with an Env or WorkingDir: login shells apply them. */
   imageProfile: "image-profile.sh",
+  /** /etc/profile in images that have none but set an Env or WorkingDir: sources /etc/profile.d. */
+  minimalProfile: "profile.sh",
   /** /init of banger's initramfs. */
   initramfsInit: "initramfs-init.sh",
   /** `banger vm session` verbs, run over SSH with `sh -c`. */

@@ -143,7 +143,7 @@ export async function finaliseImage(opts: FinaliseOptions): Promise<FinaliseResu
       scripts,
       opts.toolkit ?? (await hostToolkit(opts.runner)),
     );
-    await writeImageEnv(tree, entries, opts.config ?? null, scripts.imageProfile);
+    await writeImageEnv(tree, entries, opts.config ?? null, scripts);
     const sizeBytes =
       opts.sizeBytes ??
       (opts.freeBytes !== undefined
