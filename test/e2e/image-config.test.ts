@@ -15,8 +15,9 @@ import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 
 // An image's OCI Env and WorkingDir in a VM (under TCG, offline): a busybox-only image with a
 // tool in a directory only the image's PATH names, an Env value full of shell metacharacters,
-// a WorkingDir the image lacks, and an /etc/profile that resets PATH as Debian's does (then
-// sources /etc/profile.d). One VM serves every check.
+// a WorkingDir under /root (the common WORKDIR /root/app), which the VM's work disk mounted on
+// /root hides, so the guest has to make it again, and an /etc/profile that resets PATH as
+// Debian's does (then sources /etc/profile.d). One VM serves every check.
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
 let registry: TestRegistry;
@@ -46,7 +47,7 @@ before(async () => {
   await pushImage(registry.url, "test/configured", "v1", [layer], {
     config: {
       Env: ["PATH=/opt/tool/bin:/usr/bin:/bin", `FOO=${FOO}`],
-      WorkingDir: "/srv/app",
+      WorkingDir: "/root/app",
       Cmd: ["hello"],
     },
   });
@@ -74,7 +75,7 @@ test("image show prints the config the pull kept", { timeout: 60_000 }, async ()
   const shown = (await ok("image", "show", "cfg")).stdout;
   assert.match(shown, /^env: +PATH=\/opt\/tool\/bin:\/usr\/bin:\/bin$/m);
   assert.match(shown, /^env: +FOO=a b;\$\(x\)$/m);
-  assert.match(shown, /^workdir: +\/srv\/app$/m);
+  assert.match(shown, /^workdir: +\/root\/app$/m);
   assert.match(shown, /^cmd: +\["hello"\]$/m);
 });
 
@@ -83,7 +84,7 @@ test(
   { timeout: 300_000 },
   async () => {
     const r = await ok("vm", "ssh", VM, "--", "sh", "-c", 'hello; printf "%s\\n" "$FOO"; pwd');
-    assert.equal(r.stdout, `hello from the image's PATH\n${FOO}\n/srv/app\n`);
+    assert.equal(r.stdout, `hello from the image's PATH\n${FOO}\n/root/app\n`);
     // A command that is not there still gets banger's clear error.
     const missing = await cli("vm", "ssh", VM, "--", "no-such-tool");
     assert.equal(missing.code, 127);
@@ -99,7 +100,7 @@ test(
     assert.equal(r.code, 0);
     assert.match(r.stdout, /^path=\/opt\/tool\/bin:\/usr\/bin:\/bin(:|$)/m);
     assert.match(r.stdout, /^foo=a b;\$\(x\)$/m);
-    assert.match(r.stdout, /^pwd=\/srv\/app$/m);
+    assert.match(r.stdout, /^pwd=\/root\/app$/m);
     assert.match(r.stdout, /^hello from the image's PATH$/m);
   },
 );
@@ -130,7 +131,7 @@ test(
       }
     }
     const logs = (await ok("vm", "session", "logs", VM, "env")).stdout;
-    assert.equal(logs, `hello from the image's PATH\n${FOO}\n/srv/app\n`);
+    assert.equal(logs, `hello from the image's PATH\n${FOO}\n/root/app\n`);
     assert.equal((await ok("vm", "session", "logs", VM, "tmp")).stdout, "/tmp\n");
   },
 );
