@@ -177,3 +177,19 @@ test("harness: what other tests make meanwhile (taps, bridges, NAT, temp dirs) i
     await fs.rm(staging, { recursive: true, force: true });
   }
 });
+
+test("harness: a daemon that cannot start leaves neither its home nor its TMPDIR", async () => {
+  // The harness makes both under the test process's temp dir: point that at a private one.
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), "banger-harness-"));
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  try {
+    // Node refuses an unknown option before bangerd runs a line: the start fails at once.
+    await assert.rejects(hostileDaemon({ NODE_OPTIONS: "--no-such-node-option" }));
+    assert.deepEqual(await fs.readdir(tmp), []);
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
+});

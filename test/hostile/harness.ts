@@ -46,7 +46,14 @@ export async function hostileDaemon(env: NodeJS.ProcessEnv = {}): Promise<Hostil
     : await fs.mkdtemp(path.join(os.tmpdir(), "banger-hostile-tmp-"));
   const tmp = env.TMPDIR ?? ownTmp!;
   const fullEnv = { ...home.env, TMPDIR: tmp, ...env };
-  const pid = await startDaemon({ layout: home.layout, env: fullEnv, notice: () => {} });
+  // A daemon that does not come up must not leave its home and TMPDIR behind for zz-leaks.
+  const pid = await startDaemon({ layout: home.layout, env: fullEnv, notice: () => {} }).catch(
+    async (err: unknown) => {
+      await home.cleanup();
+      if (ownTmp) await fs.rm(ownTmp, { recursive: true, force: true });
+      throw err;
+    },
+  );
   const connect = async (): Promise<DaemonClient> => {
     const client = await tryConnect(home.layout);
     assert.ok(client, `bangerd (pid ${pid}) does not answer on ${home.layout.socketFile}`);
