@@ -51,6 +51,14 @@ function refuse(what: string, detail: string): BangerError {
   );
 }
 
+/** The summary as it is, or refused past CONFIG_LIMITS.maxBytes as JSON. */
+function withinBytes(summary: ImageConfig, what: string, takes: string): ImageConfig {
+  const bytes = Buffer.byteLength(JSON.stringify(summary));
+  if (bytes > CONFIG_LIMITS.maxBytes)
+    throw refuse(what, `${takes} ${bytes} bytes, more than ${CONFIG_LIMITS.maxBytes}`);
+  return summary;
+}
+
 function stringList(what: string, field: string, value: unknown): string[] | null {
   if (value === undefined || value === null) return null;
   if (!Array.isArray(value) || !value.every((v) => typeof v === "string"))
@@ -151,13 +159,11 @@ export function summariseImageConfig(json: Record<string, unknown>, what: string
     user: optionalString(what, "User", c.User),
     warnings,
   };
-  const bytes = Buffer.byteLength(JSON.stringify(summary));
-  if (bytes > CONFIG_LIMITS.maxBytes)
-    throw refuse(
-      what,
-      `its Entrypoint, Cmd, Env, WorkingDir, ExposedPorts and User take ${bytes} bytes, more than ${CONFIG_LIMITS.maxBytes}`,
-    );
-  return summary;
+  return withinBytes(
+    summary,
+    what,
+    "its Entrypoint, Cmd, Env, WorkingDir, ExposedPorts and User take",
+  );
 }
 
 /**
@@ -179,11 +185,5 @@ export function recheckImageConfig(kept: ImageConfig, what: string): ImageConfig
     what,
   );
   const merged = { ...again, warnings: [...kept.warnings, ...again.warnings] };
-  const bytes = Buffer.byteLength(JSON.stringify(merged));
-  if (bytes > CONFIG_LIMITS.maxBytes)
-    throw refuse(
-      what,
-      `with its warnings it takes ${bytes} bytes, more than ${CONFIG_LIMITS.maxBytes}`,
-    );
-  return merged;
+  return withinBytes(merged, what, "with its warnings it takes");
 }

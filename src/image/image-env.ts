@@ -4,6 +4,7 @@ import type { ImageConfig } from "../api/methods.js";
 import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { IMAGE_ENV_FILE, IMAGE_ENV_PROFILE, IMAGE_WORKDIR_FILE } from "../guest/image-env.js";
 import type { GuestScripts } from "../guest/scripts.js";
+import { removeTree } from "../util/remove-tree.js";
 import { prepareParent, resolveInTree, rewriteTreeFile } from "./guest-tree.js";
 
 const SYSTEM_PROFILE = "etc/profile";
@@ -42,7 +43,7 @@ export async function writeImageEnv(
     await prepareParent(tree, rel, entries);
     const abs = path.join(tree, rel);
     const existing = await fsp.lstat(abs).catch(() => null);
-    if (existing?.isDirectory()) await fsp.rm(abs, { recursive: true });
+    if (existing?.isDirectory()) await removeTree(abs);
     await rewriteTreeFile(tree, rel, content);
     entries.set(rel, { uid: 0, gid: 0, mode: S_IFREG | 0o644 });
   }
