@@ -9,7 +9,8 @@ import { Writable } from "node:stream";
 import { BangerError, ErrorCode, type ErrorCodeValue } from "../src/api/errors.js";
 import type { DaemonClient } from "../src/cli/client.js";
 import type { CliDeps } from "../src/cli/context.js";
-import { remoteCommand, runVm, splitRunOperands, type RunOptions } from "../src/cli/vm-run.js";
+import { remoteCommand } from "../src/guest/image-env.js";
+import { runVm, splitRunOperands, type RunOptions } from "../src/cli/vm-run.js";
 import { tempLayout } from "./helpers/temp-home.js";
 
 const run = promisify(execFile);

@@ -52,8 +52,6 @@ export function splitRunOperands(operands: string[], beforeDash: number | null):
   return { path: before[0] ?? null, cmd: after };
 }
 
-export { remoteCommand } from "../guest/image-env.js";
-
 /** Git facts checked on the host before any VM exists, with the daemon's own checks, so a typo costs nothing. */
 async function checkRepo(repo: string, opts: RunOptions): Promise<void> {
   const runner = createCommandRunner();

@@ -1,7 +1,8 @@
 import { S_IFDIR, S_IFLNK, S_IFREG } from "../disk/entry-meta.js";
 import { IMAGE_ENV_SCRIPT } from "./image-env.js";
 import type { GuestScripts } from "./scripts.js";
-import { TOOLKIT_DIR, TOOLKIT_LOADER, type HostToolkit } from "./toolkit.js";
+import { TOOLKIT_DIR } from "../config/defaults.js";
+import { TOOLKIT_LOADER, type HostToolkit } from "./toolkit.js";
 
 /**
  * Files banger puts into every image so one read-only root serves every VM:

@@ -14,7 +14,6 @@ import { TOOLKIT_DIR } from "../config/defaults.js";
  * environment of its sessions, so nothing leaks into them.
  */
 
-export { TOOLKIT_DIR };
 /** The loader ldd must name; x86_64 is the only architecture banger boots. */
 export const TOOLKIT_LOADER = "ld-linux-x86-64.so.2";
 /**

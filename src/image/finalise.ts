@@ -10,7 +10,8 @@ import {
   type AssetScripts,
 } from "../guest/assets.js";
 import { loadGuestScripts } from "../guest/scripts.js";
-import { hostToolkit, TOOLKIT_DIR, withInterpreter, type HostToolkit } from "../guest/toolkit.js";
+import { TOOLKIT_DIR } from "../config/defaults.js";
+import { hostToolkit, withInterpreter, type HostToolkit } from "../guest/toolkit.js";
 import type { CommandRunner } from "../system/runner.js";
 import { S_IFREG, type EntryTable } from "../disk/entry-meta.js";
 import { pickInit } from "./guest-init.js";

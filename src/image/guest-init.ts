@@ -1,5 +1,5 @@
 import path from "node:path";
-import { TOOLKIT_DIR } from "../guest/toolkit.js";
+import { TOOLKIT_DIR } from "../config/defaults.js";
 import { resolveInTree } from "./guest-tree.js";
 
 /** The image's own init, when it is systemd: banger's units are enabled in it. */
