@@ -26,12 +26,14 @@ format:
 # process exits), so no two of them ever run together; every other file runs beside them.
 # scripts/test-files.sh spreads the VM files through the list so one slot keeps booting VMs; it
 # lists test/zz-leaks.test.ts last, which waits until every other file has ended.
+# At the end it prints how long each VM file held the lane (test/helpers/vm-lane.ts writes it).
 # BANGER_TEST_SHARED: one default kernel and image per run, built by the first test file that needs
 # them (see test/helpers/shared-image.ts); removed afterwards whatever the result.
 test: build lint
 	@shared=$$(mktemp -d /tmp/banger-test-shared.XXXXXX); \
 	BANGER_TEST_SHARED=$$shared node --import tsx --test --test-concurrency=2 --test-reporter=spec $$(scripts/test-files.sh); \
 	status=$$?; \
+	if [ -s $$shared/lane-times ]; then echo "VM lane (the critical path), each VM file:"; sort -rn $$shared/lane-times; fi; \
 	BANGER_HOME=$$shared/home ./bin/banger daemon stop >/dev/null 2>&1; \
 	rm -rf $$shared; \
 	exit $$status

@@ -14,8 +14,16 @@ export interface VmSpec {
   /** Root disk: the driver's own copy-on-write root (Driver.rootDisk.path). */
   rootDisk: string;
   workDisk: string;
+  /** Format of the work disk file: raw (a VM's own ext4) or qcow2 (a clone's overlay over a snapshot's). */
+  workDiskFormat?: "raw" | "qcow2";
   /** Per-VM directory for sockets, pid file and console log. */
   dir: string;
+  /**
+   * Restore the saved state a snapshot holds (its memory and device file) instead of booting the
+   * kernel; the disks must be the snapshot's (a clone's overlays over them). The VM starts paused
+   * until `adopt` runs it, like a boot.
+   */
+  restore?: { memory: string };
   /** The console log keeps the newest this many bytes (config console_log_size). */
   consoleLogBytes?: number;
   network:
@@ -39,6 +47,11 @@ export interface VmHandles {
   sshHost: string;
   sshPort: number;
   tap: string | null;
+  /**
+   * The unix socket of the VM's identity channel (QEMU: a virtio-serial port named
+   * banger.identity): how a restored guest learns its new name, address, clock and entropy.
+   */
+  identitySocket?: string;
   /** User-mode egress helpers (passt and banger's frame filter), detached like the VMM. */
   userNet?: { passtPid: number; relayPid: number; socket: string } | null;
 }
@@ -49,7 +62,7 @@ export interface DriverFeatures {
   userNetworking: boolean;
   /** Runs only under KVM (no software emulation). */
   needsKvm: boolean;
-  /** Can save a running VM to a file and restore it (not built yet: no caller). */
+  /** Can save a running VM to files and restore it (Driver.snapshot is there). */
   snapshot: boolean;
   /** Can add port forwards to a running VM (not built yet: no caller). */
   hotplugPorts: boolean;
@@ -63,6 +76,57 @@ export interface RootDisk {
   prepare(backing: string, vmDir: string): Promise<void>;
   /** Bytes it really takes on the host (allocated blocks, not its apparent size). */
   usedBytes(vmDir: string): Promise<number>;
+}
+
+/** What `Driver.snapshot.save` writes into a snapshot's directory (names in SNAPSHOT_FILES). */
+export interface SaveRequest {
+  /** The snapshot's directory: exists and is empty; every file goes here. */
+  dir: string;
+  /** The VM's own directory (its disks, sockets). */
+  vmDir: string;
+  /** The image's rootfs: a saved root disk keeps only what differs from it. */
+  imageRootfs: string;
+  /** Run the VM again afterwards; false leaves its VMM stopped (the VM's state is then "stopped"). */
+  resume: boolean;
+  /** Bounds the whole save (pause, memory, disks). */
+  deadlineMs: number;
+}
+
+export interface SavedState {
+  /** The VMM and its version (`describe()`), which a restore must match. */
+  vmmVersion: string;
+  /** Bytes the snapshot's files take on the host (allocated). */
+  bytes: number;
+  /** How long the guest was paused, in ms. */
+  pausedMs: number;
+}
+
+/** The files of a snapshot's directory. */
+export const SNAPSHOT_FILES = {
+  /** Memory and device state, as the VMM saved it. */
+  memory: "memory",
+  /** The root disk at the paused instant (QEMU: qcow2 over the image's rootfs). */
+  rootDisk: "root.disk",
+  /** The work disk at the paused instant (raw ext4). */
+  workDisk: "work.disk",
+} as const;
+
+/** Saving a running VM and making the disks of VMs restored from it. */
+export interface SnapshotSupport {
+  /**
+   * Pauses the VM, writes memory, device state and both disks as they were at that one paused
+   * instant into `req.dir`, then resumes it (or stops its VMM). A failure resumes the VM when
+   * it can and leaves `req.dir`'s contents for the caller to remove.
+   */
+  save(handles: VmHandles, req: SaveRequest): Promise<SavedState>;
+  /**
+   * A clone's root and work disks in `vmDir`, made from a snapshot's (QEMU: qcow2 overlays, O(1)
+   * in their size). Returns the work disk's file name and format for its VmSpec.
+   */
+  cloneDisks(
+    snapshotDir: string,
+    vmDir: string,
+  ): Promise<{ workDisk: string; format: "raw" | "qcow2" }>;
 }
 
 export interface Driver {
@@ -95,4 +159,6 @@ export interface Driver {
    */
   onExit?(listener: () => void): () => void;
   describe(): Promise<string>;
+  /** Present when `features.snapshot` is true. */
+  readonly snapshots?: SnapshotSupport;
 }

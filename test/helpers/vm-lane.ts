@@ -8,6 +8,7 @@
 // name, and the kernel frees it when that process exits, however it exits (a test file killed by
 // the runner leaves no stale lock behind). Anyone connecting is told which file holds it.
 import { createHash } from "node:crypto";
+import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,8 +31,30 @@ let held: Promise<void> | null = null;
  * released by hand: the process's exit frees it.
  */
 export function joinVmLane(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  held ??= acquire(laneName(env), WAIT_MS);
+  held ??= timed(acquire(laneName(env), WAIT_MS), env.BANGER_TEST_SHARED);
   return held;
+}
+
+/**
+ * Under `make test`, each VM file's wait for the lane and its time holding it go to
+ * `$BANGER_TEST_SHARED/lane-times` (one line a file, written as its process exits), which
+ * `make test` prints at the end: the VM lane is the suite's critical path.
+ */
+async function timed(acquiring: Promise<void>, shared: string | undefined): Promise<void> {
+  const asked = Date.now();
+  await acquiring;
+  if (!shared) return;
+  const got = Date.now();
+  const file = path.relative(checkout, process.argv[1] ?? "?");
+  process.once("exit", () => {
+    const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+    const line = `${s(Date.now() - got).padStart(8)} held, ${s(got - asked).padStart(8)} waited  ${file}\n`;
+    try {
+      fs.appendFileSync(path.join(shared, "lane-times"), line);
+    } catch {
+      // The run's shared dir is gone: nothing to report to.
+    }
+  });
 }
 
 async function acquire(name: string, waitMs: number): Promise<void> {
