@@ -86,6 +86,22 @@ test("the QEMU command line: microvm, virtio-mmio disks, QMP, daemonized, TCG or
   assert.match(args, / -S /);
   assert.ok(!args.includes("file:"), "no console file QEMU would grow without bound");
   assert.match(args, /-netdev user,id=net0,restrict=on,hostfwd=tcp:127\.0\.0\.1:2222-:22/);
+  // Every VM has the identity port (a restore needs the saved device set); a boot loads no state.
+  assert.match(
+    args,
+    /-device virtio-serial-device -chardev socket,id=identity,path=\/v\/identity\.sock,server=on,wait=off -device virtserialport,chardev=identity,name=banger\.identity/,
+  );
+  assert.ok(!args.includes("-incoming"));
+  assert.match(args, /id=work,file=\/v\/work\.ext4,format=raw/);
+  // A clone's restore: its qcow2 work overlay, and the saved state from a path quoted for sh -c.
+  const restored = qemuArgs({
+    ...spec,
+    workDisk: "/v/work.qcow2",
+    workDiskFormat: "qcow2",
+    restore: { memory: "/s/it's here/memory" },
+  });
+  assert.match(restored.join(" "), /id=work,file=\/v\/work\.qcow2,format=qcow2/);
+  assert.equal(restored[restored.indexOf("-incoming") + 1], `exec:cat '/s/it'\\''s here/memory'`);
   // With --nat: passt behind banger's filter, reached over a stream socket; no slirp at all.
   const nat = qemuArgs({
     ...spec,

@@ -85,6 +85,8 @@ export async function createRootOverlay(opts: {
   backing: string;
   file: string;
   runner: CommandRunner;
+  /** The backing file's format: an image's raw ext4, or a snapshot's qcow2 root. */
+  backingFormat?: "raw" | "qcow2";
 }): Promise<void> {
   await runChecked(opts.runner, "qemu-img", [
     "create",
@@ -92,7 +94,7 @@ export async function createRootOverlay(opts: {
     "-f",
     "qcow2",
     "-F",
-    "raw",
+    opts.backingFormat ?? "raw",
     "-b",
     path.resolve(opts.backing),
     opts.file,

@@ -86,6 +86,8 @@ export interface SaveRequest {
   vmDir: string;
   /** The image's rootfs: a saved root disk keeps only what differs from it. */
   imageRootfs: string;
+  /** The VM's work disk as it runs now (its own raw ext4, or a clone's qcow2 overlay). */
+  workDisk: { file: string; format: "raw" | "qcow2" };
   /** Run the VM again afterwards; false leaves its VMM stopped (the VM's state is then "stopped"). */
   resume: boolean;
   /** Bounds the whole save (pause, memory, disks). */
@@ -100,6 +102,9 @@ export interface SavedState {
   /** How long the guest was paused, in ms. */
   pausedMs: number;
 }
+
+/** A VM's work disk file in its directory, by format: its own ext4, or a clone's overlay. */
+export const WORK_DISK_FILES = { raw: "work.ext4", qcow2: "work.qcow2" } as const;
 
 /** The files of a snapshot's directory. */
 export const SNAPSHOT_FILES = {
@@ -120,13 +125,11 @@ export interface SnapshotSupport {
    */
   save(handles: VmHandles, req: SaveRequest): Promise<SavedState>;
   /**
-   * A clone's root and work disks in `vmDir`, made from a snapshot's (QEMU: qcow2 overlays, O(1)
-   * in their size). Returns the work disk's file name and format for its VmSpec.
+   * A clone's root disk (at rootDisk.path(vmDir)) and work disk (WORK_DISK_FILES[format] in
+   * `vmDir`), made from a snapshot's (QEMU: qcow2 overlays, O(1) in their size). Returns the
+   * work disk's format.
    */
-  cloneDisks(
-    snapshotDir: string,
-    vmDir: string,
-  ): Promise<{ workDisk: string; format: "raw" | "qcow2" }>;
+  cloneDisks(snapshotDir: string, vmDir: string): Promise<"raw" | "qcow2">;
 }
 
 export interface Driver {

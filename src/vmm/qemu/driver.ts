@@ -3,11 +3,20 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
-import type { Driver, DriverFeatures, RootDisk, VmHandles, VmSpec } from "../driver.js";
+import type {
+  Driver,
+  DriverFeatures,
+  RootDisk,
+  SnapshotSupport,
+  VmHandles,
+  VmSpec,
+} from "../driver.js";
+import { shellQuote } from "../../guest/ssh.js";
 import { killVmm, vmmStatus, waitForExit } from "../process.js";
 import { CONSOLE_LOG_FILE, ConsoleRecorders, DEFAULT_CONSOLE_LOG_BYTES } from "../console-log.js";
 import { qcow2RootDisk } from "../root-disk.js";
 import { qmpExecute } from "./qmp.js";
+import { qemuSnapshots } from "./snapshot.js";
 
 const MiB = 1024 * 1024;
 
@@ -15,6 +24,10 @@ const MiB = 1024 * 1024;
 const QMP_SOCKET = "qmp.sock";
 const CONSOLE_SOCKET = "console.sock";
 const PID_FILE = "qemu.pid";
+/** The identity channel's socket (a virtio-serial port named banger.identity in the guest). */
+const IDENTITY_SOCKET = "identity.sock";
+/** The port's name in the guest (/sys/class/virtio-ports/<port>/name). */
+export const IDENTITY_PORT_NAME = "banger.identity";
 
 /** The qemu-system-x86_64 command line for a microvm machine with virtio-mmio devices. */
 export function qemuArgs(spec: VmSpec): string[] {
@@ -56,18 +69,28 @@ export function qemuArgs(spec: VmSpec): string[] {
     "-device",
     "virtio-blk-device,drive=root",
     "-drive",
-    `id=work,file=${spec.workDisk},format=raw,if=none,cache=unsafe`,
+    `id=work,file=${spec.workDisk},format=${spec.workDiskFormat ?? "raw"},if=none,cache=unsafe`,
     "-device",
     "virtio-blk-device,drive=work",
     "-object",
     "rng-random,id=rng0,filename=/dev/urandom",
     "-device",
     "virtio-rng-device,rng=rng0",
+    // Every VM has the identity port, so any of them can be snapshotted and its clones told who
+    // they are (the device set of a restore must be the saved one's, in the same order).
+    "-device",
+    "virtio-serial-device",
+    "-chardev",
+    `socket,id=identity,path=${path.join(spec.dir, IDENTITY_SOCKET)},server=on,wait=off`,
+    "-device",
+    `virtserialport,chardev=identity,name=${IDENTITY_PORT_NAME}`,
     "-qmp",
     `unix:${path.join(spec.dir, QMP_SOCKET)},server=on,wait=off`,
     "-pidfile",
     path.join(spec.dir, PID_FILE),
     "-daemonize",
+    // The saved memory and device state; the path is banger's own, quoted for exec's sh -c.
+    ...(spec.restore ? ["-incoming", `exec:cat ${shellQuote(spec.restore.memory)}`] : []),
   ];
   if (spec.network.mode === "user") {
     args.push(
@@ -95,9 +118,12 @@ export function qemuArgs(spec: VmSpec): string[] {
 export const QEMU_FEATURES: DriverFeatures = {
   userNetworking: true,
   needsKvm: false,
-  snapshot: false,
+  snapshot: true,
   hotplugPorts: false,
 };
+
+/** The longest a restore may take to load its saved state before the VM is given up. */
+const RESTORE_LOAD_MS = 120_000;
 
 /** The longest a QMP powerdown request may take (a healthy QEMU answers at once). */
 const QMP_POWERDOWN_MS = 5_000;
@@ -107,12 +133,18 @@ export class QemuDriver implements Driver {
   readonly name = "qemu" as const;
   readonly features = QEMU_FEATURES;
   readonly rootDisk: RootDisk;
+  readonly snapshots: SnapshotSupport;
 
   constructor(
     private readonly runner: CommandRunner,
     private readonly consoles: ConsoleRecorders = new ConsoleRecorders(),
   ) {
     this.rootDisk = qcow2RootDisk(runner);
+    this.snapshots = qemuSnapshots({
+      runner,
+      rootDisk: this.rootDisk,
+      describe: () => this.describe(),
+    });
   }
 
   async removeFiles(vmDir: string): Promise<void> {
@@ -132,6 +164,7 @@ export class QemuDriver implements Driver {
     await fsp.rm(pidFile, { force: true });
     await fsp.rm(path.join(spec.dir, QMP_SOCKET), { force: true });
     await fsp.rm(path.join(spec.dir, CONSOLE_SOCKET), { force: true });
+    await fsp.rm(path.join(spec.dir, IDENTITY_SOCKET), { force: true });
     // -daemonize: the parent exits once the VM is set up (errors go to its stderr); the child is re-parented away from us.
     const stderr = await new Promise<{ code: number | null; stderr: string }>((resolve, reject) => {
       const child = spawn(binary, qemuArgs(spec), { stdio: ["ignore", "ignore", "pipe"] });
@@ -163,8 +196,10 @@ export class QemuDriver implements Driver {
       sshHost: spec.network.mode === "user" ? "127.0.0.1" : spec.network.ip,
       sshPort: spec.network.mode === "user" ? spec.network.sshPort : 22,
       tap: spec.network.mode === "tap" ? spec.network.tap : null,
+      identitySocket: path.join(spec.dir, IDENTITY_SOCKET),
     };
     try {
+      if (spec.restore) await this.loaded(handles, spec.name);
       await this.adopt(handles, spec.consoleLogBytes ?? DEFAULT_CONSOLE_LOG_BYTES);
     } catch (err) {
       await this.kill(handles);
@@ -172,6 +207,35 @@ export class QemuDriver implements Driver {
       throw err;
     }
     return handles;
+  }
+
+  /**
+   * Waits until an incoming QEMU has loaded its saved state (it stays paused under -S); one that
+   * cannot (a damaged or mismatched snapshot) exits, which is a boot failure.
+   */
+  private async loaded(handles: VmHandles, name: string): Promise<void> {
+    const end = Date.now() + RESTORE_LOAD_MS;
+    for (;;) {
+      const status = await qmpExecute(handles.controlSocket, "query-status").then(
+        (r) => String(r.status ?? ""),
+        () => null,
+      );
+      if (status !== null && status !== "inmigrate") return;
+      if (status === null && (await this.status(handles)) === "stopped") {
+        throw new BangerError(
+          ErrorCode.BootFailed,
+          `qemu could not restore VM ${name}: it exited while loading the saved state (a damaged snapshot, or one another QEMU made)`,
+          "banger boots it cold instead; 'banger snapshot delete <snapshot>' drops a damaged one",
+        );
+      }
+      if (Date.now() > end) {
+        throw new BangerError(
+          ErrorCode.BootFailed,
+          `qemu could not restore VM ${name}: loading the saved state took over ${RESTORE_LOAD_MS / 1000} s`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   async adopt(handles: VmHandles, consoleLogBytes: number): Promise<void> {
