@@ -207,6 +207,35 @@ test("the API client speaks HTTP over the unix socket", async () => {
   }
 });
 
+test("a Firecracker started again on the same socket path is reached afresh, not over a pooled connection", async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-fc-"));
+  const socket = path.join(dir, "api.sock");
+  const serve = async (state: string) => {
+    const server = http.createServer((_req, res) =>
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ state })),
+    );
+    await new Promise<void>((resolve) => server.listen(socket, resolve));
+    return server;
+  };
+  const describe = { method: "GET" as const, path: "/" };
+  try {
+    // A VM stopped and started again: a new process listens where the old one did.
+    const first = await serve("Running");
+    assert.match((await apiRequest(socket, describe)).body, /Running/);
+    first.closeAllConnections();
+    await new Promise<void>((resolve) => first.close(() => resolve()));
+    const second = await serve("Paused");
+    try {
+      assert.match((await apiRequest(socket, describe)).body, /Paused/);
+    } finally {
+      second.closeAllConnections();
+      await new Promise<void>((resolve) => second.close(() => resolve()));
+    }
+  } finally {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+});
+
 test(
   "a frozen Firecracker (a socket that never answers) costs the request's time limit, and no time left means no wait",
   { timeout: 10_000 },

@@ -105,6 +105,9 @@ export function apiRequest(
     const r = http.request(
       {
         socketPath,
+        // A connection per call: Node's pooled keep-alive one would outlive a Firecracker that
+        // exited, and reach the next one on the same socket path as a dead connection (EPIPE).
+        agent: false,
         method: req.method,
         path: req.path,
         headers: {
