@@ -23,11 +23,26 @@ export function qcow2RootDisk(runner: CommandRunner): RootDisk {
   return rootDiskAt("root.qcow2", (backing, file) => createRootOverlay({ backing, file, runner }));
 }
 
-/** Raw disks (Firecracker): a reflink copy where the filesystem can, else a sparse copy. */
+/**
+ * A raw disk copied: a reflink where the filesystem can (O(1)), else a sparse copy. The copy is
+ * the user's alone (mode 0600), whatever the source's mode.
+ */
+export async function copyRawDisk(
+  runner: CommandRunner,
+  from: string,
+  to: string,
+  timeoutMs?: number,
+): Promise<void> {
+  await runChecked(
+    runner,
+    "cp",
+    ["--reflink=auto", "--sparse=always", from, to],
+    timeoutMs === undefined ? undefined : { timeoutMs },
+  );
+  await fsp.chmod(to, 0o600);
+}
+
+/** Raw disks (Firecracker): the image's rootfs copied (copyRawDisk). */
 export function copiedRootDisk(runner: CommandRunner): RootDisk {
-  return rootDiskAt("root.ext4", async (backing, file) => {
-    await runChecked(runner, "cp", ["--reflink=auto", "--sparse=always", backing, file]);
-    // cp keeps the image's mode; the guest's disk is the user's alone, like the overlay.
-    await fsp.chmod(file, 0o600);
-  });
+  return rootDiskAt("root.ext4", (backing, file) => copyRawDisk(runner, backing, file));
 }
