@@ -6,90 +6,23 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { test } from "node:test";
-import { parse } from "yaml";
 import { createWorkDisk } from "../src/disk/work-disk.js";
 import { DEFAULT_KERNEL_CMDLINE, readKernelDir } from "../src/kernel/kernel-dir.js";
 import { detectAccel, realAccelDeps } from "../src/system/accel.js";
 import { createCommandRunner, runChecked } from "../src/system/runner.js";
 import type { VmHandles, VmSpec } from "../src/vmm/driver.js";
+import { apiRequest } from "../src/vmm/firecracker/api.js";
+import { FirecrackerDriver } from "../src/vmm/firecracker/driver.js";
 import {
-  apiRequest,
-  FirecrackerDriver,
+  createSnapshot,
+  describeInstance,
+  drivesAt,
   firecrackerRequests,
-} from "../src/vmm/firecracker/driver.js";
+  restoreRequests,
+  vmState,
+} from "../src/vmm/firecracker/requests.js";
+import { loadApi, requestErrors, validate } from "./helpers/firecracker-api.js";
 import { sharedDefaultImage } from "./helpers/shared-image.js";
-
-// Firecracker's own API definition (swagger 2.0), shipped in ../shared.
-type Schema = {
-  type?: string;
-  required?: string[];
-  properties?: Record<string, Schema>;
-  enum?: unknown[];
-  items?: Schema;
-  $ref?: string;
-  minimum?: number;
-  maximum?: number;
-};
-interface Swagger {
-  paths: Record<
-    string,
-    Record<string, { parameters?: Array<{ in: string; schema?: Schema; required?: boolean }> }>
-  >;
-  definitions: Record<string, Schema>;
-}
-
-const apiFile = new URL("../../shared/firecracker-api.yaml", import.meta.url);
-
-async function loadApi(): Promise<Swagger> {
-  return parse(await fs.readFile(apiFile, "utf8")) as Swagger;
-}
-
-/** Errors for `value` against a swagger schema: types, required fields, unknown fields, enums, bounds. */
-function validate(api: Swagger, schema: Schema, value: unknown, where: string): string[] {
-  if (schema.$ref)
-    return validate(api, api.definitions[schema.$ref.replace("#/definitions/", "")]!, value, where);
-  const errors: string[] = [];
-  if (schema.enum && !schema.enum.includes(value))
-    errors.push(`${where}: ${JSON.stringify(value)} not in ${JSON.stringify(schema.enum)}`);
-  switch (schema.type) {
-    case "object": {
-      if (typeof value !== "object" || value === null || Array.isArray(value))
-        return [`${where}: expected an object`];
-      const obj = value as Record<string, unknown>;
-      for (const key of schema.required ?? [])
-        if (!(key in obj)) errors.push(`${where}.${key}: required`);
-      for (const [key, v] of Object.entries(obj)) {
-        const prop = schema.properties?.[key];
-        if (!prop) errors.push(`${where}.${key}: not in the API definition`);
-        else errors.push(...validate(api, prop, v, `${where}.${key}`));
-      }
-      break;
-    }
-    case "string":
-      if (typeof value !== "string") errors.push(`${where}: expected a string`);
-      break;
-    case "integer":
-      if (!Number.isInteger(value)) errors.push(`${where}: expected an integer`);
-      else if (
-        (schema.minimum !== undefined && (value as number) < schema.minimum) ||
-        (schema.maximum !== undefined && (value as number) > schema.maximum)
-      ) {
-        errors.push(`${where}: ${value} out of range`);
-      }
-      break;
-    case "boolean":
-      if (typeof value !== "boolean") errors.push(`${where}: expected a boolean`);
-      break;
-  }
-  return errors;
-}
-
-/** The swagger path template matching a concrete path (e.g. /drives/{drive_id}). */
-function matchPath(api: Swagger, concrete: string): string | undefined {
-  return Object.keys(api.paths).find((template) =>
-    new RegExp(`^${template.replace(/\{[^}]+\}/g, "[^/]+")}$`).test(concrete),
-  );
-}
 
 const spec: VmSpec = {
   id: "abc123",
@@ -111,12 +44,9 @@ const spec: VmSpec = {
 
 test("every request body the driver sends matches Firecracker's API definition", async () => {
   const api = await loadApi();
-  const requests = [
-    ...firecrackerRequests(spec),
-    { method: "PUT" as const, path: "/actions", body: { action_type: "SendCtrlAltDel" } },
-  ];
+  const boot = firecrackerRequests(spec);
   assert.deepEqual(
-    requests.map((r) => r.path),
+    boot.map((r) => r.path),
     [
       "/logger",
       "/machine-config",
@@ -124,19 +54,57 @@ test("every request body the driver sends matches Firecracker's API definition",
       "/drives/root",
       "/drives/work",
       "/network-interfaces/eth0",
-      "/actions",
+      "/vsock",
       "/actions",
     ],
   );
-  for (const req of requests) {
-    const template = matchPath(api, req.path);
-    assert.ok(template, `${req.path} is an API path`);
-    const op = api.paths[template!]![req.method.toLowerCase()];
-    assert.ok(op, `${req.method} ${template} exists`);
-    const bodyParam = op!.parameters?.find((p) => p.in === "body");
-    assert.ok(bodyParam?.schema, `${req.method} ${template} takes a body`);
-    assert.deepEqual(validate(api, bodyParam!.schema!, req.body, `${req.method} ${req.path}`), []);
-  }
+  const restore = restoreRequests({ ...spec, restore: { memory: "/s/snap1/memory" } });
+  const snapshot = [
+    vmState("Paused"),
+    ...drivesAt({ root: "/s/snap1/root.disk", work: "/s/snap1/work.disk" }),
+    createSnapshot("/s/snap1"),
+    vmState("Resumed"),
+  ];
+  const requests = [
+    ...boot,
+    ...restore,
+    ...snapshot,
+    describeInstance,
+    { method: "PUT" as const, path: "/actions", body: { action_type: "SendCtrlAltDel" } },
+  ];
+  for (const req of requests) assert.deepEqual(requestErrors(api, req), []);
+});
+
+test("a restore loads the snapshot paused onto the clone's own tap, vsock and disks, then runs it", () => {
+  const requests = restoreRequests({
+    ...spec,
+    rootDisk: "/v2/root.ext4",
+    workDisk: "/v2/work.ext4",
+    dir: "/v2",
+    network: { mode: "tap", tap: "bg-clone1", mac: "52:54:ab:c1:23:99", ip: "172.30.0.9" },
+    restore: { memory: "/s/snap1/memory" },
+  });
+  // No machine-config or boot-source: the snapshot holds them, and a load takes only a logger first.
+  assert.deepEqual(
+    requests.map((r) => `${r.method} ${r.path}`),
+    ["PUT /logger", "PUT /snapshot/load", "PATCH /drives/root", "PATCH /drives/work", "PATCH /vm"],
+  );
+  assert.deepEqual(requests[1]!.body, {
+    snapshot_path: "/s/snap1/vmstate",
+    mem_backend: { backend_type: "File", backend_path: "/s/snap1/memory" },
+    resume_vm: false,
+    network_overrides: [{ iface_id: "eth0", host_dev_name: "bg-clone1" }],
+    vsock_override: { uds_path: "/v2/vsock.sock" },
+  });
+  assert.deepEqual(
+    requests.slice(2, 4).map((r) => r.body),
+    [
+      { drive_id: "root", path_on_host: "/v2/root.ext4" },
+      { drive_id: "work", path_on_host: "/v2/work.ext4" },
+    ],
+  );
+  assert.deepEqual(requests[4]!.body, { state: "Resumed" });
+  assert.match(String((requests[0]!.body as { log_path: string }).log_path), /^\/v2\//);
 });
 
 test("the validator itself catches wrong bodies", async () => {
@@ -160,6 +128,24 @@ test("the validator itself catches wrong bodies", async () => {
   );
 });
 
+test("the validator checks the items of arrays", async () => {
+  const api = await loadApi();
+  const load = { $ref: "#/definitions/SnapshotLoadParams" };
+  assert.ok(
+    validate(
+      api,
+      load,
+      { snapshot_path: "/s", network_overrides: [{ iface_id: "eth0" }] },
+      "l",
+    ).some((e) => e.includes("network_overrides[0].host_dev_name: required")),
+  );
+  assert.ok(
+    validate(api, load, { snapshot_path: "/s", network_overrides: "eth0" }, "l").some((e) =>
+      e.includes("expected an array"),
+    ),
+  );
+});
+
 test("the driver refuses what Firecracker cannot do", () => {
   assert.throws(
     () => firecrackerRequests({ ...spec, kernel: { ...spec.kernel, vmlinux: null } }),
@@ -169,6 +155,17 @@ test("the driver refuses what Firecracker cannot do", () => {
     () => firecrackerRequests({ ...spec, network: { mode: "user", sshPort: 2222 } }),
     /no user-mode networking/,
   );
+  const restore = { memory: "/s/snap1/memory" };
+  assert.throws(
+    () => restoreRequests({ ...spec, restore, network: { mode: "user", sshPort: 2222 } }),
+    /no user-mode networking/,
+  );
+  // A QEMU clone's work disk is a qcow2 overlay: Firecracker would read its header as ext4.
+  assert.throws(
+    () => restoreRequests({ ...spec, restore, workDiskFormat: "qcow2" }),
+    /reads raw disks only/,
+  );
+  assert.throws(() => firecrackerRequests({ ...spec, workDiskFormat: "qcow2" }), /raw disks only/);
 });
 
 test("the API client speaks HTTP over the unix socket", async () => {
@@ -217,16 +214,15 @@ test("a Firecracker started again on the same socket path is reached afresh, not
     await new Promise<void>((resolve) => server.listen(socket, resolve));
     return server;
   };
-  const describe = { method: "GET" as const, path: "/" };
   try {
     // A VM stopped and started again: a new process listens where the old one did.
     const first = await serve("Running");
-    assert.match((await apiRequest(socket, describe)).body, /Running/);
+    assert.match((await apiRequest(socket, describeInstance)).body, /Running/);
     first.closeAllConnections();
     await new Promise<void>((resolve) => first.close(() => resolve()));
     const second = await serve("Paused");
     try {
-      assert.match((await apiRequest(socket, describe)).body, /Paused/);
+      assert.match((await apiRequest(socket, describeInstance)).body, /Paused/);
     } finally {
       second.closeAllConnections();
       await new Promise<void>((resolve) => second.close(() => resolve()));

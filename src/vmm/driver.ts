@@ -108,8 +108,10 @@ export const WORK_DISK_FILES = { raw: "work.ext4", qcow2: "work.qcow2" } as cons
 
 /** The files of a snapshot's directory. */
 export const SNAPSHOT_FILES = {
-  /** Memory and device state, as the VMM saved it. */
+  /** Memory and device state, as the VMM saved it (Firecracker: guest memory only). */
   memory: "memory",
+  /** Firecracker: the device and vCPU state (its snapshot_path), beside the memory. */
+  vmstate: "vmstate",
   /** The root disk at the paused instant (QEMU: qcow2 over the image's rootfs). */
   rootDisk: "root.disk",
   /** The work disk at the paused instant (raw ext4). */

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import fsp from "node:fs/promises";
-import http from "node:http";
+import type net from "node:net";
 import path from "node:path";
 import { BangerError, ErrorCode } from "../../api/errors.js";
 import type { CommandRunner } from "../../system/runner.js";
@@ -9,131 +9,25 @@ import type { Driver, DriverFeatures, RootDisk, VmHandles, VmSpec } from "../dri
 import { isPidAlive, killVmm, vmmStatus, waitForExit } from "../process.js";
 import { CONSOLE_LOG_FILE } from "../console-log.js";
 import { copiedRootDisk } from "../root-disk.js";
-
-export interface FirecrackerRequest {
-  method: "PUT" | "PATCH" | "GET";
-  path: string;
-  body?: Record<string, unknown>;
-}
-
-const MiB = 1024 * 1024;
-
-/** Firecracker's API socket in the VM's directory. */
-const API_SOCKET = "firecracker.sock";
-
-/**
- * The REST calls that configure and boot one VM, in order. Pure, so tests can
- * check every body against Firecracker's own API definition.
- */
-export function firecrackerRequests(spec: VmSpec): FirecrackerRequest[] {
-  if (!spec.kernel.vmlinux) {
-    throw new BangerError(
-      ErrorCode.InvalidParams,
-      `Firecracker needs an uncompressed vmlinux; kernel for ${spec.name} has none`,
-      "pull a kernel that has one ('banger kernel pull debian-cloud' derives it)",
-    );
-  }
-  if (spec.network.mode !== "tap") {
-    throw new BangerError(
-      ErrorCode.Precondition,
-      "Firecracker has no user-mode networking",
-      'run bangerd as root for bridge networking, or set vmm = "qemu"',
-    );
-  }
-  return [
-    {
-      method: "PUT",
-      path: "/logger",
-      body: {
-        log_path: path.join(spec.dir, "firecracker.log"),
-        level: "Warning",
-        show_level: true,
-        show_log_origin: false,
-      },
-    },
-    {
-      method: "PUT",
-      path: "/machine-config",
-      body: { vcpu_count: spec.vcpu, mem_size_mib: Math.floor(spec.memoryBytes / MiB), smt: false },
-    },
-    {
-      method: "PUT",
-      path: "/boot-source",
-      body: {
-        kernel_image_path: spec.kernel.vmlinux,
-        boot_args: spec.kernel.cmdline,
-        ...(spec.kernel.initrd ? { initrd_path: spec.kernel.initrd } : {}),
-      },
-    },
-    {
-      method: "PUT",
-      path: "/drives/root",
-      body: {
-        drive_id: "root",
-        path_on_host: spec.rootDisk,
-        is_root_device: false,
-        is_read_only: false,
-      },
-    },
-    {
-      method: "PUT",
-      path: "/drives/work",
-      body: {
-        drive_id: "work",
-        path_on_host: spec.workDisk,
-        is_root_device: false,
-        is_read_only: false,
-      },
-    },
-    {
-      method: "PUT",
-      path: "/network-interfaces/eth0",
-      body: { iface_id: "eth0", host_dev_name: spec.network.tap, guest_mac: spec.network.mac },
-    },
-    { method: "PUT", path: "/actions", body: { action_type: "InstanceStart" } },
-  ];
-}
-
-/** One HTTP request over Firecracker's API socket. */
-export function apiRequest(
-  socketPath: string,
-  req: FirecrackerRequest,
-  timeoutMs = 10_000,
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const payload = req.body ? JSON.stringify(req.body) : undefined;
-    const r = http.request(
-      {
-        socketPath,
-        // A connection per call: Node's pooled keep-alive one would outlive a Firecracker that
-        // exited, and reach the next one on the same socket path as a dead connection (EPIPE).
-        agent: false,
-        method: req.method,
-        path: req.path,
-        headers: {
-          accept: "application/json",
-          ...(payload
-            ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }
-            : {}),
-        },
-        // Node reads a timeout of 0 as "wait forever".
-        timeout: Math.max(1, timeoutMs),
-      },
-      (res) => {
-        let body = "";
-        res.on("data", (c: Buffer) => (body += c.toString()));
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, body }));
-      },
-    );
-    r.on("timeout", () => r.destroy(new Error(`${req.method} ${req.path} timed out`)));
-    r.on("error", reject);
-    r.end(payload);
-  });
-}
+import { apiRequest, callApi } from "./api.js";
+import {
+  API_SOCKET,
+  describeInstance,
+  drivesAt,
+  firecrackerRequests,
+  restoreRequests,
+  vmState,
+  vmstateOf,
+  VSOCK_SOCKET,
+} from "./requests.js";
+import { FirecrackerSnapshots, ownDrives } from "./snapshot.js";
+import { connectVsock, IDENTITY_VSOCK_PORT } from "./vsock.js";
 
 export const FIRECRACKER_FEATURES: DriverFeatures = {
   userNetworking: false,
   needsKvm: true,
+  // `snapshots` is built, but off until a guest reader listens on the identity vsock port: a
+  // clone that cannot be told who it is would share the saved VM's keys, entropy and address.
   snapshot: false,
   hotplugPorts: false,
 };
@@ -143,14 +37,22 @@ export class FirecrackerDriver implements Driver {
   readonly name = "firecracker" as const;
   readonly features = FIRECRACKER_FEATURES;
   readonly rootDisk: RootDisk;
+  readonly snapshots: FirecrackerSnapshots;
 
   constructor(private readonly runner: CommandRunner) {
     this.rootDisk = copiedRootDisk(runner);
+    this.snapshots = new FirecrackerSnapshots({
+      runner,
+      rootDisk: this.rootDisk,
+      describe: () => this.describe(),
+      kill: (handles) => this.kill(handles),
+    });
   }
 
-  /** Firecracker leaves its API socket behind when it exits. */
+  /** Firecracker leaves its API and vsock sockets behind when it exits. */
   async removeFiles(vmDir: string): Promise<void> {
     await fsp.rm(path.join(vmDir, API_SOCKET), { force: true });
+    await fsp.rm(path.join(vmDir, VSOCK_SOCKET), { force: true });
   }
 
   async start(spec: VmSpec): Promise<VmHandles> {
@@ -161,9 +63,10 @@ export class FirecrackerDriver implements Driver {
         "firecracker is not installed",
         'set vmm = "qemu" in config.toml, or install Firecracker >= 1.8',
       );
-    const requests = firecrackerRequests(spec);
+    const requests = spec.restore ? restoreRequests(spec) : firecrackerRequests(spec);
+    if (spec.restore) await checkSnapshotFiles(spec.restore.memory);
     const socket = path.join(spec.dir, API_SOCKET);
-    await fsp.rm(socket, { force: true });
+    await this.removeFiles(spec.dir);
     const console = fs.openSync(path.join(spec.dir, CONSOLE_LOG_FILE), "a");
     const child = spawn(binary, ["--api-sock", socket, "--id", `banger-${spec.name}`], {
       detached: true,
@@ -181,6 +84,7 @@ export class FirecrackerDriver implements Driver {
       sshHost: spec.network.mode === "tap" ? spec.network.ip : "127.0.0.1",
       sshPort: 22,
       tap: spec.network.mode === "tap" ? spec.network.tap : null,
+      identitySocket: path.join(spec.dir, VSOCK_SOCKET),
     };
     try {
       const deadline = Date.now() + 10_000;
@@ -193,20 +97,47 @@ export class FirecrackerDriver implements Driver {
           );
         await new Promise((r) => setTimeout(r, 50));
       }
-      for (const req of requests) {
-        const res = await apiRequest(socket, req);
-        if (res.status >= 300) {
-          throw new BangerError(
-            ErrorCode.Internal,
-            `firecracker refused ${req.method} ${req.path} (HTTP ${res.status}): ${res.body.slice(0, 300)}`,
-          );
-        }
-      }
+      // A refused restore (a corrupt or foreign snapshot) is a failed boot: callers fall back.
+      const failed = spec.restore
+        ? {
+            code: ErrorCode.BootFailed,
+            hint: `the snapshot could not be restored; see ${path.join(spec.dir, "firecracker.log")}`,
+          }
+        : {};
+      for (const req of requests) await callApi(socket, req, failed);
       return handles;
     } catch (err) {
       await this.kill(handles);
       throw err;
     }
+  }
+
+  /**
+   * A running VM found at daemon start-up. One left paused by a daemon that died during a
+   * snapshot or a restore may have its drives on a snapshot's files: back on its own, then run.
+   */
+  async adopt(handles: VmHandles): Promise<void> {
+    const info = JSON.parse(await callApi(handles.controlSocket, describeInstance)) as {
+      state?: unknown;
+    };
+    if (info.state !== "Paused") return;
+    const vmDir = path.dirname(handles.controlSocket);
+    for (const req of drivesAt(ownDrives(this.rootDisk, vmDir)))
+      await callApi(handles.controlSocket, req);
+    await callApi(handles.controlSocket, vmState("Resumed"));
+  }
+
+  /**
+   * The identity channel of a restored VM: a stream to the guest's reader on its vsock port
+   * (Firecracker has no virtio-serial; QEMU's is handles.identitySocket itself).
+   */
+  identityChannel(handles: VmHandles, timeoutMs: number): Promise<net.Socket> {
+    if (!handles.identitySocket)
+      throw new BangerError(
+        ErrorCode.Precondition,
+        "this VM was started without a vsock device: it has no identity channel",
+      );
+    return connectVsock(handles.identitySocket, IDENTITY_VSOCK_PORT, timeoutMs);
   }
 
   status(handles: VmHandles): Promise<"running" | "stopped"> {
@@ -234,5 +165,17 @@ export class FirecrackerDriver implements Driver {
   async describe(): Promise<string> {
     const r = await this.runner.run("firecracker", ["--version"]);
     return r.stdout.split("\n")[0] ?? "firecracker";
+  }
+}
+
+/** A restore names files Firecracker would only report as a load error: say which is missing. */
+export async function checkSnapshotFiles(memory: string): Promise<void> {
+  for (const file of [memory, vmstateOf(memory)]) {
+    if (!(await fsp.stat(file).catch(() => null))?.isFile())
+      throw new BangerError(
+        ErrorCode.BootFailed,
+        `the snapshot's ${path.basename(file)} file is missing (${file}): it was not saved by Firecracker, or is damaged`,
+        "delete the snapshot ('banger snapshot delete'); a cold boot does not need it",
+      );
   }
 }
