@@ -58,6 +58,9 @@ Wants=banger-first-boot.service
 ExecStart=/${TOOLKIT_DIR}/ssh-server
 Restart=always
 RestartSec=1
+# Restarting dropbear (for a clone's new host key, or after a crash) leaves its sessions running,
+# as Debian's ssh.service does for sshd.
+KillMode=process
 
 [Install]
 WantedBy=multi-user.target
