@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { GUEST_SCRIPT_FILES, GUEST_SCRIPTS_DIR, loadGuestScripts } from "../src/guest/scripts.js";
 
-/** Injected under /usr/lib/banger/ and run by banger's busybox there: the image may have no shell. */
+/** Run by banger's busybox under /usr/lib/banger/ (injected there, or sent): the image may have no shell. */
 const TOOLKIT_RUN = new Set([
   "networkSetup",
   "firstBoot",
@@ -14,6 +14,7 @@ const TOOLKIT_RUN = new Set([
   "sshServer",
   "loginShell",
   "imageEnv",
+  "identity",
 ]);
 
 const exec = promisify(execFile);

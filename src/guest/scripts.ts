@@ -39,6 +39,8 @@ export const GUEST_SCRIPT_FILES = {
   sessionSupervisor: "session-supervisor.sh",
   /** `banger vm workspace` import and export, run over SSH with `sh -c`. */
   workspace: "workspace.sh",
+  /** The identity reader a snapshot's clones find in memory (guest/identity.ts starts it). */
+  identity: "identity.sh",
 } as const;
 
 export type GuestScripts = { readonly [K in keyof typeof GUEST_SCRIPT_FILES]: string };
