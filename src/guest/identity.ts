@@ -86,90 +86,121 @@ export function identityLine(id: GuestIdentity): string {
 
 const RETRY_MS = 50;
 
+const failure = (message: string) => new BangerError(ErrorCode.Internal, message);
+const secondsOf = (ms: number) => Math.max(1, Math.round(ms / 1000));
+
 /**
- * Tells a restored guest who it is: connects to its identity socket (retrying while the VMM has
- * not made it yet), writes the line and waits for the guest's answer. Resolves on `ok`; rejects
- * on `error <why>` (the guest's reason, escaped: it is guest text), on a close or anything else,
- * and when `timeoutMs` runs out, whatever the step.
+ * Tells a restored guest who it is over its identity socket (QEMU's chardev): connects,
+ * retrying while the VMM has not made the socket or does not listen yet, then `tellIdentity`.
+ * `timeoutMs` bounds the whole exchange.
  */
 export async function sendIdentity(
   socketPath: string,
   identity: GuestIdentity,
   timeoutMs: number,
 ): Promise<void> {
-  const line = `${identityLine(identity)}\n`;
-  const seconds = Math.max(1, Math.round(timeoutMs / 1000));
-  await new Promise<void>((resolve, reject) => {
-    let socket: net.Socket | null = null;
+  identityLine(identity); // a bad value fails before anything connects
+  const deadline = Date.now() + timeoutMs;
+  const socket = await connectRetrying(socketPath, timeoutMs);
+  await tellIdentity(socket, identity, Math.max(1, deadline - Date.now()));
+}
+
+function connectRetrying(socketPath: string, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
     let retry: NodeJS.Timeout | null = null;
+    let current: net.Socket | null = null;
+    const deadline = setTimeout(() => {
+      if (retry) clearTimeout(retry);
+      current?.destroy();
+      reject(
+        failure(
+          `the VM's identity channel ${socketPath} did not open within ${secondsOf(timeoutMs)}s`,
+        ),
+      );
+    }, timeoutMs);
+    const attempt = () => {
+      retry = null;
+      const s = net.createConnection(socketPath);
+      current = s;
+      const onError = (err: NodeJS.ErrnoException) => {
+        s.destroy();
+        // No socket yet, or no listener on it yet: the VMM is still starting.
+        if (err.code === "ENOENT" || err.code === "ECONNREFUSED") {
+          retry = setTimeout(attempt, RETRY_MS);
+          return;
+        }
+        clearTimeout(deadline);
+        reject(failure(`the VM's identity channel failed: ${err.message}`));
+      };
+      s.once("error", onError);
+      s.once("connect", () => {
+        s.off("error", onError);
+        clearTimeout(deadline);
+        resolve(s);
+      });
+    };
+    attempt();
+  });
+}
+
+/**
+ * The exchange on an open channel to the guest's reader (QEMU's port through `sendIdentity`, or
+ * any other stream to it): writes the line and reads the guest's one-line answer. Resolves on
+ * `ok`; rejects on `error <why>` (the guest's reason, escaped: it is guest text), on a close, an
+ * answer past IDENTITY_ANSWER_MAX or anything else, and after `timeoutMs`. Closes the stream.
+ */
+export function tellIdentity(
+  socket: net.Socket,
+  identity: GuestIdentity,
+  timeoutMs: number,
+): Promise<void> {
+  const line = `${identityLine(identity)}\n`;
+  return new Promise((resolve, reject) => {
     let settled = false;
     const finish = (err: BangerError | null) => {
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
-      if (retry) clearTimeout(retry);
-      socket?.destroy();
+      socket.destroy();
       if (err) reject(err);
       else resolve();
     };
-    const fail = (message: string) => new BangerError(ErrorCode.Internal, message);
-    let connected = false;
     const deadline = setTimeout(
       () =>
         finish(
-          fail(
-            connected
-              ? `the guest did not answer its new identity within ${seconds}s`
-              : `the VM's identity channel ${socketPath} did not open within ${seconds}s`,
-          ),
+          failure(`the guest did not answer its new identity within ${secondsOf(timeoutMs)}s`),
         ),
       timeoutMs,
     );
     let answer = Buffer.alloc(0);
-    const connect = () => {
-      retry = null;
-      const s = net.createConnection(socketPath);
-      socket = s;
-      s.on("connect", () => {
-        connected = true;
-        s.write(line);
-      });
-      s.on("data", (chunk: Buffer) => {
-        answer = Buffer.concat([answer, chunk]);
-        const end = answer.indexOf(0x0a);
-        if (end < 0) {
-          if (answer.length > IDENTITY_ANSWER_MAX)
-            finish(
-              fail(`the guest's answer ran past ${IDENTITY_ANSWER_MAX} bytes without a line end`),
-            );
-          return;
-        }
-        finish(judge(answer.subarray(0, end).toString("utf8"), fail));
-      });
-      s.on("error", (err: NodeJS.ErrnoException) => {
-        if (settled) return;
-        // No socket yet, or no listener on it yet: the VMM is still starting.
-        if (!connected && (err.code === "ENOENT" || err.code === "ECONNREFUSED")) {
-          s.destroy();
-          retry = setTimeout(connect, RETRY_MS);
-          return;
-        }
-        finish(fail(`the VM's identity channel failed: ${err.message}`));
-      });
-      s.on("close", () => {
-        if (connected) finish(fail("the guest closed its identity channel without answering"));
-      });
-    };
-    connect();
+    socket.on("data", (chunk: Buffer) => {
+      answer = Buffer.concat([answer, chunk]);
+      const end = answer.indexOf(0x0a);
+      if (end < 0) {
+        if (answer.length > IDENTITY_ANSWER_MAX)
+          finish(
+            failure(`the guest's answer ran past ${IDENTITY_ANSWER_MAX} bytes without a line end`),
+          );
+        return;
+      }
+      finish(judge(answer.subarray(0, end).toString("utf8")));
+    });
+    socket.on("error", (err) =>
+      finish(failure(`the VM's identity channel failed: ${err.message}`)),
+    );
+    socket.on("close", () =>
+      finish(failure("the guest closed its identity channel without answering")),
+    );
+    socket.write(line);
   });
 }
 
 /** null for `ok`; the error for anything else. */
-function judge(text: string, fail: (message: string) => BangerError): BangerError | null {
+function judge(text: string): BangerError | null {
   if (text === "ok") return null;
   if (text.startsWith("error "))
-    return fail(`the guest could not take its new identity: ${visible(text.slice(6, 300))}`);
-  return fail(
+    return failure(`the guest could not take its new identity: ${visible(text.slice(6, 300))}`);
+  return failure(
     `the guest answered its identity with neither ok nor error: ${visible(text.slice(0, 80))}`,
   );
 }
