@@ -103,6 +103,7 @@ export async function createVm(
       mac: null,
       vmm,
       teardownJson: null,
+      snapshotId: null,
       createdAt: now,
       updatedAt: now,
     };
