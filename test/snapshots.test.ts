@@ -94,6 +94,9 @@ async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
       prepareGuest: async () => {
         events.push("prepare");
       },
+      resumedGuest: async (vm) => {
+        events.push(`resumed ${vm.name}`);
+      },
     });
     const rootfs = path.join(home.home, "rootfs.ext4");
     await fs.writeFile(rootfs, "");
@@ -132,7 +135,11 @@ test("a snapshot is saved into a staging dir, renamed into place (0700, files 06
   await withRig(async ({ home, store, vms, snapshots, events, saves }) => {
     const snap = await snapshots.take("dev", {});
     assert.equal(snap.name, "dev-snap-1", "named after the VM by default");
-    assert.deepEqual(events, ["prepare", "save"], "the identity reader runs before the save");
+    assert.deepEqual(
+      events,
+      ["prepare", "save", "resumed dev"],
+      "the identity reader runs before the save; the VM is told who it is once it runs on",
+    );
     assert.equal(saves[0]!.resume, true);
     assert.equal(saves[0]!.imageRootfs, path.join(home.home, "rootfs.ext4"));
     assert.match(path.basename(saves[0]!.dir), /^\.staging-[0-9a-f]{12}$/);
@@ -168,7 +175,7 @@ test("a save that fails leaves no staging dir, no row, and the VM running", asyn
 });
 
 test("--stop leaves the VM stopped and released; names are checked before anything is saved", async () => {
-  await withRig(async ({ store, vms, snapshots, saves }) => {
+  await withRig(async ({ store, vms, snapshots, saves, events }) => {
     await assert.rejects(snapshots.take("dev", { name: "Bad_Name" }), /invalid snapshot name/);
     await assert.rejects(snapshots.take("nope", {}), /no VM named "nope"/);
     await snapshots.take("dev", { name: "base" });
@@ -177,8 +184,10 @@ test("--stop leaves the VM stopped and released; names are checked before anythi
       (err: unknown) => err instanceof BangerError && err.code === ErrorCode.AlreadyExists,
     );
     assert.equal(saves.length, 1, "a taken name saves nothing");
+    events.length = 0;
     await snapshots.take("dev", { name: "last", stop: true });
     assert.equal(saves[1]!.resume, false);
+    assert.deepEqual(events, ["prepare", "save"], "a VM left stopped is told nothing");
     // Released by the snapshot itself, not later by the exit watch or a `vm show`.
     const dev = store.getVmByName("dev")!;
     assert.equal(dev.state, "stopped");

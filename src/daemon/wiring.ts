@@ -128,8 +128,9 @@ export function wireServices(daemon: Daemon): Services {
       (vms) =>
         new SnapshotService({
           vms: vms.ctx,
-          // Until the identity reader lands (src/guest/identity.ts, #15), nothing runs first.
+          // Until the identity channel lands (src/guest/identity.ts, #15), nothing runs here.
           prepareGuest: async () => undefined,
+          resumedGuest: async () => undefined,
         }),
     ),
     networkStatus: () => networkStatus,

@@ -4,9 +4,10 @@ import type { SnapshotInfo } from "../api/methods.js";
 import { VM_NAME } from "../api/vm-names.js";
 import { loadConfig } from "../config/config.js";
 import type { GuestTarget } from "../guest/ssh.js";
-import type { KernelRow, SnapshotRow, Store } from "../store/store.js";
+import type { KernelRow, SnapshotRow, Store, VmRow } from "../store/store.js";
 import { detectAccel, realAccelDeps, resolveAccel } from "../system/accel.js";
 import type { VmContext } from "../vm/context.js";
+import type { VmHandles } from "../vmm/driver.js";
 
 export interface SnapshotServiceDeps {
   /** The VM verbs' context: its store, locks, handles, drivers and network. */
@@ -16,6 +17,11 @@ export interface SnapshotServiceDeps {
    * (src/guest/identity.ts startIdentityReader), so every clone has one waiting in its memory.
    */
   prepareGuest(target: GuestTarget): Promise<void>;
+  /**
+   * Runs once a saved VM runs on (not after --stop): tells its waiting identity reader who it
+   * is (itself, with the host's clock now), so the reader exits and the guest's clock is right.
+   */
+  resumedGuest(vm: VmRow, handles: VmHandles): Promise<void>;
   /** Bounds one save (pause, memory, disks); default 5 minutes. */
   saveDeadlineMs?: number;
 }

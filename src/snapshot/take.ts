@@ -125,6 +125,13 @@ export async function takeSnapshot(
         { vm: vm.name, snapshot: name, bytes: saved.bytes, pausedMs: saved.pausedMs },
         "snapshot taken",
       );
+      // The snapshot is complete either way: a guest that does not take its line is logged.
+      if (req.stop !== true)
+        await ctx.deps
+          .resumedGuest(vm, handles)
+          .catch((err: unknown) =>
+            vms.deps.log?.error({ err, vm: vm.name }, "the resumed VM did not take its identity"),
+          );
       return { ...ctx.info(row), pausedMs: saved.pausedMs };
     });
   });
