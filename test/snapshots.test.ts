@@ -72,7 +72,7 @@ async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
           events.push(`clone ${path.basename(snapshotDir)}`);
           await fs.writeFile(path.join(vmDir, "root.qcow2"), snapshotDir);
           await fs.writeFile(path.join(vmDir, "work.qcow2"), snapshotDir);
-          return { workDisk: "work.qcow2", format: "qcow2" as const };
+          return "qcow2" as const;
         },
       },
     });
@@ -143,6 +143,10 @@ test("a snapshot is saved into a staging dir, renamed into place (0700, files 06
     assert.equal(saves[0]!.resume, true);
     assert.equal(saves[0]!.imageRootfs, path.join(home.home, "rootfs.ext4"));
     assert.match(path.basename(saves[0]!.dir), /^\.staging-[0-9a-f]{12}$/);
+    assert.deepEqual(saves[0]!.workDisk, {
+      file: path.join(vms.ctx.dirOf("0123456789ab"), "work.ext4"),
+      format: "raw",
+    });
     const dir = path.join(home.layout.snapshotsDir, snap.id);
     assert.deepEqual(await fs.readdir(home.layout.snapshotsDir), [snap.id], "no staging dir left");
     assert.equal(await mode(dir), 0o700);
@@ -202,7 +206,7 @@ test("--stop leaves the VM stopped and released; names are checked before anythi
 });
 
 test("a clone gets the snapshot's shape, overlays and the restore marker; the snapshot cannot go while it exists", async () => {
-  await withRig(async ({ home, store, vms, snapshots, events }) => {
+  await withRig(async ({ home, store, vms, snapshots, events, saves }) => {
     const snap = await snapshots.take("dev", { name: "base" });
     const clone = await snapshots.clone({ snapshot: "base", name: "try1", start: false });
     assert.equal(clone.state, "created");
@@ -219,6 +223,14 @@ test("a clone gets the snapshot's shape, overlays and the restore marker; the sn
     );
     assert.deepEqual((await fs.readdir(dir)).sort(), ["restore", "root.qcow2", "work.qcow2"]);
     assert.deepEqual(snapshots.show("base").clones, ["try1"]);
+    // A clone saved in turn: its work disk is its qcow2 overlay.
+    store.updateVm(row.id, { state: "running", teardownJson: JSON.stringify(fakeHandles) });
+    await snapshots.take("try1", { name: "of-clone" });
+    assert.deepEqual(saves.at(-1)!.workDisk, {
+      file: path.join(dir, "work.qcow2"),
+      format: "qcow2",
+    });
+    await snapshots.delete("of-clone");
     await assert.rejects(
       snapshots.clone({ snapshot: "base", name: "try1" }),
       /a VM named "try1" already exists/,

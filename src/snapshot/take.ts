@@ -9,6 +9,7 @@ import type { SnapshotRow } from "../store/store.js";
 import { removeTree } from "../util/remove-tree.js";
 import { notRunning } from "../vm/context.js";
 import { releaseDead } from "../vm/teardown.js";
+import { WORK_DISK_FILES } from "../vmm/driver.js";
 import { checkName, freeName, kernelFingerprint, type SnapshotContext } from "./context.js";
 
 export interface TakeRequest {
@@ -78,6 +79,7 @@ export async function takeSnapshot(
           dir: staging,
           vmDir: vms.dirOf(vm.id),
           imageRootfs: image.rootfsPath,
+          workDisk: await workDiskOf(vms.dirOf(vm.id)),
           resume: req.stop !== true,
           deadlineMs: ctx.saveDeadlineMs,
         });
@@ -135,6 +137,14 @@ export async function takeSnapshot(
       return { ...ctx.info(row), pausedMs: saved.pausedMs };
     });
   });
+}
+
+/** The VM's work disk as it runs: a clone's qcow2 overlay when there is one, else its raw ext4. */
+async function workDiskOf(vmDir: string): Promise<{ file: string; format: "raw" | "qcow2" }> {
+  const overlay = path.join(vmDir, WORK_DISK_FILES.qcow2);
+  return (await fsp.lstat(overlay).catch(() => null))
+    ? { file: overlay, format: "qcow2" }
+    : { file: path.join(vmDir, WORK_DISK_FILES.raw), format: "raw" };
 }
 
 function refuseTaken(ctx: SnapshotContext, name: string): void {
