@@ -150,8 +150,9 @@ test("a snapshot is saved into a staging dir, renamed into place (0700, files 06
     const dir = path.join(home.layout.snapshotsDir, snap.id);
     assert.deepEqual(await fs.readdir(home.layout.snapshotsDir), [snap.id], "no staging dir left");
     assert.equal(await mode(dir), 0o700);
-    for (const f of Object.values(SNAPSHOT_FILES))
-      assert.equal(await mode(path.join(dir, f)), 0o600);
+    const files = await fs.readdir(dir);
+    assert.deepEqual(files.sort(), ["memory", "root.disk", "work.disk"]);
+    for (const f of files) assert.equal(await mode(path.join(dir, f)), 0o600);
     const row = store.snapshots.byName("dev-snap-1")!;
     assert.equal(row.kind, "user");
     assert.equal(row.sourceVm, "dev");

@@ -45,7 +45,8 @@ export async function checkRestorable(
         ? `restore it where KVM works, or ${retake}`
         : `set accel = "tcg" in config.toml to restore it, or ${retake}`,
     );
-  for (const file of Object.values(SNAPSHOT_FILES)) {
+  // What every VMM's snapshot has (Firecracker's also has its vmstate, which its load checks).
+  for (const file of [SNAPSHOT_FILES.memory, SNAPSHOT_FILES.rootDisk, SNAPSHOT_FILES.workDisk]) {
     const stat = await fsp.lstat(path.join(host.dir, file)).catch(() => null);
     if (!stat?.isFile())
       refuse(`its file ${file} is missing`, `'banger snapshot delete ${snap.name}'`);
