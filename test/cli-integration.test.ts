@@ -164,6 +164,18 @@ test("user errors print a message and a hint, and exit 1", async () => {
     /--kernel-ref and --kernel\/--initrd\/--modules are mutually exclusive/,
   );
 
+  // A clone's shape is its snapshot's: refused on the CLI before any daemon is asked.
+  const sized = await cli(home, "vm", "create", "--from-snapshot", "base", "--vcpu", "2");
+  assert.equal(sized.code, 1);
+  assert.match(sized.stderr, /--from-snapshot cannot be given with --vcpu/);
+  const noSnap = await cli(home, "snapshot", "show", "ghost");
+  assert.equal(noSnap.code, 1);
+  assert.match(noSnap.stderr, /no snapshot named "ghost"[\s\S]*hint: 'banger snapshot list'/);
+  const noClone = await cli(home, "vm", "create", "--from-snapshot", "ghost");
+  assert.match(noClone.stderr, /no snapshot named "ghost"/);
+  const notRunning = await cli(home, "vm", "snapshot", "ghost");
+  assert.match(notRunning.stderr, /no VM named "ghost"/);
+
   const typo = await cli(home, "vm", "lst");
   assert.notEqual(typo.code, 0);
   assert.match(typo.stderr, /unknown command 'lst'\n\(Did you mean one of list, ls\?\)/);

@@ -218,6 +218,7 @@ test("register: exclusive kernel forms, ext4 check, loose kernel files; promote 
     mac: null,
     vmm: null,
     teardownJson: null,
+    snapshotId: null,
     createdAt: "now",
     updatedAt: "now",
   });

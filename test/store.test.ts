@@ -6,7 +6,7 @@ import { after, test } from "node:test";
 import Database from "better-sqlite3";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
 import { migrations } from "../src/store/migrations.js";
-import { Store, type ImageRow, type VmRow } from "../src/store/store.js";
+import { Store, type ImageRow, type SnapshotRow, type VmRow } from "../src/store/store.js";
 
 const dirs: string[] = [];
 after(async () => {
@@ -47,6 +47,7 @@ const vm: VmRow = {
   mac: null,
   vmm: "qemu",
   teardownJson: null,
+  snapshotId: null,
   createdAt: now,
   updatedAt: now,
 };
@@ -77,6 +78,13 @@ const seeds: Record<number, (db: Database.Database) => void> = {
       "INSERT INTO vms (id, name, image_id, vcpu, memory_bytes, disk_bytes, created_at, updated_at) VALUES ('vm1', 'dev', 'img1', 1, 1, 1, ?, ?)",
     ).run(now, now);
   },
+  5: (db) => {
+    db.prepare(
+      `INSERT INTO snapshots (id, name, kind, image_id, kernel_ref, kernel_fingerprint, vmm, vmm_version, accel,
+                              vcpu, memory_bytes, disk_bytes, bytes, created_at)
+       VALUES ('s1', 'base', 'user', 'img1', 'k', 'f', 'qemu', 'QEMU 7.2', 'tcg', 1, 1, 1, 1, ?)`,
+    ).run(now);
+  },
 };
 
 for (let k = 1; k <= migrations.length; k++) {
@@ -94,6 +102,8 @@ for (let k = 1; k <= migrations.length; k++) {
     assert.equal(store.getKernel("k")?.dir, "/k");
     assert.equal(store.getImageByName("debian-bookworm")?.id, "img1");
     if (k >= 2) assert.equal(store.getVmByName("dev")?.imageId, "img1");
+    if (k >= 2) assert.equal(store.getVmByName("dev")?.snapshotId, null, "older VMs are no clones");
+    if (k >= 5) assert.equal(store.snapshots.byName("base")?.id, "s1");
     store.close();
   });
 }
@@ -157,5 +167,67 @@ test("CRUD round trips and unique names", async () => {
   assert.equal(store.deleteImage("img1"), true);
   assert.equal(store.deleteKernel("debian-cloud"), true);
   assert.equal(store.deleteKernel("debian-cloud"), false);
+  store.close();
+});
+
+const snapshot: SnapshotRow = {
+  id: "snap1",
+  name: "base",
+  kind: "user",
+  sourceVm: "dev",
+  imageId: "img1",
+  kernelRef: "debian-cloud",
+  kernelFingerprint: "abc@2026",
+  vmm: "qemu",
+  vmmVersion: "QEMU 7.2.0",
+  accel: "tcg",
+  vcpu: 2,
+  memoryBytes: 2 << 30,
+  diskBytes: 8 << 30,
+  shapeKey: null,
+  bytes: 150 << 20,
+  createdAt: now,
+};
+
+test("snapshots: round trip, unique names and shape keys, clones hold them, a lost one is dropped", async () => {
+  const store = Store.open(await dbFile());
+  store.insertImage(image);
+  store.snapshots.insert(snapshot);
+  assert.deepEqual(store.snapshots.byName("base"), snapshot);
+  assert.deepEqual(store.snapshots.byId("snap1"), snapshot);
+  assert.equal(store.snapshots.byName("nope"), null);
+  assert.throws(
+    () => store.snapshots.insert({ ...snapshot, id: "snap2" }),
+    (err: unknown) =>
+      err instanceof BangerError &&
+      err.code === ErrorCode.AlreadyExists &&
+      /snapshot named "base"/.test(err.message),
+  );
+  const boot = { ...snapshot, id: "boot1", name: "boot-x", kind: "boot" as const, shapeKey: "k1" };
+  store.snapshots.insert(boot);
+  assert.deepEqual(store.snapshots.byShapeKey("k1"), boot);
+  assert.throws(
+    () => store.snapshots.insert({ ...boot, id: "boot2", name: "boot-y" }),
+    /already exists/,
+    "one boot snapshot per shape",
+  );
+  assert.deepEqual(
+    store.snapshots.list().map((s) => s.name),
+    ["base", "boot-x"],
+  );
+  store.insertVm({ ...vm, snapshotId: "snap1" });
+  store.insertVm({ ...vm, id: "vm2", name: "other", snapshotId: "snap1" });
+  assert.equal(store.getVmByName("dev")?.snapshotId, "snap1");
+  assert.throws(() => store.snapshots.delete("snap1"), /FOREIGN KEY/, "clones hold their snapshot");
+  assert.deepEqual(store.snapshots.dropLost("snap1"), ["dev", "other"]);
+  assert.equal(store.snapshots.byId("snap1"), null);
+  assert.equal(store.getVmByName("dev")?.snapshotId, null);
+  assert.equal(store.snapshots.delete("boot1"), true);
+  assert.equal(store.snapshots.delete("boot1"), false);
+  assert.throws(
+    () => store.snapshots.insert({ ...snapshot, imageId: "gone" }),
+    /FOREIGN KEY/,
+    "a snapshot names an image that exists",
+  );
   store.close();
 });

@@ -4,6 +4,7 @@ import { daemonMethods } from "./methods/daemon.js";
 import { imageMethods } from "./methods/image.js";
 import { kernelMethods } from "./methods/kernel.js";
 import { sessionMethods } from "./methods/session.js";
+import { snapshotMethods } from "./methods/snapshot.js";
 import { vmMethods } from "./methods/vm.js";
 import { workspaceMethods } from "./methods/workspace.js";
 
@@ -17,6 +18,7 @@ export const methods = {
   ...vmMethods,
   ...workspaceMethods,
   ...sessionMethods,
+  ...snapshotMethods,
   ...imageMethods,
   ...kernelMethods,
 } as const satisfies Record<string, MethodSpec>;
@@ -45,4 +47,5 @@ export { DaemonStatus, NetworkStatus } from "./methods/daemon.js";
 export { ImageConfig, ImageInfo } from "./methods/image.js";
 export { CatalogEntry, KernelDetail, KernelInfo } from "./methods/kernel.js";
 export { SessionInfo } from "./methods/session.js";
+export { SnapshotInfo } from "./methods/snapshot.js";
 export { Provenance, VmInfo } from "./methods/vm.js";

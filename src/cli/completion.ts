@@ -67,7 +67,9 @@ Examples:
 }
 
 /** Which daemon list names a command's positional argument. */
-function nameSource(path: string[]): "vm.list" | "image.list" | "kernel.list" | null {
+function nameSource(
+  path: string[],
+): "vm.list" | "image.list" | "kernel.list" | "snapshot.list" | null {
   const [group, verb] = path;
   if (
     verb === undefined ||
@@ -89,6 +91,7 @@ function nameSource(path: string[]): "vm.list" | "image.list" | "kernel.list" | 
   if (group === "vm") return "vm.list";
   if (group === "image") return "image.list";
   if (group === "kernel") return "kernel.list";
+  if (group === "snapshot") return "snapshot.list";
   return null;
 }
 

@@ -20,6 +20,7 @@ const GROUPS: readonly Group[] = [
   { name: "vm", load: async () => (await import("./vm.js")).vmCommand },
   { name: "image", load: async () => (await import("./image.js")).imageCommand },
   { name: "kernel", load: async () => (await import("./kernel.js")).kernelCommand },
+  { name: "snapshot", load: async () => (await import("./snapshot.js")).snapshotCommand },
   { name: "system", load: async () => (await import("./system.js")).systemCommand },
   { name: "daemon", load: async () => (await import("./daemon.js")).daemonCommand },
   { name: "ssh-config", load: async () => (await import("./ssh-config.js")).sshConfigCommand },

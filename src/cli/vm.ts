@@ -12,6 +12,7 @@ import { describeGroup, ExitStatus, withDaemon, type CliDeps } from "./context.j
 import { createProgressRenderer } from "./progress.js";
 import { workspaceCommand } from "./vm-workspace.js";
 import { sessionCommand } from "./vm-session.js";
+import { vmSnapshotCommands } from "./vm-snapshot.js";
 import { formatFields, formatTable, orDash, printJson } from "./output.js";
 import { visibleLines } from "../util/terminal-text.js";
 import { LogFollower, readConsole } from "../vmm/console-log.js";
@@ -36,7 +37,11 @@ export function vmCommand(deps: CliDeps): Command {
       .description("Create a VM and boot it")
       .option("--name <name>", "VM name (DNS label; generated when omitted)")
       .option("--kernel-ref <name>", "kernel to boot (default: the image's kernel)")
-      .option("--no-start", "create the disks but do not boot"),
+      .option("--no-start", "create the disks but do not boot")
+      .option(
+        "--from-snapshot <snapshot>",
+        "clone a snapshot: restore its saved state instead of booting (image, kernel and sizes are the snapshot's)",
+      ),
   );
   create.addHelpText("after", () => resolvedDefaultsHelp(deps));
   create.action(async (...args: unknown[]) => {
@@ -50,22 +55,45 @@ export function vmCommand(deps: CliDeps): Command {
       diskSize?: string;
       nat?: boolean;
       start?: boolean;
+      fromSnapshot?: string;
     };
-    const { vcpu, memoryBytes, diskBytes } = resolveSizing(deps, o);
+    if (o.fromSnapshot !== undefined) {
+      const given = (
+        [
+          ["--image", o.image],
+          ["--kernel-ref", o.kernelRef],
+          ["--vcpu", o.vcpu],
+          ["--memory", o.memory],
+          ["--disk-size", o.diskSize],
+        ] as const
+      ).filter(([, v]) => v !== undefined);
+      if (given.length > 0)
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `--from-snapshot cannot be given with ${given.map(([f]) => f).join(", ")}`,
+          "a clone has the snapshot's image, kernel and sizes ('banger snapshot show <name>' lists them)",
+        );
+    }
+    const sizing = o.fromSnapshot === undefined ? resolveSizing(deps, o) : null;
     const progress = createProgressRenderer(deps.out);
     const info = await withDaemon(deps, (c) =>
       c.call(
         "vm.create",
-        {
-          ...(o.name ? { name: o.name } : {}),
-          ...(o.image ? { image: o.image } : {}),
-          ...(o.kernelRef ? { kernelRef: o.kernelRef } : {}),
-          vcpu,
-          memoryBytes,
-          diskBytes,
-          nat: o.nat ?? false,
-          start: o.start !== false,
-        },
+        sizing === null
+          ? {
+              ...(o.name ? { name: o.name } : {}),
+              fromSnapshot: o.fromSnapshot,
+              nat: o.nat ?? false,
+              start: o.start !== false,
+            }
+          : {
+              ...(o.name ? { name: o.name } : {}),
+              ...(o.image ? { image: o.image } : {}),
+              ...(o.kernelRef ? { kernelRef: o.kernelRef } : {}),
+              ...sizing,
+              nat: o.nat ?? false,
+              start: o.start !== false,
+            },
         { onProgress: progress.report },
       ),
     ).finally(() => progress.done());
@@ -280,6 +308,8 @@ export function vmCommand(deps: CliDeps): Command {
       if (!h.vmm || !h.ssh) throw new ExitStatus(1);
     });
 
+  for (const c of vmSnapshotCommands(deps)) vm.addCommand(c);
+
   vm.addCommand(workspaceCommand(deps));
 
   vm.addCommand(sessionCommand(deps));
@@ -299,6 +329,7 @@ function formatVm(v: VmInfo): string {
     ["disk", formatSizeBytes(v.diskBytes)],
     ["ip", orDash(v.ip)],
     ["vmm", orDash(v.vmm)],
+    ...(v.snapshot ? ([["cloned from", v.snapshot]] as Array<[string, string]>) : []),
     ["created", v.createdAt],
     ...networkFields(v),
   ]);

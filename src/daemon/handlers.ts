@@ -4,6 +4,8 @@ import { USER_NET } from "../net/user-nat.js";
 import type { Handlers } from "./rpc-server.js";
 import type { Daemon } from "./server.js";
 import type { SessionService } from "./session-service.js";
+import type { SnapshotService } from "../snapshot/service.js";
+import { BangerError, ErrorCode } from "../api/errors.js";
 import type { VmService } from "../vm/service.js";
 import { wireServices, type Services } from "./wiring.js";
 import type { WorkspaceService } from "./workspace-service.js";
@@ -32,6 +34,8 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
   const withWorkspaces = <T>(fn: (w: WorkspaceService) => Promise<T>) =>
     services.workspaces.then(fn);
   const withSessions = <T>(fn: (s: SessionService) => Promise<T>) => services.sessions.then(fn);
+  const withSnapshots = <T>(fn: (s: SnapshotService) => Promise<T> | T) =>
+    services.snapshots.then(fn);
   return {
     "daemon.ping": async () => ({ pong: true, version: daemon.deps.version, pid: process.pid }),
     "daemon.status": async () => ({
@@ -60,7 +64,26 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
 
     "vm.list": () => withVms((vms) => vms.list()),
     "vm.show": ({ name }) => withVms(async (vms) => withNetwork(await vms.show(name))),
-    "vm.create": (p, ctx) => withVms((vms) => vms.create(p, ctx.progress, ctx.signal)),
+    "vm.create": async ({ fromSnapshot, ...p }, ctx) => {
+      if (fromSnapshot === undefined)
+        return withVms((vms) => vms.create(p, ctx.progress, ctx.signal));
+      const taken = (["image", "kernelRef", "vcpu", "memoryBytes", "diskBytes"] as const).filter(
+        (k) => p[k] !== undefined,
+      );
+      if (taken.length > 0)
+        throw new BangerError(
+          ErrorCode.InvalidParams,
+          `fromSnapshot cannot be given with ${taken.join(", ")}`,
+          "a clone has the snapshot's image, kernel and sizes: leave those out",
+        );
+      return withSnapshots((s) =>
+        s.clone(
+          { snapshot: fromSnapshot, name: p.name, nat: p.nat, start: p.start },
+          ctx.progress,
+          ctx.signal,
+        ),
+      );
+    },
     "vm.start": ({ name }, ctx) => withVms((vms) => vms.start(name, ctx.progress, ctx.signal)),
     "vm.stop": ({ name }) => withVms((vms) => vms.stop(name)),
     "vm.restart": ({ name }, ctx) => withVms((vms) => vms.restart(name, ctx.progress, ctx.signal)),
@@ -78,6 +101,13 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
       withWorkspaces((w) => w.prepare(p, ctx.progress, ctx.signal)),
     "vm.workspace.export": ({ name, nameOnly }, ctx) =>
       withWorkspaces((w) => w.export(name, { nameOnly }, ctx.signal)),
+    "vm.snapshot": ({ name, snapshot, stop }, ctx) =>
+      withSnapshots((s) => s.take(name, { name: snapshot, stop }, ctx.progress)),
+    "vm.fork": ({ name, clone, nat }, ctx) =>
+      withSnapshots((s) => s.fork(name, { clone, nat }, ctx.progress, ctx.signal)),
+    "snapshot.list": () => withSnapshots((s) => s.list()),
+    "snapshot.show": ({ name }) => withSnapshots((s) => s.show(name)),
+    "snapshot.delete": ({ name }) => withSnapshots((s) => s.delete(name)),
     "vm.session.start": ({ vm, name, command, cwd }) =>
       withSessions((s) => s.start(vm, name, command, cwd)),
     "vm.session.list": ({ vm }) => withSessions((s) => s.list(vm)),

@@ -4,6 +4,7 @@ import { sweepImportSpools, type ProcessStartTime } from "../image/import-spool.
 import { KERNEL_NAME } from "../kernel/kernel-dir.js";
 import type { Layout } from "../paths/layout.js";
 import type { Store } from "../store/store.js";
+import { sweepSnapshots } from "../snapshot/sweep.js";
 import { removeTree } from "../util/remove-tree.js";
 import { VM_CREATING_MARKER } from "../vm/context.js";
 
@@ -25,6 +26,8 @@ export interface SweepResult {
   skipped: string[];
   /** Finished VM, image or kernel dirs that no row names: reported, never removed. */
   unowned: string[];
+  /** Snapshot rows whose directory was gone: dropped (sweepSnapshots). */
+  droppedSnapshots: string[];
 }
 
 // The names banger gives what it makes under each state dir (see the services that make them):
@@ -58,8 +61,9 @@ async function vmKind(name: string, entry: string): Promise<Kind> {
  * written, still holding its `creating` marker; an image's `<id>.staging`; a kernel's
  * `.staging-*`). Only banger's own work names, only real directories (a symlink is never
  * followed nor removed), never anything a row's path lies in, however that path is spelled,
- * and never a finished VM, image or kernel dir, even one no row names (only logged). Then the
- * stdin spools under imports/ whose CLI is gone (sweepImportSpools).
+ * and never a finished VM, image or kernel dir, even one no row names (only logged). Then
+ * snapshots/ (sweepSnapshots) and the stdin spools under imports/ whose CLI is gone
+ * (sweepImportSpools).
  */
 export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
   const { store, layout } = deps;
@@ -76,7 +80,7 @@ export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
     if (real) protect.add(real);
   }
   const mounts = await mountPoints();
-  const result: SweepResult = { removed: [], skipped: [], unowned: [] };
+  const result: SweepResult = { removed: [], skipped: [], unowned: [], droppedSnapshots: [] };
   const areas: Array<[string, (name: string, entry: string) => Kind | Promise<Kind>]> = [
     [layout.vmsDir, vmKind],
     [
@@ -127,6 +131,10 @@ export async function sweepOrphans(deps: SweepDeps): Promise<SweepResult> {
       }
     }
   }
+  const snapshots = await sweepSnapshots(store, layout, deps.log);
+  result.removed.push(...snapshots.removed);
+  result.skipped.push(...snapshots.skipped);
+  result.droppedSnapshots.push(...snapshots.dropped);
   for (const file of await sweepImportSpools(layout.importsDir, deps.startTime)) {
     result.removed.push(file);
     deps.log?.info({ path: file }, "removed a stdin import spool whose CLI is gone");

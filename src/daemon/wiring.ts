@@ -20,6 +20,7 @@ import { QemuDriver } from "../vmm/qemu/driver.js";
 import { selectVmm } from "../vmm/select.js";
 import type { Daemon } from "./server.js";
 import { SessionService } from "./session-service.js";
+import { SnapshotService } from "../snapshot/service.js";
 import { sweepOrphans } from "./sweep.js";
 import { VmService } from "../vm/service.js";
 import { WorkspaceService } from "./workspace-service.js";
@@ -33,6 +34,7 @@ export interface Services {
   vms: Promise<VmService>;
   workspaces: Promise<WorkspaceService>;
   sessions: Promise<SessionService>;
+  snapshots: Promise<SnapshotService>;
   /** How VMs are networked and what failed, as known now ("starting" until it is chosen). */
   networkStatus(): NetworkStatus;
 }
@@ -122,6 +124,15 @@ export function wireServices(daemon: Daemon): Services {
     vms: ready,
     workspaces: ready.then((vms) => new WorkspaceService({ vms, runner, scripts })),
     sessions: ready.then((vms) => new SessionService({ vms, runner, scripts })),
+    snapshots: ready.then(
+      (vms) =>
+        new SnapshotService({
+          vms: vms.ctx,
+          // Until the identity channel lands (src/guest/identity.ts, #15), nothing runs here.
+          prepareGuest: async () => undefined,
+          resumedGuest: async () => undefined,
+        }),
+    ),
     networkStatus: () => networkStatus,
   };
 }

@@ -14,6 +14,7 @@ import { DISTRO_KERNEL_NAME } from "../config/defaults.js";
 import { importKernelDir, importKernelFiles } from "./import.js";
 import { readManifest, checkKernelName } from "./kernel-dir.js";
 import { pullKernel } from "./pull.js";
+import { dropSnapshotsOf } from "../snapshot/dependents.js";
 
 export { kernelInfo, type KernelOpProgress, type KernelServiceDeps } from "./context.js";
 
@@ -146,6 +147,12 @@ export class KernelService {
         `delete those images first, or use 'banger kernel delete ${name} --force'`,
       );
     }
+    await dropSnapshotsOf(
+      this.ctx.deps.store,
+      this.ctx.deps.layout,
+      { kind: "kernel", name },
+      (s) => s.kernelRef === name,
+    );
     this.ctx.deps.store.deleteKernel(name);
     await fsp.rm(row.dir, { recursive: true, force: true });
     return { deleted: name };

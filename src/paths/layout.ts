@@ -10,6 +10,8 @@ export interface Layout {
   imagesDir: string;
   kernelsDir: string;
   vmsDir: string;
+  /** Saved VM states, one `<id>/` each (0700: they hold guest memory). */
+  snapshotsDir: string;
   /** Archives piped into `banger image import -`, saved by the CLI while the daemon reads them. */
   importsDir: string;
   sshDir: string;
@@ -65,6 +67,7 @@ export function resolveLayout(env: Env = process.env, homeDir: string = os.homed
     imagesDir: path.join(stateDir, "images"),
     kernelsDir: path.join(stateDir, "kernels"),
     vmsDir: path.join(stateDir, "vms"),
+    snapshotsDir: path.join(stateDir, "snapshots"),
     importsDir: path.join(stateDir, "imports"),
     sshDir: path.join(stateDir, "ssh"),
     cacheDir,

@@ -72,4 +72,33 @@ export const migrations: Migration[] = [
     // The image's OCI config as kept at pull or import (ImageConfig, JSON); NULL: none (built, older).
     up: `ALTER TABLE images ADD COLUMN config_json TEXT;`,
   },
+  {
+    version: 5,
+    name: "snapshots",
+    // Saved VM states (src/snapshot/), and the snapshot a clone's disks sit on (NULL: none).
+    // kernel_fingerprint changes when the kernel's files do (a re-pull or re-derive under the same
+    // name): a restore refuses a state saved under other kernel files. shape_key: boot snapshots only.
+    up: `
+      CREATE TABLE snapshots (
+        id                  TEXT PRIMARY KEY,
+        name                TEXT NOT NULL UNIQUE,
+        kind                TEXT NOT NULL CHECK (kind IN ('user', 'boot')),
+        source_vm           TEXT,
+        image_id            TEXT NOT NULL REFERENCES images(id),
+        kernel_ref          TEXT NOT NULL,
+        kernel_fingerprint  TEXT NOT NULL,
+        vmm                 TEXT NOT NULL,
+        vmm_version         TEXT NOT NULL,
+        accel               TEXT NOT NULL CHECK (accel IN ('kvm', 'tcg')),
+        vcpu                INTEGER NOT NULL,
+        memory_bytes        INTEGER NOT NULL,
+        disk_bytes          INTEGER NOT NULL,
+        shape_key           TEXT UNIQUE,
+        bytes               INTEGER NOT NULL,
+        created_at          TEXT NOT NULL
+      );
+      ALTER TABLE vms ADD COLUMN snapshot_id TEXT REFERENCES snapshots(id);
+      CREATE INDEX vms_snapshot ON vms(snapshot_id);
+    `,
+  },
 ];

@@ -4,6 +4,10 @@ import Database from "better-sqlite3";
 import { BangerError, ErrorCode } from "../api/errors.js";
 import { ImageConfig } from "../api/methods/image.js";
 import { migrations as allMigrations, type Migration } from "./migrations.js";
+import { SnapshotTable } from "./snapshots.js";
+import { insertUnique } from "./unique.js";
+
+export type { SnapshotRow } from "./snapshots.js";
 
 export interface KernelRow {
   name: string;
@@ -57,6 +61,8 @@ export interface VmRow {
   mac: string | null;
   vmm: string | null;
   teardownJson: string | null;
+  /** The snapshot this VM was cloned from: its disks are overlays over that snapshot's files. */
+  snapshotId: string | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -100,6 +106,7 @@ const vmFromSql = (r: SqlRow): VmRow => ({
   mac: r.mac as string | null,
   vmm: r.vmm as string | null,
   teardownJson: r.teardown_json as string | null,
+  snapshotId: (r.snapshot_id as string | null | undefined) ?? null,
   createdAt: r.created_at as string,
   updatedAt: r.updated_at as string,
 });
@@ -117,6 +124,7 @@ const VM_COLUMNS: Record<keyof Omit<VmRow, "id" | "createdAt">, string> = {
   mac: "mac",
   vmm: "vmm",
   teardownJson: "teardown_json",
+  snapshotId: "snapshot_id",
   updatedAt: "updated_at",
 };
 
@@ -127,8 +135,12 @@ function sqlValue(v: unknown): unknown {
 /** SQLite access for the daemon: durable intent (VMs, images, kernels). */
 export class Store {
   private closed = false;
+  /** Saved VM states (src/snapshot/). */
+  readonly snapshots: SnapshotTable;
 
-  private constructor(private readonly db: Database.Database) {}
+  private constructor(private readonly db: Database.Database) {
+    this.snapshots = new SnapshotTable(db);
+  }
 
   /** Open (creating) the database and bring its schema up to date. */
   static open(file: string, deps: { migrations?: Migration[] } = {}): Store {
@@ -174,7 +186,7 @@ export class Store {
   }
 
   insertKernel(k: KernelRow): void {
-    this.unique("kernel", k.name, () =>
+    insertUnique("kernel", k.name, () =>
       this.db
         .prepare(
           "INSERT INTO kernels (name, version, source, dir, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)",
@@ -205,7 +217,7 @@ export class Store {
   }
 
   insertImage(i: ImageRow): void {
-    this.unique("image", i.name, () =>
+    insertUnique("image", i.name, () =>
       this.db
         .prepare(
           `INSERT INTO images (id, name, kernel_ref, rootfs_path, source, digest, size_bytes, managed, created_at, init, config_json)
@@ -248,12 +260,12 @@ export class Store {
   }
 
   insertVm(v: VmRow): void {
-    this.unique("VM", v.name, () =>
+    insertUnique("VM", v.name, () =>
       this.db
         .prepare(
           `INSERT INTO vms (id, name, image_id, kernel_ref, vcpu, memory_bytes, disk_bytes, state, nat, ip, mac, vmm,
-                            teardown_json, created_at, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+                            teardown_json, snapshot_id, created_at, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(
           v.id,
@@ -269,6 +281,7 @@ export class Store {
           v.mac,
           v.vmm,
           v.teardownJson,
+          v.snapshotId,
           v.createdAt,
           v.updatedAt,
         ),
@@ -288,24 +301,6 @@ export class Store {
 
   deleteVm(id: string): boolean {
     return this.db.prepare("DELETE FROM vms WHERE id = ?").run(id).changes > 0;
-  }
-
-  private unique(kind: string, name: string, fn: () => void): void {
-    try {
-      fn();
-    } catch (err) {
-      if (
-        (err as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE" ||
-        (err as { code?: string }).code === "SQLITE_CONSTRAINT_PRIMARYKEY"
-      ) {
-        throw new BangerError(
-          ErrorCode.AlreadyExists,
-          `a ${kind} named "${name}" already exists`,
-          "pick another name or delete the existing one",
-        );
-      }
-      throw err;
-    }
   }
 }
 

@@ -50,10 +50,20 @@ export const WORK_DISK = "work.ext4";
  * sweep (daemon/sweep.ts) removes a directory that still has it.
  */
 export const VM_CREATING_MARKER = "creating";
+/**
+ * In a clone's `vms/<id>/`: the id of the snapshot its disks sit on, written by the clone
+ * (src/snapshot/clone.ts). While it is there, a start restores that snapshot's saved state
+ * instead of booting the kernel.
+ */
+export const VM_RESTORE_MARKER = "restore";
 /** Where a VM's handles are mirrored, so a restarted daemon can adopt it. */
 const HANDLES_FILE = "handles.json";
 
-export function vmInfo(row: VmRow, imageName: string | null): VmInfo {
+export function vmInfo(
+  row: VmRow,
+  imageName: string | null,
+  snapshotName: string | null = null,
+): VmInfo {
   return {
     id: row.id,
     name: row.name,
@@ -66,6 +76,7 @@ export function vmInfo(row: VmRow, imageName: string | null): VmInfo {
     ip: row.ip,
     vmm: row.vmm,
     createdAt: row.createdAt,
+    snapshot: snapshotName,
   };
 }
 
@@ -133,7 +144,8 @@ export class VmContext {
 
   info(row: VmRow): VmInfo {
     const image = row.imageId ? this.deps.store.getImage(row.imageId) : null;
-    return vmInfo(row, image?.name ?? null);
+    const snapshot = row.snapshotId ? this.deps.store.snapshots.byId(row.snapshotId) : null;
+    return vmInfo(row, image?.name ?? null, snapshot?.name ?? null);
   }
 
   /**

@@ -27,7 +27,8 @@ export interface CreateRequest {
   start?: boolean | undefined;
 }
 
-function generateName(ctx: VmContext): string {
+/** A free generated name (`brisk-otter`), for a VM created without --name. */
+export function generateName(ctx: VmContext): string {
   for (let i = 0; i < 50; i++) {
     const name = randomVmName();
     if (!ctx.deps.store.getVmByName(name)) return name;
@@ -103,6 +104,7 @@ export async function createVm(
       mac: null,
       vmm,
       teardownJson: null,
+      snapshotId: null,
       createdAt: now,
       updatedAt: now,
     };

@@ -18,7 +18,8 @@ export type { CreateRequest } from "./create.js";
 
 /** The VM verbs (one file each under src/vm/) over one shared VmContext, for handlers and services. */
 export class VmService {
-  private readonly ctx: VmContext;
+  /** Shared with the snapshot verbs (src/snapshot/), which save and clone VMs under the same locks. */
+  readonly ctx: VmContext;
 
   constructor(deps: VmServiceDeps) {
     this.ctx = new VmContext(deps);

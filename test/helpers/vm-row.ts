@@ -16,6 +16,7 @@ export function vmRow(fields: Partial<VmRow> & Pick<VmRow, "name">): VmRow {
     mac: null,
     vmm: "qemu",
     teardownJson: null,
+    snapshotId: null,
     createdAt: now,
     updatedAt: now,
     ...fields,

@@ -1,5 +1,6 @@
 // Hostile names through the real daemon: VM names (vm.create, vm.show), kernel names
-// (kernel.import, kernel.show) and image names (image.register, image.show). A name is never a
+// (kernel.import, kernel.show), image names (image.register, image.show) and snapshot names
+// (vm.snapshot, snapshot.show, snapshot.delete, vm.create fromSnapshot). A name is never a
 // path, never reaches a terminal raw (control characters come back escaped), and a refused
 // name leaves nothing behind.
 import assert from "node:assert/strict";
@@ -159,9 +160,30 @@ const rows: Array<HostileRow<Call>> = [
     input: (c) => c.call("image.show", { name: "a\nb" }),
     expect: /no image named "a\\nb"/,
   },
+  // Snapshot names: refused by the VM-name rule when made, not found (escaped) when looked up.
+  ...HOSTILE_NAMES.map(([label, name]): HostileRow<Call> => ({
+    name: `vm.snapshot snapshot name: ${label}`,
+    input: (c) => c.call("vm.snapshot", { name: "ghost", snapshot: name }),
+    expect: /invalid snapshot name .*\n.*DNS label/s,
+  })),
+  ...HOSTILE_NAMES.map(([label, name]): HostileRow<Call> => ({
+    name: `snapshot.show name: ${label}`,
+    input: (c) => c.call("snapshot.show", { name }),
+    expect: /no snapshot named "/,
+  })),
+  ...HOSTILE_NAMES.map(([label, name]): HostileRow<Call> => ({
+    name: `vm.create fromSnapshot: ${label}`,
+    input: (c) => c.call("vm.create", { fromSnapshot: name, start: false }),
+    expect: /no snapshot named "/,
+  })),
+  {
+    name: "snapshot.delete name: ESC",
+    input: (c) => c.call("snapshot.delete", { name: "\u001b]0;x\u0007" }),
+    expect: /no snapshot named "\\u001b\]0;x\\u0007"/,
+  },
 ];
 
-test("names: hostile VM, kernel and image names", async (t) => {
+test("names: hostile VM, kernel, image and snapshot names", async (t) => {
   t.diagnostic(`${rows.length} hostile inputs`);
   await runTable(rows, attempt, {
     daemon,

@@ -15,6 +15,8 @@ export const VmInfo = z.object({
   ip: z.string().nullable(),
   vmm: z.string().nullable(),
   createdAt: z.string(),
+  /** The snapshot a clone was made from (its disks sit on it); null for a VM booted from its image. */
+  snapshot: z.string().nullable().optional(),
   /** `vm show`: how the VM is (running) or will be (else) networked, and a bridge set-up failure. */
   network: z
     .object({
@@ -35,6 +37,8 @@ const VmCreateParams = z
     diskBytes: z.number().int().positive().optional(),
     nat: z.boolean().optional(),
     start: z.boolean().optional(),
+    /** Clone this snapshot (src/snapshot/clone.ts): image, kernel and sizes are the snapshot's. */
+    fromSnapshot: z.string().min(1).optional(),
   })
   .strict();
 

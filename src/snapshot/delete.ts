@@ -1,0 +1,26 @@
+import { BangerError, ErrorCode } from "../api/errors.js";
+import { removeTree } from "../util/remove-tree.js";
+import type { SnapshotContext } from "./context.js";
+
+/** Removes a snapshot's row, then its files; refused while VMs sit on it, naming them. */
+export async function deleteSnapshot(
+  ctx: SnapshotContext,
+  name: string,
+): Promise<{ deleted: string; freedBytes: number }> {
+  const snap = ctx.row(name);
+  // Under the snapshot's lock: a clone being made finishes its row first, and is seen here.
+  return ctx.deps.vms.locks.run(`snapshot:${snap.id}`, async () => {
+    if (!ctx.store.snapshots.byId(snap.id)) return { deleted: name, freedBytes: 0 };
+    const clones = ctx.clonesOf(snap.id);
+    if (clones.length > 0)
+      throw new BangerError(
+        ErrorCode.InvalidState,
+        `snapshot "${name}" has clones: ${clones.join(", ")}`,
+        `their disks sit on it: delete them first ('banger vm delete ${clones.join(" ")}'), then the snapshot`,
+      );
+    ctx.store.snapshots.delete(snap.id);
+    // A daemon killed here leaves a directory no row owns: the start-up sweep removes it.
+    await removeTree(ctx.dirOf(snap.id));
+    return { deleted: name, freedBytes: snap.bytes };
+  });
+}
