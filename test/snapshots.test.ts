@@ -10,7 +10,7 @@ import { sweepOrphans } from "../src/daemon/sweep.js";
 import { SnapshotService } from "../src/snapshot/service.js";
 import type { ImageRow, KernelRow, SnapshotRow, Store } from "../src/store/store.js";
 import { createCommandRunner } from "../src/system/runner.js";
-import { VM_RESTORE_MARKER } from "../src/vm/context.js";
+import { readRestoreMarker } from "../src/vm/restore.js";
 import { VmService } from "../src/vm/service.js";
 import { SNAPSHOT_FILES, type Driver, type SaveRequest } from "../src/vmm/driver.js";
 import { fakeDriver, fakeHandles } from "./helpers/fake-driver.js";
@@ -217,10 +217,10 @@ test("a clone gets the snapshot's shape, overlays and the restore marker; the sn
     const row = store.getVmByName("try1")!;
     assert.equal(row.snapshotId, snap.id);
     const dir = vms.ctx.dirOf(row.id);
-    assert.equal(
-      (await fs.readFile(path.join(dir, VM_RESTORE_MARKER), "utf8")).trim(),
-      snap.id,
-      "the marker names the snapshot a start restores",
+    assert.deepEqual(
+      await readRestoreMarker(dir),
+      { snapshot: "base", memory: path.join(home.layout.snapshotsDir, snap.id, "memory") },
+      "the marker names the snapshot a start restores and its saved state",
     );
     assert.deepEqual((await fs.readdir(dir)).sort(), ["restore", "root.qcow2", "work.qcow2"]);
     assert.deepEqual(snapshots.show("base").clones, ["try1"]);

@@ -20,6 +20,8 @@ import { QemuDriver } from "../vmm/qemu/driver.js";
 import { selectVmm } from "../vmm/select.js";
 import type { Daemon } from "./server.js";
 import { SessionService } from "./session-service.js";
+import { sendIdentity, startIdentityReader } from "../guest/identity.js";
+import { IDENTITY_MS, resumedIdentity } from "../vm/restore.js";
 import { SnapshotService } from "../snapshot/service.js";
 import { sweepOrphans } from "./sweep.js";
 import { VmService } from "../vm/service.js";
@@ -128,9 +130,11 @@ export function wireServices(daemon: Daemon): Services {
       (vms) =>
         new SnapshotService({
           vms: vms.ctx,
-          // Until the identity channel lands (src/guest/identity.ts, #15), nothing runs here.
-          prepareGuest: async () => undefined,
-          resumedGuest: async () => undefined,
+          prepareGuest: (target) => startIdentityReader(vms.ctx.shell, target, scripts),
+          resumedGuest: async (vm, handles) => {
+            if (!handles.identitySocket) return;
+            await sendIdentity(handles.identitySocket, resumedIdentity(vm.name), IDENTITY_MS);
+          },
         }),
     ),
     networkStatus: () => networkStatus,

@@ -6,10 +6,12 @@ import type { VmInfo } from "../api/methods.js";
 import { checkVmShape } from "../config/limits.js";
 import type { Progress } from "../image/service.js";
 import type { VmRow } from "../store/store.js";
-import { VM_CREATING_MARKER, VM_RESTORE_MARKER } from "../vm/context.js";
+import { VM_CREATING_MARKER } from "../vm/context.js";
+import { writeRestoreMarker } from "../vm/restore.js";
+import { SNAPSHOT_FILES } from "../vmm/driver.js";
 import { generateName } from "../vm/create.js";
 import { deleteVms } from "../vm/delete.js";
-import { startVm } from "../vm/start.js";
+import { startVm, type StartReport } from "../vm/start.js";
 import { killVm } from "../vm/stop.js";
 import { checkName, type SnapshotContext } from "./context.js";
 import { checkRestorable } from "./restorable.js";
@@ -35,7 +37,7 @@ export async function cloneSnapshot(
   req: CloneRequest,
   progress: Progress = () => {},
   signal?: AbortSignal,
-): Promise<VmInfo & { warnings: string[] }> {
+): Promise<VmInfo & StartReport> {
   const { store } = ctx;
   const vms = ctx.deps.vms;
   const snap = ctx.row(req.snapshot);
@@ -89,7 +91,10 @@ export async function cloneSnapshot(
       try {
         progress({ stage: "disks", message: `overlays over snapshot ${current.name}` });
         await support.cloneDisks(snapDir, dir);
-        await fsp.writeFile(path.join(dir, VM_RESTORE_MARKER), `${current.id}\n`, { mode: 0o600 });
+        await writeRestoreMarker(dir, {
+          snapshot: current.name,
+          memory: path.join(snapDir, SNAPSHOT_FILES.memory),
+        });
         store.insertVm(vm);
       } catch (err) {
         await fsp.rm(dir, { recursive: true, force: true });
@@ -98,9 +103,11 @@ export async function cloneSnapshot(
       await fsp.rm(path.join(dir, VM_CREATING_MARKER), { force: true }).catch(() => undefined);
       return vm;
     });
-    if (req.start === false) return { ...vms.info(row), warnings: [] };
+    if (req.start === false) return { ...vms.info(row), warnings: [], restored: false };
     try {
-      return { ...(await startVm(vms, name, progress, signal)), warnings: [] };
+      const report: StartReport = { warnings: [], restored: false };
+      const info = await startVm(vms, name, progress, signal, report);
+      return { ...info, ...report };
     } catch (err) {
       // A clone its caller gave up on (Ctrl-C, disconnect) leaves nothing behind.
       if (signal?.aborted) {

@@ -9,7 +9,7 @@ import type { SnapshotRow } from "../store/store.js";
 import { removeTree } from "../util/remove-tree.js";
 import { notRunning } from "../vm/context.js";
 import { releaseDead } from "../vm/teardown.js";
-import { WORK_DISK_FILES } from "../vmm/driver.js";
+import { workDiskOf } from "../vm/restore.js";
 import { checkName, freeName, kernelFingerprint, type SnapshotContext } from "./context.js";
 
 export interface TakeRequest {
@@ -17,6 +17,8 @@ export interface TakeRequest {
   name?: string | undefined;
   /** Leave the VM stopped (its network released, as `vm stop` does) instead of running it on. */
   stop?: boolean | undefined;
+  /** Warm start's own save (warm.ts): the boot snapshot of the shape with this key. */
+  boot?: { shapeKey: string };
 }
 
 /**
@@ -98,7 +100,7 @@ export async function takeSnapshot(
       const row: SnapshotRow = {
         id,
         name,
-        kind: "user",
+        kind: req.boot ? "boot" : "user",
         sourceVm: vm.name,
         imageId: image.id,
         kernelRef,
@@ -109,7 +111,7 @@ export async function takeSnapshot(
         vcpu: vm.vcpu,
         memoryBytes: vm.memoryBytes,
         diskBytes: vm.diskBytes,
-        shapeKey: null,
+        shapeKey: req.boot?.shapeKey ?? null,
         bytes: saved.bytes,
         createdAt: new Date().toISOString(),
       };
@@ -137,14 +139,6 @@ export async function takeSnapshot(
       return { ...ctx.info(row), pausedMs: saved.pausedMs };
     });
   });
-}
-
-/** The VM's work disk as it runs: a clone's qcow2 overlay when there is one, else its raw ext4. */
-async function workDiskOf(vmDir: string): Promise<{ file: string; format: "raw" | "qcow2" }> {
-  const overlay = path.join(vmDir, WORK_DISK_FILES.qcow2);
-  return (await fsp.lstat(overlay).catch(() => null))
-    ? { file: overlay, format: "qcow2" }
-    : { file: path.join(vmDir, WORK_DISK_FILES.raw), format: "raw" };
 }
 
 function refuseTaken(ctx: SnapshotContext, name: string): void {

@@ -13,7 +13,7 @@ import type { Layout } from "../paths/layout.js";
 import type { Store, VmRow } from "../store/store.js";
 import type { AccelDeps } from "../system/accel.js";
 import type { CommandRunner } from "../system/runner.js";
-import type { Driver, VmHandles } from "../vmm/driver.js";
+import { WORK_DISK_FILES, type Driver, type VmHandles } from "../vmm/driver.js";
 
 export interface VmLog {
   info(obj: object, msg: string): void;
@@ -44,18 +44,12 @@ export interface VmServiceDeps {
 }
 
 /** The VM's work disk (mounted at /root in the guest), in its directory. */
-export const WORK_DISK = "work.ext4";
+export const WORK_DISK = WORK_DISK_FILES.raw;
 /**
  * Written first into a new `vms/<id>/` and removed once its row exists (create.ts): the start-up
  * sweep (daemon/sweep.ts) removes a directory that still has it.
  */
 export const VM_CREATING_MARKER = "creating";
-/**
- * In a clone's `vms/<id>/`: the id of the snapshot its disks sit on, written by the clone
- * (src/snapshot/clone.ts). While it is there, a start restores that snapshot's saved state
- * instead of booting the kernel.
- */
-export const VM_RESTORE_MARKER = "restore";
 /** Where a VM's handles are mirrored, so a restarted daemon can adopt it. */
 const HANDLES_FILE = "handles.json";
 

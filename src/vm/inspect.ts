@@ -5,7 +5,8 @@ import { allocatedBytes } from "../vmm/root-disk.js";
 import { CONSOLE_LOG_FILE } from "../vmm/console-log.js";
 import { processUsage } from "../vmm/process.js";
 import type { VmRow } from "../store/store.js";
-import { notRunning, WORK_DISK, type VmContext } from "./context.js";
+import { notRunning, type VmContext } from "./context.js";
+import { workDiskOf } from "./restore.js";
 import { releaseIfExited } from "./teardown.js";
 
 /**
@@ -66,7 +67,7 @@ export async function vmStats(
     memoryBytes: row.memoryBytes,
     ...usage,
     overlayBytes: await ctx.driverFor(row.vmm).rootDisk.usedBytes(dir),
-    workDiskBytes: await allocatedBytes(path.join(dir, WORK_DISK)),
+    workDiskBytes: await allocatedBytes((await workDiskOf(dir)).file),
   };
 }
 

@@ -17,6 +17,9 @@ import { allocatedBytes } from "../root-disk.js";
 import { waitForExit } from "../process.js";
 import { qmpExecute } from "./qmp.js";
 
+/** What a QEMU snapshot is made of (its memory file also holds the device state). */
+const QEMU_FILES = [SNAPSHOT_FILES.memory, SNAPSHOT_FILES.rootDisk, SNAPSHOT_FILES.workDisk];
+
 /** How often a save polls QEMU's migration status. */
 const POLL_MS = 50;
 
@@ -80,7 +83,7 @@ async function save(
     // The migration's end flushed QEMU's disk caches into the files: they are consistent now.
     await copyRoot(deps.runner, deps.rootDisk.path(req.vmDir), req);
     await copyWork(deps.runner, req);
-    for (const f of Object.values(SNAPSHOT_FILES)) await fsp.chmod(path.join(req.dir, f), 0o600);
+    for (const f of QEMU_FILES) await fsp.chmod(path.join(req.dir, f), 0o600);
   } catch (err) {
     await qmp("migrate_cancel").catch(() => undefined);
     if (req.resume) await qmp("cont").catch(() => undefined);
@@ -95,8 +98,7 @@ async function save(
     await waitForExit(handles.pid, left());
   }
   let bytes = 0;
-  for (const f of Object.values(SNAPSHOT_FILES))
-    bytes += await allocatedBytes(path.join(req.dir, f));
+  for (const f of QEMU_FILES) bytes += await allocatedBytes(path.join(req.dir, f));
   return { vmmVersion, bytes, pausedMs };
 }
 
