@@ -50,9 +50,13 @@ try {
       ["minbase", "debmin"],
     ] as const) {
       const t = performance.now();
-      await run(banger, ["vm", "create", "--name", `${kind}${i}`, "--image", image, ...shape], {
-        env,
-      });
+      await run(
+        banger,
+        ["vm", "create", "--cold", "--name", `${kind}${i}`, "--image", image, ...shape],
+        {
+          env,
+        },
+      );
       times[kind].push((performance.now() - t) / 1000);
       await run(banger, ["vm", "delete", `${kind}${i}`], { env });
     }

@@ -114,7 +114,19 @@ try {
   const t1 = performance.now();
   await run(
     banger,
-    ["vm", "create", "--name", "bench", "--memory", "1G", "--vcpu", "1", "--disk-size", "1G"],
+    [
+      "vm",
+      "create",
+      "--cold",
+      "--name",
+      "bench",
+      "--memory",
+      "1G",
+      "--vcpu",
+      "1",
+      "--disk-size",
+      "1G",
+    ],
     { env },
   );
   const bangerBoot = (performance.now() - t1) / 1000;

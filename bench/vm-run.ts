@@ -1,5 +1,5 @@
 // Benchmark: `banger vm run` against baselines measured in the same run.
-// 1. `vm run --rm -- true` against the same job done by hand: `vm create`,
+// 1. `vm run --rm --cold -- true` against the same job done by hand: `vm create --cold`,
 //    `vm ssh -- true`, `vm delete`. Target: <= 1.05x (orchestration adds nothing).
 // 2. `vm workspace prepare` of a generated repo (2,000 files, ~40 MiB, plus as
 //    much again in .git) against `tar -c . | ssh tar -x` of the same tree into the
@@ -39,11 +39,13 @@ try {
   await b("vm", "delete", "warm");
 
   const byHand = await timed(async () => {
-    await b("vm", "create", "--name", "hand");
+    await b("vm", "create", "--cold", "--name", "hand");
     await b("vm", "ssh", "hand", "--", "true");
     await b("vm", "delete", "hand");
   });
-  const viaRun = await timed(() => b("vm", "run", "--rm", "--name", "auto", "--", "true"));
+  const viaRun = await timed(() =>
+    b("vm", "run", "--rm", "--cold", "--name", "auto", "--", "true"),
+  );
   console.log(
     `vm run --rm -- true: ${viaRun.toFixed(1)} s; by hand (create, ssh, delete): ${byHand.toFixed(1)} s; ratio ${(viaRun / byHand).toFixed(2)}x (target <= 1.05x)`,
   );

@@ -28,7 +28,11 @@ export function vmSizingOptions(cmd: CommandUnknownOpts): CommandUnknownOpts {
     .option("--vcpu <n>", "virtual CPUs")
     .option("--memory <size>", "memory, e.g. 2G or 2048 (MiB)")
     .option("--disk-size <size>", "work disk size, e.g. 8G")
-    .option("--nat", "give the VM outbound network access through NAT");
+    .option("--nat", "give the VM outbound network access through NAT")
+    .option(
+      "--cold",
+      "boot from the image even when a boot snapshot of this shape exists (no warm start)",
+    );
   return cmd;
 }
 

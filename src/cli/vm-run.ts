@@ -22,6 +22,7 @@ export interface RunOptions {
   memory?: string;
   diskSize?: string;
   nat?: boolean;
+  cold?: boolean;
   rm?: boolean;
   branch?: string;
   from?: string;
@@ -159,6 +160,7 @@ export async function runVm(
                 memoryBytes,
                 diskBytes,
                 nat: opts.nat ?? false,
+                ...(opts.cold ? { cold: true } : {}),
               },
               { onProgress: progress.report },
             ),

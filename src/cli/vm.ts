@@ -39,6 +39,10 @@ export function vmCommand(deps: CliDeps): Command {
       .option("--kernel-ref <name>", "kernel to boot (default: the image's kernel)")
       .option("--no-start", "create the disks but do not boot")
       .option(
+        "--json",
+        "print the created VM as JSON (with `restored`: true when warm start restored it)",
+      )
+      .option(
         "--from-snapshot <snapshot>",
         "clone a snapshot: restore its saved state instead of booting (image, kernel and sizes are the snapshot's)",
       ),
@@ -56,6 +60,8 @@ export function vmCommand(deps: CliDeps): Command {
       nat?: boolean;
       start?: boolean;
       fromSnapshot?: string;
+      cold?: boolean;
+      json?: boolean;
     };
     if (o.fromSnapshot !== undefined) {
       const given = (
@@ -65,6 +71,7 @@ export function vmCommand(deps: CliDeps): Command {
           ["--vcpu", o.vcpu],
           ["--memory", o.memory],
           ["--disk-size", o.diskSize],
+          ["--cold", o.cold],
         ] as const
       ).filter(([, v]) => v !== undefined);
       if (given.length > 0)
@@ -93,15 +100,20 @@ export function vmCommand(deps: CliDeps): Command {
               ...sizing,
               nat: o.nat ?? false,
               start: o.start !== false,
+              ...(o.cold ? { cold: true } : {}),
             },
         { onProgress: progress.report },
       ),
     ).finally(() => progress.done());
     for (const w of info.warnings) deps.out.stderr.write(`warning: ${w}\n`);
+    if (o.json) {
+      deps.out.stdout.write(`${JSON.stringify(info, null, 2)}\n`);
+      return;
+    }
     deps.out.stdout.write(`${info.name}\n`);
     deps.out.stderr.write(
       info.state === "running"
-        ? `VM ${info.name} is running: 'banger vm ssh ${info.name}' for a shell, 'banger vm delete ${info.name}' when done\n`
+        ? `VM ${info.name} is running${info.restored ? ` (restored from snapshot ${info.snapshot ?? "?"})` : ""}: 'banger vm ssh ${info.name}' for a shell, 'banger vm delete ${info.name}' when done\n`
         : `VM ${info.name} created (not started): 'banger vm start ${info.name}'\n`,
     );
   });

@@ -66,10 +66,10 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
     "vm.show": ({ name }) => withVms(async (vms) => withNetwork(await vms.show(name))),
     "vm.create": async ({ fromSnapshot, ...p }, ctx) => {
       if (fromSnapshot === undefined)
-        return withVms((vms) => vms.create(p, ctx.progress, ctx.signal));
-      const taken = (["image", "kernelRef", "vcpu", "memoryBytes", "diskBytes"] as const).filter(
-        (k) => p[k] !== undefined,
-      );
+        return withSnapshots((s) => s.create(p, ctx.progress, ctx.signal));
+      const taken = (
+        ["image", "kernelRef", "vcpu", "memoryBytes", "diskBytes", "cold"] as const
+      ).filter((k) => p[k] !== undefined);
       if (taken.length > 0)
         throw new BangerError(
           ErrorCode.InvalidParams,

@@ -6,6 +6,7 @@ import { deleteSnapshot } from "./delete.js";
 import { forkVm, type ForkRequest } from "./fork.js";
 import { listSnapshots, showSnapshot } from "./inspect.js";
 import { takeSnapshot, type TakeRequest } from "./take.js";
+import { warmCreate, type WarmCreateRequest, type WarmCreateResult } from "./warm.js";
 
 export type { SnapshotServiceDeps } from "./context.js";
 
@@ -27,6 +28,12 @@ export class SnapshotService {
     progress?: Progress,
     signal?: AbortSignal,
   ): Promise<VmInfo & { warnings: string[] }> => cloneSnapshot(this.ctx, req, progress, signal);
+  /** `vm create` with warm start: restores the shape's boot snapshot when there is one. */
+  create = (
+    req: WarmCreateRequest,
+    progress?: Progress,
+    signal?: AbortSignal,
+  ): Promise<WarmCreateResult> => warmCreate(this.ctx, req, progress, signal);
   fork = (vm: string, req: ForkRequest, progress?: Progress, signal?: AbortSignal) =>
     forkVm(this.ctx, vm, req, progress, signal);
 }

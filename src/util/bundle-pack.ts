@@ -4,6 +4,7 @@ import fsp from "node:fs/promises";
 import path from "node:path";
 import { pipeline } from "node:stream/promises";
 import tar from "tar-stream";
+import { packFile } from "./tar-pack.js";
 import { CompressStream } from "zstd-napi";
 import { hashingTap } from "./hash-tap.js";
 
@@ -51,15 +52,23 @@ export async function packBundle(
   try {
     for (const member of members) {
       for await (const { name, file, stat } of walk(member.name, member.from)) {
-        const base = { name, mode: stat.mode & 0o7777, uid: 0, gid: 0, mtime: new Date(0) };
-        if (stat.isDirectory()) {
-          pack.entry({ ...base, type: "directory" });
-        } else if (stat.isSymbolicLink()) {
-          pack.entry({ ...base, type: "symlink", linkname: await fsp.readlink(file) });
-        } else if (stat.isFile()) {
-          const entry = pack.entry({ ...base, type: "file", size: stat.size });
-          await pipeline(fs.createReadStream(file), entry);
-        }
+        const kind = stat.isDirectory()
+          ? "directory"
+          : stat.isSymbolicLink()
+            ? "symlink"
+            : stat.isFile()
+              ? "file"
+              : null;
+        if (kind)
+          await packFile(pack, {
+            name,
+            file,
+            kind,
+            mode: stat.mode,
+            uid: 0,
+            gid: 0,
+            mtime: new Date(0),
+          });
       }
     }
     pack.finalize();

@@ -59,21 +59,7 @@ export async function createVm(
       `pick another --name, or 'banger vm delete ${name}'`,
     );
   }
-  const config = await loadConfig(ctx.deps.layout.configFile);
-  const defaults = resolveVmDefaults(config, ctx.deps.host);
-  const vcpu = req.vcpu ?? defaults.vcpu.value;
-  const memoryBytes = req.memoryBytes ?? defaults.memoryBytes.value;
-  const diskBytes = req.diskBytes ?? defaults.diskBytes.value;
-  checkVmShape({ vcpu, memoryBytes, diskBytes }, ctx.deps.host);
-  const imageName = req.image ?? config.defaultImageName;
-  // The default image is built on first use; any other must be there already.
-  if (req.image && !store.getImageByName(req.image) && req.image !== DEFAULT_IMAGE_NAME) {
-    throw new BangerError(
-      ErrorCode.NotFound,
-      `no image named ${JSON.stringify(req.image)}`,
-      "'banger image list' shows what exists; 'banger image pull <ref>' adds one",
-    );
-  }
+  const { config, vcpu, memoryBytes, diskBytes, imageName } = await resolveShape(ctx, req);
 
   return ctx.locks.run(`name:${name}`, async () => {
     const image = await ctx.deps.images.ensure(imageName, progress, signal);
@@ -146,4 +132,26 @@ export async function createVm(
       throw err;
     }
   });
+}
+
+/** The shape a create asks for (its defaults from the config), checked; the image must exist or be the default. */
+export async function resolveShape(ctx: VmContext, req: CreateRequest) {
+  const { store } = ctx.deps;
+  const config = await loadConfig(ctx.deps.layout.configFile);
+  const defaults = resolveVmDefaults(config, ctx.deps.host);
+  const vcpu = req.vcpu ?? defaults.vcpu.value;
+  const memoryBytes = req.memoryBytes ?? defaults.memoryBytes.value;
+  const diskBytes = req.diskBytes ?? defaults.diskBytes.value;
+  checkVmShape({ vcpu, memoryBytes, diskBytes }, ctx.deps.host);
+  const imageName = req.image ?? config.defaultImageName;
+  // The default image is built on first use; any other must be there already.
+  if (req.image && !store.getImageByName(req.image) && req.image !== DEFAULT_IMAGE_NAME) {
+    throw new BangerError(
+      ErrorCode.NotFound,
+      `no image named ${JSON.stringify(req.image)}`,
+      "'banger image list' shows what exists; 'banger image pull <ref>' adds one",
+    );
+  }
+
+  return { config, vcpu, memoryBytes, diskBytes, imageName };
 }

@@ -37,6 +37,8 @@ const VmCreateParams = z
     diskBytes: z.number().int().positive().optional(),
     nat: z.boolean().optional(),
     start: z.boolean().optional(),
+    /** Boot from the image even when a boot snapshot of this shape exists (src/snapshot/warm.ts), and save none. */
+    cold: z.boolean().optional(),
     /** Clone this snapshot (src/snapshot/clone.ts): image, kernel and sizes are the snapshot's. */
     fromSnapshot: z.string().min(1).optional(),
   })
@@ -50,8 +52,9 @@ export const vmMethods = {
   "vm.show": { params: NameParam, result: VmInfo, summary: "One VM by name." },
   "vm.create": {
     params: VmCreateParams,
-    result: VmInfo.extend({ warnings: z.array(z.string()) }),
-    summary: "Create (and by default start) a VM; `warnings` lists skipped file_sync entries.",
+    result: VmInfo.extend({ warnings: z.array(z.string()), restored: z.boolean().optional() }),
+    summary:
+      "Create (and by default start) a VM, restored from its shape's boot snapshot when there is one (`restored`); `warnings` lists skipped file_sync entries and a restore that fell back to a cold boot.",
     progress: true,
   },
   "vm.start": { params: NameParam, result: VmInfo, summary: "Start a stopped VM.", progress: true },
