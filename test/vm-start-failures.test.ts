@@ -73,6 +73,10 @@ function scriptedDriver(opts: {
       d.calls.push("kill");
       d.alive = false;
     },
+    async killStray(dir: string) {
+      d.calls.push(`killStray ${path.basename(dir)}`);
+      return false;
+    },
     async status() {
       return d.alive ? "running" : "stopped";
     },
@@ -418,6 +422,18 @@ test("reconcile: a running row whose VMM is gone is stopped and gives back its t
     assert.equal(await exists(path.join(f.dir, "handles.json")), false);
     assert.equal(f.store.getVmByName("dev")?.teardownJson, null);
     assert.ok(f.ops.calls.includes("deleteTap bg-0123456789ab"), f.ops.calls.join("\n"));
+  } finally {
+    await f.done();
+  }
+});
+
+test("reconcile: a VM not recorded as running has any VMM its dir names killed (a daemon killed while it loaded)", async () => {
+  const driver = scriptedDriver({});
+  const f = await fixture(driver, { bridge: false, state: "stopped" });
+  try {
+    await f.vms.reconcile();
+    assert.deepEqual(driver.calls, [`killStray ${path.basename(f.dir)}`]);
+    assert.equal(f.store.getVmByName("dev")?.state, "stopped");
   } finally {
     await f.done();
   }

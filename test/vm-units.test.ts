@@ -4,7 +4,12 @@ import { KeyedLock } from "../src/util/keyed-lock.js";
 import { VM_NAME } from "../src/api/vm-names.js";
 import { parseSsListening } from "../src/guest/probe.js";
 import { shellQuote } from "../src/guest/ssh.js";
-import { qemuArgs } from "../src/vmm/qemu/driver.js";
+import { spawn } from "node:child_process";
+import fs from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { createCommandRunner } from "../src/system/runner.js";
+import { QemuDriver, qemuArgs } from "../src/vmm/qemu/driver.js";
 import type { VmSpec } from "../src/vmm/driver.js";
 import { selectVmm } from "../src/vmm/select.js";
 
@@ -123,4 +128,35 @@ test("vmm = auto picks Firecracker only with its binary, KVM and a bridge", () =
   assert.equal(selectVmm("qemu", "kvm", true, true), "qemu");
   assert.throws(() => selectVmm("firecracker", "tcg", true, true), /needs KVM/);
   assert.throws(() => selectVmm("firecracker", "kvm", false, true), /no firecracker binary/);
+});
+
+test("a QEMU no handles recorded (its daemon killed while it loaded) is found by its pid file and killed; nothing else is", async () => {
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), "banger-test-stray-"));
+  const driver = new QemuDriver(createCommandRunner());
+  // Stands in for the QEMU of this VM dir: its command line names the dir's QMP socket.
+  const fake = spawn(
+    "bash",
+    ["-c", `exec -a "qemu-system-x86_64 -qmp unix:${dir}/qmp.sock" sleep 300`],
+    { stdio: "ignore" },
+  );
+  const gone = new Promise((r) => fake.once("exit", r));
+  try {
+    assert.equal(await driver.killStray(dir), false, "no pid file: nothing to kill");
+    // A pid that is alive but not this VM's QEMU (this test process) is left alone.
+    await fs.writeFile(path.join(dir, "qemu.pid"), `${process.pid}\n`);
+    assert.equal(await driver.killStray(dir), false);
+    for (let i = 0; i < 100; i++) {
+      const cmd = await fs.readFile(`/proc/${fake.pid}/cmdline`, "utf8").catch(() => "");
+      if (cmd.includes("qemu-system")) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await fs.writeFile(path.join(dir, "qemu.pid"), `${fake.pid}\n`);
+    assert.equal(await driver.killStray(dir), true);
+    await gone;
+    assert.equal(fake.exitCode ?? fake.signalCode, "SIGKILL");
+    await assert.rejects(fs.stat(path.join(dir, "qemu.pid")), /ENOENT/, "its pid file goes too");
+  } finally {
+    fake.kill("SIGKILL");
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 });

@@ -10,7 +10,10 @@ import { releaseDead } from "./teardown.js";
 export async function reconcileVms(ctx: VmContext): Promise<void> {
   const log = ctx.deps.log;
   for (const row of ctx.deps.store.listVms()) {
-    if (row.state !== "running") continue;
+    if (row.state !== "running") {
+      await killStray(ctx, row.name, row.vmm, ctx.dirOf(row.id));
+      continue;
+    }
     const handles = await ctx.handlesOf(row);
     const driver = handles ? ctx.driverFor(handles.vmm) : null;
     if (handles && driver && (await driver.status(handles)) === "running") {
@@ -29,6 +32,27 @@ export async function reconcileVms(ctx: VmContext): Promise<void> {
       continue;
     }
     await releaseDead(ctx, row, handles);
+    await killStray(ctx, row.name, row.vmm, ctx.dirOf(row.id));
     log?.info({ vm: row.name }, "VM was not running any more: marked stopped");
   }
+}
+
+/** A VMM a killed daemon started for this VM but never recorded (it was loading or booting). */
+async function killStray(
+  ctx: VmContext,
+  name: string,
+  vmm: string | null,
+  dir: string,
+): Promise<void> {
+  let driver;
+  try {
+    driver = ctx.driverFor(vmm);
+  } catch {
+    return; // that VMM is not available here: nothing of it can run
+  }
+  const killed = await driver.killStray?.(dir).catch((err: unknown) => {
+    ctx.deps.log?.error({ err, vm: name }, "could not check for a stray VMM");
+    return false;
+  });
+  if (killed) ctx.deps.log?.info({ vm: name }, "killed a VMM no handles recorded");
 }

@@ -151,6 +151,12 @@ export interface Driver {
   status(handles: VmHandles): Promise<"running" | "stopped">;
   /** A running VM found at daemon start-up: take its console back (and let it run). */
   adopt?(handles: VmHandles, consoleLogBytes: number): Promise<void>;
+  /**
+   * A VMM this driver started in `vmDir` that no handles recorded (a daemon killed between
+   * starting it and writing its handles: during a boot's or a restore's load): kill it and
+   * remove its files. True when there was one.
+   */
+  killStray?(vmDir: string): Promise<boolean>;
   /** The VM is gone: let go of what the daemon held for it (its console). */
   release?(handles: VmHandles): void;
   /**

@@ -125,6 +125,9 @@ export const QEMU_FEATURES: DriverFeatures = {
 /** The longest a restore may take to load its saved state before the VM is given up. */
 const RESTORE_LOAD_MS = 120_000;
 
+/** What a stray VMM's handles need beyond its pid and socket (nothing of it is read). */
+const NO_HANDLES = { consoleLog: "", sshHost: "", sshPort: 0, tap: null };
+
 /** The longest a QMP powerdown request may take (a healthy QEMU answers at once). */
 const QMP_POWERDOWN_MS = 5_000;
 
@@ -248,6 +251,19 @@ export class QemuDriver implements Driver {
       );
     // Started with -S (or left paused by a daemon that died before this): run.
     await qmpExecute(handles.controlSocket, "cont");
+  }
+
+  async killStray(vmDir: string): Promise<boolean> {
+    const text = await fsp.readFile(path.join(vmDir, PID_FILE), "utf8").catch(() => null);
+    const pid = text === null ? NaN : Number.parseInt(text.trim(), 10);
+    if (!Number.isInteger(pid) || pid <= 0) return false;
+    // Only the QEMU of this VM's directory (its QMP socket on its command line), never a reused pid.
+    const stray = { vmm: "qemu", pid, controlSocket: path.join(vmDir, QMP_SOCKET) } as const;
+    const ours = (await vmmStatus({ ...stray, ...NO_HANDLES }, "qemu-system")) === "running";
+    if (ours) await this.kill({ ...stray, ...NO_HANDLES });
+    await fsp.rm(path.join(vmDir, PID_FILE), { force: true });
+    await this.removeFiles(vmDir);
+    return ours;
   }
 
   release(handles: VmHandles): void {
