@@ -14,7 +14,7 @@ export function snapshotCommand(deps: CliDeps): Command {
       "banger vm fork dev                          # snapshot dev and start a clone of it",
       "banger snapshot list",
     ],
-    next: "'banger vm create --from-snapshot <name>' to clone one; 'banger snapshot delete <name>' frees its space once no VM is cloned from it.",
+    next: "'banger vm create --from-snapshot <name>' to clone one; 'banger snapshot delete <name>' frees its space once no VM is cloned from it; 'banger snapshot prune' drops warm start's boot snapshots.",
   });
 
   snapshot
@@ -65,6 +65,21 @@ export function snapshotCommand(deps: CliDeps): Command {
     .action(async (name) => {
       const r = await withDaemon(deps, (c) => c.call("snapshot.delete", { name }));
       deps.out.stdout.write(`deleted ${r.deleted} (${formatSizeBytes(r.freedBytes)} freed)\n`);
+    });
+
+  snapshot
+    .command("prune")
+    .description(
+      "Remove warm start's boot snapshots no VM is cloned from (your own snapshots stay)",
+    )
+    .option("--dry-run", "only say what would be freed")
+    .action(async (opts) => {
+      const r = await withDaemon(deps, (c) =>
+        c.call("snapshot.prune", { dryRun: opts.dryRun ?? false }),
+      );
+      deps.out.stdout.write(
+        `${r.dryRun ? "would free" : "freed"} ${formatSizeBytes(r.freedBytes)}: ${r.deleted.length === 0 ? "no boot snapshot to remove" : r.deleted.join(", ")}\n`,
+      );
     });
 
   return snapshot as unknown as Command;

@@ -108,6 +108,7 @@ export function buildHandlers(daemon: Daemon, services: Services = wireServices(
     "snapshot.list": () => withSnapshots((s) => s.list()),
     "snapshot.show": ({ name }) => withSnapshots((s) => s.show(name)),
     "snapshot.delete": ({ name }) => withSnapshots((s) => s.delete(name)),
+    "snapshot.prune": ({ dryRun }) => withSnapshots((s) => s.prune(dryRun ?? false)),
     "vm.session.start": ({ vm, name, command, cwd }) =>
       withSessions((s) => s.start(vm, name, command, cwd)),
     "vm.session.list": ({ vm }) => withSessions((s) => s.list(vm)),

@@ -24,3 +24,28 @@ export async function deleteSnapshot(
     return { deleted: name, freedBytes: snap.bytes };
   });
 }
+
+/**
+ * Warm start's boot snapshots that no VM sits on, deleted (or only listed with `dryRun`); user
+ * snapshots are the user's and stay.
+ */
+export async function pruneBootSnapshots(
+  ctx: SnapshotContext,
+  dryRun: boolean,
+): Promise<{ deleted: string[]; freedBytes: number; dryRun: boolean }> {
+  const idle = ctx.store.snapshots
+    .list()
+    .filter((s) => s.kind === "boot" && ctx.clonesOf(s.id).length === 0);
+  let freedBytes = 0;
+  const deleted: string[] = [];
+  for (const s of idle) {
+    if (!dryRun) {
+      // A clone made meanwhile keeps it: the delete refuses, and the prune goes on.
+      const done = await deleteSnapshot(ctx, s.name).catch(() => null);
+      if (!done) continue;
+    }
+    deleted.push(s.name);
+    freedBytes += s.bytes;
+  }
+  return { deleted, freedBytes, dryRun };
+}

@@ -2,7 +2,7 @@ import type { SnapshotInfo, VmInfo } from "../api/methods.js";
 import type { Progress } from "../image/service.js";
 import { cloneSnapshot, type CloneRequest } from "./clone.js";
 import { SnapshotContext, type SnapshotServiceDeps } from "./context.js";
-import { deleteSnapshot } from "./delete.js";
+import { deleteSnapshot, pruneBootSnapshots } from "./delete.js";
 import { forkVm, type ForkRequest } from "./fork.js";
 import { listSnapshots, showSnapshot } from "./inspect.js";
 import { takeSnapshot, type TakeRequest } from "./take.js";
@@ -21,6 +21,7 @@ export class SnapshotService {
   list = (): SnapshotInfo[] => listSnapshots(this.ctx);
   show = (name: string): SnapshotInfo => showSnapshot(this.ctx, name);
   delete = (name: string) => deleteSnapshot(this.ctx, name);
+  prune = (dryRun: boolean) => pruneBootSnapshots(this.ctx, dryRun);
   take = (vm: string, req: TakeRequest, progress?: Progress) =>
     takeSnapshot(this.ctx, vm, req, progress);
   clone = (

@@ -142,3 +142,23 @@ test(
     assert.equal((await ssh("warm-broken", "hostname")).trim(), "warm-broken");
   },
 );
+
+test(
+  "snapshot prune drops boot snapshots only once no VM sits on them",
+  { timeout: 120_000 },
+  async () => {
+    const kept = await ok("snapshot", "prune");
+    assert.match(kept.stdout, /no boot snapshot to remove/, "its clones still sit on it");
+    await ok("vm", "delete", "warm-b", "warm-c", "warm-broken");
+    const dry = await ok("snapshot", "prune", "--dry-run");
+    assert.match(dry.stdout, /^would free .*boot-/);
+    assert.equal(
+      (JSON.parse((await ok("snapshot", "list", "--json")).stdout) as unknown[]).length,
+      1,
+    );
+    const pruned = await ok("snapshot", "prune");
+    assert.match(pruned.stdout, /^freed .*boot-/);
+    assert.deepEqual(JSON.parse((await ok("snapshot", "list", "--json")).stdout), []);
+    assert.deepEqual(await fs.readdir(home.layout.snapshotsDir), []);
+  },
+);

@@ -38,6 +38,16 @@ export const snapshotMethods = {
     result: z.object({ deleted: z.string(), freedBytes: z.number().int() }),
     summary: "Remove a snapshot and its files; refused while VMs are cloned from it.",
   },
+  "snapshot.prune": {
+    params: z.object({ dryRun: z.boolean().optional() }).strict(),
+    result: z.object({
+      deleted: z.array(z.string()),
+      freedBytes: z.number().int(),
+      dryRun: z.boolean(),
+    }),
+    summary:
+      "Remove warm start's boot snapshots no VM is cloned from (the next create of each shape boots cold and saves one again).",
+  },
   "vm.snapshot": {
     params: z
       .object({
