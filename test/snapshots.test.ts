@@ -14,7 +14,7 @@ import { readRestoreMarker } from "../src/vm/restore.js";
 import { VmService } from "../src/vm/service.js";
 import { SNAPSHOT_FILES, type Driver, type SaveRequest } from "../src/vmm/driver.js";
 import { fakeDriver, fakeHandles } from "./helpers/fake-driver.js";
-import { imageServices } from "./helpers/services.js";
+import { imageServices, testVmService } from "./helpers/services.js";
 import { withTempStore, type TempLayout } from "./helpers/temp-home.js";
 import { vmRow } from "./helpers/vm-row.js";
 
@@ -76,16 +76,7 @@ async function withRig(fn: (rig: Rig) => Promise<void>): Promise<void> {
         },
       },
     });
-    const { kernels, images } = imageServices(store, home.layout, { runner });
-    const vms = new VmService({
-      store,
-      layout: home.layout,
-      runner,
-      images,
-      kernels,
-      drivers: { qemu: driver },
-      pickVmm: async () => "qemu",
-      host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
+    const vms = testVmService(store, home.layout, driver, runner, {
       accel: { readFile: async () => "", canOpenRw: async () => false },
       stopDeadlineMs: 500,
     });

@@ -4,14 +4,13 @@ import fs from "node:fs/promises";
 import net from "node:net";
 import path from "node:path";
 import { test } from "node:test";
-import { VmService } from "../src/vm/service.js";
 import { Store } from "../src/store/store.js";
 import type { CommandRunner, RunOptions } from "../src/system/runner.js";
 import { isPidAlive } from "../src/vmm/process.js";
 import { QemuDriver } from "../src/vmm/qemu/driver.js";
 import type { Driver, VmHandles } from "../src/vmm/driver.js";
 import { fakeHandles, qemuDiskAndFiles } from "./helpers/fake-driver.js";
-import { imageServices } from "./helpers/services.js";
+import { testVmService } from "./helpers/services.js";
 import { tempLayout } from "./helpers/temp-home.js";
 import { vmRow } from "./helpers/vm-row.js";
 
@@ -53,18 +52,7 @@ test("a guest that never answers SSH: the poweroff attempt and the VMM's stop sh
       status: async () => (alive ? "running" : "stopped"),
       describe: async () => "fake",
     };
-    const { kernels, images } = imageServices(store, home.layout, { runner });
-    const vms = new VmService({
-      store,
-      layout: home.layout,
-      runner,
-      images,
-      kernels,
-      drivers: { qemu: driver },
-      pickVmm: async () => "qemu",
-      host: { cpus: 2, memoryBytes: 4 * 2 ** 30 },
-      stopDeadlineMs: stopMs,
-    });
+    const vms = testVmService(store, home.layout, driver, runner, { stopDeadlineMs: stopMs });
     store.insertVm(
       vmRow({
         name: "frozen",
