@@ -6,6 +6,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { test } from "node:test";
 import { BangerError, ErrorCode } from "../src/api/errors.js";
+import { methods } from "../src/api/methods.js";
 import { sweepOrphans } from "../src/daemon/sweep.js";
 import { SnapshotService } from "../src/snapshot/service.js";
 import type { ImageRow, KernelRow, SnapshotRow, Store } from "../src/store/store.js";
@@ -353,4 +354,27 @@ test("the start-up sweep removes unfinished and unowned snapshot dirs and drops 
     );
     assert.equal(store.getVmByName("orphan")?.snapshotId, null, "the clone no longer names it");
   });
+});
+
+test("vm.fork's answer keeps the clone's warnings and whether it was restored", () => {
+  const answer = {
+    id: "0123456789ab",
+    name: "dev-fork-1",
+    state: "running",
+    image: "debian-bookworm",
+    kernel: "debian-cloud",
+    vcpu: 1,
+    memoryBytes: 2 ** 30,
+    diskBytes: 2 ** 30,
+    ip: "10.0.2.15",
+    vmm: "qemu",
+    createdAt: now,
+    snapshot: "dev-snap-1",
+    warnings: [
+      "could not restore VM dev-fork-1 from snapshot dev-snap-1 (x); booted it cold instead",
+    ],
+    restored: false,
+  };
+  // The daemon validates every answer against its schema, which drops keys it does not name.
+  assert.deepEqual(methods["vm.fork"].result.parse(answer), answer);
 });

@@ -56,6 +56,7 @@ Examples:
           { onProgress: progress.report },
         ),
       ).finally(() => progress.done());
+      for (const w of info.warnings) deps.out.stderr.write(`warning: ${w}\n`);
       deps.out.stdout.write(`${info.name}\n`);
       deps.out.stderr.write(
         `VM ${info.name} is a clone of ${vm} (snapshot ${info.snapshot}): 'banger vm ssh ${info.name}' for a shell\n`,

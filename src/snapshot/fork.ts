@@ -1,5 +1,6 @@
 import type { VmInfo } from "../api/methods.js";
 import type { Progress } from "../image/service.js";
+import type { StartReport } from "../vm/start.js";
 import { cloneSnapshot, refuseTakenVm } from "./clone.js";
 import { checkName, freeName, type SnapshotContext } from "./context.js";
 import { deleteSnapshot } from "./delete.js";
@@ -22,7 +23,7 @@ export async function forkVm(
   req: ForkRequest,
   progress: Progress = () => {},
   signal?: AbortSignal,
-): Promise<VmInfo & { snapshot: string }> {
+): Promise<VmInfo & StartReport & { snapshot: string }> {
   const vms = ctx.deps.vms;
   vms.row(vmName);
   const clone =

@@ -73,8 +73,15 @@ export const snapshotMethods = {
         nat: z.boolean().optional(),
       })
       .strict(),
-    result: VmInfo.extend({ snapshot: z.string() }),
-    summary: "Snapshot a running VM and start a clone of it.",
+    result: VmInfo.extend({
+      snapshot: z.string(),
+      /** A restore that fell back to a cold boot says so here. */
+      warnings: z.array(z.string()),
+      /** True when the clone was restored (not booted cold after a failed restore). */
+      restored: z.boolean(),
+    }),
+    summary:
+      "Snapshot a running VM and start a clone of it (`restored`; `warnings` says when it booted cold instead).",
     progress: true,
   },
 } as const satisfies Record<string, MethodSpec>;
