@@ -231,8 +231,33 @@ test(
     const foreign = path.join(home.layout.imagesDir, "my-notes");
     await fs.mkdir(foreign);
 
+    // A snapshot save killed before its rename (a staging dir), one killed between the rename and
+    // its row or mid-delete (a dir no row owns), and a row whose dir is gone, which `keep` names.
+    const snapStaging = path.join(home.layout.snapshotsDir, ".staging-0123456789ab");
+    const snapUnowned = path.join(home.layout.snapshotsDir, "0123456789ac");
+    for (const d of [snapStaging, snapUnowned]) {
+      await fs.mkdir(d, { recursive: true });
+      await fs.writeFile(path.join(d, "memory"), "half");
+    }
+    const db = new Database(home.layout.dbFile);
+    db.prepare(
+      `INSERT INTO snapshots (id, name, kind, image_id, kernel_ref, kernel_fingerprint, vmm, vmm_version,
+                              accel, vcpu, memory_bytes, disk_bytes, bytes, created_at)
+       VALUES ('0123456789ad', 'lost', 'user', ?, 'tiny-kernel', '-', 'qemu', 'x', 'tcg', 1, 1, 1, 1, 'now')`,
+    ).run(image.id);
+    db.prepare("UPDATE vms SET snapshot_id = '0123456789ad' WHERE id = ?").run(vm.id);
+    db.close();
+
     // The next daemon (started on demand by this command) sweeps before it answers.
     await ok("image", "list");
+    for (const gone of [snapStaging, snapUnowned])
+      assert.equal(await exists(gone), false, `${gone} was swept`);
+    assert.deepEqual(JSON.parse((await ok("snapshot", "list", "--json")).stdout), []);
+    assert.equal(
+      JSON.parse((await ok("vm", "show", "keep", "--json")).stdout).snapshot,
+      null,
+      "the VM no longer names the lost snapshot",
+    );
     for (const gone of [staging, orphanKernel, orphanKernelTmp])
       assert.equal(await exists(gone), false, `${gone} was swept`);
     for (const unowned of [unownedKernel, unownedImage, unownedVm])
@@ -265,6 +290,12 @@ test(
           .some((l) => l.includes("finished directory: left alone") && l.includes(unowned)),
         `the log reports ${unowned}`,
       );
+    assert.ok(
+      log
+        .split("\n")
+        .some((l) => l.includes("a snapshot's directory is gone") && l.includes("keep")),
+      "the log names the lost snapshot's clone",
+    );
     // What was kept still works.
     assert.equal(JSON.parse((await ok("vm", "show", "keep", "--json")).stdout).id, vm.id);
     await ok("image", "show", "tiny");
