@@ -86,7 +86,8 @@ async function save(
     for (const f of QEMU_FILES) await fsp.chmod(path.join(req.dir, f), 0o600);
   } catch (err) {
     await qmp("migrate_cancel").catch(() => undefined);
-    if (req.resume) await qmp("cont").catch(() => undefined);
+    // Nothing was saved: the VM runs on, --stop or not (it asked to stop after a save).
+    await qmp("cont").catch(() => undefined);
     throw err;
   }
   if (req.resume) {
