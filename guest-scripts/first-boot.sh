@@ -7,7 +7,11 @@
 PATH=/usr/lib/banger/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 marker=/var/lib/banger/first-boot-done
-[ "${1:-}" != renew ] && [ -e "$marker" ] && exit 0
+mode=${1:-}
+# A clone that banger booted cold instead of restoring (banger.renew=1 on its command line) has
+# its snapshot's keys, which the snapshot's other clones have too.
+case " $(cat /proc/cmdline 2>/dev/null) " in *" banger.renew=1 "*) mode=renew ;; esac
+[ "$mode" != renew ] && [ -e "$marker" ] && exit 0
 say() { echo "banger-first-boot: $*"; echo "banger-first-boot: $*" > /dev/console 2>/dev/null; }
 mkdir -p /var/lib/banger
 

@@ -9,6 +9,8 @@ import { kernelFingerprint, type SnapshotContext } from "./context.js";
 import { deleteSnapshot } from "./delete.js";
 import { checkRestorable } from "./restorable.js";
 import { takeSnapshot } from "./take.js";
+import { deleteVms } from "../vm/delete.js";
+import { killVm } from "../vm/stop.js";
 
 export interface WarmCreateRequest extends CreateRequest {
   /** Boot from the image even when a boot snapshot of this shape exists, and save none. */
@@ -64,6 +66,7 @@ export async function warmCreate(
     shape.diskBytes,
   ]);
   const boot = ctx.store.snapshots.byShapeKey(key);
+  if (!boot) await dropStale(ctx, key, image.id, kernel.name, vmm, shape);
   if (boot) {
     const usable = await checkRestorable(boot, {
       store: ctx.store,
@@ -74,7 +77,9 @@ export async function warmCreate(
       () => true,
       async (err: unknown) => {
         vms.deps.log?.info({ err, snapshot: boot.name }, "boot snapshot unusable, booting cold");
-        if (ctx.clonesOf(boot.id).length === 0) await deleteSnapshot(ctx, boot.name);
+        // Another create may have dropped it, or a clone made meanwhile keeps it: boot cold anyway.
+        if (ctx.clonesOf(boot.id).length === 0)
+          await deleteSnapshot(ctx, boot.name).catch(() => undefined);
         return false;
       },
     );
@@ -85,18 +90,28 @@ export async function warmCreate(
         progress,
         signal,
       );
-      progress({ stage: "files", message: "file_sync" });
-      const synced = await pushFileSync({
-        shell: vms.shell,
-        target: await vms.targetOf(
-          vms.row(info.name),
-          (await vms.liveHandles(vms.row(info.name)))!,
-        ),
-        entries: shape.config.fileSync,
-        ...(vms.deps.homeDir ? { homeDir: vms.deps.homeDir } : {}),
-        ...(signal ? { signal } : {}),
-      });
-      return { ...info, warnings: [...info.warnings, ...synced.warnings] };
+      try {
+        progress({ stage: "files", message: "file_sync" });
+        const row = vms.row(info.name);
+        const handles = await vms.liveHandles(row);
+        if (!handles) throw new Error(`VM ${info.name} stopped before its files were copied in`);
+        const synced = await pushFileSync({
+          shell: vms.shell,
+          target: await vms.targetOf(row, handles),
+          entries: shape.config.fileSync,
+          ...(vms.deps.homeDir ? { homeDir: vms.deps.homeDir } : {}),
+          ...(signal ? { signal } : {}),
+        });
+        return { ...info, warnings: [...info.warnings, ...synced.warnings] };
+      } catch (err) {
+        // A create that fails (or is cancelled) here leaves nothing, as a cold one would.
+        await killVm(vms, info.name)
+          .then(() => deleteVms(vms, [info.name]))
+          .catch((e: unknown) =>
+            vms.deps.log?.error({ err: e, vm: info.name }, "could not remove a failed warm VM"),
+          );
+        throw err;
+      }
     }
   }
   const info = await cold();
@@ -118,6 +133,38 @@ export async function warmCreate(
     );
   });
   return info;
+}
+
+/**
+ * Boot snapshots of the same image, kernel name, VMM and sizes under another key: saved before the
+ * kernel's files, the VMM's version or the accelerator changed, so never restorable again; those
+ * no VM sits on are deleted before this shape's new one is saved.
+ */
+async function dropStale(
+  ctx: SnapshotContext,
+  key: string,
+  imageId: string,
+  kernelRef: string,
+  vmm: string,
+  shape: { vcpu: number; memoryBytes: number; diskBytes: number },
+): Promise<void> {
+  for (const s of ctx.store.snapshots.list()) {
+    const sameShape =
+      s.kind === "boot" &&
+      s.shapeKey !== key &&
+      s.imageId === imageId &&
+      s.kernelRef === kernelRef &&
+      s.vmm === vmm &&
+      s.vcpu === shape.vcpu &&
+      s.memoryBytes === shape.memoryBytes &&
+      s.diskBytes === shape.diskBytes;
+    if (!sameShape || ctx.clonesOf(s.id).length > 0) continue;
+    ctx.deps.vms.deps.log?.info(
+      { snapshot: s.name },
+      "dropping a boot snapshot no longer restorable",
+    );
+    await deleteSnapshot(ctx, s.name).catch(() => undefined);
+  }
 }
 
 /** The key of one VM shape: what a restore needs to be the same. */

@@ -62,9 +62,11 @@ export function startVm(
     const dir = ctx.dirOf(row.id);
     const restoring = await readRestoreMarker(dir);
     if (restoring) {
+      // Gone before the guest runs: once a restored guest has written to its disks, loading that
+      // memory again (a later start after a cancel or a daemon restart) would corrupt them.
+      await clearRestoreMarker(dir);
       try {
         const info = await boot(ctx, row, progress, signal, restoring);
-        await clearRestoreMarker(dir);
         report.restored = true;
         return info;
       } catch (err) {
@@ -73,10 +75,11 @@ export function startVm(
         report.warnings.push(warning);
         ctx.deps.log?.error({ err: err.reason, vm: name }, "restore failed, booting cold");
         progress({ stage: "restore", message: "restore failed: booting cold" });
-        await clearRestoreMarker(dir);
       }
     }
-    return boot(ctx, ctx.row(name), progress, signal, null);
+    // A clone whose restore failed boots its snapshot's disks, whose host keys its siblings
+    // have too: its first boot makes new ones (banger.renew=1, read by first-boot.sh).
+    return boot(ctx, ctx.row(name), progress, signal, null, restoring !== null);
   });
 }
 
@@ -94,6 +97,7 @@ async function boot(
   progress: Progress,
   signal: AbortSignal | undefined,
   restoring: RestoreMarker | null,
+  renewKeys = false,
 ): Promise<VmInfo> {
   const name = row.name;
   const kernel = await ctx.deps.kernels.show(row.kernelRef ?? DISTRO_KERNEL_NAME);
@@ -121,6 +125,7 @@ async function boot(
       ...extra,
       ...attached.kernelArgs,
       `banger.hostname=${row.name}`,
+      ...(renewKeys ? ["banger.renew=1"] : []),
       // The init recorded on the image when it was finalised.
       ...initKernelArgs(row.imageId ? (ctx.deps.store.getImage(row.imageId)?.init ?? null) : null),
     ].join(" ");

@@ -3,6 +3,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { execFile } from "node:child_process";
 import { ensureBuilt } from "../helpers/build.js";
 import { bangerCli } from "../helpers/cli.js";
 import { cleanupE2eHome } from "../helpers/e2e-cleanup.js";
@@ -14,6 +16,7 @@ import { tempLayout, type TempLayout } from "../helpers/temp-home.js";
 // [[file_sync]] copied in as it is now. `--cold` skips it; a damaged snapshot falls back to a
 // cold boot with a warning. Which path a create took is the daemon's answer (`restored`), never
 // a timing.
+const run = promisify(execFile);
 const root = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 let home: TempLayout;
 const { cli, ok } = bangerCli(() => home.env);
@@ -107,6 +110,33 @@ test(
     assert.notEqual(bb.hostKey, cc.hostKey, "each clone has its own SSH host key");
     assert.notEqual(bb.hostKey, a.hostKey);
 
+    // A snapshot of a clone keeps what the snapshot under it held: the first VM's first boot (its
+    // marker, written to warm-a's root before the boot snapshot) is in the fork's saved root,
+    // read here offline from the disk file (the guest's page cache would hide a lost layer).
+    await ok("vm", "fork", "warm-b", "--name", "warm-d");
+    const forkSnap = (
+      JSON.parse((await ok("snapshot", "list", "--json")).stdout) as Array<{
+        id: string;
+        name: string;
+        sourceVm: string;
+      }>
+    ).find((s) => s.sourceVm === "warm-b")!;
+    const raw = path.join(home.home, "fork-root.raw");
+    await run("qemu-img", [
+      "convert",
+      "-O",
+      "raw",
+      path.join(home.layout.snapshotsDir, forkSnap.id, "root.disk"),
+      raw,
+    ]);
+    const marker = await run("debugfs", ["-R", "stat /var/lib/banger/first-boot-done", raw]);
+    assert.doesNotMatch(marker.stdout + marker.stderr, /File not found/);
+    assert.match(marker.stdout, /Inode:/);
+    await fs.rm(raw);
+    assert.equal((await ssh("warm-d", "hostname")).trim(), "warm-d");
+    await ok("vm", "delete", "warm-d");
+    await ok("snapshot", "delete", forkSnap.name);
+
     // A snapshot clones sit on is not deleted under them.
     const refused = await cli("snapshot", "delete", snaps[0]!.name);
     assert.notEqual(refused.code, 0);
@@ -140,6 +170,9 @@ test(
     assert.equal(vm.restored, false);
     assert.match(vm.stderr, /^warning: could not restore VM warm-broken .*booted it cold/m);
     assert.equal((await ssh("warm-broken", "hostname")).trim(), "warm-broken");
+    // Booted from the snapshot's disks, it made its own host key (the snapshot's is warm-a's).
+    const key = "cat /etc/ssh/ssh_host_ed25519_key.pub";
+    assert.notEqual(await ssh("warm-broken", key), await ssh("warm-a", key));
   },
 );
 

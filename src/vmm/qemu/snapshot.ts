@@ -20,6 +20,9 @@ import { qmpExecute } from "./qmp.js";
 /** What a QEMU snapshot is made of (its memory file also holds the device state). */
 const QEMU_FILES = [SNAPSHOT_FILES.memory, SNAPSHOT_FILES.rootDisk, SNAPSHOT_FILES.workDisk];
 
+/** How long cont, quit and migrate_cancel may take whatever is left of a save's deadline. */
+const RECOVER_MS = 5_000;
+
 /** How often a save polls QEMU's migration status. */
 const POLL_MS = 50;
 
@@ -70,14 +73,18 @@ async function save(
   const left = () => Math.max(1, end - Date.now());
   const qmp = (command: string, args?: Record<string, unknown>) =>
     qmpExecute(handles.controlSocket, command, args, Math.min(5_000, left()));
+  // What runs the VM again (or ends it) has its own bound: a save past its deadline must not
+  // leave the guest paused for want of time to say cont.
+  const recover = (command: string) =>
+    qmpExecute(handles.controlSocket, command, undefined, RECOVER_MS);
   const vmmVersion = await deps.describe();
   const memory = path.join(req.dir, SNAPSHOT_FILES.memory);
   // The files hold guest memory and disks: the user's alone, made so before anything is in them.
   await fsp.writeFile(memory, "", { mode: 0o600 });
   const paused = Date.now();
-  await qmp("stop");
   let pausedMs = 0;
   try {
+    await qmp("stop");
     await qmp("migrate", { uri: `exec:cat > ${shellQuote(memory)}` });
     await migrated(qmp, end);
     // The migration's end flushed QEMU's disk caches into the files: they are consistent now.
@@ -85,18 +92,18 @@ async function save(
     await copyWork(deps.runner, req);
     for (const f of QEMU_FILES) await fsp.chmod(path.join(req.dir, f), 0o600);
   } catch (err) {
-    await qmp("migrate_cancel").catch(() => undefined);
+    await recover("migrate_cancel").catch(() => undefined);
     // Nothing was saved: the VM runs on, --stop or not (it asked to stop after a save).
-    await qmp("cont").catch(() => undefined);
+    await recover("cont").catch(() => undefined);
     throw err;
   }
   if (req.resume) {
-    await qmp("cont");
+    await recover("cont");
     pausedMs = Date.now() - paused;
   } else {
     pausedMs = Date.now() - paused;
-    await qmp("quit").catch(() => undefined);
-    await waitForExit(handles.pid, left());
+    await recover("quit").catch(() => undefined);
+    await waitForExit(handles.pid, RECOVER_MS);
   }
   let bytes = 0;
   for (const f of QEMU_FILES) bytes += await allocatedBytes(path.join(req.dir, f));
@@ -127,7 +134,10 @@ async function migrated(
 
 /**
  * The saved root depends only on the image: a VM's own overlay (backed by the image) is copied as
- * it is; a clone's (backed by another snapshot) is rewritten with just what differs from the image.
+ * it is; a clone's (backed by another snapshot's root, backed by the image) is copied, then
+ * rebased onto the image in qemu-img's safe mode, which writes into the copy every cluster where
+ * the snapshot below differs from the image (its first boot's host keys, its files), so nothing
+ * of that layer is lost when the copy stops naming it.
  */
 async function copyRoot(runner: CommandRunner, root: string, req: SaveRequest): Promise<void> {
   const dest = path.join(req.dir, SNAPSHOT_FILES.rootDisk);
@@ -135,22 +145,14 @@ async function copyRoot(runner: CommandRunner, root: string, req: SaveRequest): 
     (await runChecked(runner, "qemu-img", ["info", "-U", "--output=json", root])).stdout,
   ) as { "full-backing-filename"?: string; "backing-filename"?: string };
   const backing = info["full-backing-filename"] ?? info["backing-filename"];
-  if (backing && path.resolve(backing) === path.resolve(req.imageRootfs)) {
-    await runChecked(runner, "cp", ["--sparse=always", root, dest]);
-    return;
-  }
-  await runChecked(runner, "qemu-img", [
-    "convert",
-    "-U",
-    "-O",
-    "qcow2",
-    "-B",
-    path.resolve(req.imageRootfs),
-    "-F",
-    "raw",
-    root,
-    dest,
-  ]);
+  await runChecked(runner, "cp", ["--sparse=always", root, dest]);
+  if (backing && path.resolve(backing) === path.resolve(req.imageRootfs)) return;
+  await runChecked(
+    runner,
+    "qemu-img",
+    ["rebase", "-q", "-f", "qcow2", "-b", path.resolve(req.imageRootfs), "-F", "raw", dest],
+    { timeoutMs: 600_000 },
+  );
 }
 
 /** The saved work disk is a plain raw ext4 whatever the VM had (its own raw, or a clone's qcow2). */
