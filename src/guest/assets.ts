@@ -66,9 +66,10 @@ KillMode=process
 WantedBy=multi-user.target
 `;
 
+// No ConditionPathExists on the marker: first-boot.sh checks it itself, and a clone booted cold
+// after a failed restore (banger.renew=1) must renew keys its snapshot already made.
 const FIRST_BOOT_UNIT = `[Unit]
 Description=banger: first boot (SSH host keys)
-ConditionPathExists=!/var/lib/banger/first-boot-done
 After=banger-network.service local-fs.target
 Wants=banger-network.service
 Before=ssh.service sshd.service
