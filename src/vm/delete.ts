@@ -3,7 +3,11 @@ import { forgetHostKey } from "../guest/ssh.js";
 import type { VmContext } from "./context.js";
 import { shutdown } from "./teardown.js";
 
-/** Stops (gracefully) and removes each VM: its directory, its pinned host key, its row. */
+/**
+ * Kills and removes each VM: its directory, its pinned host key, its row. No graceful stop: its
+ * disks are removed next, so nothing the guest would flush survives anyway, and a guest's
+ * poweroff took seconds under software emulation (every `vm run --rm` waited for it).
+ */
 export async function deleteVms(ctx: VmContext, names: string[]): Promise<{ deleted: string[] }> {
   const rows = names.map((n) => ctx.row(n)); // all names valid before anything is touched
   const deleted: string[] = [];
@@ -12,7 +16,7 @@ export async function deleteVms(ctx: VmContext, names: string[]): Promise<{ dele
       // As it is now: a start or stop may have run while this waited for the lock.
       const row = ctx.deps.store.listVms().find((v) => v.id === stale.id);
       if (!row) return; // another delete got there first
-      await shutdown(ctx, row, "graceful");
+      await shutdown(ctx, row, "kill");
       await fsp.rm(ctx.dirOf(row.id), { recursive: true, force: true });
       await forgetHostKey(await ctx.sshIdentity(), row.name, ctx.deps.runner);
       ctx.deps.store.deleteVm(row.id);

@@ -69,7 +69,7 @@ export const vmMethods = {
   "vm.delete": {
     params: NamesParam,
     result: z.object({ deleted: z.array(z.string()) }),
-    summary: "Stop VMs and remove their disks.",
+    summary: "Kill VMs and remove their disks.",
   },
   "vm.prune": {
     params: Empty,
