@@ -73,6 +73,12 @@ cat /run/banger/identity.pid >> /tmp/pids 2>/dev/null
 touch /tmp/ready
 i=0
 while [ -e /run/banger/identity.pid ] && [ "$i" -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+# Under an image's init the reader restarts the server detached: let it record its start before
+# this init's exit ends the namespace (it lost that race once under load).
+j=0
+while [ -e /tmp/expect-ssh-server ] && ! grep -q '^ssh-server' /calls 2>/dev/null && [ "$j" -lt 100 ]; do
+  sleep 0.05; j=$((j + 1))
+done
 kill -0 "$(cat /tmp/server.pid)" 2>/dev/null && echo "server alive" >> /calls
 { ip -o link show dev eth0; ip -o -4 addr show dev eth0; ip route; hostname; } > /state 2>&1
 exit 0
@@ -114,6 +120,8 @@ export async function guestRoot(dir: string, opts: GuestOptions): Promise<string
   await fs.chmod(at(server), 0o755);
   const init = opts.init === "banger" ? "usr/lib/banger/init" : "sbin/init";
   await fs.writeFile(at(init), INIT, { mode: 0o755 });
+  if (opts.init === "image" && opts.server === "dropbear")
+    await fs.writeFile(at("tmp/expect-ssh-server"), "");
   if (typeof opts.init === "object") {
     await fs.mkdir(at("run/systemd/system"), { recursive: true });
     await fs.writeFile(at("tmp/killmode"), `${opts.init.systemd}\n`);
